@@ -1,0 +1,308 @@
+//! File records, in the objref shape of the linux-cr CR_FD_OBJREF patch:
+//!
+//! - an [`InodeRecord`] defines the underlying object (a pipe with its buffered bytes,
+//!   a regular file's path and identity, ...), saved once;
+//! - an [`OpenFileRecord`] defines an open file description (flags, position, owner)
+//!   and refers to its inode: both ends of a pipe are two open files, one inode;
+//! - an [`FdRecord`] is a process's fd slot and only refers to an open file, so fds
+//!   shared by `dup` or `fork` are one open file referred to twice.
+
+use crate::image::std::{format, path::PathBuf, prelude::rust_2024::*};
+
+use bytes::{BufMut, BytesMut};
+
+use super::ser;
+use crate::image::{ImageError, ObjRef, Wire, wire};
+
+/// An inode (defines `objref`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct InodeRecord {
+    pub objref: ObjRef,
+    #[serde(flatten)]
+    pub kind: InodeKind,
+}
+
+/// The kind of an inode and what is saved for each. Names follow `ckpt monitor`'s
+/// object kinds (`file`, `dir`, `chr`, `blk`, `anon`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum InodeKind {
+    /// An anonymous pipe: its capacity and the bytes that were in its buffer.
+    Pipe {
+        pipe_size: u32,
+        #[serde(serialize_with = "ser::hex")]
+        data: Vec<u8>,
+    },
+    /// A named pipe: its path, capacity and buffered bytes.
+    Fifo {
+        #[serde(serialize_with = "ser::path")]
+        path: PathBuf,
+        pipe_size: u32,
+        #[serde(serialize_with = "ser::hex")]
+        data: Vec<u8>,
+    },
+    /// A regular file, identified so restore can check it is still the same file.
+    #[serde(rename = "file")]
+    Regular {
+        #[serde(serialize_with = "ser::path")]
+        path: PathBuf,
+        size: u64,
+        mtime_ns: i64,
+        ino: u64,
+        dev: u64,
+    },
+    #[serde(rename = "dir")]
+    Directory {
+        #[serde(serialize_with = "ser::path")]
+        path: PathBuf,
+    },
+    #[serde(rename = "chr")]
+    CharDevice {
+        #[serde(serialize_with = "ser::path")]
+        path: PathBuf,
+        rdev: u64,
+    },
+    #[serde(rename = "blk")]
+    BlockDevice {
+        #[serde(serialize_with = "ser::path")]
+        path: PathBuf,
+        rdev: u64,
+    },
+    /// A socket: described (e.g. `socket:[1234]`), not yet restorable.
+    Socket { description: String },
+    /// An anon_inode object (eventfd, epoll, ...): described, not yet restorable.
+    Anon { description: String },
+    /// Anything else: its `i_mode` and a description.
+    Other { mode: u32, description: String },
+}
+
+impl InodeKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            InodeKind::Pipe { .. } => "pipe",
+            InodeKind::Fifo { .. } => "fifo",
+            InodeKind::Regular { .. } => "file",
+            InodeKind::Directory { .. } => "dir",
+            InodeKind::CharDevice { .. } => "chr",
+            InodeKind::BlockDevice { .. } => "blk",
+            InodeKind::Socket { .. } => "socket",
+            InodeKind::Anon { .. } => "anon",
+            InodeKind::Other { .. } => "other",
+        }
+    }
+}
+
+impl Wire for InodeRecord {
+    const MIN_SIZE: usize = 4 + 1 + 4;
+
+    fn encode(&self, out: &mut BytesMut) {
+        wire::put_objref(out, self.objref);
+        match &self.kind {
+            InodeKind::Pipe { pipe_size, data } => {
+                out.put_u8(1);
+                out.put_u32_le(*pipe_size);
+                wire::put_bytes(out, data);
+            }
+            InodeKind::Fifo {
+                path,
+                pipe_size,
+                data,
+            } => {
+                out.put_u8(2);
+                wire::put_path(out, path);
+                out.put_u32_le(*pipe_size);
+                wire::put_bytes(out, data);
+            }
+            InodeKind::Regular {
+                path,
+                size,
+                mtime_ns,
+                ino,
+                dev,
+            } => {
+                out.put_u8(3);
+                wire::put_path(out, path);
+                out.put_u64_le(*size);
+                out.put_i64_le(*mtime_ns);
+                out.put_u64_le(*ino);
+                out.put_u64_le(*dev);
+            }
+            InodeKind::Directory { path } => {
+                out.put_u8(4);
+                wire::put_path(out, path);
+            }
+            InodeKind::CharDevice { path, rdev } => {
+                out.put_u8(5);
+                wire::put_path(out, path);
+                out.put_u64_le(*rdev);
+            }
+            InodeKind::BlockDevice { path, rdev } => {
+                out.put_u8(6);
+                wire::put_path(out, path);
+                out.put_u64_le(*rdev);
+            }
+            InodeKind::Socket { description } => {
+                out.put_u8(7);
+                wire::put_str(out, description);
+            }
+            InodeKind::Anon { description } => {
+                out.put_u8(8);
+                wire::put_str(out, description);
+            }
+            InodeKind::Other { mode, description } => {
+                out.put_u8(9);
+                out.put_u32_le(*mode);
+                wire::put_str(out, description);
+            }
+        }
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        let objref = wire::objref(buf, "objref")?;
+        let kind = match wire::u8(buf, "kind")? {
+            1 => InodeKind::Pipe {
+                pipe_size: wire::u32(buf, "pipe_size")?,
+                data: wire::bytes(buf, "data")?,
+            },
+            2 => InodeKind::Fifo {
+                path: wire::path(buf, "path")?,
+                pipe_size: wire::u32(buf, "pipe_size")?,
+                data: wire::bytes(buf, "data")?,
+            },
+            3 => InodeKind::Regular {
+                path: wire::path(buf, "path")?,
+                size: wire::u64(buf, "size")?,
+                mtime_ns: wire::i64(buf, "mtime_ns")?,
+                ino: wire::u64(buf, "ino")?,
+                dev: wire::u64(buf, "dev")?,
+            },
+            4 => InodeKind::Directory {
+                path: wire::path(buf, "path")?,
+            },
+            5 => InodeKind::CharDevice {
+                path: wire::path(buf, "path")?,
+                rdev: wire::u64(buf, "rdev")?,
+            },
+            6 => InodeKind::BlockDevice {
+                path: wire::path(buf, "path")?,
+                rdev: wire::u64(buf, "rdev")?,
+            },
+            7 => InodeKind::Socket {
+                description: wire::string(buf, "description")?,
+            },
+            8 => InodeKind::Anon {
+                description: wire::string(buf, "description")?,
+            },
+            9 => InodeKind::Other {
+                mode: wire::u32(buf, "mode")?,
+                description: wire::string(buf, "description")?,
+            },
+            v => {
+                return Err(ImageError::malformed(format!(
+                    "field `kind`: unknown inode kind {v}"
+                )));
+            }
+        };
+        Ok(InodeRecord { objref, kind })
+    }
+}
+
+/// `F_SETOWN` state of an open file (`f_owner`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FileOwner {
+    pub pid: i32,
+    /// `F_OWNER_TID`, `F_OWNER_PID` or `F_OWNER_PGRP`.
+    pub kind: u32,
+    /// Signal sent on I/O (`F_SETSIG`); 0 means SIGIO.
+    pub sig: u32,
+}
+
+impl Wire for FileOwner {
+    const MIN_SIZE: usize = 12;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i32_le(self.pid);
+        out.put_u32_le(self.kind);
+        out.put_u32_le(self.sig);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(FileOwner {
+            pid: wire::i32(buf, "owner.pid")?,
+            kind: wire::u32(buf, "owner.kind")?,
+            sig: wire::u32(buf, "owner.sig")?,
+        })
+    }
+}
+
+/// An open file description (defines `objref`, refers to `inode`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OpenFileRecord {
+    pub objref: ObjRef,
+    pub inode: ObjRef,
+    /// `f_flags` (`O_*`).
+    pub flags: u32,
+    /// `f_mode` (`FMODE_READ` = 1, `FMODE_WRITE` = 2, ...).
+    pub mode: u32,
+    /// `f_pos`.
+    pub pos: i64,
+    pub owner: Option<FileOwner>,
+    /// The path it was opened by, as `/proc/PID/fd/N` shows it (`pipe:[123]` for a pipe).
+    #[serde(serialize_with = "ser::path")]
+    pub path: PathBuf,
+}
+
+impl Wire for OpenFileRecord {
+    const MIN_SIZE: usize = 4 + 4 + 4 + 4 + 8 + 1 + 4;
+
+    fn encode(&self, out: &mut BytesMut) {
+        wire::put_objref(out, self.objref);
+        wire::put_objref(out, self.inode);
+        out.put_u32_le(self.flags);
+        out.put_u32_le(self.mode);
+        out.put_i64_le(self.pos);
+        wire::put_option(out, &self.owner);
+        wire::put_path(out, &self.path);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(OpenFileRecord {
+            objref: wire::objref(buf, "objref")?,
+            inode: wire::objref(buf, "inode")?,
+            flags: wire::u32(buf, "flags")?,
+            mode: wire::u32(buf, "mode")?,
+            pos: wire::i64(buf, "pos")?,
+            owner: wire::option(buf, "owner")?,
+            path: wire::path(buf, "path")?,
+        })
+    }
+}
+
+/// One fd of one process: the CR_FD_OBJREF entry, referring to an open file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FdRecord {
+    pub pid: i32,
+    pub fd: i32,
+    pub file: ObjRef,
+    pub cloexec: bool,
+}
+
+impl Wire for FdRecord {
+    const MIN_SIZE: usize = 4 + 4 + 4 + 1;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i32_le(self.pid);
+        out.put_i32_le(self.fd);
+        wire::put_objref(out, self.file);
+        wire::put_bool(out, self.cloexec);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(FdRecord {
+            pid: wire::i32(buf, "pid")?,
+            fd: wire::i32(buf, "fd")?,
+            file: wire::objref(buf, "file")?,
+            cloexec: wire::bool(buf, "cloexec")?,
+        })
+    }
+}

@@ -1,0 +1,244 @@
+//! Memory records: one [`MemoryAreaRecord`] per mapping of a process, and one
+//! [`SharedMemoryRecord`] per `MAP_SHARED | MAP_ANONYMOUS` object, saved once however
+//! many processes map it. Page contents are not in these records: a [`PageRun`] names
+//! where in `pages.img` a run of dumped pages lies.
+
+use crate::image::std::{format, prelude::rust_2024::*};
+
+use bytes::{BufMut, BytesMut};
+
+use crate::image::{ImageError, ObjRef, Wire, wire};
+
+/// `prot` bits: Linux `PROT_*` values.
+pub mod prot {
+    pub const READ: u32 = 0x1;
+    pub const WRITE: u32 = 0x2;
+    pub const EXEC: u32 = 0x4;
+}
+
+/// `flags` bits: Linux `MAP_*` values (exactly one of `SHARED` and `PRIVATE` is set).
+pub mod map {
+    pub const SHARED: u32 = 0x01;
+    pub const PRIVATE: u32 = 0x02;
+    pub const ANONYMOUS: u32 = 0x20;
+    pub const GROWSDOWN: u32 = 0x0100;
+    pub const LOCKED: u32 = 0x2000;
+    pub const NORESERVE: u32 = 0x4000;
+}
+
+/// What backs a memory area, and so how restore recreates it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum AreaKind {
+    /// Private anonymous memory.
+    Anon,
+    /// A file mapping; `objref` names the file's inode record (saved once).
+    File {
+        objref: ObjRef,
+    },
+    /// Shared anonymous memory; `objref` names its shared-memory record.
+    SharedAnon {
+        objref: ObjRef,
+    },
+    /// The `[heap]` (brk) area.
+    Heap,
+    /// The `[stack]` of the main thread.
+    Stack,
+    /// The kernel-provided `[vdso]`, `[vvar]`, `[vvar_vclock]` and `[vsyscall]`
+    /// areas: their pages are never dumped; restore moves its own kernel areas here.
+    Vdso,
+    Vvar,
+    VvarVclock,
+    Vsyscall,
+}
+
+impl AreaKind {
+    fn tag(self) -> u8 {
+        match self {
+            AreaKind::Anon => 0,
+            AreaKind::File { .. } => 1,
+            AreaKind::SharedAnon { .. } => 2,
+            AreaKind::Heap => 3,
+            AreaKind::Stack => 4,
+            AreaKind::Vdso => 5,
+            AreaKind::Vvar => 6,
+            AreaKind::VvarVclock => 7,
+            AreaKind::Vsyscall => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AreaKind::Anon => "anon",
+            AreaKind::File { .. } => "file",
+            AreaKind::SharedAnon { .. } => "shared-anon",
+            AreaKind::Heap => "heap",
+            AreaKind::Stack => "stack",
+            AreaKind::Vdso => "vdso",
+            AreaKind::Vvar => "vvar",
+            AreaKind::VvarVclock => "vvar-vclock",
+            AreaKind::Vsyscall => "vsyscall",
+        }
+    }
+
+    /// The objref the area refers to, if any.
+    pub fn objref(self) -> Option<ObjRef> {
+        match self {
+            AreaKind::File { objref } | AreaKind::SharedAnon { objref } => Some(objref),
+            _ => None,
+        }
+    }
+}
+
+impl Wire for AreaKind {
+    const MIN_SIZE: usize = 1;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u8(self.tag());
+        if let Some(r) = self.objref() {
+            wire::put_objref(out, r);
+        }
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(match wire::u8(buf, "kind")? {
+            0 => AreaKind::Anon,
+            1 => AreaKind::File {
+                objref: wire::objref(buf, "kind.objref")?,
+            },
+            2 => AreaKind::SharedAnon {
+                objref: wire::objref(buf, "kind.objref")?,
+            },
+            3 => AreaKind::Heap,
+            4 => AreaKind::Stack,
+            5 => AreaKind::Vdso,
+            6 => AreaKind::Vvar,
+            7 => AreaKind::VvarVclock,
+            8 => AreaKind::Vsyscall,
+            v => {
+                return Err(ImageError::malformed(format!(
+                    "field `kind`: unknown memory area kind {v}"
+                )));
+            }
+        })
+    }
+}
+
+/// A run of dumped pages: `count` pages starting at page `index` of the area (or
+/// shared object), stored contiguously at byte `offset` of `pages.img` (page-aligned),
+/// with the CRC-32 of those bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PageRun {
+    pub index: u64,
+    pub count: u32,
+    pub offset: u64,
+    pub crc32: u32,
+}
+
+impl Wire for PageRun {
+    const MIN_SIZE: usize = 8 + 4 + 8 + 4;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u64_le(self.index);
+        out.put_u32_le(self.count);
+        out.put_u64_le(self.offset);
+        out.put_u32_le(self.crc32);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(PageRun {
+            index: wire::u64(buf, "index")?,
+            count: wire::u32(buf, "count")?,
+            offset: wire::u64(buf, "offset")?,
+            crc32: wire::u32(buf, "crc32")?,
+        })
+    }
+}
+
+/// One mapping of a process (a line of `/proc/PID/maps`), with its dumped pages.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryAreaRecord {
+    pub pid: i32,
+    /// First byte (page-aligned).
+    pub start: u64,
+    /// One past the last byte (page-aligned).
+    pub end: u64,
+    /// `PROT_*` bits ([`prot`]).
+    pub prot: u32,
+    /// `MAP_*` bits ([`map`]).
+    pub flags: u32,
+    /// Byte offset of `start` within the backing file or shared object.
+    pub offset: u64,
+    #[serde(flatten)]
+    pub kind: AreaKind,
+    /// Dumped pages, in increasing `index` order. Empty for a shared-anonymous area:
+    /// its pages are saved once, in its shared-memory record.
+    pub pages: Vec<PageRun>,
+}
+
+impl MemoryAreaRecord {
+    pub fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Wire for MemoryAreaRecord {
+    const MIN_SIZE: usize = 4 + 8 + 8 + 4 + 4 + 8 + AreaKind::MIN_SIZE + 4;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i32_le(self.pid);
+        out.put_u64_le(self.start);
+        out.put_u64_le(self.end);
+        out.put_u32_le(self.prot);
+        out.put_u32_le(self.flags);
+        out.put_u64_le(self.offset);
+        self.kind.encode(out);
+        wire::put_list(out, &self.pages);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(MemoryAreaRecord {
+            pid: wire::i32(buf, "pid")?,
+            start: wire::u64(buf, "start")?,
+            end: wire::u64(buf, "end")?,
+            prot: wire::u32(buf, "prot")?,
+            flags: wire::u32(buf, "flags")?,
+            offset: wire::u64(buf, "offset")?,
+            kind: AreaKind::decode(buf)?,
+            pages: wire::list(buf, "pages")?,
+        })
+    }
+}
+
+/// A shared anonymous memory object (defines `objref`): its size and dumped pages,
+/// saved once however many areas map it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SharedMemoryRecord {
+    pub objref: ObjRef,
+    /// Bytes (page-aligned).
+    pub size: u64,
+    /// Dumped pages, `index` counted from the object's first page.
+    pub pages: Vec<PageRun>,
+}
+
+impl Wire for SharedMemoryRecord {
+    const MIN_SIZE: usize = 4 + 8 + 4;
+
+    fn encode(&self, out: &mut BytesMut) {
+        wire::put_objref(out, self.objref);
+        out.put_u64_le(self.size);
+        wire::put_list(out, &self.pages);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(SharedMemoryRecord {
+            objref: wire::objref(buf, "objref")?,
+            size: wire::u64(buf, "size")?,
+            pages: wire::list(buf, "pages")?,
+        })
+    }
+}

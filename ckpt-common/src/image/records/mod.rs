@@ -1,0 +1,163 @@
+//! The record kinds of `ckpt.img`, one home per kind of thing saved:
+//! [`process`](ProcessRecord) and [`thread`](ThreadRecord) state, memory
+//! ([`MemoryAreaRecord`], [`SharedMemoryRecord`]) and files ([`InodeRecord`],
+//! [`OpenFileRecord`], [`FdRecord`]).
+//!
+//! Each kind is a plain struct implementing [`Wire`]; [`Record`] is the sum of them and
+//! maps each to its [`RecordType`] code. The objref records (inode, open file, shared
+//! memory) *define* an objref; fd and memory-area records only *refer* to one.
+
+mod files;
+mod memory;
+mod process;
+
+use crate::image::std::{format, prelude::rust_2024::*};
+
+use bytes::BytesMut;
+
+use super::{ImageError, Wire, wire};
+
+pub use files::{FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord};
+pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
+pub use process::{
+    Credentials, MmState, ProcessRecord, ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
+    SigAction, Siginfo, SyscallState, ThreadRecord,
+};
+
+/// The `type` field of a record frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum RecordType {
+    Process = 1,
+    Thread = 2,
+    MemoryArea = 3,
+    SharedMemory = 4,
+    Inode = 5,
+    OpenFile = 6,
+    Fd = 7,
+    /// The last record: record count, checksum of checksums, pages.img length.
+    Tail = 0xffff,
+}
+
+impl RecordType {
+    pub fn from_u16(v: u16) -> Option<RecordType> {
+        Some(match v {
+            1 => RecordType::Process,
+            2 => RecordType::Thread,
+            3 => RecordType::MemoryArea,
+            4 => RecordType::SharedMemory,
+            5 => RecordType::Inode,
+            6 => RecordType::OpenFile,
+            7 => RecordType::Fd,
+            0xffff => RecordType::Tail,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordType::Process => "process",
+            RecordType::Thread => "thread",
+            RecordType::MemoryArea => "memory-area",
+            RecordType::SharedMemory => "shared-memory",
+            RecordType::Inode => "inode",
+            RecordType::OpenFile => "open-file",
+            RecordType::Fd => "fd",
+            RecordType::Tail => "tail",
+        }
+    }
+
+    /// The name of a raw type code, `"unknown"` for codes this version does not know.
+    pub fn name_of(v: u16) -> &'static str {
+        RecordType::from_u16(v).map_or("unknown", RecordType::name)
+    }
+}
+
+/// One record of `ckpt.img` (the tail is not a `Record`: it belongs to the framing).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "record", rename_all = "kebab-case")]
+pub enum Record {
+    Process(ProcessRecord),
+    Thread(ThreadRecord),
+    MemoryArea(MemoryAreaRecord),
+    SharedMemory(SharedMemoryRecord),
+    Inode(InodeRecord),
+    OpenFile(OpenFileRecord),
+    Fd(FdRecord),
+}
+
+impl Record {
+    pub fn record_type(&self) -> RecordType {
+        match self {
+            Record::Process(_) => RecordType::Process,
+            Record::Thread(_) => RecordType::Thread,
+            Record::MemoryArea(_) => RecordType::MemoryArea,
+            Record::SharedMemory(_) => RecordType::SharedMemory,
+            Record::Inode(_) => RecordType::Inode,
+            Record::OpenFile(_) => RecordType::OpenFile,
+            Record::Fd(_) => RecordType::Fd,
+        }
+    }
+
+    /// Appends the payload (without the frame).
+    pub fn encode_payload(&self, out: &mut BytesMut) {
+        match self {
+            Record::Process(r) => r.encode(out),
+            Record::Thread(r) => r.encode(out),
+            Record::MemoryArea(r) => r.encode(out),
+            Record::SharedMemory(r) => r.encode(out),
+            Record::Inode(r) => r.encode(out),
+            Record::OpenFile(r) => r.encode(out),
+            Record::Fd(r) => r.encode(out),
+        }
+    }
+
+    /// Decodes a whole payload of type `rtype`; every byte must belong to a field.
+    pub fn decode_payload(rtype: u16, mut payload: &[u8]) -> Result<Record, ImageError> {
+        let buf = &mut payload;
+        let record = match RecordType::from_u16(rtype) {
+            Some(RecordType::Process) => Record::Process(ProcessRecord::decode(buf)?),
+            Some(RecordType::Thread) => Record::Thread(ThreadRecord::decode(buf)?),
+            Some(RecordType::MemoryArea) => Record::MemoryArea(MemoryAreaRecord::decode(buf)?),
+            Some(RecordType::SharedMemory) => {
+                Record::SharedMemory(SharedMemoryRecord::decode(buf)?)
+            }
+            Some(RecordType::Inode) => Record::Inode(InodeRecord::decode(buf)?),
+            Some(RecordType::OpenFile) => Record::OpenFile(OpenFileRecord::decode(buf)?),
+            Some(RecordType::Fd) => Record::Fd(FdRecord::decode(buf)?),
+            Some(RecordType::Tail) => {
+                return Err(ImageError::malformed(
+                    "a tail record before the end of the image",
+                ));
+            }
+            None => {
+                return Err(ImageError::malformed(format!(
+                    "unknown record type {rtype} (written by a newer ckpt?)"
+                )));
+            }
+        };
+        wire::end(buf)?;
+        Ok(record)
+    }
+}
+
+/// Serde helpers for `ckpt show --json`: paths as (lossy) strings, blobs as hex.
+pub(crate) mod ser {
+    use crate::image::std::{fmt::Write, path::Path, string::String};
+
+    pub fn path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    pub fn hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&to_hex(b))
+    }
+
+    pub fn to_hex(b: &[u8]) -> String {
+        let mut out = String::with_capacity(b.len() * 2);
+        for byte in b {
+            let _ = write!(out, "{byte:02x}");
+        }
+        out
+    }
+}

@@ -1,0 +1,353 @@
+//! The cross-reference pass over a decoded image ([`Image::validate`]).
+//!
+//! Decoding proves each record is well-formed on its own; this pass proves the records
+//! fit together, in one walk in file order, so restore can trust an image it opened:
+//!
+//! - every objref is defined exactly once, before any record refers to it, by a record
+//!   of the kind the reference expects (fd → open file → inode; file area → inode;
+//!   shared-anonymous area → shared memory);
+//! - the first process is the root of the tree and every later process's parent is an
+//!   earlier process; pids and tids are unique; threads, areas and fds follow their
+//!   (running) process; a running process has a main thread (tid = pid);
+//! - memory areas are page-aligned, non-empty, in increasing order and non-overlapping
+//!   within a process; page runs lie inside their area (or shared object), in order,
+//!   page-aligned and inside pages.img.
+//!
+//! Errors name the offending record (index, type, byte offset) like decoding errors.
+
+use crate::image::std::{
+    collections::{HashMap, HashSet},
+    format,
+    prelude::rust_2024::*,
+};
+
+use super::{
+    AreaKind, Image, ImageError, InodeKind, ObjRef, PageRun, ProcessState, Record, RecordType,
+    records::{map, prot},
+};
+
+/// What a defining record made an objref name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Defined {
+    Inode,
+    OpenFile,
+    SharedMemory { size: u64 },
+}
+
+impl Defined {
+    fn name(self) -> &'static str {
+        match self {
+            Defined::Inode => "an inode",
+            Defined::OpenFile => "an open file",
+            Defined::SharedMemory { .. } => "shared memory",
+        }
+    }
+}
+
+struct Process {
+    index: usize,
+    state: ProcessState,
+    has_main_thread: bool,
+    /// End of the last memory area seen (areas come in increasing order).
+    areas_end: u64,
+}
+
+#[derive(Default)]
+struct Pass {
+    objrefs: HashMap<ObjRef, (usize, Defined)>,
+    processes: HashMap<i32, Process>,
+    tids: HashSet<i32>,
+    fds: HashSet<(i32, i32)>,
+}
+
+impl Pass {
+    fn define(&mut self, index: usize, objref: ObjRef, what: Defined) -> Result<(), String> {
+        if let Some((by, _)) = self.objrefs.get(&objref) {
+            return Err(format!(
+                "objref {objref} is already defined by record #{by}"
+            ));
+        }
+        self.objrefs.insert(objref, (index, what));
+        Ok(())
+    }
+
+    /// Looks up a reference; `expected` tells which kind of definition it needs.
+    fn refer(
+        &self,
+        objref: ObjRef,
+        field: &str,
+        expected: fn(Defined) -> bool,
+        want: &str,
+    ) -> Result<Defined, String> {
+        match self.objrefs.get(&objref) {
+            None => Err(format!(
+                "`{field}` refers to objref {objref}, which no earlier record defines"
+            )),
+            Some((by, d)) if !expected(*d) => Err(format!(
+                "`{field}` refers to objref {objref} as {want}, but record #{by} defines it as {}",
+                d.name()
+            )),
+            Some((_, d)) => Ok(*d),
+        }
+    }
+
+    /// The running process `pid` that a thread, area or fd record belongs to.
+    fn running(&mut self, pid: i32) -> Result<&mut Process, String> {
+        match self.processes.get_mut(&pid) {
+            None => Err(format!("pid {pid} has no earlier process record")),
+            Some(p) if p.state == ProcessState::Zombie => Err(format!(
+                "pid {pid} is a zombie (record #{}); a zombie has no threads, memory or fds",
+                p.index
+            )),
+            Some(p) => Ok(p),
+        }
+    }
+}
+
+pub(crate) fn validate(image: &Image) -> Result<(), ImageError> {
+    let offsets = image.record_offsets();
+    let page_size = u64::from(image.header.page_size);
+    let mut pass = Pass::default();
+    for (index, record) in image.records.iter().enumerate() {
+        check_record(&mut pass, index, record, page_size, image.pages_len).map_err(|reason| {
+            ImageError::malformed(reason).in_record(
+                index,
+                record.record_type() as u16,
+                offsets[index],
+            )
+        })?;
+    }
+    if pass.processes.is_empty() {
+        return Err(ImageError::Invalid("the image holds no process".into()));
+    }
+    let mut missing: Vec<(&i32, &Process)> = pass
+        .processes
+        .iter()
+        .filter(|(_, p)| p.state == ProcessState::Running && !p.has_main_thread)
+        .collect();
+    missing.sort_by_key(|(_, p)| p.index);
+    if let Some((pid, p)) = missing.first() {
+        return Err(ImageError::malformed(format!(
+            "running process {pid} has no thread record with tid {pid} (its main thread)"
+        ))
+        .in_record(p.index, RecordType::Process as u16, offsets[p.index]));
+    }
+    Ok(())
+}
+
+fn check_record(
+    pass: &mut Pass,
+    index: usize,
+    record: &Record,
+    page_size: u64,
+    pages_len: u64,
+) -> Result<(), String> {
+    match record {
+        Record::Process(p) => {
+            if p.pid <= 0 {
+                return Err(format!("pid {} is not positive", p.pid));
+            }
+            if pass.processes.contains_key(&p.pid) {
+                return Err(format!("pid {} appears in two process records", p.pid));
+            }
+            if !pass.processes.is_empty() && !pass.processes.contains_key(&p.ppid) {
+                return Err(format!(
+                    "parent {} of pid {} is not an earlier process (only the first process \
+                     record, the root, may have a parent outside the image)",
+                    p.ppid, p.pid
+                ));
+            }
+            if let Some(a) = p.sigactions.iter().find(|a| !(1..=64).contains(&a.signo)) {
+                return Err(format!("sigaction for signal {} (not 1..=64)", a.signo));
+            }
+            pass.processes.insert(
+                p.pid,
+                Process {
+                    index,
+                    state: p.state,
+                    has_main_thread: false,
+                    areas_end: 0,
+                },
+            );
+        }
+        Record::Thread(t) => {
+            let process = pass.running(t.pid)?;
+            if t.tid == t.pid {
+                process.has_main_thread = true;
+            }
+            if t.tid <= 0 {
+                return Err(format!("tid {} is not positive", t.tid));
+            }
+            if !pass.tids.insert(t.tid) {
+                return Err(format!("tid {} appears in two thread records", t.tid));
+            }
+        }
+        Record::MemoryArea(a) => {
+            let area = format!("area {:#x}-{:#x}", a.start, a.end);
+            if a.start >= a.end
+                || !a.start.is_multiple_of(page_size)
+                || !a.end.is_multiple_of(page_size)
+            {
+                return Err(format!(
+                    "{area} is empty or not aligned to {page_size}-byte pages"
+                ));
+            }
+            if !a.offset.is_multiple_of(page_size) {
+                return Err(format!(
+                    "{area}: offset {:#x} is not page-aligned",
+                    a.offset
+                ));
+            }
+            if a.prot & !(prot::READ | prot::WRITE | prot::EXEC) != 0 {
+                return Err(format!("{area}: unknown prot bits {:#x}", a.prot));
+            }
+            let sharing = a.flags & (map::SHARED | map::PRIVATE);
+            if sharing != map::SHARED && sharing != map::PRIVATE {
+                return Err(format!(
+                    "{area}: flags {:#x} must have exactly one of MAP_SHARED and MAP_PRIVATE",
+                    a.flags
+                ));
+            }
+            let process = pass.running(a.pid)?;
+            if a.start < process.areas_end {
+                return Err(format!(
+                    "{area} overlaps or precedes the previous area of pid {} (which ends at {:#x}); \
+                     areas must be in increasing order",
+                    a.pid, process.areas_end
+                ));
+            }
+            process.areas_end = a.end;
+            let pages = (a.end - a.start) / page_size;
+            match a.kind {
+                AreaKind::File { objref } => {
+                    pass.refer(objref, "kind.objref", |d| d == Defined::Inode, "an inode")?;
+                }
+                AreaKind::SharedAnon { objref } => {
+                    let d = pass.refer(
+                        objref,
+                        "kind.objref",
+                        |d| matches!(d, Defined::SharedMemory { .. }),
+                        "shared memory",
+                    )?;
+                    let Defined::SharedMemory { size } = d else {
+                        unreachable!("refer checked the kind")
+                    };
+                    if a.offset
+                        .checked_add(a.end - a.start)
+                        .is_none_or(|e| e > size)
+                    {
+                        return Err(format!(
+                            "{area} maps bytes {:#x}+{:#x} of shared memory {objref}, which has {size:#x}",
+                            a.offset,
+                            a.end - a.start
+                        ));
+                    }
+                    if !a.pages.is_empty() {
+                        return Err(format!(
+                            "{area} is shared-anonymous but carries page runs; its pages belong \
+                             in shared memory {objref}"
+                        ));
+                    }
+                }
+                AreaKind::Vdso | AreaKind::Vvar | AreaKind::VvarVclock | AreaKind::Vsyscall => {
+                    if !a.pages.is_empty() {
+                        return Err(format!(
+                            "{area} is a kernel-provided {} area but carries page runs",
+                            a.kind.name()
+                        ));
+                    }
+                }
+                AreaKind::Anon | AreaKind::Heap | AreaKind::Stack => {}
+            }
+            check_runs(&a.pages, pages, page_size, pages_len)
+                .map_err(|e| format!("{area}: {e}"))?;
+        }
+        Record::SharedMemory(s) => {
+            if s.size == 0 || !s.size.is_multiple_of(page_size) {
+                return Err(format!(
+                    "size {:#x} is zero or not a whole number of pages",
+                    s.size
+                ));
+            }
+            check_runs(&s.pages, s.size / page_size, page_size, pages_len)?;
+            pass.define(index, s.objref, Defined::SharedMemory { size: s.size })?;
+        }
+        Record::Inode(n) => {
+            if let InodeKind::Pipe { pipe_size, data }
+            | InodeKind::Fifo {
+                pipe_size, data, ..
+            } = &n.kind
+                && data.len() as u64 > u64::from(*pipe_size)
+            {
+                return Err(format!(
+                    "{} holds {} bytes, more than its capacity of {pipe_size}",
+                    n.kind.name(),
+                    data.len()
+                ));
+            }
+            pass.define(index, n.objref, Defined::Inode)?;
+        }
+        Record::OpenFile(f) => {
+            pass.refer(f.inode, "inode", |d| d == Defined::Inode, "an inode")?;
+            pass.define(index, f.objref, Defined::OpenFile)?;
+        }
+        Record::Fd(d) => {
+            pass.running(d.pid)?;
+            if d.fd < 0 {
+                return Err(format!("fd {} is negative", d.fd));
+            }
+            if !pass.fds.insert((d.pid, d.fd)) {
+                return Err(format!("fd {} of pid {} appears twice", d.fd, d.pid));
+            }
+            pass.refer(d.file, "file", |x| x == Defined::OpenFile, "an open file")?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the page runs of an area or shared object of `pages` pages.
+fn check_runs(runs: &[PageRun], pages: u64, page_size: u64, pages_len: u64) -> Result<(), String> {
+    let mut next = 0u64;
+    for (j, run) in runs.iter().enumerate() {
+        let bytes = u64::from(run.count) * page_size;
+        let end_index = run.index.checked_add(u64::from(run.count));
+        let problem = if run.count == 0 {
+            Some("is empty".to_string())
+        } else if run.index < next {
+            Some(format!(
+                "starts at page {} before the previous run ends (page {next})",
+                run.index
+            ))
+        } else if end_index.is_none_or(|e| e > pages) {
+            Some(format!("ends past the last page ({pages} pages)"))
+        } else if !run.offset.is_multiple_of(page_size) {
+            Some(format!(
+                "pages.img offset {:#x} is not page-aligned",
+                run.offset
+            ))
+        } else if run.offset.checked_add(bytes).is_none_or(|e| e > pages_len) {
+            Some(format!(
+                "pages.img bytes {:#x}+{bytes:#x} run past its end ({pages_len:#x})",
+                run.offset
+            ))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return Err(format!(
+                "page run {j} (pages {}+{}) {p}",
+                run.index, run.count
+            ));
+        }
+        next = end_index.unwrap_or(u64::MAX);
+    }
+    Ok(())
+}
+
+impl Image {
+    /// Checks that the records fit together (objrefs, pids, memory layout, page runs);
+    /// see the module documentation of `validate` for the full list.
+    pub fn validate(&self) -> Result<(), ImageError> {
+        validate(self)
+    }
+}

@@ -1,0 +1,153 @@
+//! Writing an image: [`ImageWriter`] streams records into `ckpt.img` and page runs into
+//! `pages.img`, then seals the image with the tail.
+//!
+//! The directory must be empty or absent (an image is never mixed with other files or
+//! written over an older one); it is created, or restricted, to mode 0700 and both
+//! files are created 0600 with `O_EXCL`, because an image holds a process's memory.
+//! An image whose writer failed or was dropped before [`ImageWriter::finish`] has no
+//! tail, and the reader rejects it as truncated.
+
+use crate::image::std::{
+    format,
+    fs::{self, DirBuilder, File, OpenOptions, Permissions},
+    io::{self, BufWriter, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    prelude::rust_2024::*,
+};
+
+use bytes::BytesMut;
+
+use super::{Header, IMAGE_FILE, ImageError, PAGES_FILE, PageRun, Record, framing};
+
+/// Writes one image directory.
+#[derive(Debug)]
+pub struct ImageWriter {
+    dir: PathBuf,
+    image: BufWriter<File>,
+    pages: BufWriter<File>,
+    page_size: u64,
+    pages_len: u64,
+    records: u64,
+    chain: crc32fast::Hasher,
+    buf: BytesMut,
+}
+
+impl ImageWriter {
+    /// Prepares `dir` (absent → created 0700; empty directory → set to 0700; anything
+    /// else → error naming it) and writes the header.
+    pub fn create(dir: &Path, header: &Header) -> Result<ImageWriter, ImageError> {
+        prepare_dir(dir)?;
+        let image = create_file(&dir.join(IMAGE_FILE))?;
+        let pages = create_file(&dir.join(PAGES_FILE))?;
+        let mut writer = ImageWriter {
+            dir: dir.to_path_buf(),
+            image: BufWriter::new(image),
+            pages: BufWriter::new(pages),
+            page_size: u64::from(header.page_size),
+            pages_len: 0,
+            records: 0,
+            chain: crc32fast::Hasher::new(),
+            buf: BytesMut::new(),
+        };
+        let crc = header.encode(&mut writer.buf);
+        writer.chain.update(&crc.to_le_bytes());
+        writer.flush_buf()?;
+        Ok(writer)
+    }
+
+    /// Appends one record to `ckpt.img`.
+    pub fn write(&mut self, record: &Record) -> Result<(), ImageError> {
+        let crc = framing::put_record(&mut self.buf, record);
+        self.chain.update(&crc.to_le_bytes());
+        self.records += 1;
+        self.flush_buf()
+    }
+
+    /// Appends `data` (whole pages) to `pages.img` and returns the run describing it,
+    /// for page `index` of its area or shared object. Runs stay page-aligned because
+    /// every run is a whole number of pages.
+    pub fn write_pages(&mut self, index: u64, data: &[u8]) -> Result<PageRun, ImageError> {
+        let len = data.len() as u64;
+        let count = len / self.page_size;
+        if len == 0 || !len.is_multiple_of(self.page_size) || count > u64::from(u32::MAX) {
+            return Err(ImageError::Pages(format!(
+                "cannot write a run of {len} bytes: it must be 1 to {} whole {}-byte pages",
+                u32::MAX,
+                self.page_size
+            )));
+        }
+        let offset = self.pages_len;
+        self.pages
+            .write_all(data)
+            .map_err(|e| self.io_error(PAGES_FILE, "writing", e))?;
+        self.pages_len += len;
+        Ok(PageRun {
+            index,
+            count: count as u32,
+            offset,
+            crc32: crc32fast::hash(data),
+        })
+    }
+
+    /// Writes the tail, flushes and fsyncs both files and the directory.
+    pub fn finish(mut self) -> Result<(), ImageError> {
+        framing::put_tail(
+            &mut self.buf,
+            self.records,
+            self.chain.clone().finalize(),
+            self.pages_len,
+        );
+        self.flush_buf()?;
+        for (name, file) in [(IMAGE_FILE, &mut self.image), (PAGES_FILE, &mut self.pages)] {
+            file.flush()
+                .and_then(|()| file.get_ref().sync_all())
+                .map_err(|e| {
+                    ImageError::io(format!("syncing {}", self.dir.join(name).display()), e)
+                })?;
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ImageError::io(format!("syncing directory {}", self.dir.display()), e))
+    }
+
+    fn flush_buf(&mut self) -> Result<(), ImageError> {
+        let result = self.image.write_all(&self.buf);
+        self.buf.clear();
+        result.map_err(|e| self.io_error(IMAGE_FILE, "writing", e))
+    }
+
+    fn io_error(&self, name: &str, what: &str, e: io::Error) -> ImageError {
+        ImageError::io(format!("{what} {}", self.dir.join(name).display()), e)
+    }
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), ImageError> {
+    let context = |what: &str| format!("{what} image directory {}", dir.display());
+    match fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| ImageError::io(context("creating"), e)),
+        Err(e) => Err(ImageError::io(context("examining"), e)),
+        Ok(m) if !m.is_dir() => Err(ImageError::NotADirectory(dir.to_path_buf())),
+        Ok(_) => {
+            let mut entries =
+                fs::read_dir(dir).map_err(|e| ImageError::io(context("listing"), e))?;
+            if entries.next().is_some() {
+                return Err(ImageError::DirNotEmpty(dir.to_path_buf()));
+            }
+            fs::set_permissions(dir, Permissions::from_mode(0o700))
+                .map_err(|e| ImageError::io(context("restricting to mode 0700"), e))
+        }
+    }
+}
+
+fn create_file(path: &Path) -> Result<File, ImageError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ImageError::io(format!("creating {}", path.display()), e))
+}

@@ -1,0 +1,610 @@
+//! Shared by the image tests: a sample image that uses every record kind, a seeded
+//! random generator (so every failure names a reproducible seed), random records, a
+//! frame walker that reads the framing independently of the decoder, and scratch
+//! directories.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use ckpt_common::image::{
+    AreaKind, Credentials, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
+    MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, ProcessRecord, ProcessState,
+    Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, Siginfo,
+    SyscallState, ThreadRecord,
+    records::{map, prot},
+};
+
+pub const PAGE: u64 = 4096;
+
+/// splitmix64: small, fast, and good enough to drive mutations.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn bool(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+
+    pub fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = self.below(max + 1);
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    pub fn i32(&mut self) -> i32 {
+        self.next() as i32
+    }
+
+    pub fn u32(&mut self) -> u32 {
+        self.next() as u32
+    }
+
+    pub fn objref(&mut self) -> ObjRef {
+        ObjRef(self.u32().max(1))
+    }
+
+    pub fn path(&mut self) -> PathBuf {
+        use std::os::unix::ffi::OsStringExt;
+        // Any bytes but NUL: Linux paths need not be UTF-8.
+        let bytes = self.bytes(24).into_iter().map(|b| b.max(1)).collect();
+        PathBuf::from(std::ffi::OsString::from_vec(bytes))
+    }
+
+    pub fn string(&mut self) -> String {
+        let n = self.below(20);
+        (0..n)
+            .map(|_| char::from(b'a' + self.below(26) as u8))
+            .collect()
+    }
+
+    fn siginfo(&mut self) -> Siginfo {
+        let mut s = [0u8; SIGINFO_SIZE];
+        s.iter_mut().for_each(|b| *b = self.next() as u8);
+        Siginfo(s)
+    }
+}
+
+/// A record of a random kind with random field values (not a consistent image).
+pub fn random_record(rng: &mut Rng) -> Record {
+    let r = rng;
+    match r.below(7) {
+        0 => Record::Process(ProcessRecord {
+            pid: r.i32(),
+            ppid: r.i32(),
+            pgid: r.i32(),
+            sid: r.i32(),
+            state: if r.bool() {
+                ProcessState::Running
+            } else {
+                ProcessState::Zombie
+            },
+            exit_code: r.i32(),
+            comm: r.string(),
+            exe: r.path(),
+            cwd: r.path(),
+            root: r.path(),
+            umask: r.u32(),
+            creds: Credentials {
+                uid: r.u32(),
+                gid: r.u32(),
+                euid: r.u32(),
+                egid: r.u32(),
+                suid: r.u32(),
+                sgid: r.u32(),
+                fsuid: r.u32(),
+                fsgid: r.u32(),
+            },
+            groups: (0..r.below(5)).map(|_| r.u32()).collect(),
+            rlimits: (0..r.below(5))
+                .map(|_| Rlimit {
+                    resource: r.u32(),
+                    cur: r.next(),
+                    max: r.next(),
+                })
+                .collect(),
+            sigactions: (0..r.below(4))
+                .map(|_| SigAction {
+                    signo: r.u32(),
+                    handler: r.next(),
+                    flags: r.next(),
+                    restorer: r.next(),
+                    mask: r.next(),
+                })
+                .collect(),
+            shared_pending: (0..r.below(3)).map(|_| r.siginfo()).collect(),
+            mm: MmState {
+                start_code: r.next(),
+                end_code: r.next(),
+                start_data: r.next(),
+                end_data: r.next(),
+                start_brk: r.next(),
+                brk: r.next(),
+                start_stack: r.next(),
+                arg_start: r.next(),
+                arg_end: r.next(),
+                env_start: r.next(),
+                env_end: r.next(),
+                auxv: (0..r.below(8)).map(|_| r.next()).collect(),
+            },
+        }),
+        1 => Record::Thread(ThreadRecord {
+            pid: r.i32(),
+            tid: r.i32(),
+            regs: r.bytes(300),
+            xsave: r.bytes(3000),
+            fs_base: r.next(),
+            gs_base: r.next(),
+            sigmask: r.next(),
+            pending: (0..r.below(3)).map(|_| r.siginfo()).collect(),
+            syscall: SyscallState {
+                nr: r.next() as i64,
+                ret: r.next() as i64,
+            },
+            rseq: r.bool().then(|| Rseq {
+                addr: r.next(),
+                len: r.u32(),
+                sig: r.u32(),
+            }),
+            robust_list: r.bool().then(|| RobustList {
+                head: r.next(),
+                len: r.next(),
+            }),
+        }),
+        2 => Record::MemoryArea(MemoryAreaRecord {
+            pid: r.i32(),
+            start: r.next(),
+            end: r.next(),
+            prot: r.u32(),
+            flags: r.u32(),
+            offset: r.next(),
+            kind: match r.below(9) {
+                0 => AreaKind::Anon,
+                1 => AreaKind::File { objref: r.objref() },
+                2 => AreaKind::SharedAnon { objref: r.objref() },
+                3 => AreaKind::Heap,
+                4 => AreaKind::Stack,
+                5 => AreaKind::Vdso,
+                6 => AreaKind::Vvar,
+                7 => AreaKind::VvarVclock,
+                _ => AreaKind::Vsyscall,
+            },
+            pages: random_runs(r),
+        }),
+        3 => Record::SharedMemory(SharedMemoryRecord {
+            objref: r.objref(),
+            size: r.next(),
+            pages: random_runs(r),
+        }),
+        4 => Record::Inode(InodeRecord {
+            objref: r.objref(),
+            kind: match r.below(9) {
+                0 => InodeKind::Pipe {
+                    pipe_size: r.u32(),
+                    data: r.bytes(100),
+                },
+                1 => InodeKind::Fifo {
+                    path: r.path(),
+                    pipe_size: r.u32(),
+                    data: r.bytes(100),
+                },
+                2 => InodeKind::Regular {
+                    path: r.path(),
+                    size: r.next(),
+                    mtime_ns: r.next() as i64,
+                    ino: r.next(),
+                    dev: r.next(),
+                },
+                3 => InodeKind::Directory { path: r.path() },
+                4 => InodeKind::CharDevice {
+                    path: r.path(),
+                    rdev: r.next(),
+                },
+                5 => InodeKind::BlockDevice {
+                    path: r.path(),
+                    rdev: r.next(),
+                },
+                6 => InodeKind::Socket {
+                    description: r.string(),
+                },
+                7 => InodeKind::Anon {
+                    description: r.string(),
+                },
+                _ => InodeKind::Other {
+                    mode: r.u32(),
+                    description: r.string(),
+                },
+            },
+        }),
+        5 => Record::OpenFile(OpenFileRecord {
+            objref: r.objref(),
+            inode: r.objref(),
+            flags: r.u32(),
+            mode: r.u32(),
+            pos: r.next() as i64,
+            owner: r.bool().then(|| FileOwner {
+                pid: r.i32(),
+                kind: r.u32(),
+                sig: r.u32(),
+            }),
+            path: r.path(),
+        }),
+        _ => Record::Fd(FdRecord {
+            pid: r.i32(),
+            fd: r.i32(),
+            file: r.objref(),
+            cloexec: r.bool(),
+        }),
+    }
+}
+
+fn random_runs(r: &mut Rng) -> Vec<PageRun> {
+    (0..r.below(4))
+        .map(|_| PageRun {
+            index: r.next(),
+            count: r.u32(),
+            offset: r.next(),
+            crc32: r.u32(),
+        })
+        .collect()
+}
+
+/// Page runs kept in memory, as `ImageWriter::write_pages` would lay them out.
+#[derive(Default)]
+pub struct MemPages(pub Vec<u8>);
+
+impl MemPages {
+    pub fn write(&mut self, index: u64, data: &[u8]) -> PageRun {
+        assert!(!data.is_empty() && (data.len() as u64).is_multiple_of(PAGE));
+        let run = PageRun {
+            index,
+            count: (data.len() as u64 / PAGE) as u32,
+            offset: self.0.len() as u64,
+            crc32: crc32fast::hash(data),
+        };
+        self.0.extend_from_slice(data);
+        run
+    }
+}
+
+/// `n` pages filled with `byte`.
+pub fn pages(n: usize, byte: u8) -> Vec<u8> {
+    vec![byte; n * PAGE as usize]
+}
+
+pub fn header() -> Header {
+    Header::new("x86_64", "6.18.0-test", PAGE as u32, "ckpt 0.1.0")
+}
+
+fn process(pid: i32, ppid: i32, comm: &str) -> ProcessRecord {
+    ProcessRecord {
+        pid,
+        ppid,
+        pgid: 100,
+        sid: 1,
+        state: ProcessState::Running,
+        exit_code: 0,
+        comm: comm.into(),
+        exe: "/usr/bin/cat".into(),
+        cwd: "/tmp".into(),
+        root: "/".into(),
+        umask: 0o022,
+        creds: Credentials::default(),
+        groups: vec![0, 10],
+        rlimits: vec![Rlimit {
+            resource: 7,
+            cur: 1024,
+            max: 4096,
+        }],
+        sigactions: vec![SigAction {
+            signo: 10,
+            handler: 0x401000,
+            flags: 0x0400_0000,
+            restorer: 0x401100,
+            mask: 0,
+        }],
+        shared_pending: vec![],
+        mm: MmState {
+            start_code: 0x400000,
+            end_code: 0x402000,
+            auxv: vec![6, 4096, 0, 0],
+            ..MmState::default()
+        },
+    }
+}
+
+pub fn thread(pid: i32, tid: i32) -> ThreadRecord {
+    ThreadRecord {
+        pid,
+        tid,
+        regs: vec![0xaa; 216],
+        xsave: vec![0x55; 2688],
+        fs_base: 0x7fff_0000,
+        gs_base: 0,
+        sigmask: 0,
+        pending: vec![],
+        syscall: SyscallState { nr: -1, ret: 0 },
+        rseq: Some(Rseq {
+            addr: 0x7fff_1000,
+            len: 32,
+            sig: 0x5305_3053,
+        }),
+        robust_list: Some(RobustList {
+            head: 0x7fff_2000,
+            len: 24,
+        }),
+    }
+}
+
+pub fn area(
+    pid: i32,
+    start: u64,
+    end: u64,
+    kind: AreaKind,
+    pages: Vec<PageRun>,
+) -> MemoryAreaRecord {
+    let shared = matches!(kind, AreaKind::SharedAnon { .. });
+    MemoryAreaRecord {
+        pid,
+        start,
+        end,
+        prot: prot::READ | prot::WRITE,
+        flags: if shared {
+            map::SHARED | map::ANONYMOUS
+        } else {
+            map::PRIVATE
+        },
+        offset: 0,
+        kind,
+        pages,
+    }
+}
+
+/// A small but complete tree: root 100 (two threads) with a child 101 and a zombie 102;
+/// one pipe shared by both processes (both ends), a regular file, a file mapping and a
+/// shared anonymous area mapped by both. Page runs go through `write_pages`.
+pub fn sample_records(mut write_pages: impl FnMut(u64, &[u8]) -> PageRun) -> Vec<Record> {
+    let exe = ObjRef(1);
+    let shm = ObjRef(2);
+    let pipe = ObjRef(3);
+    let (pipe_r, pipe_w) = (ObjRef(4), ObjRef(5));
+    let (host_inode, host_file) = (ObjRef(6), ObjRef(7));
+    let mut zombie = process(102, 100, "true");
+    zombie.state = ProcessState::Zombie;
+    zombie.exit_code = 3 << 8;
+    zombie.exe = PathBuf::new();
+    zombie.cwd = PathBuf::new();
+    zombie.root = PathBuf::new();
+    let mut root_main = thread(100, 100);
+    root_main.pending = vec![Siginfo([7; SIGINFO_SIZE])];
+    let fd = |pid, fd, file| {
+        Record::Fd(FdRecord {
+            pid,
+            fd,
+            file,
+            cloexec: fd == 3,
+        })
+    };
+    let mut text = area(
+        100,
+        0x400000,
+        0x402000,
+        AreaKind::File { objref: exe },
+        vec![write_pages(1, &pages(1, 0x11))],
+    );
+    text.prot = prot::READ | prot::EXEC;
+    vec![
+        Record::Process(process(100, 1, "cat")),
+        Record::Thread(root_main),
+        Record::Thread(thread(100, 103)),
+        Record::Inode(InodeRecord {
+            objref: exe,
+            kind: InodeKind::Regular {
+                path: "/usr/bin/cat".into(),
+                size: 44_016,
+                mtime_ns: 1_700_000_000_000_000_000,
+                ino: 1234,
+                dev: 0x803,
+            },
+        }),
+        Record::MemoryArea(text),
+        Record::MemoryArea(area(
+            100,
+            0x600000,
+            0x604000,
+            AreaKind::Heap,
+            vec![
+                write_pages(0, &pages(2, 0x22)),
+                write_pages(3, &pages(1, 0x23)),
+            ],
+        )),
+        Record::SharedMemory(SharedMemoryRecord {
+            objref: shm,
+            size: 2 * PAGE,
+            pages: vec![write_pages(0, &pages(2, 0x33))],
+        }),
+        Record::MemoryArea(area(
+            100,
+            0x7000_0000,
+            0x7000_2000,
+            AreaKind::SharedAnon { objref: shm },
+            vec![],
+        )),
+        Record::MemoryArea(area(
+            100,
+            0x7ffd_0000,
+            0x7ffe_0000,
+            AreaKind::Stack,
+            vec![write_pages(15, &pages(1, 0x44))],
+        )),
+        Record::MemoryArea(area(100, 0x7fff_f000, 0x8000_0000, AreaKind::Vdso, vec![])),
+        Record::Inode(InodeRecord {
+            objref: pipe,
+            kind: InodeKind::Pipe {
+                pipe_size: 65536,
+                data: b"hello".to_vec(),
+            },
+        }),
+        Record::OpenFile(OpenFileRecord {
+            objref: pipe_r,
+            inode: pipe,
+            flags: 0,
+            mode: 1,
+            pos: 0,
+            owner: None,
+            path: "pipe:[555]".into(),
+        }),
+        Record::OpenFile(OpenFileRecord {
+            objref: pipe_w,
+            inode: pipe,
+            flags: 1,
+            mode: 2,
+            pos: 0,
+            owner: Some(FileOwner {
+                pid: 100,
+                kind: 1,
+                sig: 0,
+            }),
+            path: "pipe:[555]".into(),
+        }),
+        fd(100, 0, pipe_r),
+        fd(100, 1, pipe_w),
+        Record::Inode(InodeRecord {
+            objref: host_inode,
+            kind: InodeKind::Regular {
+                path: "/etc/hostname".into(),
+                size: 6,
+                mtime_ns: 5,
+                ino: 99,
+                dev: 0x803,
+            },
+        }),
+        Record::OpenFile(OpenFileRecord {
+            objref: host_file,
+            inode: host_inode,
+            flags: 0o2000000,
+            mode: 1,
+            pos: 3,
+            owner: None,
+            path: "/etc/hostname".into(),
+        }),
+        fd(100, 3, host_file),
+        Record::Process(process(101, 100, "cat")),
+        Record::Thread(thread(101, 101)),
+        Record::MemoryArea(area(
+            101,
+            0x600000,
+            0x601000,
+            AreaKind::Anon,
+            vec![write_pages(0, &pages(1, 0x55))],
+        )),
+        Record::MemoryArea(area(
+            101,
+            0x7000_0000,
+            0x7000_2000,
+            AreaKind::SharedAnon { objref: shm },
+            vec![],
+        )),
+        fd(101, 0, pipe_r),
+        fd(101, 1, pipe_w),
+        Record::Process(zombie),
+    ]
+}
+
+/// The sample as an in-memory image with its pages.img bytes.
+pub fn sample_image() -> (Image, Vec<u8>) {
+    let mut pages = MemPages::default();
+    let records = sample_records(|i, d| pages.write(i, d));
+    let image = Image {
+        header: header(),
+        records,
+        pages_len: pages.0.len() as u64,
+    };
+    (image, pages.0)
+}
+
+/// Where each frame of an encoded `ckpt.img` starts and ends, read from the bytes
+/// directly (header length at byte 12, then `length` fields), not through the decoder.
+pub fn frames(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut at = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let mut out = Vec::new();
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        out.push(at..at + 12 + len);
+        at += 12 + len;
+    }
+    out
+}
+
+/// Recomputes every checksum of a (well-framed) `ckpt.img` after its payloads were
+/// changed: what a hostile writer would do to get past the crcs.
+pub fn reseal(bytes: &mut [u8]) {
+    let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let header_crc = crc32fast::hash(&bytes[..header_len - 4]);
+    bytes[header_len - 4..header_len].copy_from_slice(&header_crc.to_le_bytes());
+    let mut chain = crc32fast::Hasher::new();
+    chain.update(&header_crc.to_le_bytes());
+    let all = frames(bytes);
+    let count = all.len() - 1;
+    for (i, f) in all.into_iter().enumerate() {
+        if i == count {
+            // The tail: fix its count and chain, then its own crc.
+            let p = f.start + 8;
+            bytes[p..p + 8].copy_from_slice(&(count as u64).to_le_bytes());
+            bytes[p + 8..p + 12].copy_from_slice(&chain.clone().finalize().to_le_bytes());
+        }
+        let crc = crc32fast::hash(&bytes[f.start..f.end - 4]);
+        bytes[f.end - 4..f.end].copy_from_slice(&crc.to_le_bytes());
+        chain.update(&crc.to_le_bytes());
+    }
+}
+
+/// A fresh scratch directory path (not created) under the system temp dir.
+pub fn scratch(name: &str) -> Scratch {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let base = std::env::temp_dir().join(format!(
+        "ckpt-image-test-{}-{}-{name}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    Scratch(base)
+}
+
+/// Removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A path inside the scratch directory where an image can be written.
+    pub fn image_dir(&self) -> PathBuf {
+        self.0.join("img")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

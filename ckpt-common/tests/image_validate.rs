@@ -1,0 +1,255 @@
+//! The validation pass: each rule of `Image::validate`, broken once in an otherwise
+//! valid image, is reported against the record that breaks it (index, type and the
+//! byte offset where its frame starts, checked against the encoded bytes).
+#![cfg(feature = "user")]
+
+mod common;
+
+use ckpt_common::image::{AreaKind, FdRecord, Image, ImageError, ObjRef, PageRun, Record};
+use common::{PAGE, area, frames, sample_image, thread};
+
+/// Applies `edit` to the sample's records, validates, and returns the error, after
+/// checking that it names record `index` of type `rtype` at its real frame offset.
+fn broken(index: usize, rtype: &str, edit: impl FnOnce(&mut Vec<Record>)) -> String {
+    let (mut image, _) = sample_image();
+    edit(&mut image.records);
+    let err = image.validate().expect_err("the edit breaks a rule");
+    let ImageError::Record {
+        index: got, offset, ..
+    } = &err
+    else {
+        panic!("not a record error: {err}");
+    };
+    assert_eq!(*got, index, "{err}");
+    assert_eq!(
+        *offset as usize,
+        frames(&image.encode())[index].start,
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("record #{index} ({rtype}, type ")),
+        "{msg}"
+    );
+    msg
+}
+
+fn sample() -> Vec<Record> {
+    sample_image().0.records
+}
+
+/// Index of the first record matching `f` in the sample.
+fn find(f: impl Fn(&Record) -> bool) -> usize {
+    sample().iter().position(f).unwrap()
+}
+
+fn fd_of(pid: i32, n: i32) -> usize {
+    find(|r| matches!(r, Record::Fd(FdRecord { pid: p, fd, .. }) if *p == pid && *fd == n))
+}
+
+#[test]
+fn an_fd_referring_to_an_undefined_objref_is_named() {
+    let i = fd_of(100, 0);
+    let msg = broken(i, "fd", |r| {
+        if let Record::Fd(fd) = &mut r[i] {
+            fd.file = ObjRef(99);
+        }
+    });
+    assert!(
+        msg.contains("objref #99, which no earlier record defines"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_objref_must_be_defined_before_use() {
+    // Move the pipe's inode after the open files that refer to it.
+    let inode = find(|r| matches!(r, Record::Inode(n) if n.objref == ObjRef(3)));
+    let msg = broken(inode, "open-file", |r| {
+        let rec = r.remove(inode);
+        r.insert(inode + 2, rec);
+    });
+    assert!(
+        msg.contains("objref #3, which no earlier record defines"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_objref_is_defined_only_once() {
+    let second = find(|r| matches!(r, Record::OpenFile(f) if f.objref == ObjRef(5)));
+    let msg = broken(second, "open-file", |r| {
+        if let Record::OpenFile(f) = &mut r[second] {
+            f.objref = ObjRef(4);
+        }
+    });
+    assert!(
+        msg.contains("objref #4 is already defined by record #"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_reference_must_name_the_right_kind_of_object() {
+    let i = fd_of(100, 3);
+    let msg = broken(i, "fd", |r| {
+        if let Record::Fd(fd) = &mut r[i] {
+            fd.file = ObjRef(6); // the inode of /etc/hostname, not its open file
+        }
+    });
+    assert!(msg.contains("as an open file, but record #"), "{msg}");
+    assert!(msg.contains("defines it as an inode"), "{msg}");
+}
+
+#[test]
+fn a_thread_needs_an_earlier_process() {
+    let msg = broken(1, "thread", |r| {
+        r.insert(1, Record::Thread(thread(4242, 4242)));
+    });
+    assert!(
+        msg.contains("pid 4242 has no earlier process record"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_child_needs_an_earlier_parent() {
+    let child = find(|r| matches!(r, Record::Process(p) if p.pid == 101));
+    let msg = broken(child, "process", |r| {
+        if let Record::Process(p) = &mut r[child] {
+            p.ppid = 7;
+        }
+    });
+    assert!(
+        msg.contains("parent 7 of pid 101 is not an earlier process"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_running_process_needs_its_main_thread() {
+    let child_thread = find(|r| matches!(r, Record::Thread(t) if t.tid == 101));
+    let child = find(|r| matches!(r, Record::Process(p) if p.pid == 101));
+    let msg = broken(child, "process", |r| {
+        r.remove(child_thread);
+    });
+    assert!(msg.contains("no thread record with tid 101"), "{msg}");
+}
+
+#[test]
+fn a_zombie_has_no_fds() {
+    let n = sample().len();
+    let msg = broken(n, "fd", |r| {
+        r.push(Record::Fd(FdRecord {
+            pid: 102,
+            fd: 0,
+            file: ObjRef(4),
+            cloexec: false,
+        }));
+    });
+    assert!(msg.contains("pid 102 is a zombie"), "{msg}");
+}
+
+#[test]
+fn the_same_fd_cannot_appear_twice() {
+    let i = fd_of(100, 1);
+    let msg = broken(i, "fd", |r| {
+        if let Record::Fd(fd) = &mut r[i] {
+            fd.fd = 0;
+        }
+    });
+    assert!(msg.contains("fd 0 of pid 100 appears twice"), "{msg}");
+}
+
+#[test]
+fn overlapping_areas_are_refused() {
+    let heap = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Heap));
+    let msg = broken(heap + 1, "memory-area", |r| {
+        r.insert(
+            heap + 1,
+            Record::MemoryArea(area(100, 0x603000, 0x605000, AreaKind::Anon, vec![])),
+        );
+    });
+    assert!(
+        msg.contains("overlaps or precedes the previous area of pid 100"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_page_run_must_lie_inside_its_area() {
+    let heap = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Heap));
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.pages[1].index = 4; // the heap has 4 pages: 0..=3
+        }
+    });
+    assert!(
+        msg.contains("page run 1 (pages 4+1) ends past the last page (4 pages)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_page_run_must_lie_inside_pages_img() {
+    let heap = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Heap));
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.pages[0] = PageRun {
+                offset: 1 << 40,
+                ..a.pages[0]
+            };
+        }
+    });
+    assert!(msg.contains("run past its end"), "{msg}");
+}
+
+#[test]
+fn page_runs_must_be_page_aligned_in_pages_img() {
+    let heap = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Heap));
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.pages[0].offset = PAGE / 2;
+        }
+    });
+    assert!(msg.contains("is not page-aligned"), "{msg}");
+}
+
+#[test]
+fn a_shared_anonymous_area_must_fit_its_object_and_carry_no_pages() {
+    let shared = find(
+        |r| matches!(r, Record::MemoryArea(a) if matches!(a.kind, AreaKind::SharedAnon { .. })),
+    );
+    let msg = broken(shared, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[shared] {
+            a.offset = PAGE;
+        }
+    });
+    assert!(
+        msg.contains("of shared memory #2, which has 0x2000"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_image_without_processes_is_refused() {
+    let (mut image, _) = sample_image();
+    image.records.clear();
+    let err = image.validate().unwrap_err();
+    assert!(matches!(err, ImageError::Invalid(_)), "{err}");
+}
+
+#[test]
+fn validation_also_runs_when_an_image_is_opened() {
+    // A decodable image whose records break a rule does not open.
+    let scratch = common::scratch("open-validates");
+    let dir = scratch.image_dir();
+    let (mut image, pages) = sample_image();
+    image.records.retain(|r| !matches!(r, Record::Thread(_)));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join(ckpt_common::image::IMAGE_FILE), image.encode()).unwrap();
+    std::fs::write(dir.join(ckpt_common::image::PAGES_FILE), pages).unwrap();
+    assert!(Image::decode(&image.encode()).is_ok());
+    let err = Image::open(&dir).unwrap_err();
+    assert!(err.to_string().contains("main thread"), "{err}");
+}

@@ -1,0 +1,171 @@
+//! Kernel struct offsets, resolved at load time from the running kernel's BTF.
+//!
+//! Rust eBPF has no CO-RE, so the eBPF programs read kernel memory at offsets that
+//! this module finds in /sys/kernel/btf/vmlinux and passes in as the `OFFSETS`
+//! global. Nothing about a kernel layout is assumed: a field that cannot be found
+//! is an error naming it.
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use ckpt_common::tracker::Offsets;
+
+use crate::error::{Error, Result};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// How the kernel counts references to a `struct file`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileRefEncoding {
+    /// `atomic_long_t f_count`: the value is the count.
+    Count,
+    /// `file_ref_t f_ref` (6.13+): the value is count − 1, negative once released.
+    FileRef,
+}
+
+impl FileRefEncoding {
+    /// Number of references a raw `f_ref`/`f_count` value stands for.
+    pub fn refs(self, raw: u64) -> u64 {
+        match self {
+            FileRefEncoding::Count => raw,
+            FileRefEncoding::FileRef if (raw as i64) < 0 => 0,
+            FileRefEncoding::FileRef => raw + 1,
+        }
+    }
+}
+
+/// Everything the tracker needs to know about the running kernel's layouts.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLayout {
+    pub offsets: Offsets,
+    pub file_ref: FileRefEncoding,
+}
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn open() -> Result<KernelBtf> {
+        Self::open_path(Path::new(VMLINUX_BTF))
+    }
+
+    pub fn open_path(path: &Path) -> Result<KernelBtf> {
+        if !path.exists() {
+            return Err(Error::NoBtf(path.to_path_buf()));
+        }
+        let btf =
+            Btf::from_file(path).map_err(|e| Error::Btf(format!("{}: {e}", path.display())))?;
+        Ok(KernelBtf { btf })
+    }
+
+    fn find_struct(&self, name: &str) -> Result<btf_rs::Struct> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|_| Error::Btf(format!("struct {name} not found")))?;
+        types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Btf(format!("struct {name} not found")))
+    }
+
+    /// Byte offset of `field` in `strukt`, looking through anonymous unions and
+    /// structs.
+    fn member_in(&self, strukt: &btf_rs::Struct, field: &str) -> Option<(u32, Type)> {
+        for m in &strukt.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            let ty = self.btf.resolve_chained_type(m).ok()?;
+            if name == field {
+                return Some((m.bit_offset() / 8, ty));
+            }
+            if name.is_empty() {
+                let inner = match &ty {
+                    Type::Struct(s) | Type::Union(s) => Some(s),
+                    _ => None,
+                };
+                if let Some(inner) = inner
+                    && let Some((off, t)) = self.member_in(inner, field)
+                {
+                    return Some((m.bit_offset() / 8 + off, t));
+                }
+            }
+        }
+        None
+    }
+
+    pub fn offset(&self, strukt: &str, field: &str) -> Result<u32> {
+        let s = self.find_struct(strukt)?;
+        self.member_in(&s, field)
+            .map(|(off, _)| off)
+            .ok_or_else(|| Error::Btf(format!("field {strukt}.{field} not found")))
+    }
+
+    fn has_field(&self, strukt: &str, field: &str) -> bool {
+        self.find_struct(strukt)
+            .ok()
+            .and_then(|s| self.member_in(&s, field))
+            .is_some()
+    }
+
+    /// Resolves every offset the eBPF programs use.
+    pub fn layout(&self) -> Result<KernelLayout> {
+        let o = |s: &str, f: &str| self.offset(s, f);
+        let (file_f_ref, file_ref) = if self.has_field("file", "f_ref") {
+            (o("file", "f_ref")?, FileRefEncoding::FileRef)
+        } else {
+            (o("file", "f_count")?, FileRefEncoding::Count)
+        };
+        let offsets = Offsets {
+            task_files: o("task_struct", "files")?,
+            task_tgid: o("task_struct", "tgid")?,
+            task_pid: o("task_struct", "pid")?,
+            task_real_parent: o("task_struct", "real_parent")?,
+            task_comm: o("task_struct", "comm")?,
+            files_count: o("files_struct", "count")?,
+            files_fdt: o("files_struct", "fdt")?,
+            fdt_max_fds: o("fdtable", "max_fds")?,
+            fdt_fd: o("fdtable", "fd")?,
+            fdt_close_on_exec: o("fdtable", "close_on_exec")?,
+            file_f_inode: o("file", "f_inode")?,
+            file_f_flags: o("file", "f_flags")?,
+            file_f_mode: o("file", "f_mode")?,
+            file_f_pos: o("file", "f_pos")?,
+            file_f_ref,
+            file_private_data: o("file", "private_data")?,
+            inode_i_mode: o("inode", "i_mode")?,
+            inode_i_ino: o("inode", "i_ino")?,
+            inode_i_sb: o("inode", "i_sb")?,
+            inode_i_rdev: o("inode", "i_rdev")?,
+            sb_s_dev: o("super_block", "s_dev")?,
+            sb_s_magic: o("super_block", "s_magic")?,
+            pipe_readers: o("pipe_inode_info", "readers")?,
+            pipe_writers: o("pipe_inode_info", "writers")?,
+            regs_orig_ax: o("pt_regs", "orig_ax")?,
+            regs_di: o("pt_regs", "di")?,
+            regs_si: o("pt_regs", "si")?,
+            regs_dx: o("pt_regs", "dx")?,
+            regs_r10: o("pt_regs", "r10")?,
+            _pad: 0,
+        };
+        self.check_iter_context()?;
+        Ok(KernelLayout { offsets, file_ref })
+    }
+
+    /// The iterator program reads its context at fixed offsets (the verifier forbids
+    /// variable ones there): make sure this kernel agrees before loading it.
+    fn check_iter_context(&self) -> Result<()> {
+        for (field, want) in [("meta", 0), ("task", 8), ("fd", 16), ("file", 24)] {
+            let got = self.offset("bpf_iter__task_file", field)?;
+            if got != want {
+                return Err(Error::Btf(format!(
+                    "bpf_iter__task_file.{field} is at {got}, ckpt's iterator expects {want}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! The `ckpt` command line: parses arguments, calls the library, prints, and sets
+//! the exit status. No logic lives here.
+
+use std::process::ExitCode;
+
+use ckpt_user::{Freshness, check, monitor, render, sharing::Scope};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ckpt",
+    version,
+    about = "Checkpoint/restore process trees; watch who shares which files and pipes"
+)]
+struct Cli {
+    /// More logging (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch fd sharing live (events), or print the current table with --once.
+    Monitor(MonitorArgs),
+    /// Report which kernel features and hooks ckpt needs and whether each works here.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode a checkpoint image: process tree, memory, fds and objects (like CRIU's crit).
+    Show {
+        /// The image directory (ckpt.img, pages.img).
+        dir: std::path::PathBuf,
+        /// Print the whole image as JSON (page contents summarised).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checkpoint a process tree (not yet supported).
+    Dump {
+        #[arg(short = 't', long = "tree")]
+        tree: i32,
+        #[arg(short = 'D', long = "images-dir")]
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        leave_running: bool,
+    },
+    /// Restore a process tree (not yet supported).
+    Restore {
+        #[arg(short = 'D', long = "images-dir")]
+        dir: std::path::PathBuf,
+        #[arg(short = 'd', long)]
+        detach: bool,
+    },
+}
+
+#[derive(Args)]
+struct MonitorArgs {
+    /// Print the current table and exit.
+    #[arg(long)]
+    once: bool,
+    /// One JSON object per line (with --once: one JSON document).
+    #[arg(long)]
+    json: bool,
+    /// With --once: print the graph for Graphviz.
+    #[arg(long, requires = "once", conflicts_with = "json")]
+    dot: bool,
+    /// Limit to a process and its descendants.
+    #[arg(long, value_name = "PID", conflicts_with = "pid")]
+    tree: Option<i32>,
+    /// Limit to one process.
+    #[arg(long, value_name = "PID")]
+    pid: Option<i32>,
+    /// Keep the tracker attached and its maps pinned for other commands; print nothing.
+    #[arg(long, conflicts_with_all = ["once", "json", "dot"])]
+    quiet: bool,
+    /// With --once: read a running monitor's maps without reconciling them first.
+    #[arg(long, requires = "once")]
+    live_only: bool,
+}
+
+fn scope(tree: Option<i32>, pid: Option<i32>) -> Scope {
+    match (tree, pid) {
+        (Some(t), _) => Scope::Tree(t),
+        (None, Some(p)) => Scope::Pid(p),
+        (None, None) => Scope::All,
+    }
+}
+
+fn monitor(args: MonitorArgs) -> ckpt_user::Result<()> {
+    let scope = scope(args.tree, args.pid);
+    if args.once {
+        let freshness = if args.live_only {
+            Freshness::LiveOnly
+        } else {
+            Freshness::Reconciled
+        };
+        let table = ckpt_user::snapshot(scope, freshness)?;
+        let out = if args.json {
+            render::json(&table)
+        } else if args.dot {
+            render::dot(&table)
+        } else {
+            render::text(&table)
+        };
+        println!("{}", out.trim_end());
+        return Ok(());
+    }
+    monitor::run(monitor::MonitorOptions {
+        scope,
+        json: args.json,
+        quiet: args.quiet,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+    let result = match cli.command {
+        Command::Monitor(args) => monitor(args),
+        Command::Check { json } => {
+            let report = check::run();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serialises")
+                );
+            } else {
+                print!("{}", check::text(&report));
+            }
+            if report.all_required_ok() {
+                Ok(())
+            } else {
+                Err(ckpt_user::Error::Other("required checks failed".into()))
+            }
+        }
+        Command::Show { dir, json } => {
+            ckpt_user::show::show(&dir, json).map(|out| println!("{}", out.trim_end()))
+        }
+        Command::Dump { .. } => Err(ckpt_user::Error::Other(
+            "ckpt dump is not yet supported (see the project's issues)".into(),
+        )),
+        Command::Restore { .. } => Err(ckpt_user::Error::Other(
+            "ckpt restore is not yet supported (see the project's issues)".into(),
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

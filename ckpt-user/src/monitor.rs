@@ -1,0 +1,827 @@
+//! `ckpt monitor`: the live view of fd sharing.
+//!
+//! The eBPF side reports raw facts on a ring buffer (an fd installed or gone, with
+//! the file's reference count and the pipe's reader/writer counts at that moment).
+//! This module turns them into the events a person cares about — a pipe created,
+//! fds inherited by fork, a dup, an fd received over SCM_RIGHTS, a close, an exit
+//! with the pipes it held, and above all **the last writer of a pipe gone** (its
+//! readers will see EOF) and **the last reader gone** (its writers will get EPIPE).
+//!
+//! It keeps a model of every fd (seeded from a reconciled copy of the maps, then
+//! updated by the events) to name the remaining readers or writers.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    io::Write as _,
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use ckpt_common::tracker::*;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    btf::FileRefEncoding,
+    error::{Error, Result},
+    kinds::{ObjectKind, access_mode},
+    sharing::{Scope, origin_name},
+    tracker::{Tracker, TrackerState, TrackerStats},
+};
+
+#[derive(Clone, Copy, Debug)]
+pub struct MonitorOptions {
+    pub scope: Scope,
+    pub json: bool,
+    /// Keep the tracker attached and its maps pinned, print nothing.
+    pub quiet: bool,
+}
+
+/// An fd as events name it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FdBrief {
+    pub fd: i32,
+    pub kind: ObjectKind,
+    pub ino: u64,
+    pub mode: &'static str,
+}
+
+/// A process holding a pipe end.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Holder {
+    pub pid: i32,
+    pub comm: String,
+    pub fd: i32,
+}
+
+/// One line of `ckpt monitor` output.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum MonitorEvent {
+    Ready,
+    PipeCreated {
+        pid: i32,
+        comm: String,
+        ino: u64,
+        read_fd: i32,
+        write_fd: i32,
+    },
+    Install {
+        pid: i32,
+        comm: String,
+        fd: i32,
+        how: &'static str,
+        kind: ObjectKind,
+        ino: u64,
+        mode: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from_fd: Option<i32>,
+    },
+    Fork {
+        pid: i32,
+        ppid: i32,
+        comm: String,
+        /// true when the child shares the parent's fd table (CLONE_FILES).
+        shares_table: bool,
+        inherited: Vec<FdBrief>,
+    },
+    Close {
+        pid: i32,
+        comm: String,
+        fd: i32,
+        cause: &'static str,
+        kind: ObjectKind,
+        ino: u64,
+        mode: &'static str,
+    },
+    Exec {
+        pid: i32,
+        comm: String,
+    },
+    Exit {
+        pid: i32,
+        comm: String,
+        pipes: Vec<FdBrief>,
+    },
+    LastWriterGone {
+        ino: u64,
+        kind: ObjectKind,
+        pid: i32,
+        comm: String,
+        fd: i32,
+        readers: Vec<Holder>,
+    },
+    LastReaderGone {
+        ino: u64,
+        kind: ObjectKind,
+        pid: i32,
+        comm: String,
+        fd: i32,
+        writers: Vec<Holder>,
+    },
+    /// The tracker could not record something (counted, then reconciled).
+    Lost {
+        what: &'static str,
+        count: u64,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    /// Seconds since the monitor started.
+    time: f64,
+    #[serde(flatten)]
+    event: &'a MonitorEvent,
+}
+
+fn cause_name(cause: u32) -> &'static str {
+    match cause {
+        CAUSE_CLOSE => "close",
+        CAUSE_CLOSE_RANGE => "close_range",
+        CAUSE_REPLACED => "replaced",
+        CAUSE_EXEC => "exec",
+        CAUSE_EXIT => "exit",
+        _ => "other",
+    }
+}
+
+fn comm_of(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// An fd the model knows.
+#[derive(Clone, Copy, Debug)]
+struct ModelFd {
+    inode: u64,
+    kind: ObjectKind,
+    f_mode: u32,
+}
+
+impl ModelFd {
+    fn of(ev: &Event) -> ModelFd {
+        ModelFd {
+            inode: ev.inode,
+            kind: ObjectKind::classify(ev.i_mode, ev.s_magic),
+            f_mode: ev.f_mode,
+        }
+    }
+}
+
+/// Turns raw tracker events into [`MonitorEvent`]s.
+pub struct Interpreter {
+    encoding: FileRefEncoding,
+    fds: HashMap<(u64, i32), ModelFd>,
+    /// fd table → the processes using it.
+    owners: HashMap<u64, BTreeSet<i32>>,
+    comms: HashMap<i32, String>,
+    /// None: every process; else the pids in scope (a tree grows with its forks).
+    scope: Option<HashSet<i32>>,
+    /// Events of a table walk, held until its batch end.
+    walks: HashMap<(u32, u64), Vec<Event>>,
+    /// The two installs of one pipe() call.
+    pipe_halves: HashMap<(u32, u64), Event>,
+    /// Forks whose inherited fds are still to come: child table → (child, parent, comm).
+    forks: HashMap<u64, (i32, i32, String)>,
+    /// Processes whose exit was reported with their table's walk.
+    exited: HashSet<i32>,
+}
+
+impl Interpreter {
+    pub fn new(state: &TrackerState, scope: Scope, encoding: FileRefEncoding) -> Result<Self> {
+        let scope = match scope {
+            Scope::All => None,
+            s => Some(s.processes()?.into_iter().map(|p| p.pid).collect()),
+        };
+        let mut me = Interpreter {
+            encoding,
+            fds: HashMap::new(),
+            owners: HashMap::new(),
+            comms: HashMap::new(),
+            scope,
+            walks: HashMap::new(),
+            pipe_halves: HashMap::new(),
+            forks: HashMap::new(),
+            exited: HashSet::new(),
+        };
+        me.reseed(state);
+        Ok(me)
+    }
+
+    /// Replaces the model with a reconciled copy of the maps.
+    pub fn reseed(&mut self, state: &TrackerState) {
+        self.fds.clear();
+        self.owners.clear();
+        for (pid, p) in &state.procs {
+            self.owners.entry(p.files).or_default().insert(*pid as i32);
+            self.comms.insert(*pid as i32, comm_of(&p.comm));
+        }
+        for (k, e) in &state.fds {
+            self.fds.insert(
+                (k.files, k.fd as i32),
+                ModelFd {
+                    inode: e.inode,
+                    kind: ObjectKind::classify(e.i_mode, e.s_magic),
+                    f_mode: e.f_mode,
+                },
+            );
+        }
+    }
+
+    fn in_scope(&self, pid: i32) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.contains(&pid))
+    }
+
+    fn comm(&self, pid: i32) -> String {
+        self.comms.get(&pid).cloned().unwrap_or_default()
+    }
+
+    /// Feeds one raw event; returns what to print.
+    pub fn feed(&mut self, ev: &Event) -> Vec<MonitorEvent> {
+        let mut out = Vec::new();
+        let pid = ev.pid as i32;
+        if ev.kind == EVENT_INSTALL || ev.kind == EVENT_CLOSE {
+            self.comms.insert(pid, comm_of(&ev.comm));
+        }
+        let key = (ev.tid, ev.batch);
+        if let Some(walk) = self.walks.get_mut(&key) {
+            if ev.kind == EVENT_BATCH_END {
+                let events = self.walks.remove(&key).unwrap_or_default();
+                self.end_walk(ev, &events, &mut out);
+            } else {
+                walk.push(*ev);
+            }
+            return out;
+        }
+        match ev.kind {
+            EVENT_FORK => {
+                let child = ev.aux;
+                let parent = pid;
+                self.comms.insert(child, comm_of(&ev.comm));
+                if self.scope.as_ref().is_some_and(|s| s.contains(&parent))
+                    && let Some(s) = self.scope.as_mut()
+                {
+                    s.insert(child);
+                }
+                let shares = self
+                    .owners
+                    .get(&ev.files)
+                    .is_some_and(|o| o.contains(&parent));
+                self.owners.entry(ev.files).or_default().insert(child);
+                if shares {
+                    if self.in_scope(child) {
+                        out.push(MonitorEvent::Fork {
+                            pid: child,
+                            ppid: parent,
+                            comm: comm_of(&ev.comm),
+                            shares_table: true,
+                            inherited: Vec::new(),
+                        });
+                    }
+                } else {
+                    self.forks
+                        .insert(ev.files, (child, parent, comm_of(&ev.comm)));
+                }
+            }
+            EVENT_EXEC => {
+                self.comms.insert(pid, comm_of(&ev.comm));
+                if self.in_scope(pid) {
+                    out.push(MonitorEvent::Exec {
+                        pid,
+                        comm: comm_of(&ev.comm),
+                    });
+                }
+            }
+            EVENT_EXIT => {
+                for owners in self.owners.values_mut() {
+                    owners.remove(&pid);
+                }
+                if !self.exited.remove(&pid) && self.in_scope(pid) {
+                    out.push(MonitorEvent::Exit {
+                        pid,
+                        comm: comm_of(&ev.comm),
+                        pipes: Vec::new(),
+                    });
+                }
+            }
+            // A walk that found nothing to report (a fork of a process without fds).
+            EVENT_BATCH_END => self.end_walk(ev, &[], &mut out),
+            EVENT_INSTALL | EVENT_CLOSE if self.is_walk_event(ev) => {
+                self.walks.insert(key, vec![*ev]);
+            }
+            EVENT_INSTALL if ev.why == ORIGIN_PIPE => {
+                if let Some(first) = self.pipe_halves.remove(&key) {
+                    self.install(&first);
+                    self.install(ev);
+                    let (r, w) = if first.f_mode & 1 != 0 {
+                        (&first, ev)
+                    } else {
+                        (ev, &first)
+                    };
+                    if self.in_scope(pid) {
+                        out.push(MonitorEvent::PipeCreated {
+                            pid,
+                            comm: comm_of(&ev.comm),
+                            ino: ev.ino,
+                            read_fd: r.fd,
+                            write_fd: w.fd,
+                        });
+                    }
+                } else {
+                    self.pipe_halves.insert(key, *ev);
+                }
+            }
+            EVENT_INSTALL => {
+                self.install(ev);
+                if self.in_scope(pid) && ev.why != ORIGIN_UPDATE {
+                    let m = ModelFd::of(ev);
+                    out.push(MonitorEvent::Install {
+                        pid,
+                        comm: comm_of(&ev.comm),
+                        fd: ev.fd,
+                        how: origin_name(ev.why),
+                        kind: m.kind,
+                        ino: ev.ino,
+                        mode: access_mode(ev.f_mode),
+                        from_fd: (ev.why == ORIGIN_DUP).then_some(ev.aux),
+                    });
+                }
+            }
+            EVENT_CLOSE => {
+                self.close_batch(std::slice::from_ref(ev), ev.why, &mut out);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// Events that belong to a table walk, which ends with a batch-end marker.
+    fn is_walk_event(&self, ev: &Event) -> bool {
+        matches!(ev.why, CAUSE_CLOSE_RANGE | CAUSE_EXEC | CAUSE_EXIT) && ev.kind == EVENT_CLOSE
+            || ev.kind == EVENT_INSTALL && matches!(ev.why, ORIGIN_FORK | ORIGIN_OTHER)
+    }
+
+    fn install(&mut self, ev: &Event) {
+        self.fds.insert((ev.files, ev.fd), ModelFd::of(ev));
+    }
+
+    fn end_walk(&mut self, end: &Event, events: &[Event], out: &mut Vec<MonitorEvent>) {
+        let pid = end.pid as i32;
+        if let Some((child, parent, comm)) = self.forks.remove(&end.files) {
+            let mut inherited = Vec::new();
+            for ev in events.iter().filter(|e| e.kind == EVENT_INSTALL) {
+                self.install(ev);
+                let m = ModelFd::of(ev);
+                inherited.push(FdBrief {
+                    fd: ev.fd,
+                    kind: m.kind,
+                    ino: ev.ino,
+                    mode: access_mode(ev.f_mode),
+                });
+            }
+            if self.in_scope(child) {
+                out.push(MonitorEvent::Fork {
+                    pid: child,
+                    ppid: parent,
+                    comm,
+                    shares_table: false,
+                    inherited,
+                });
+            }
+            return;
+        }
+        for ev in events.iter().filter(|e| e.kind == EVENT_INSTALL) {
+            self.install(ev);
+        }
+        let closes: Vec<Event> = events
+            .iter()
+            .filter(|e| e.kind == EVENT_CLOSE)
+            .copied()
+            .collect();
+        if end.why == CAUSE_EXIT {
+            let pipes: Vec<FdBrief> = closes
+                .iter()
+                .map(|ev| (ev, ModelFd::of(ev)))
+                .filter(|(_, m)| m.kind.is_pipe_like())
+                .map(|(ev, m)| FdBrief {
+                    fd: ev.fd,
+                    kind: m.kind,
+                    ino: ev.ino,
+                    mode: access_mode(ev.f_mode),
+                })
+                .collect();
+            if self.in_scope(pid) {
+                out.push(MonitorEvent::Exit {
+                    pid,
+                    comm: self.comm(pid),
+                    pipes,
+                });
+                self.exited.insert(pid);
+            }
+        }
+        self.close_batch(&closes, end.why, out);
+    }
+
+    /// Applies the closes of one syscall or walk, and judges whether they released
+    /// the last write (or read) end of a pipe.
+    fn close_batch(&mut self, closes: &[Event], cause: u32, out: &mut Vec<MonitorEvent>) {
+        // Per open file description: how many of its fds this batch dropped.
+        let mut dropped: HashMap<u64, u64> = HashMap::new();
+        for ev in closes {
+            *dropped.entry(ev.file).or_default() += 1;
+        }
+        // Per pipe inode: the ends released, the kernel's counts, the last close.
+        struct PipeRelease {
+            writers_released: HashSet<u64>,
+            readers_released: HashSet<u64>,
+            writers: u32,
+            readers: u32,
+            last_write: Option<Event>,
+            last_read: Option<Event>,
+        }
+        let mut pipes: HashMap<u64, PipeRelease> = HashMap::new();
+        for ev in closes {
+            self.fds.remove(&(ev.files, ev.fd));
+            let pid = ev.pid as i32;
+            let m = ModelFd::of(ev);
+            if self.in_scope(pid) && cause != CAUSE_EXIT {
+                out.push(MonitorEvent::Close {
+                    pid,
+                    comm: comm_of(&ev.comm),
+                    fd: ev.fd,
+                    cause: cause_name(cause),
+                    kind: m.kind,
+                    ino: ev.ino,
+                    mode: access_mode(ev.f_mode),
+                });
+            }
+            if !m.kind.is_pipe_like() {
+                continue;
+            }
+            let refs = self.encoding.refs(ev.f_ref);
+            // At exit the walk reads the count before any fd is dropped; elsewhere
+            // the fd's reference is already gone (only the release is deferred).
+            let released = if cause == CAUSE_EXIT {
+                refs <= dropped[&ev.file]
+            } else {
+                refs == 0
+            };
+            if !released {
+                continue;
+            }
+            let p = pipes.entry(ev.inode).or_insert(PipeRelease {
+                writers_released: HashSet::new(),
+                readers_released: HashSet::new(),
+                writers: ev.pipe_writers,
+                readers: ev.pipe_readers,
+                last_write: None,
+                last_read: None,
+            });
+            if ev.f_mode & 2 != 0 {
+                p.writers_released.insert(ev.file);
+                p.last_write = Some(*ev);
+            }
+            if ev.f_mode & 1 != 0 {
+                p.readers_released.insert(ev.file);
+                p.last_read = Some(*ev);
+            }
+        }
+        for (inode, p) in pipes {
+            let writer_gone =
+                self.last_end_gone(inode, 2, &p.writers_released, p.writers, p.last_write);
+            if let Some((ev, readers)) = writer_gone {
+                out.push(MonitorEvent::LastWriterGone {
+                    ino: ev.ino,
+                    kind: ModelFd::of(&ev).kind,
+                    pid: ev.pid as i32,
+                    comm: comm_of(&ev.comm),
+                    fd: ev.fd,
+                    readers,
+                });
+            }
+            let reader_gone =
+                self.last_end_gone(inode, 1, &p.readers_released, p.readers, p.last_read);
+            if let Some((ev, writers)) = reader_gone {
+                out.push(MonitorEvent::LastReaderGone {
+                    ino: ev.ino,
+                    kind: ModelFd::of(&ev).kind,
+                    pid: ev.pid as i32,
+                    comm: comm_of(&ev.comm),
+                    fd: ev.fd,
+                    writers,
+                });
+            }
+        }
+    }
+
+    /// Whether a batch that released the open file descriptions `released` (all
+    /// of access `mode` on pipe `inode`) released the last of them, and who holds
+    /// the other side. Reported only when someone is left on the other side.
+    ///
+    /// The kernel's count (`kernel_count`, read at the event) already excludes the
+    /// ends that close(2) released synchronously but still includes those whose
+    /// release is deferred (exit, exec, close_range, dup2 over an fd): in both
+    /// cases "no more than we released" means none remain. The model rules out
+    /// ends still held by other fds; an end held only by an in-flight SCM_RIGHTS
+    /// message is the one thing this cannot see.
+    fn last_end_gone(
+        &self,
+        inode: u64,
+        mode: u32,
+        released: &HashSet<u64>,
+        kernel_count: u32,
+        last: Option<Event>,
+    ) -> Option<(Event, Vec<Holder>)> {
+        let ev = last?;
+        if kernel_count as usize > released.len() || !self.holders(inode, mode).is_empty() {
+            return None;
+        }
+        let others = self.holders(inode, 3 - mode);
+        let pid = ev.pid as i32;
+        let visible = self.in_scope(pid) || others.iter().any(|h| self.in_scope(h.pid));
+        (visible && !others.is_empty()).then_some((ev, others))
+    }
+
+    /// Who still holds an end of `inode` open for `mode` (1 read, 2 write).
+    fn holders(&self, inode: u64, mode: u32) -> Vec<Holder> {
+        let mut out = Vec::new();
+        for ((files, fd), m) in &self.fds {
+            if m.inode != inode || m.f_mode & mode == 0 {
+                continue;
+            }
+            for pid in self.owners.get(files).into_iter().flatten() {
+                out.push(Holder {
+                    pid: *pid,
+                    comm: self.comm(*pid),
+                    fd: *fd,
+                });
+            }
+        }
+        out.sort_by_key(|h| (h.pid, h.fd));
+        out
+    }
+}
+
+/// Text for a person, one line per event.
+pub fn event_text(ev: &MonitorEvent) -> String {
+    let pipe = |kind: &ObjectKind, ino: u64| format!("{kind}:[{ino}]");
+    let list = |hs: &[Holder]| {
+        if hs.is_empty() {
+            "nobody".to_string()
+        } else {
+            hs.iter()
+                .map(|h| format!("{} ({}) fd {}", h.pid, h.comm, h.fd))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let brief = |fds: &[FdBrief]| {
+        fds.iter()
+            .map(|f| format!("{} {} {}", f.fd, pipe(&f.kind, f.ino), f.mode))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match ev {
+        MonitorEvent::Ready => "watching (Ctrl-C to stop)".into(),
+        MonitorEvent::PipeCreated {
+            pid,
+            comm,
+            ino,
+            read_fd,
+            write_fd,
+        } => {
+            format!(
+                "pipe:[{ino}] created by {pid} ({comm}): read fd {read_fd}, write fd {write_fd}"
+            )
+        }
+        MonitorEvent::Install {
+            pid,
+            comm,
+            fd,
+            how,
+            kind,
+            ino,
+            mode,
+            from_fd,
+        } => match from_fd {
+            Some(src) => format!(
+                "{pid} ({comm}): fd {fd} = dup of fd {src} ({} {mode})",
+                pipe(kind, *ino)
+            ),
+            None => format!(
+                "{pid} ({comm}): fd {fd} {} {mode} via {how}",
+                pipe(kind, *ino)
+            ),
+        },
+        MonitorEvent::Fork {
+            pid,
+            ppid,
+            comm,
+            shares_table,
+            inherited,
+        } => {
+            if *shares_table {
+                format!("fork {ppid} -> {pid} ({comm}): shares the parent's fd table")
+            } else {
+                format!(
+                    "fork {ppid} -> {pid} ({comm}): inherits {} fds: {}",
+                    inherited.len(),
+                    brief(inherited)
+                )
+            }
+        }
+        MonitorEvent::Close {
+            pid,
+            comm,
+            fd,
+            cause,
+            kind,
+            ino,
+            mode,
+        } => {
+            format!(
+                "{pid} ({comm}): fd {fd} closed ({cause}) {} {mode}",
+                pipe(kind, *ino)
+            )
+        }
+        MonitorEvent::Exec { pid, comm } => format!("{pid}: exec {comm}"),
+        MonitorEvent::Exit { pid, comm, pipes } => {
+            if pipes.is_empty() {
+                format!("{pid} ({comm}) exited")
+            } else {
+                format!("{pid} ({comm}) exited holding pipes: {}", brief(pipes))
+            }
+        }
+        MonitorEvent::LastWriterGone {
+            ino,
+            kind,
+            pid,
+            comm,
+            fd,
+            readers,
+        } => format!(
+            "LAST WRITER GONE {}: {pid} ({comm}) closed fd {fd}; readers see EOF: {}",
+            pipe(kind, *ino),
+            list(readers)
+        ),
+        MonitorEvent::LastReaderGone {
+            ino,
+            kind,
+            pid,
+            comm,
+            fd,
+            writers,
+        } => format!(
+            "LAST READER GONE {}: {pid} ({comm}) closed fd {fd}; writers get EPIPE: {}",
+            pipe(kind, *ino),
+            list(writers)
+        ),
+        MonitorEvent::Lost { what, count } => format!("tracker lost {count} {what} (reconciling)"),
+    }
+}
+
+struct Printer {
+    json: bool,
+    start: std::time::Instant,
+}
+
+impl Printer {
+    fn print(&self, ev: &MonitorEvent) {
+        let time = self.start.elapsed().as_secs_f64();
+        let mut stdout = std::io::stdout().lock();
+        let line = if self.json {
+            serde_json::to_string(&Line { time, event: ev }).expect("events serialise")
+        } else {
+            format!("{time:>10.6} {}", event_text(ev))
+        };
+        // A closed stdout (e.g. `| head`) ends the monitor like a signal would.
+        if writeln!(stdout, "{line}")
+            .and_then(|_| stdout.flush())
+            .is_err()
+        {
+            std::process::exit(0);
+        }
+    }
+}
+
+fn lost_events(before: &TrackerStats, now: &TrackerStats) -> Vec<MonitorEvent> {
+    let mut out = Vec::new();
+    for (what, b, n) in [
+        (
+            "events (ring buffer full)",
+            before.events_lost,
+            now.events_lost,
+        ),
+        ("fds (fd map full)", before.fd_map_full, now.fd_map_full),
+        (
+            "fd walks (table larger than one eBPF walk)",
+            before.walks_truncated,
+            now.walks_truncated,
+        ),
+        (
+            "SCM_RIGHTS fds (message too large)",
+            before.scm_rights_truncated,
+            now.scm_rights_truncated,
+        ),
+        (
+            "processes (process map full)",
+            before.proc_map_full,
+            now.proc_map_full,
+        ),
+    ] {
+        if n > b {
+            out.push(MonitorEvent::Lost { what, count: n - b });
+        }
+    }
+    out
+}
+
+/// Runs the monitor until SIGINT or SIGTERM.
+pub fn run(opts: MonitorOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    rt.block_on(run_async(opts))
+}
+
+async fn run_async(opts: MonitorOptions) -> Result<()> {
+    // Validate the scope before loading anything.
+    opts.scope.processes()?;
+    // The first monitor pins its maps for other commands; a second one runs on
+    // its own copy.
+    let mut tracker = Tracker::start(crate::tracker::running_monitor().is_none())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let printer = Printer {
+        json: opts.json,
+        start: std::time::Instant::now(),
+    };
+    if opts.quiet {
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = tick.tick() => {
+                    tracker.flush_logs();
+                    if tracker.is_dirty()? {
+                        tracker.reconcile()?;
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+
+    tracker.set_events(true)?;
+    let ring: RingBuf<MapData> = tracker.take_events()?;
+    // SAFETY: the AsyncFd takes ownership of the ring buffer, so the fd stays open
+    // for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| Error::Other(format!("polling the event ring buffer: {e}")))?;
+    // Seed the model after events are on, so nothing falls between the two.
+    tracker.reconcile()?;
+    let state = tracker.read()?;
+    let mut stats = state.stats;
+    let mut interp = Interpreter::new(&state, opts.scope, tracker.file_ref_encoding())?;
+    printer.print(&MonitorEvent::Ready);
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(|e| Error::io("waiting for tracker events", e))?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    if item.len() < std::mem::size_of::<Event>() {
+                        continue;
+                    }
+                    // SAFETY: the eBPF side writes whole `Event`s; read unaligned.
+                    let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+                    log::trace!("raw event {ev:?}");
+                    for out in interp.feed(&ev) {
+                        printer.print(&out);
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                tracker.flush_logs();
+                let now = tracker.stats()?;
+                for ev in lost_events(&stats, &now) {
+                    printer.print(&ev);
+                }
+                stats = now;
+                if tracker.is_dirty()? {
+                    tracker.reconcile()?;
+                    interp.reseed(&tracker.read()?);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,503 @@
+//! The tracker: loads the eBPF programs, keeps their maps, and reconciles them with
+//! the kernel.
+//!
+//! Data path: kernel event → eBPF hook → `CKPT_FDS`/`CKPT_PROCS`/`CKPT_PIPES` maps
+//! (and the `CKPT_EVENTS` ring buffer) → [`Tracker::read`] → [`crate::objref`].
+//!
+//! Two ways to get a tracker:
+//! - [`Tracker::start`] loads the programs and attaches every hook (the monitor does
+//!   this, and with `pin` it pins the maps under bpffs for other commands);
+//! - [`Tracker::open`] serves one-shot commands: it reuses a running monitor's pinned
+//!   maps when there is one, else loads the programs without the live hooks.
+//!
+//! Either way [`Tracker::reconcile`] runs the `iter/task_file` iterator, which
+//! re-synchronises every fd, then drops entries the iterator did not confirm, so
+//! what [`Tracker::read`] returns agrees with the kernel at that moment.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fs,
+    io::Read as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{Iter, RawTracePoint},
+};
+use ckpt_common::tracker::*;
+use log::{debug, warn};
+
+use crate::{
+    btf::{FileRefEncoding, KernelBtf, KernelLayout},
+    error::{Error, IoContext as _, Result},
+    privileges,
+};
+
+/// The compiled eBPF object, built by `build.rs` with aya-build.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ckpt-ebpf"));
+
+/// Where a running monitor pins its maps.
+pub const PIN_DIR: &str = "/sys/fs/bpf/ckpt";
+/// Where a running monitor records its pid, so that others can tell live pins from
+/// stale ones.
+pub const MONITOR_PID_FILE: &str = "/run/ckpt/monitor.pid";
+
+const TRACEPOINTS: [(&str, &str); 4] = [
+    ("ckpt_sys_exit", "sys_exit"),
+    ("ckpt_fork", "sched_process_fork"),
+    ("ckpt_exec", "sched_process_exec"),
+    ("ckpt_exit", "sched_process_exit"),
+];
+const ITERATOR: &str = "ckpt_iter_task_file";
+const MAPS: [&str; 6] = [
+    MAP_FDS, MAP_PROCS, MAP_PIPES, MAP_EVENTS, MAP_STATS, MAP_CONFIG,
+];
+
+/// Counters of what the tracker could not record; never silently dropped.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct TrackerStats {
+    pub events_lost: u64,
+    pub fd_map_full: u64,
+    pub walks_truncated: u64,
+    pub scm_rights_truncated: u64,
+    pub proc_map_full: u64,
+    pub reads_failed: u64,
+}
+
+/// A consistent copy of the maps.
+#[derive(Clone, Debug, Default)]
+pub struct TrackerState {
+    pub procs: BTreeMap<u32, ProcEntry>,
+    pub fds: Vec<(FdKey, FdEntry)>,
+    pub pipes: HashMap<u64, PipeEnds>,
+    pub stats: TrackerStats,
+}
+
+/// What one reconciliation changed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reconciled {
+    pub fds_seen: usize,
+    pub stale_fds_dropped: usize,
+    pub stale_procs_dropped: usize,
+}
+
+pub struct Tracker {
+    ebpf: Ebpf,
+    layout: KernelLayout,
+    aya_btf: aya::Btf,
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
+    /// The pin directory this tracker created and must remove.
+    owns_pins: Option<PathBuf>,
+    /// true when the maps belong to a running monitor.
+    shared: bool,
+    _links_live: bool,
+}
+
+impl Tracker {
+    /// Loads the programs and attaches every live hook; bootstraps the maps from the
+    /// iterator. With `pin`, pins the maps for other ckpt commands (the monitor).
+    pub fn start(pin: bool) -> Result<Tracker> {
+        privileges::require_tracker()?;
+        let mut tracker = Self::load(None)?;
+        tracker.attach_live()?;
+        if pin {
+            tracker.pin()?;
+        }
+        tracker.reconcile()?;
+        Ok(tracker)
+    }
+
+    /// For one-shot commands: a running monitor's maps if there is one, else a fresh
+    /// load without live hooks. Call [`Tracker::reconcile`] before reading.
+    pub fn open() -> Result<Tracker> {
+        privileges::require_tracker()?;
+        match running_monitor() {
+            Some(pid) => {
+                debug!("using the maps of the monitor running as pid {pid}");
+                Self::load(Some(Path::new(PIN_DIR)))
+            }
+            None => Self::load(None),
+        }
+    }
+
+    /// Whether this tracker reads a running monitor's maps.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    pub fn file_ref_encoding(&self) -> FileRefEncoding {
+        self.layout.file_ref
+    }
+
+    fn load(pins: Option<&Path>) -> Result<Tracker> {
+        let kbtf = KernelBtf::open()?;
+        let layout = kbtf.layout()?;
+        let aya_btf = aya::Btf::from_sys_fs()
+            .map_err(|e| Error::Btf(format!("{}: {e}", crate::btf::VMLINUX_BTF)))?;
+        let mut loader = EbpfLoader::new();
+        loader.btf(Some(&aya_btf));
+        loader.override_global("OFFSETS", &layout.offsets, true);
+        let pin_paths: Vec<(&str, PathBuf)> = match pins {
+            Some(dir) => MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|e| Error::Load(format!("{e:#}")))?;
+        // The logger owns the aya-log ring buffer: keep it alive with the programs.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf)
+            .map_err(|e| Error::Load(format!("starting the eBPF logger: {e}")))?;
+        let iter: &mut Iter = program(&mut ebpf, ITERATOR)?;
+        iter.load("task_file", &aya_btf)
+            .map_err(|e| Error::Load(format!("{ITERATOR}: {e:#}")))?;
+        Ok(Tracker {
+            ebpf,
+            layout,
+            aya_btf,
+            logger,
+            owns_pins: None,
+            shared: pins.is_some(),
+            _links_live: false,
+        })
+    }
+
+    fn attach_live(&mut self) -> Result<()> {
+        for (name, hook) in TRACEPOINTS {
+            let prog: &mut RawTracePoint = program(&mut self.ebpf, name)?;
+            prog.load()
+                .map_err(|e| Error::Load(format!("{name}: {e:#}")))?;
+            prog.attach(hook).map_err(|e| Error::Attach {
+                program: name,
+                hook,
+                reason: format!("{e:#}"),
+            })?;
+        }
+        self._links_live = true;
+        Ok(())
+    }
+
+    /// Pins the maps under [`PIN_DIR`] and records this process as the monitor.
+    fn pin(&mut self) -> Result<()> {
+        privileges::mount_bpffs()?;
+        let dir = Path::new(PIN_DIR);
+        if let Some(pid) = running_monitor() {
+            return Err(Error::Other(format!(
+                "a ckpt monitor is already running as pid {pid} and owns {PIN_DIR}"
+            )));
+        }
+        // Pins left by a monitor that died without cleaning up.
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+        for name in MAPS {
+            let map = self.ebpf.map(name).ok_or_else(|| Error::Map {
+                map: name,
+                reason: "missing from the eBPF object".into(),
+            })?;
+            map.pin(dir.join(name)).map_err(|e| Error::Map {
+                map: name,
+                reason: format!("pinning under {}: {e}", dir.display()),
+            })?;
+        }
+        let pid_file = Path::new(MONITOR_PID_FILE);
+        if let Some(parent) = pid_file.parent() {
+            fs::create_dir_all(parent).context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::write(pid_file, std::process::id().to_string())
+            .context(|| format!("writing {}", pid_file.display()))?;
+        self.owns_pins = Some(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn config(&mut self) -> Result<Array<&mut MapData, u64>> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_CONFIG)
+            .ok_or_else(|| missing(MAP_CONFIG))?;
+        Array::try_from(map).map_err(|e| map_err(MAP_CONFIG, e))
+    }
+
+    fn config_get(&mut self, index: u32) -> Result<u64> {
+        self.config()?
+            .get(&index, 0)
+            .map_err(|e| map_err(MAP_CONFIG, e))
+    }
+
+    fn config_set(&mut self, index: u32, value: u64) -> Result<()> {
+        self.config()?
+            .set(index, value, 0)
+            .map_err(|e| map_err(MAP_CONFIG, e))
+    }
+
+    /// Turns ring-buffer events on or off (the hooks skip the work when off).
+    pub fn set_events(&mut self, on: bool) -> Result<()> {
+        self.config_set(CONFIG_EVENTS, on as u64)
+    }
+
+    /// Whether a walk was truncated or a map filled up since the last reconcile.
+    pub fn is_dirty(&mut self) -> Result<bool> {
+        Ok(self.config_get(CONFIG_DIRTY)? != 0)
+    }
+
+    /// Runs the iterator over every task's fd table and drops what it did not see.
+    pub fn reconcile(&mut self) -> Result<Reconciled> {
+        self.config_set(CONFIG_DIRTY, 0)?;
+        let generation = self.config_get(CONFIG_GEN)? + 1;
+        self.config_set(CONFIG_GEN, generation)?;
+        self.run_iterator()?;
+
+        let mut out = Reconciled::default();
+        let stale_fds: Vec<FdKey> = {
+            let fds = self.fds_map()?;
+            let mut stale = Vec::new();
+            for item in fds.iter() {
+                let (k, v) = item.map_err(|e| map_err(MAP_FDS, e))?;
+                if v.generation < generation {
+                    stale.push(k);
+                } else {
+                    out.fds_seen += 1;
+                }
+            }
+            stale
+        };
+        {
+            let mut fds = self.fds_map()?;
+            for k in &stale_fds {
+                // Already gone is fine: a live hook got there first.
+                let _ = fds.remove(k);
+            }
+        }
+        out.stale_fds_dropped = stale_fds.len();
+
+        let map = self
+            .ebpf
+            .map_mut(MAP_PROCS)
+            .ok_or_else(|| missing(MAP_PROCS))?;
+        let mut procs: BpfHashMap<_, u32, ProcEntry> =
+            BpfHashMap::try_from(map).map_err(|e| map_err(MAP_PROCS, e))?;
+        let stale: Vec<u32> = procs
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, v)| v.generation < generation)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &stale {
+            let _ = procs.remove(k);
+        }
+        out.stale_procs_dropped = stale.len();
+        self.gc_pipes()?;
+        self.flush_logs();
+        debug!("reconciled: {out:?}");
+        Ok(out)
+    }
+
+    fn run_iterator(&mut self) -> Result<()> {
+        let iter: &mut Iter = program(&mut self.ebpf, ITERATOR)?;
+        let link_id = iter.attach().map_err(|e| Error::Attach {
+            program: ITERATOR,
+            hook: "iter/task_file",
+            reason: format!("{e:#}"),
+        })?;
+        let link = iter.take_link(link_id).map_err(|e| Error::Attach {
+            program: ITERATOR,
+            hook: "iter/task_file",
+            reason: format!("{e:#}"),
+        })?;
+        let mut file = link.into_file().map_err(|e| Error::Attach {
+            program: ITERATOR,
+            hook: "iter/task_file",
+            reason: format!("{e:#}"),
+        })?;
+        let mut sink = Vec::new();
+        file.read_to_end(&mut sink)
+            .context(|| "reading the task_file iterator".to_string())?;
+        Ok(())
+    }
+
+    fn fds_map(&mut self) -> Result<BpfHashMap<&mut MapData, FdKey, FdEntry>> {
+        let map = self.ebpf.map_mut(MAP_FDS).ok_or_else(|| missing(MAP_FDS))?;
+        BpfHashMap::try_from(map).map_err(|e| map_err(MAP_FDS, e))
+    }
+
+    /// Drops pipe records whose inode no fd holds any more.
+    fn gc_pipes(&mut self) -> Result<()> {
+        let live: HashSet<u64> = {
+            let fds = self.fds_map()?;
+            fds.iter()
+                .filter_map(|r| r.ok())
+                .map(|(_, v)| v.inode)
+                .collect()
+        };
+        let map = self
+            .ebpf
+            .map_mut(MAP_PIPES)
+            .ok_or_else(|| missing(MAP_PIPES))?;
+        let mut pipes: BpfHashMap<_, u64, PipeEnds> =
+            BpfHashMap::try_from(map).map_err(|e| map_err(MAP_PIPES, e))?;
+        let dead: Vec<u64> = pipes
+            .keys()
+            .filter_map(|r| r.ok())
+            .filter(|k| !live.contains(k))
+            .collect();
+        for k in dead {
+            let _ = pipes.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Copies the maps.
+    pub fn read(&mut self) -> Result<TrackerState> {
+        let mut state = TrackerState {
+            stats: self.stats()?,
+            ..TrackerState::default()
+        };
+        {
+            let fds = self.fds_map()?;
+            for item in fds.iter() {
+                state.fds.push(item.map_err(|e| map_err(MAP_FDS, e))?);
+            }
+        }
+        let map = self.ebpf.map(MAP_PROCS).ok_or_else(|| missing(MAP_PROCS))?;
+        let procs: BpfHashMap<_, u32, ProcEntry> =
+            BpfHashMap::try_from(map).map_err(|e| map_err(MAP_PROCS, e))?;
+        for item in procs.iter() {
+            let (k, v) = item.map_err(|e| map_err(MAP_PROCS, e))?;
+            state.procs.insert(k, v);
+        }
+        let map = self.ebpf.map(MAP_PIPES).ok_or_else(|| missing(MAP_PIPES))?;
+        let pipes: BpfHashMap<_, u64, PipeEnds> =
+            BpfHashMap::try_from(map).map_err(|e| map_err(MAP_PIPES, e))?;
+        for item in pipes.iter() {
+            let (k, v) = item.map_err(|e| map_err(MAP_PIPES, e))?;
+            state.pipes.insert(k, v);
+        }
+        Ok(state)
+    }
+
+    /// Sums the per-CPU counters.
+    pub fn stats(&self) -> Result<TrackerStats> {
+        let map = self.ebpf.map(MAP_STATS).ok_or_else(|| missing(MAP_STATS))?;
+        let stats: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|e| map_err(MAP_STATS, e))?;
+        let get = |i: u32| -> u64 {
+            stats
+                .get(&i, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or_else(|e| {
+                    warn!("reading tracker statistic {i}: {e}");
+                    0
+                })
+        };
+        Ok(TrackerStats {
+            events_lost: get(STAT_EVENTS_LOST),
+            fd_map_full: get(STAT_FD_MAP_FULL),
+            walks_truncated: get(STAT_WALK_TRUNCATED),
+            scm_rights_truncated: get(STAT_SCM_TRUNCATED),
+            proc_map_full: get(STAT_PROC_MAP_FULL),
+            reads_failed: get(STAT_READ_FAILED),
+        })
+    }
+
+    /// Takes the event ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(MAP_EVENTS)
+            .ok_or_else(|| missing(MAP_EVENTS))?;
+        RingBuf::try_from(map).map_err(|e| map_err(MAP_EVENTS, e))
+    }
+
+    /// Bytes of kernel memory the maps hold, from /proc/self/fdinfo (`memlock`).
+    pub fn map_memory(&self) -> Result<BTreeMap<&'static str, u64>> {
+        let mut out = BTreeMap::new();
+        for name in MAPS {
+            let Some(map) = self.ebpf.map(name) else {
+                continue;
+            };
+            let fd = map_fd(map);
+            let text = fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+                .context(|| format!("reading fdinfo of map {name}"))?;
+            let memlock = text
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            out.insert(name, memlock);
+        }
+        Ok(out)
+    }
+
+    /// Forwards what the eBPF programs logged (aya-log) to the userspace log.
+    pub fn flush_logs(&mut self) {
+        self.logger.flush();
+    }
+
+    pub fn aya_btf(&self) -> &aya::Btf {
+        &self.aya_btf
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if let Some(dir) = self.owns_pins.take() {
+            let _ = fs::remove_dir_all(&dir);
+            let _ = fs::remove_file(MONITOR_PID_FILE);
+        }
+    }
+}
+
+fn map_fd(map: &aya::maps::Map) -> i32 {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let data: &MapData = match map {
+        aya::maps::Map::HashMap(d)
+        | aya::maps::Map::Array(d)
+        | aya::maps::Map::PerCpuArray(d)
+        | aya::maps::Map::RingBuf(d) => d,
+        _ => return -1,
+    };
+    data.fd().as_fd().as_raw_fd()
+}
+
+/// The pid of a live `ckpt monitor` that pinned its maps, if any.
+pub fn running_monitor() -> Option<i32> {
+    let pid: i32 = fs::read_to_string(MONITOR_PID_FILE)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if pid <= 1 {
+        return None;
+    }
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let alive = comm.trim() == "ckpt" && Path::new(PIN_DIR).join(MAP_FDS).exists();
+    alive.then_some(pid)
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Load(format!("program {name} missing from the eBPF object")))?;
+    prog.try_into()
+        .map_err(|_| Error::Load(format!("program {name} has an unexpected type")))
+}
+
+fn missing(map: &'static str) -> Error {
+    Error::Map {
+        map,
+        reason: "missing from the eBPF object".into(),
+    }
+}
+
+fn map_err(map: &'static str, e: aya::maps::MapError) -> Error {
+    Error::Map {
+        map,
+        reason: format!("{e:#}"),
+    }
+}
