@@ -140,8 +140,18 @@ pub struct Offsets {
     pub regs_si: u32,
     pub regs_dx: u32,
     pub regs_r10: u32,
-    pub _pad: u32,
+    /// Bytes to read at once from each struct so that every field above is
+    /// inside (see [`WINDOW_BYTES`]).
+    pub fdt_window: u32,
+    pub file_window: u32,
+    pub inode_window: u32,
+    pub sb_window: u32,
+    pub regs_window: u32,
 }
+
+/// Largest single read of a kernel struct (a power of two); fields beyond it make
+/// the loader refuse the kernel with a clear error.
+pub const WINDOW_BYTES: u32 = 256;
 
 pub const EVENT_INSTALL: u32 = 1;
 pub const EVENT_CLOSE: u32 = 2;

@@ -38,7 +38,11 @@ pub static OFFSETS: Offsets = Offsets {
     regs_si: 0,
     regs_dx: 0,
     regs_r10: 0,
-    _pad: 0,
+    fdt_window: 0,
+    file_window: 0,
+    inode_window: 0,
+    sb_window: 0,
+    regs_window: 0,
 };
 
 /// The offset of one field, read so that the compiler cannot fold the zero default.
@@ -71,12 +75,64 @@ pub fn rd_u32(addr: u64) -> u32 {
     unsafe { bpf_probe_read_kernel(addr as *const u32) }.unwrap_or(0)
 }
 
-#[inline(always)]
-pub fn rd_u16(addr: u64) -> u16 {
-    if addr == 0 {
-        return 0;
+/// Bytes of a kernel struct read in one helper call, then picked apart field by
+/// field: one `bpf_probe_read_kernel` per struct instead of one per field. The
+/// loader checks that every field ckpt reads lies inside [`WINDOW`] bytes.
+pub const WINDOW: usize = ckpt_common::tracker::WINDOW_BYTES as usize;
+
+#[repr(C, align(8))]
+pub struct Window {
+    bytes: [u8; WINDOW + 8],
+}
+
+/// Per-CPU scratch for windows (a BPF program does not migrate while it runs).
+#[aya_ebpf::macros::map]
+static CKPT_WINDOW: aya_ebpf::maps::PerCpuArray<Window> =
+    aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+impl Window {
+    /// Reads the first `len` (≤ WINDOW) bytes of the struct at `addr`.
+    #[inline(always)]
+    pub fn load(addr: u64, len: u32) -> Option<&'static Window> {
+        if addr == 0 {
+            return None;
+        }
+        let w = CKPT_WINDOW.get_ptr_mut(0)?;
+        let len = (len as usize).min(WINDOW) as u32;
+        // SAFETY: the destination is WINDOW + 8 bytes of map memory.
+        let rc = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                (*w).bytes.as_mut_ptr() as *mut core::ffi::c_void,
+                len,
+                addr as *const core::ffi::c_void,
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        Some(unsafe { &*w })
     }
-    unsafe { bpf_probe_read_kernel(addr as *const u16) }.unwrap_or(0)
+
+    #[inline(always)]
+    pub fn u64(&self, off: u64) -> u64 {
+        let o = (off as usize) & (WINDOW - 1);
+        // SAFETY: o + 8 <= WINDOW + 8; kernel fields are naturally aligned.
+        unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().add(o) as *const u64) }
+    }
+
+    #[inline(always)]
+    pub fn u32(&self, off: u64) -> u32 {
+        let o = (off as usize) & (WINDOW - 1);
+        // SAFETY: as above.
+        unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().add(o) as *const u32) }
+    }
+
+    #[inline(always)]
+    pub fn u16(&self, off: u64) -> u16 {
+        let o = (off as usize) & (WINDOW - 1);
+        // SAFETY: as above.
+        unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().add(o) as *const u16) }
+    }
 }
 
 /// One fd table (`struct files_struct` and its current `struct fdtable`).
@@ -92,11 +148,19 @@ impl FdTable {
     #[inline(always)]
     pub fn of_files(files: u64) -> FdTable {
         let fdt = rd_u64(files + off!(files_fdt));
-        FdTable {
-            files,
-            fd_array: rd_u64(fdt + off!(fdt_fd)),
-            cloexec_bits: rd_u64(fdt + off!(fdt_close_on_exec)),
-            max_fds: rd_u32(fdt + off!(fdt_max_fds)),
+        match Window::load(fdt, off!(fdt_window) as u32) {
+            Some(w) => FdTable {
+                files,
+                fd_array: w.u64(off!(fdt_fd)),
+                cloexec_bits: w.u64(off!(fdt_close_on_exec)),
+                max_fds: w.u32(off!(fdt_max_fds)),
+            },
+            None => FdTable {
+                files,
+                fd_array: 0,
+                cloexec_bits: 0,
+                max_fds: 0,
+            },
         }
     }
 
@@ -136,19 +200,36 @@ pub struct FileFacts {
 
 #[inline(always)]
 pub fn file_facts(file: u64) -> FileFacts {
-    let inode = rd_u64(file + off!(file_f_inode));
-    let sb = rd_u64(inode + off!(inode_i_sb));
-    FileFacts {
-        inode,
-        ino: rd_u64(inode + off!(inode_i_ino)),
-        s_magic: rd_u64(sb + off!(sb_s_magic)),
-        pos: rd_u64(file + off!(file_f_pos)) as i64,
-        dev: rd_u32(sb + off!(sb_s_dev)),
-        rdev: rd_u32(inode + off!(inode_i_rdev)),
-        i_mode: rd_u16(inode + off!(inode_i_mode)) as u32,
-        f_flags: rd_u32(file + off!(file_f_flags)),
-        f_mode: rd_u32(file + off!(file_f_mode)),
+    let mut facts = FileFacts {
+        inode: 0,
+        ino: 0,
+        s_magic: 0,
+        pos: 0,
+        dev: 0,
+        rdev: 0,
+        i_mode: 0,
+        f_flags: 0,
+        f_mode: 0,
+    };
+    let Some(w) = Window::load(file, off!(file_window) as u32) else {
+        return facts;
+    };
+    facts.inode = w.u64(off!(file_f_inode));
+    facts.pos = w.u64(off!(file_f_pos)) as i64;
+    facts.f_flags = w.u32(off!(file_f_flags));
+    facts.f_mode = w.u32(off!(file_f_mode));
+    let Some(w) = Window::load(facts.inode, off!(inode_window) as u32) else {
+        return facts;
+    };
+    let sb = w.u64(off!(inode_i_sb));
+    facts.ino = w.u64(off!(inode_i_ino));
+    facts.rdev = w.u32(off!(inode_i_rdev));
+    facts.i_mode = w.u16(off!(inode_i_mode)) as u32;
+    if let Some(w) = Window::load(sb, off!(sb_window) as u32) {
+        facts.dev = w.u32(off!(sb_s_dev));
+        facts.s_magic = w.u64(off!(sb_s_magic));
     }
+    facts
 }
 
 pub const S_IFMT: u32 = 0o170000;

@@ -82,6 +82,14 @@ const SCM_MAX_CMSGS: u32 = 4;
 const SCM_MAX_FDS: u32 = 32;
 const MMSG_MAX: u32 = 8;
 
+/// The syscall arguments ckpt uses, from the saved user registers.
+struct Args {
+    di: u64,
+    si: u64,
+    dx: u64,
+    r10: u64,
+}
+
 #[inline(always)]
 fn current_table() -> FdTable {
     FdTable::of_task(unsafe { bpf_get_current_task() })
@@ -91,7 +99,17 @@ fn current_table() -> FdTable {
 pub fn ckpt_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let nr = rd_u64(regs + off!(regs_orig_ax));
+    // The saved user registers: the syscall number and its arguments, in one read.
+    let Some(w) = kernel::Window::load(regs, off!(regs_window) as u32) else {
+        return 0;
+    };
+    let nr = w.u64(off!(regs_orig_ax));
+    let a = Args {
+        di: w.u64(off!(regs_di)),
+        si: w.u64(off!(regs_si)),
+        dx: w.u64(off!(regs_dx)),
+        r10: w.u64(off!(regs_r10)),
+    };
     let origin = match nr {
         NR_OPEN | NR_CREAT | NR_OPENAT | NR_OPENAT2 | NR_OPEN_BY_HANDLE_AT | NR_MQ_OPEN => {
             ORIGIN_OPEN
@@ -115,44 +133,38 @@ pub fn ckpt_sys_exit(ctx: RawTracePointContext) -> i32 {
     if ret < 0 && nr != NR_CLOSE {
         return 0;
     }
-    let arg = |o: u64| rd_u64(regs + o);
     let tgid = current_tgid();
     // Most syscalls touch one slot: (slot, origin detail, why an old entry went away).
     let (fd, aux, cause) = match nr {
         // close() removes the fd even when it reports an error: trust the table.
-        NR_CLOSE => (arg(off!(regs_di)), 0, CAUSE_CLOSE),
-        NR_DUP | NR_DUP2 | NR_DUP3 => (ret as u64, arg(off!(regs_di)) as i32, CAUSE_REPLACED),
-        NR_PIDFD_GETFD => (ret as u64, arg(off!(regs_di)) as i32, CAUSE_REPLACED),
-        NR_FCNTL => match arg(off!(regs_si)) {
-            F_DUPFD | F_DUPFD_CLOEXEC => (ret as u64, arg(off!(regs_di)) as i32, CAUSE_REPLACED),
-            F_SETFD | F_SETFL => (arg(off!(regs_di)), 0, CAUSE_CLOSE),
+        NR_CLOSE => (a.di, 0, CAUSE_CLOSE),
+        NR_DUP | NR_DUP2 | NR_DUP3 => (ret as u64, a.di as i32, CAUSE_REPLACED),
+        NR_PIDFD_GETFD => (ret as u64, a.di as i32, CAUSE_REPLACED),
+        NR_FCNTL => match a.si {
+            F_DUPFD | F_DUPFD_CLOEXEC => (ret as u64, a.di as i32, CAUSE_REPLACED),
+            F_SETFD | F_SETFL => (a.di, 0, CAUSE_CLOSE),
             _ => return 0,
         },
-        NR_IOCTL => match arg(off!(regs_si)) & 0xffff_ffff {
-            FIOCLEX | FIONCLEX => (arg(off!(regs_di)), 0, CAUSE_CLOSE),
+        NR_IOCTL => match a.si & 0xffff_ffff {
+            FIOCLEX | FIONCLEX => (a.di, 0, CAUSE_CLOSE),
             _ => return 0,
         },
         NR_CLOSE_RANGE => {
-            if arg(off!(regs_dx)) & CLOSE_RANGE_UNSHARE != 0 {
+            if a.dx & CLOSE_RANGE_UNSHARE != 0 {
                 table_replaced(tgid);
             }
             let sc = SyncCtx::new(current_table(), tgid, ORIGIN_UPDATE, 0, CAUSE_CLOSE_RANGE);
-            walk(
-                sc,
-                arg(off!(regs_di)) as u32,
-                arg(off!(regs_si)) as u32,
-                false,
-            );
+            walk(sc, a.di as u32, a.si as u32, false);
             return 0;
         }
         NR_UNSHARE => {
-            if arg(off!(regs_di)) & CLONE_FILES != 0 {
+            if a.di & CLONE_FILES != 0 {
                 table_replaced(tgid);
             }
             return 0;
         }
         NR_PIPE | NR_PIPE2 | NR_SOCKETPAIR | NR_RECVMSG | NR_RECVMMSG => {
-            several_fds(nr, ret, regs, tgid);
+            several_fds(nr, ret, &a, tgid);
             return 0;
         }
         _ => (ret as u64, 0, CAUSE_REPLACED),
@@ -170,28 +182,27 @@ pub fn ckpt_sys_exit(ctx: RawTracePointContext) -> i32 {
 /// pipe, pipe2, socketpair, recvmsg and recvmmsg: collect the new fds, then
 /// synchronise them in one loop.
 #[inline(never)]
-fn several_fds(nr: u64, ret: i64, regs: u64, tgid: u32) {
+fn several_fds(nr: u64, ret: i64, a: &Args, tgid: u32) {
     let Some(list) = CKPT_FDLIST.get_ptr_mut(0) else {
         return;
     };
     let list = unsafe { &mut *list };
     list.n = 0;
-    let arg = |o: u64| rd_u64(regs + o);
     let origin = match nr {
         NR_PIPE | NR_PIPE2 => {
-            read_user_fds(list, arg(off!(regs_di)), 2);
+            read_user_fds(list, a.di, 2);
             ORIGIN_PIPE
         }
         NR_SOCKETPAIR => {
-            read_user_fds(list, arg(off!(regs_r10)), 2);
+            read_user_fds(list, a.r10, 2);
             ORIGIN_SOCKETPAIR
         }
         NR_RECVMSG => {
-            collect_rights(list, arg(off!(regs_si)));
+            collect_rights(list, a.si);
             ORIGIN_SCM_RIGHTS
         }
         _ => {
-            let vec = arg(off!(regs_si));
+            let vec = a.si;
             // struct mmsghdr is a msghdr (56 bytes) plus msg_len, padded to 64.
             for i in 0..MMSG_MAX {
                 if i as i64 >= ret {

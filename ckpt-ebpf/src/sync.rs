@@ -65,15 +65,21 @@ pub struct SyncCtx {
 impl SyncCtx {
     #[inline(always)]
     pub fn new(table: FdTable, tgid: u32, origin: u32, origin_aux: i32, cause: u32) -> SyncCtx {
+        let events = config(CONFIG_EVENTS) != 0;
         SyncCtx {
             table,
             tgid,
             origin,
             origin_aux,
             cause,
-            batch: unsafe { bpf_ktime_get_ns() },
+            // Only events carry a batch number; the clock is not free.
+            batch: if events {
+                unsafe { bpf_ktime_get_ns() }
+            } else {
+                0
+            },
             generation: config(CONFIG_GEN),
-            events: config(CONFIG_EVENTS) != 0,
+            events,
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Type};
-use ckpt_common::tracker::Offsets;
+use ckpt_common::tracker::{Offsets, WINDOW_BYTES};
 
 use crate::error::{Error, Result};
 
@@ -149,8 +149,13 @@ impl KernelBtf {
             regs_si: o("pt_regs", "si")?,
             regs_dx: o("pt_regs", "dx")?,
             regs_r10: o("pt_regs", "r10")?,
-            _pad: 0,
+            fdt_window: 0,
+            file_window: 0,
+            inode_window: 0,
+            sb_window: 0,
+            regs_window: 0,
         };
+        let offsets = with_windows(offsets)?;
         self.check_iter_context()?;
         Ok(KernelLayout { offsets, file_ref })
     }
@@ -168,4 +173,67 @@ impl KernelBtf {
         }
         Ok(())
     }
+}
+
+/// Sets each struct's window: the bytes the eBPF side reads at once so that every
+/// field it uses is inside. A field beyond [`WINDOW_BYTES`] is refused.
+fn with_windows(mut o: Offsets) -> Result<Offsets> {
+    let window = |name: &str, fields: &[(&str, u32, u32)]| -> Result<u32> {
+        let end = fields
+            .iter()
+            .map(|(_, off, size)| off + size)
+            .max()
+            .unwrap_or(0);
+        if end > WINDOW_BYTES {
+            let (field, off, _) = fields
+                .iter()
+                .max_by_key(|(_, off, size)| off + size)
+                .expect("fields");
+            return Err(Error::Btf(format!(
+                "{name}.{field} is at offset {off}, beyond the {WINDOW_BYTES} bytes ckpt reads at once"
+            )));
+        }
+        Ok(end)
+    };
+    o.fdt_window = window(
+        "fdtable",
+        &[
+            ("max_fds", o.fdt_max_fds, 4),
+            ("fd", o.fdt_fd, 8),
+            ("close_on_exec", o.fdt_close_on_exec, 8),
+        ],
+    )?;
+    o.file_window = window(
+        "file",
+        &[
+            ("f_inode", o.file_f_inode, 8),
+            ("f_flags", o.file_f_flags, 4),
+            ("f_mode", o.file_f_mode, 4),
+            ("f_pos", o.file_f_pos, 8),
+        ],
+    )?;
+    o.inode_window = window(
+        "inode",
+        &[
+            ("i_mode", o.inode_i_mode, 2),
+            ("i_ino", o.inode_i_ino, 8),
+            ("i_sb", o.inode_i_sb, 8),
+            ("i_rdev", o.inode_i_rdev, 4),
+        ],
+    )?;
+    o.sb_window = window(
+        "super_block",
+        &[("s_dev", o.sb_s_dev, 4), ("s_magic", o.sb_s_magic, 8)],
+    )?;
+    o.regs_window = window(
+        "pt_regs",
+        &[
+            ("orig_ax", o.regs_orig_ax, 8),
+            ("di", o.regs_di, 8),
+            ("si", o.regs_si, 8),
+            ("dx", o.regs_dx, 8),
+            ("r10", o.regs_r10, 8),
+        ],
+    )?;
+    Ok(o)
 }

@@ -8,15 +8,21 @@
 
 pub mod btf;
 pub mod check;
+pub mod dump;
 pub mod error;
+pub mod freeze;
+pub mod inject;
 pub mod kinds;
+pub mod memory;
 pub mod monitor;
 pub mod objref;
 pub mod privileges;
+pub mod process;
 pub mod procfs;
 pub mod render;
 pub mod sharing;
 pub mod show;
+pub mod thread;
 pub mod tracker;
 
 pub use error::{Error, Result};

@@ -37,7 +37,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Checkpoint a process tree (not yet supported).
+    /// Checkpoint the process tree rooted at a pid into an image directory.
     Dump {
         #[arg(short = 't', long = "tree")]
         tree: i32,
@@ -104,7 +104,7 @@ fn monitor(args: MonitorArgs) -> ckpt_user::Result<()> {
         } else {
             render::text(&table)
         };
-        println!("{}", out.trim_end());
+        print_out(&out);
         return Ok(());
     }
     monitor::run(monitor::MonitorOptions {
@@ -112,6 +112,18 @@ fn monitor(args: MonitorArgs) -> ckpt_user::Result<()> {
         json: args.json,
         quiet: args.quiet,
     })
+}
+
+/// Prints a command's output; a reader that went away (`| head`) is not an error.
+fn print_out(out: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{}", out.trim_end())
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
 }
 
 fn main() -> ExitCode {
@@ -129,10 +141,7 @@ fn main() -> ExitCode {
         Command::Check { json } => {
             let report = check::run();
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("report serialises")
-                );
+                print_out(&serde_json::to_string_pretty(&report).expect("report serialises"));
             } else {
                 print!("{}", check::text(&report));
             }
@@ -142,12 +151,19 @@ fn main() -> ExitCode {
                 Err(ckpt_user::Error::Other("required checks failed".into()))
             }
         }
-        Command::Show { dir, json } => {
-            ckpt_user::show::show(&dir, json).map(|out| println!("{}", out.trim_end()))
-        }
-        Command::Dump { .. } => Err(ckpt_user::Error::Other(
-            "ckpt dump is not yet supported (see the project's issues)".into(),
-        )),
+        Command::Show { dir, json } => ckpt_user::show::show(&dir, json).map(|out| print_out(&out)),
+        Command::Dump {
+            tree,
+            dir,
+            leave_running,
+        } => ckpt_user::dump::dump(&ckpt_user::dump::DumpOptions {
+            root: tree,
+            dir,
+            leave_running,
+        })
+        .map(|report| {
+            log::info!("dump: {report:?}");
+        }),
         Command::Restore { .. } => Err(ckpt_user::Error::Other(
             "ckpt restore is not yet supported (see the project's issues)".into(),
         )),

@@ -134,6 +134,7 @@ impl Tracker {
     fn load(pins: Option<&Path>) -> Result<Tracker> {
         let kbtf = KernelBtf::open()?;
         let layout = kbtf.layout()?;
+        debug!("kernel layout from BTF: {layout:?}");
         let aya_btf = aya::Btf::from_sys_fs()
             .map_err(|e| Error::Btf(format!("{}: {e}", crate::btf::VMLINUX_BTF)))?;
         let mut loader = EbpfLoader::new();

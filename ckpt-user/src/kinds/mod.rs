@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+pub mod pipe;
+
 const PIPEFS_MAGIC: u64 = 0x5049_5045;
 const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
 /// pidfs (6.9+) keeps pidfds on inodes of their own, shown to userspace as

@@ -20,8 +20,8 @@ use super::{ImageError, Wire, wire};
 pub use files::{FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord};
 pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
 pub use process::{
-    Credentials, MmState, ProcessRecord, ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
-    SigAction, Siginfo, SyscallState, ThreadRecord,
+    Credentials, MAX_XSAVE_SIZE, MmState, ProcessRecord, ProcessState, Rlimit, RobustList, Rseq,
+    SIGINFO_SIZE, SigAction, Siginfo, SyscallState, ThreadRecord,
 };
 
 /// The `type` field of a record frame.

@@ -1,0 +1,573 @@
+//! `ckpt dump`: checkpoint a process tree into an objref image.
+//!
+//! freeze (ptrace) → collect (tracker maps + /proc + ptrace) → objref table →
+//! records → image → kill the tree (or thaw it with `leave_running`).
+//!
+//! Every shared object — an inode, an open file description, a MAP_SHARED
+//! anonymous object — is saved once, at its first encounter, under an objref;
+//! later encounters record the objref only. Anything ckpt cannot restore makes the
+//! dump fail while the tree is frozen; the tree is then thawed exactly as it was
+//! (no pipe byte consumed: pipes are copied with tee) and the partial image is
+//! removed.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    os::{
+        fd::{FromRawFd as _, OwnedFd},
+        unix::fs::MetadataExt as _,
+    },
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use ckpt_common::image::{
+    FdRecord, FileOwner, Header, ImageWriter, InodeKind, InodeRecord, MemoryAreaRecord,
+    OpenFileRecord, Record, SharedMemoryRecord,
+};
+use log::info;
+
+use crate::{
+    error::{Error, Result},
+    freeze::FrozenTree,
+    inject::RemoteThread,
+    kinds::{ObjectKind, pipe},
+    memory::{self, MappingClass, PAGE_SIZE},
+    objref::{Encounter, ObjRef, ObjRefTable},
+    process,
+    sharing::{Scope, SharingTable},
+    thread,
+    tracker::Tracker,
+};
+
+#[derive(Clone, Debug)]
+pub struct DumpOptions {
+    pub root: i32,
+    pub dir: PathBuf,
+    pub leave_running: bool,
+}
+
+/// How long each stage took, and how long the tree stayed frozen.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DumpReport {
+    pub processes: usize,
+    pub threads: usize,
+    pub fds: usize,
+    pub pages: u64,
+    pub stages: Vec<(&'static str, f64)>,
+    pub frozen_seconds: f64,
+}
+
+/// Identities the objref table is keyed by at dump time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ObjKey {
+    /// An inode, by (st_dev, st_ino): the same whether met through an fd or a mapping.
+    Inode(u64, u64),
+    /// An open file description, by kernel `struct file *`.
+    File(u64),
+}
+
+/// Fails the dump at `stage` when CKPT_DUMP_FAIL_AT names it: tests use this to
+/// prove that a failure at any stage leaves the tree as it was.
+fn fault_point(stage: &str) -> Result<()> {
+    if std::env::var("CKPT_DUMP_FAIL_AT").is_ok_and(|s| s == stage) {
+        return Err(Error::Other(format!(
+            "injected failure at stage {stage} (CKPT_DUMP_FAIL_AT)"
+        )));
+    }
+    Ok(())
+}
+
+struct Stages {
+    start: Instant,
+    out: Vec<(&'static str, f64)>,
+}
+
+impl Stages {
+    fn done(&mut self, name: &'static str) {
+        let t = self.start.elapsed().as_secs_f64();
+        info!("dump: {name} took {:.3} s", t);
+        self.out.push((name, t));
+        self.start = Instant::now();
+    }
+}
+
+/// Checkpoints the tree rooted at `opts.root` into `opts.dir`.
+pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
+    crate::privileges::require_tracker()?;
+    crate::procfs::one(opts.root)?;
+    if let Some(why) = crate::freeze::refuse_reason(opts.root) {
+        return Err(Error::Other(why));
+    }
+    check_dir(&opts.dir)?;
+    let mut stages = Stages {
+        start: Instant::now(),
+        out: Vec::new(),
+    };
+    let mut tracker = Tracker::open()?;
+    // Refuse what cannot be restored before the tree is touched; checked again
+    // once it is frozen, in case it changed in between.
+    tracker.reconcile()?;
+    refuse_unsupported(&SharingTable::build(
+        &tracker.read()?,
+        Scope::Tree(opts.root),
+    )?)?;
+    fault_point("tracker")?;
+    stages.done("load tracker");
+
+    let tree = FrozenTree::freeze(opts.root)?;
+    stages.done("freeze");
+    let created_dir = !opts.dir.exists();
+    let result = collect_and_write(opts, &tree, &mut tracker, &mut stages);
+    let frozen_seconds = tree.frozen_for().as_secs_f64();
+    match result {
+        Ok(mut report) => {
+            if opts.leave_running {
+                tree.thaw();
+            } else {
+                kill_tree(&tree);
+            }
+            stages.done("finish");
+            report.stages = stages.out;
+            report.frozen_seconds = frozen_seconds;
+            Ok(report)
+        }
+        Err(e) => {
+            tree.thaw();
+            // Leave nothing half-written behind.
+            if created_dir {
+                let _ = fs::remove_dir_all(&opts.dir);
+            } else {
+                for f in [
+                    ckpt_common::image::IMAGE_FILE,
+                    ckpt_common::image::PAGES_FILE,
+                ] {
+                    let _ = fs::remove_file(opts.dir.join(f));
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn check_dir(dir: &Path) -> Result<()> {
+    match fs::read_dir(dir) {
+        Ok(mut it) => {
+            if it.next().is_some() {
+                return Err(Error::Other(format!(
+                    "image directory {} is not empty",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("image directory {}", dir.display()), e)),
+    }
+}
+
+/// SIGKILL every process of the tree (they are ours: we froze them).
+fn kill_tree(tree: &FrozenTree) {
+    for p in tree.processes.values() {
+        if p.pid > 1 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid),
+                nix::sys::signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+struct Collector<'a> {
+    writer: ImageWriter,
+    objrefs: ObjRefTable<ObjKey>,
+    pidfds: HashMap<i32, OwnedFd>,
+    report: &'a mut DumpReport,
+}
+
+fn collect_and_write(
+    opts: &DumpOptions,
+    tree: &FrozenTree,
+    tracker: &mut Tracker,
+    stages: &mut Stages,
+) -> Result<DumpReport> {
+    // The tree is frozen: one reconciliation gives its exact fd tables.
+    tracker.reconcile()?;
+    let table = SharingTable::build(&tracker.read()?, Scope::Tree(opts.root))?;
+    refuse_unsupported(&table)?;
+    fault_point("files")?;
+    stages.done("read fd tables");
+
+    let header = Header::new(
+        "x86_64",
+        &kernel_release(),
+        PAGE_SIZE as u32,
+        env!("CARGO_PKG_VERSION"),
+    );
+    let writer = ImageWriter::create(&opts.dir, &header)?;
+    let mut report = DumpReport::default();
+    let mut c = Collector {
+        writer,
+        objrefs: ObjRefTable::new(),
+        pidfds: HashMap::new(),
+        report: &mut report,
+    };
+    let order = tree.topological();
+    for p in &order {
+        let leader = p.threads.first().map(|&t| RemoteThread::new(t));
+        let rec = process::capture(p.pid, leader.as_ref())?;
+        c.writer.write(&Record::Process(rec))?;
+        c.report.processes += 1;
+    }
+    for p in &order {
+        for &tid in &p.threads {
+            c.writer
+                .write(&Record::Thread(thread::capture(p.pid, tid)?))?;
+            c.report.threads += 1;
+        }
+    }
+    fault_point("processes")?;
+    stages.done("processes and threads");
+    for p in &order {
+        if !p.threads.is_empty() {
+            c.memory(p.pid)?;
+        }
+    }
+    fault_point("memory")?;
+    stages.done("memory");
+    c.files(&table)?;
+    fault_point("write")?;
+    c.writer.finish()?;
+    stages.done("files and sync");
+    Ok(report)
+}
+
+/// Kinds of fds restore cannot bring back yet: refused while the tree is frozen.
+fn refuse_unsupported(table: &SharingTable) -> Result<()> {
+    for fd in &table.fds {
+        let Some(f) = table.file(fd.file) else {
+            continue;
+        };
+        let supported = matches!(
+            f.kind,
+            ObjectKind::Pipe
+                | ObjectKind::Fifo
+                | ObjectKind::Regular
+                | ObjectKind::Directory
+                | ObjectKind::CharDevice
+        );
+        if !supported {
+            return Err(Error::Other(format!(
+                "pid {} fd {} is a {} ({}): not yet supported by ckpt dump",
+                fd.pid, fd.fd, f.kind, f.path
+            )));
+        }
+        if f.kind == ObjectKind::Regular && f.path.ends_with(" (deleted)") {
+            return Err(Error::Other(format!(
+                "pid {} fd {} is a deleted file ({}): not yet supported by ckpt dump",
+                fd.pid, fd.fd, f.path
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Collector<'_> {
+    fn pidfd(&mut self, pid: i32) -> Result<&OwnedFd> {
+        match self.pidfds.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                // SAFETY: pidfd_open returns a new fd or -1.
+                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+                if fd < 0 {
+                    return Err(Error::io(
+                        format!("pidfd_open({pid})"),
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+                // SAFETY: fd is a fresh fd we own.
+                Ok(v.insert(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+            }
+        }
+    }
+
+    /// A copy of fd `fd` of `pid` (the same open file description).
+    fn steal(&mut self, pid: i32, fd: i32) -> Result<OwnedFd> {
+        use std::os::fd::AsRawFd as _;
+        let pidfd = self.pidfd(pid)?.as_raw_fd();
+        // SAFETY: pidfd_getfd returns a new fd or -1.
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) };
+        if copy < 0 {
+            return Err(Error::io(
+                format!("pidfd_getfd of pid {pid} fd {fd}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: copy is a fresh fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
+    }
+
+    fn memory(&mut self, pid: i32) -> Result<()> {
+        let maps = memory::mappings(pid)?;
+        let pagemap = fs::File::open(format!("/proc/{pid}/pagemap"))
+            .map_err(|e| Error::io(format!("opening /proc/{pid}/pagemap"), e))?;
+        let mem = fs::File::open(format!("/proc/{pid}/mem"))
+            .map_err(|e| Error::io(format!("opening /proc/{pid}/mem"), e))?;
+        for m in &maps {
+            let class = m.class();
+            let dev = libc::makedev(m.dev.0, m.dev.1);
+            let mut objref = None;
+            if matches!(class, MappingClass::File | MappingClass::SharedAnon) {
+                match self.objrefs.encounter(ObjKey::Inode(dev, m.inode)) {
+                    Encounter::First(r) => {
+                        objref = Some(r);
+                        if class == MappingClass::File {
+                            let path = PathBuf::from(&m.path);
+                            let meta = fs::metadata(format!(
+                                "/proc/{pid}/map_files/{:x}-{:x}",
+                                m.start, m.end
+                            ))
+                            .map_err(|e| {
+                                Error::io(
+                                    format!("pid {pid}: mapping {} at {:#x}", m.path, m.start),
+                                    e,
+                                )
+                            })?;
+                            if m.path.ends_with(" (deleted)") {
+                                return Err(Error::Other(format!(
+                                    "pid {pid}: mapping at {:#x} of a deleted file ({}): not yet supported",
+                                    m.start, m.path
+                                )));
+                            }
+                            self.writer.write(&Record::Inode(InodeRecord {
+                                objref: r,
+                                kind: InodeKind::Regular {
+                                    path,
+                                    size: meta.size(),
+                                    mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                                    ino: meta.ino(),
+                                    dev: meta.dev(),
+                                },
+                            }))?;
+                        } else {
+                            // The shared object's pages, saved once.
+                            let runs = memory::dirty_runs(pid, m, &pagemap)?;
+                            let writer = &mut self.writer;
+                            let pages = memory::save_runs(pid, m, &runs, &mem, |i, d| {
+                                Ok(writer.write_pages(i, d)?)
+                            })?;
+                            self.report.pages += runs.iter().map(|r| r.1).sum::<u64>();
+                            self.writer
+                                .write(&Record::SharedMemory(SharedMemoryRecord {
+                                    objref: r,
+                                    size: m.end - m.start,
+                                    pages,
+                                }))?;
+                        }
+                    }
+                    Encounter::Again(r) => objref = Some(r),
+                }
+            }
+            let pages = if class == MappingClass::SharedAnon {
+                Vec::new()
+            } else {
+                let runs = memory::dirty_runs(pid, m, &pagemap)?;
+                self.report.pages += runs.iter().map(|r| r.1).sum::<u64>();
+                let writer = &mut self.writer;
+                memory::save_runs(pid, m, &runs, &mem, |i, d| Ok(writer.write_pages(i, d)?))?
+            };
+            self.writer.write(&Record::MemoryArea(MemoryAreaRecord {
+                pid,
+                start: m.start,
+                end: m.end,
+                prot: m.prot,
+                flags: m.flags(),
+                offset: m.offset,
+                kind: class.area_kind(objref)?,
+                pages,
+            }))?;
+        }
+        Ok(())
+    }
+
+    /// Fd records through the objref table: inode, then open file description,
+    /// saved at first encounter; every fd refers to its description's objref.
+    fn files(&mut self, table: &SharingTable) -> Result<()> {
+        let fds_by_file: BTreeMap<ObjRef, Vec<(i32, i32)>> =
+            table.fds.iter().fold(BTreeMap::new(), |mut m, fd| {
+                m.entry(fd.file)
+                    .or_insert_with(Vec::new)
+                    .push((fd.pid, fd.fd));
+                m
+            });
+        for fd in &table.fds {
+            let f = table.file(fd.file).ok_or_else(|| {
+                Error::Other(format!(
+                    "pid {} fd {}: no open file description",
+                    fd.pid, fd.fd
+                ))
+            })?;
+            let inode = table
+                .inode(f.inode)
+                .ok_or_else(|| Error::Other(format!("pid {} fd {}: no inode", fd.pid, fd.fd)))?;
+            let inode_ref = match self.objrefs.encounter(ObjKey::Inode(inode.dev, inode.ino)) {
+                Encounter::First(r) => {
+                    let holders = fds_by_file.values().flatten();
+                    let kind = self.inode_kind(table, fd.pid, fd.fd, f, inode.ino, holders)?;
+                    self.writer
+                        .write(&Record::Inode(InodeRecord { objref: r, kind }))?;
+                    r
+                }
+                Encounter::Again(r) => r,
+            };
+            let file_ref = match self.objrefs.encounter(ObjKey::File(f.kernel_ptr)) {
+                Encounter::First(r) => {
+                    let copy = self.steal(fd.pid, fd.fd)?;
+                    self.writer.write(&Record::OpenFile(OpenFileRecord {
+                        objref: r,
+                        inode: inode_ref,
+                        flags: f.flags,
+                        mode: match f.mode {
+                            "r" => 1,
+                            "w" => 2,
+                            "rw" => 3,
+                            _ => 0,
+                        },
+                        pos: f.pos,
+                        owner: owner(&copy)?,
+                        path: PathBuf::from(&f.path),
+                    }))?;
+                    r
+                }
+                Encounter::Again(r) => r,
+            };
+            self.writer.write(&Record::Fd(FdRecord {
+                pid: fd.pid,
+                fd: fd.fd,
+                file: file_ref,
+                cloexec: fd.cloexec,
+            }))?;
+            self.report.fds += 1;
+        }
+        Ok(())
+    }
+
+    /// The kind-specific part of an inode record, met first through `pid`'s `fd`.
+    fn inode_kind<'h>(
+        &mut self,
+        table: &SharingTable,
+        pid: i32,
+        fd: i32,
+        f: &crate::sharing::OpenFile,
+        ino: u64,
+        _holders: impl Iterator<Item = &'h (i32, i32)>,
+    ) -> Result<InodeKind> {
+        let proc_path = format!("/proc/{pid}/fd/{fd}");
+        let meta = fs::metadata(&proc_path)
+            .map_err(|e| Error::io(format!("pid {pid} fd {fd}: stat"), e))?;
+        Ok(match f.kind {
+            ObjectKind::Pipe | ObjectKind::Fifo => {
+                let copy = self.steal(pid, fd)?;
+                let size = pipe::pipe_size(&copy)?;
+                let reader = self.pipe_reader(table, ino, pid, fd, copy)?;
+                let data = pipe::peek(&reader, size)?;
+                if f.kind == ObjectKind::Pipe {
+                    InodeKind::Pipe {
+                        pipe_size: size,
+                        data,
+                    }
+                } else {
+                    InodeKind::Fifo {
+                        path: PathBuf::from(&f.path),
+                        pipe_size: size,
+                        data,
+                    }
+                }
+            }
+            ObjectKind::Regular => InodeKind::Regular {
+                path: PathBuf::from(&f.path),
+                size: meta.size(),
+                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                ino: meta.ino(),
+                dev: meta.dev(),
+            },
+            ObjectKind::Directory => InodeKind::Directory {
+                path: PathBuf::from(&f.path),
+            },
+            ObjectKind::CharDevice => InodeKind::CharDevice {
+                path: PathBuf::from(&f.path),
+                rdev: meta.rdev(),
+            },
+            other => {
+                return Err(Error::Other(format!(
+                    "pid {pid} fd {fd} is a {other}: not yet supported by ckpt dump"
+                )));
+            }
+        })
+    }
+
+    /// An fd open for reading on the pipe inode `ino`: a read end held by the
+    /// tree if there is one, else a new read-only open of the pipe (through
+    /// /proc, which never blocks with O_NONBLOCK).
+    fn pipe_reader(
+        &mut self,
+        table: &SharingTable,
+        ino: u64,
+        pid: i32,
+        fd: i32,
+        copy: OwnedFd,
+    ) -> Result<OwnedFd> {
+        let inode_ref = table.inodes.iter().find(|i| i.ino == ino).map(|i| i.objref);
+        let read_end = table.fds.iter().find(|d| {
+            table
+                .file(d.file)
+                .is_some_and(|f| Some(f.inode) == inode_ref && f.mode.contains('r'))
+        });
+        if let Some(d) = read_end {
+            if d.pid == pid && d.fd == fd {
+                return Ok(copy);
+            }
+            return self.steal(d.pid, d.fd);
+        }
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(format!("/proc/{pid}/fd/{fd}"))
+            .map_err(|e| Error::io(format!("opening a read end of pid {pid} fd {fd}"), e))?;
+        Ok(file.into())
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt as _;
+
+const F_GETOWN_EX: libc::c_int = 16;
+const F_GETSIG: libc::c_int = 11;
+
+/// F_GETOWN_EX and F_GETSIG of an open file description (through a copy of it).
+fn owner(copy: &OwnedFd) -> Result<Option<FileOwner>> {
+    use std::os::fd::AsRawFd as _;
+    #[repr(C)]
+    struct OwnerEx {
+        kind: libc::c_int,
+        pid: libc::pid_t,
+    }
+    let mut o = OwnerEx { kind: 0, pid: 0 };
+    // SAFETY: F_GETOWN_EX writes one f_owner_ex.
+    let rc = unsafe { libc::fcntl(copy.as_raw_fd(), F_GETOWN_EX, &mut o) };
+    if rc < 0 {
+        return Ok(None);
+    }
+    // SAFETY: F_GETSIG takes no argument.
+    let sig = unsafe { libc::fcntl(copy.as_raw_fd(), F_GETSIG) };
+    Ok((o.pid != 0 || sig > 0).then_some(FileOwner {
+        pid: o.pid,
+        kind: o.kind as u32,
+        sig: sig.max(0) as u32,
+    }))
+}

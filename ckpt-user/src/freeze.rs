@@ -1,0 +1,233 @@
+//! Freezing a process tree with ptrace: every thread is seized (PTRACE_SEIZE) and
+//! stopped (PTRACE_INTERRUPT), and the tree is rescanned until no new process or
+//! thread appears, so children forked while the freeze was spreading are caught.
+//!
+//! Seizing leaves no trace on the tracees: on [`FrozenTree::thaw`] (or drop) every
+//! thread is detached and resumes exactly where it was, including a thread that was
+//! sleeping in a syscall (the kernel restarts it).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::{
+        ptrace,
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::Pid,
+};
+
+use crate::{
+    error::{Error, Result},
+    procfs,
+};
+
+/// A process of the frozen tree and its threads (leader first).
+#[derive(Clone, Debug)]
+pub struct FrozenProcess {
+    pub pid: i32,
+    pub ppid: i32,
+    pub threads: Vec<i32>,
+}
+
+/// The seized tree. Dropping it detaches every thread.
+pub struct FrozenTree {
+    pub root: i32,
+    /// By pid; parents before children when iterated in pid order is not
+    /// guaranteed, see [`FrozenTree::topological`].
+    pub processes: BTreeMap<i32, FrozenProcess>,
+    seized: Vec<i32>,
+    /// Signals that arrived as the freeze stopped a thread: handed back at detach
+    /// so that none is lost.
+    pending: BTreeMap<i32, nix::sys::signal::Signal>,
+    pub frozen_at: Instant,
+}
+
+fn threads_of(pid: i32) -> Vec<i32> {
+    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    // The leader first: its tid is the pid.
+    if let Some(i) = tids.iter().position(|&t| t == pid) {
+        tids.swap(0, i);
+    }
+    tids
+}
+
+/// Why a tree cannot be dumped, found before anything is touched.
+pub fn refuse_reason(root: i32) -> Option<String> {
+    if root <= 1 {
+        return Some(format!(
+            "pid {root} is init or invalid: refusing to dump it"
+        ));
+    }
+    let me = std::process::id() as i32;
+    let members = procfs::tree(root).ok()?;
+    for p in &members {
+        if p.pid == me {
+            return Some(format!(
+                "the tree of pid {root} contains ckpt itself (pid {me}): refusing"
+            ));
+        }
+        let status = fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        // Kernel threads have no memory map (and PF_KTHREAD in stat's flags).
+        if field("VmSize:").is_none() && p.ppid == 2 || p.pid == 2 {
+            return Some(format!(
+                "pid {} ({}) is a kernel thread: refusing",
+                p.pid, p.comm
+            ));
+        }
+        for tid in threads_of(p.pid) {
+            let st = fs::read_to_string(format!("/proc/{}/task/{tid}/status", p.pid))
+                .unwrap_or_default();
+            let tracer = st
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse::<i32>().ok())
+                .unwrap_or(0);
+            if tracer != 0 {
+                return Some(format!(
+                    "thread {tid} of pid {} ({}) is already traced by pid {tracer}: refusing",
+                    p.pid, p.comm
+                ));
+            }
+        }
+    }
+    None
+}
+
+impl FrozenTree {
+    /// Seizes and stops every thread of `root` and its descendants.
+    pub fn freeze(root: i32) -> Result<FrozenTree> {
+        if let Some(why) = refuse_reason(root) {
+            return Err(Error::Other(why));
+        }
+        let mut tree = FrozenTree {
+            root,
+            processes: BTreeMap::new(),
+            seized: Vec::new(),
+            pending: BTreeMap::new(),
+            frozen_at: Instant::now(),
+        };
+        let mut seized: BTreeSet<i32> = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Rescan until a pass finds nothing new: a thread not yet stopped may fork.
+        loop {
+            let members = procfs::tree(root)?;
+            let mut new = false;
+            for p in &members {
+                for tid in threads_of(p.pid) {
+                    if seized.insert(tid) {
+                        new = true;
+                        tree.seize(tid).map_err(|e| {
+                            Error::Other(format!("freezing thread {tid} of pid {}: {e}", p.pid))
+                        })?;
+                    }
+                }
+                tree.processes
+                    .entry(p.pid)
+                    .or_insert_with(|| FrozenProcess {
+                        pid: p.pid,
+                        ppid: p.ppid,
+                        threads: Vec::new(),
+                    })
+                    .threads = threads_of(p.pid);
+            }
+            if !new {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Other(format!(
+                    "the tree of pid {root} keeps creating tasks: could not freeze it in 10 s"
+                )));
+            }
+        }
+        tree.frozen_at = Instant::now();
+        Ok(tree)
+    }
+
+    fn seize(&mut self, tid: i32) -> Result<()> {
+        let pid = Pid::from_raw(tid);
+        match ptrace::seize(pid, ptrace::Options::empty()) {
+            Ok(()) => {}
+            // Exited between the scan and the seize: nothing to freeze.
+            Err(nix::errno::Errno::ESRCH) => return Ok(()),
+            Err(e) => return Err(Error::Other(format!("PTRACE_SEIZE: {e}"))),
+        }
+        self.seized.push(tid);
+        ptrace::interrupt(pid).map_err(|e| Error::Other(format!("PTRACE_INTERRUPT: {e}")))?;
+        // Wait for the group-stop/interrupt stop of this thread.
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::PtraceEvent(..)) => return Ok(()),
+                // A signal-delivery stop: the thread is stopped; the signal is
+                // re-injected when it is detached.
+                Ok(WaitStatus::Stopped(_, sig)) => {
+                    self.pending.insert(tid, sig);
+                    return Ok(());
+                }
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
+                    self.seized.retain(|&t| t != tid);
+                    return Ok(());
+                }
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::Other(format!("waiting for the stop: {e}"))),
+            }
+        }
+    }
+
+    /// Processes with parents before children.
+    pub fn topological(&self) -> Vec<&FrozenProcess> {
+        let mut out = Vec::new();
+        let mut queue = vec![self.root];
+        while let Some(pid) = queue.pop() {
+            if let Some(p) = self.processes.get(&pid) {
+                out.push(p);
+                queue.extend(
+                    self.processes
+                        .values()
+                        .filter(|c| c.ppid == pid && c.pid != pid)
+                        .map(|c| c.pid),
+                );
+            }
+        }
+        out
+    }
+
+    /// How long the tree has been frozen.
+    pub fn frozen_for(&self) -> Duration {
+        self.frozen_at.elapsed()
+    }
+
+    /// Detaches every thread: the tree resumes as it was.
+    pub fn thaw(mut self) {
+        self.detach_all();
+    }
+
+    fn detach_all(&mut self) {
+        for tid in self.seized.drain(..) {
+            let _ = ptrace::detach(Pid::from_raw(tid), self.pending.remove(&tid));
+        }
+    }
+}
+
+impl Drop for FrozenTree {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}

@@ -1,0 +1,226 @@
+//! Per-process state: identity and tree links, credentials, limits, cwd/root/exe,
+//! the mm layout (from /proc), and what only the process itself can tell — its
+//! signal handlers and current brk — read by running syscalls inside it.
+
+use std::{fs, path::PathBuf};
+
+use ckpt_common::image::{Credentials, MmState, ProcessRecord, ProcessState, Rlimit, SigAction};
+
+use crate::{
+    error::{Error, Result},
+    inject::RemoteThread,
+};
+
+fn read(pid: i32, what: &str) -> Result<String> {
+    fs::read_to_string(format!("/proc/{pid}/{what}"))
+        .map_err(|e| Error::io(format!("reading /proc/{pid}/{what}"), e))
+}
+
+fn link(pid: i32, what: &str) -> Result<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/{what}"))
+        .map_err(|e| Error::io(format!("reading /proc/{pid}/{what}"), e))
+}
+
+/// The fields of /proc/PID/stat after the command name, 1-based as in proc(5)
+/// (so `fields[3]` is field 3, the state).
+fn stat_fields(pid: i32) -> Result<(String, Vec<String>)> {
+    let stat = read(pid, "stat")?;
+    let (open, close) = stat
+        .find('(')
+        .zip(stat.rfind(')'))
+        .ok_or_else(|| Error::Other(format!("/proc/{pid}/stat is malformed")))?;
+    let comm = stat[open + 1..close].to_string();
+    let mut fields = vec![String::new(), String::new(), String::new()];
+    fields.extend(stat[close + 1..].split_whitespace().map(str::to_string));
+    Ok((comm, fields))
+}
+
+fn num<T: std::str::FromStr>(pid: i32, fields: &[String], i: usize) -> Result<T> {
+    fields
+        .get(i)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::Other(format!("/proc/{pid}/stat: field {i} missing or malformed")))
+}
+
+fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+}
+
+fn ids(pid: i32, status: &str, name: &str) -> Result<[u32; 4]> {
+    let v: Vec<u32> = status_field(status, name)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    v.try_into()
+        .map_err(|_| Error::Other(format!("/proc/{pid}/status: {name} malformed")))
+}
+
+/// /proc/PID/limits, in RLIMIT_* order (the order the kernel prints them).
+fn rlimits(pid: i32) -> Result<Vec<Rlimit>> {
+    let text = read(pid, "limits")?;
+    let parse = |s: &str| {
+        if s == "unlimited" {
+            u64::MAX
+        } else {
+            s.parse().unwrap_or(u64::MAX)
+        }
+    };
+    Ok(text
+        .lines()
+        .skip(1)
+        .enumerate()
+        .filter_map(|(i, line)| {
+            // "Max open files            1024                 1048576              files"
+            let rest = line.get(26..)?;
+            let mut it = rest.split_whitespace();
+            Some(Rlimit {
+                resource: i as u32,
+                cur: parse(it.next()?),
+                max: parse(it.next()?),
+            })
+        })
+        .collect())
+}
+
+fn auxv(pid: i32) -> Result<Vec<u64>> {
+    let raw = fs::read(format!("/proc/{pid}/auxv"))
+        .map_err(|e| Error::io(format!("reading /proc/{pid}/auxv"), e))?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// Signal handlers, read with rt_sigaction(sig, NULL, &old) run in the process.
+fn sigactions(thread: &RemoteThread) -> Result<Vec<SigAction>> {
+    let scratch = thread.scratch_addr()?;
+    let mut saved = [0u8; 32];
+    thread.read_mem(scratch, &mut saved)?;
+    let mut out = Vec::new();
+    let result = (|| {
+        for signo in 1..=64u32 {
+            if signo == 9 || signo == 19 {
+                continue; // SIGKILL and SIGSTOP have no handler
+            }
+            let rc = thread.syscall(libc::SYS_rt_sigaction, &[signo as u64, 0, scratch, 8])?;
+            if rc < 0 {
+                continue; // a signal number this kernel does not know
+            }
+            // struct kernel_sigaction { handler, flags, restorer, mask }
+            let mut raw = [0u8; 32];
+            thread.read_mem(scratch, &mut raw)?;
+            let word =
+                |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            let action = SigAction {
+                signo,
+                handler: word(0),
+                flags: word(1),
+                restorer: word(2),
+                mask: word(3),
+            };
+            if action.handler != 0 || action.mask != 0 || action.flags != 0 {
+                out.push(action);
+            }
+        }
+        Ok(())
+    })();
+    thread.write_mem(scratch, &saved)?;
+    result.map(|()| out)
+}
+
+/// Everything restore needs about process `pid` (its threads come separately).
+/// `leader` must be in a ptrace stop; a zombie has no leader to ask.
+pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord> {
+    let (comm, f) = stat_fields(pid)?;
+    let state = if f.get(3).map(String::as_str) == Some("Z") {
+        ProcessState::Zombie
+    } else {
+        ProcessState::Running
+    };
+    let ppid = num(pid, &f, 4)?;
+    let pgid = num(pid, &f, 5)?;
+    let sid = num(pid, &f, 6)?;
+    let exit_code = num::<i32>(pid, &f, 52).unwrap_or(0);
+    if state == ProcessState::Zombie {
+        return Ok(ProcessRecord {
+            pid,
+            ppid,
+            pgid,
+            sid,
+            state,
+            exit_code,
+            comm,
+            exe: PathBuf::new(),
+            cwd: PathBuf::new(),
+            root: PathBuf::new(),
+            umask: 0,
+            creds: Credentials::default(),
+            groups: Vec::new(),
+            rlimits: Vec::new(),
+            sigactions: Vec::new(),
+            shared_pending: Vec::new(),
+            mm: MmState::default(),
+        });
+    }
+    let status = read(pid, "status")?;
+    let [uid, euid, suid, fsuid] = ids(pid, &status, "Uid:")?;
+    let [gid, egid, sgid, fsgid] = ids(pid, &status, "Gid:")?;
+    let groups = status_field(&status, "Groups:")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let umask = status_field(&status, "Umask:")
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .unwrap_or(0o022);
+    let leader = leader
+        .ok_or_else(|| Error::Other(format!("pid {pid}: no stopped thread to read state from")))?;
+    // The current break is only known to the process: brk(0) returns it.
+    let brk = leader.syscall(libc::SYS_brk, &[0])? as u64;
+    let mm = MmState {
+        start_code: num(pid, &f, 26)?,
+        end_code: num(pid, &f, 27)?,
+        start_stack: num(pid, &f, 28)?,
+        start_data: num(pid, &f, 45)?,
+        end_data: num(pid, &f, 46)?,
+        start_brk: num(pid, &f, 47)?,
+        brk,
+        arg_start: num(pid, &f, 48)?,
+        arg_end: num(pid, &f, 49)?,
+        env_start: num(pid, &f, 50)?,
+        env_end: num(pid, &f, 51)?,
+        auxv: auxv(pid)?,
+    };
+    Ok(ProcessRecord {
+        pid,
+        ppid,
+        pgid,
+        sid,
+        state,
+        exit_code,
+        comm,
+        exe: link(pid, "exe")?,
+        cwd: link(pid, "cwd")?,
+        root: link(pid, "root")?,
+        umask,
+        creds: Credentials {
+            uid,
+            gid,
+            euid,
+            egid,
+            suid,
+            sgid,
+            fsuid,
+            fsgid,
+        },
+        groups,
+        rlimits: rlimits(pid)?,
+        sigactions: sigactions(leader)?,
+        shared_pending: crate::thread::pending_signals(pid, true)?,
+        mm,
+    })
+}
