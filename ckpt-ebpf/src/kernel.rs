@@ -135,6 +135,18 @@ impl Window {
     }
 }
 
+/// A plain load through a typed kernel pointer (tp_btf): the verifier checks the
+/// offset against BTF and turns it into a fault-safe load, no helper call.
+#[inline(always)]
+pub fn direct_u64(ptr: u64, off: u64) -> u64 {
+    unsafe { core::ptr::read_volatile((ptr + off) as *const u64) }
+}
+
+#[inline(always)]
+pub fn direct_u32(ptr: u64, off: u64) -> u32 {
+    unsafe { core::ptr::read_volatile((ptr + off) as *const u32) }
+}
+
 /// One fd table (`struct files_struct` and its current `struct fdtable`).
 #[derive(Clone, Copy)]
 pub struct FdTable {
@@ -161,6 +173,21 @@ impl FdTable {
                 cloexec_bits: 0,
                 max_fds: 0,
             },
+        }
+    }
+
+    /// The current task's table, read with plain loads through typed (BTF)
+    /// pointers: only valid in tp_btf programs.
+    #[inline(always)]
+    pub fn of_current() -> FdTable {
+        let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task_btf() } as u64;
+        let files = direct_u64(task, off!(task_files));
+        let fdt = direct_u64(files, off!(files_fdt));
+        FdTable {
+            files,
+            fd_array: direct_u64(fdt, off!(fdt_fd)),
+            cloexec_bits: direct_u64(fdt, off!(fdt_close_on_exec)),
+            max_fds: direct_u32(fdt, off!(fdt_max_fds)),
         }
     }
 

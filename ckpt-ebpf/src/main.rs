@@ -1,7 +1,7 @@
 //! ckpt's eBPF side: record, in maps, which fds every process holds.
 //!
 //! Hooks (all that load on the target kernels: no kprobes, fentry or LSM):
-//! - raw tracepoint `sys_exit`: every syscall that installs, replaces or closes an
+//! - tp_btf `sys_exit`: every syscall that installs, replaces or closes an
 //!   fd, dispatched on the syscall number; arguments are read back from the saved
 //!   user registers, so no sys_enter hook is needed.
 //! - raw tracepoints `sched_process_fork/exec/exit`: tables copied, close-on-exec,
@@ -16,9 +16,7 @@ mod kernel;
 mod sync;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_user},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::bpf_probe_read_user, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use ckpt_common::tracker::*;
 use kernel::{FdTable, off, rd_u32, rd_u64};
@@ -92,23 +90,20 @@ struct Args {
 
 #[inline(always)]
 fn current_table() -> FdTable {
-    FdTable::of_task(unsafe { bpf_get_current_task() })
+    FdTable::of_current()
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn ckpt_sys_exit(ctx: RawTracePointContext) -> i32 {
+#[aya_ebpf::macros::btf_tracepoint(function = "sys_exit")]
+pub fn ckpt_sys_exit(ctx: aya_ebpf::programs::BtfTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    // The saved user registers: the syscall number and its arguments, in one read.
-    let Some(w) = kernel::Window::load(regs, off!(regs_window) as u32) else {
-        return 0;
-    };
-    let nr = w.u64(off!(regs_orig_ax));
+    // tp_btf: `regs` is a typed kernel pointer, read with plain loads.
+    let nr = kernel::direct_u64(regs, off!(regs_orig_ax));
     let a = Args {
-        di: w.u64(off!(regs_di)),
-        si: w.u64(off!(regs_si)),
-        dx: w.u64(off!(regs_dx)),
-        r10: w.u64(off!(regs_r10)),
+        di: kernel::direct_u64(regs, off!(regs_di)),
+        si: kernel::direct_u64(regs, off!(regs_si)),
+        dx: kernel::direct_u64(regs, off!(regs_dx)),
+        r10: kernel::direct_u64(regs, off!(regs_r10)),
     };
     let origin = match nr {
         NR_OPEN | NR_CREAT | NR_OPENAT | NR_OPENAT2 | NR_OPEN_BY_HANDLE_AT | NR_MQ_OPEN => {

@@ -121,7 +121,7 @@ pub fn run() -> CheckReport {
     match Tracker::start(false) {
         Ok(mut t) => {
             checks.push(check(
-                "raw tracepoints sys_exit, sched_process_fork/exec/exit",
+                "tp_btf sys_exit, raw tracepoints sched_process_fork/exec/exit",
                 true,
                 Ok("loaded and attached".into()),
             ));

@@ -24,7 +24,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{Iter, RawTracePoint},
+    programs::{BtfTracePoint, Iter, RawTracePoint},
 };
 use ckpt_common::tracker::*;
 use log::{debug, warn};
@@ -44,8 +44,10 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/ckpt";
 /// stale ones.
 pub const MONITOR_PID_FILE: &str = "/run/ckpt/monitor.pid";
 
-const TRACEPOINTS: [(&str, &str); 4] = [
-    ("ckpt_sys_exit", "sys_exit"),
+/// The syscall hook is a tp_btf program (typed pointers: plain loads instead of
+/// helper calls on the hottest path); the sched hooks are raw tracepoints.
+const SYSCALL_HOOK: (&str, &str) = ("ckpt_sys_exit", "sys_exit");
+const TRACEPOINTS: [(&str, &str); 3] = [
     ("ckpt_fork", "sched_process_fork"),
     ("ckpt_exec", "sched_process_exec"),
     ("ckpt_exit", "sched_process_exit"),
@@ -168,6 +170,15 @@ impl Tracker {
     }
 
     fn attach_live(&mut self) -> Result<()> {
+        let (name, hook) = SYSCALL_HOOK;
+        let prog: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
+        prog.load(hook, &self.aya_btf)
+            .map_err(|e| Error::Load(format!("{name}: {e:#}")))?;
+        prog.attach().map_err(|e| Error::Attach {
+            program: name,
+            hook,
+            reason: format!("{e:#}"),
+        })?;
         for (name, hook) in TRACEPOINTS {
             let prog: &mut RawTracePoint = program(&mut self.ebpf, name)?;
             prog.load()
