@@ -14,6 +14,85 @@ use crate::error::{Error, Result};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// Where resolved layouts are cached: parsing all of vmlinux's BTF takes ~0.1 s,
+/// and the kernel's layout cannot change before the next boot.
+const LAYOUT_CACHE: &str = "/run/ckpt/layout.bin";
+
+/// The kernel layout, from the cache when it was written during this boot for
+/// this BTF, else resolved from BTF (and cached).
+pub fn kernel_layout() -> Result<KernelLayout> {
+    let key = cache_key();
+    if let Some(layout) = key.as_deref().and_then(read_cache) {
+        return Ok(layout);
+    }
+    let layout = KernelBtf::open()?.layout()?;
+    if let Some(key) = key {
+        write_cache(&key, &layout);
+    }
+    Ok(layout)
+}
+
+/// This boot and this BTF file: a cache written under another key is stale.
+fn cache_key() -> Option<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let meta = std::fs::metadata(VMLINUX_BTF).ok()?;
+    Some(
+        format!(
+            "ckpt-layout-v1 {} {} {}\n",
+            boot.trim(),
+            meta.size(),
+            meta.mtime()
+        )
+        .into_bytes(),
+    )
+}
+
+fn offsets_bytes(o: &Offsets) -> &[u8] {
+    // SAFETY: Offsets is #[repr(C)] with only u32 fields.
+    unsafe {
+        std::slice::from_raw_parts(
+            o as *const Offsets as *const u8,
+            std::mem::size_of::<Offsets>(),
+        )
+    }
+}
+
+fn read_cache(key: &[u8]) -> Option<KernelLayout> {
+    let raw = std::fs::read(LAYOUT_CACHE).ok()?;
+    let rest = raw.strip_prefix(key)?;
+    let size = std::mem::size_of::<Offsets>();
+    if rest.len() != size + 1 {
+        return None;
+    }
+    let mut offsets = Offsets::default();
+    // SAFETY: Offsets is #[repr(C)] with only u32 fields; any bytes are valid.
+    unsafe {
+        std::ptr::copy_nonoverlapping(rest.as_ptr(), &mut offsets as *mut Offsets as *mut u8, size);
+    }
+    let file_ref = if rest[size] == 1 {
+        FileRefEncoding::FileRef
+    } else {
+        FileRefEncoding::Count
+    };
+    Some(KernelLayout { offsets, file_ref })
+}
+
+fn write_cache(key: &[u8], layout: &KernelLayout) {
+    let mut raw = key.to_vec();
+    raw.extend_from_slice(offsets_bytes(&layout.offsets));
+    raw.push((layout.file_ref == FileRefEncoding::FileRef) as u8);
+    let path = std::path::Path::new(LAYOUT_CACHE);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // Write then rename, so that a reader never sees half a file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, raw).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
 /// How the kernel counts references to a `struct file`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileRefEncoding {

@@ -30,7 +30,7 @@ use ckpt_common::tracker::*;
 use log::{debug, warn};
 
 use crate::{
-    btf::{FileRefEncoding, KernelBtf, KernelLayout},
+    btf::{FileRefEncoding, KernelLayout},
     error::{Error, IoContext as _, Result},
     privileges,
 };
@@ -134,8 +134,7 @@ impl Tracker {
     }
 
     fn load(pins: Option<&Path>) -> Result<Tracker> {
-        let kbtf = KernelBtf::open()?;
-        let layout = kbtf.layout()?;
+        let layout = crate::btf::kernel_layout()?;
         debug!("kernel layout from BTF: {layout:?}");
         let aya_btf = aya::Btf::from_sys_fs()
             .map_err(|e| Error::Btf(format!("{}: {e}", crate::btf::VMLINUX_BTF)))?;
