@@ -240,6 +240,9 @@ pub fn read_pages(pid: i32, mem: &fs::File, addr: u64, buf: &mut [u8]) -> Result
 }
 
 /// Saves the runs of `m` through `write` (the image writer's page sink).
+///
+/// Reading the tracee's memory and writing the image overlap: a reader thread
+/// fills page-aligned chunks while this thread writes the previous ones.
 pub fn save_runs(
     pid: i32,
     m: &Mapping,
@@ -247,20 +250,50 @@ pub fn save_runs(
     mem: &fs::File,
     mut write: impl FnMut(u64, &[u8]) -> Result<PageRun>,
 ) -> Result<Vec<PageRun>> {
+    use ckpt_common::image::AlignedPages;
+    use std::sync::mpsc;
     // Bounded chunks keep memory use flat for large areas.
     const CHUNK_PAGES: u64 = 4096;
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
+    const BUFFERS: usize = 3;
+    let mut chunks = Vec::new();
     for &(first, count) in runs {
         let mut done = 0;
         while done < count {
             let n = (count - done).min(CHUNK_PAGES);
-            buf.resize((n * PAGE_SIZE) as usize, 0);
-            let index = first + done;
-            read_pages(pid, mem, m.start + index * PAGE_SIZE, &mut buf)?;
-            out.push(write(index, &buf)?);
+            chunks.push((first + done, n));
             done += n;
         }
     }
-    Ok(out)
+    if chunks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (full_tx, full_rx) = mpsc::sync_channel::<(u64, Result<AlignedPages>)>(BUFFERS);
+    let (empty_tx, empty_rx) = mpsc::channel::<AlignedPages>();
+    for _ in 0..BUFFERS {
+        let _ = empty_tx.send(AlignedPages::default());
+    }
+    let total = chunks.len();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for (index, n) in chunks {
+                let Ok(mut buf) = empty_rx.recv() else { return };
+                let chunk = buf.resize((n * PAGE_SIZE) as usize);
+                let r = read_pages(pid, mem, m.start + index * PAGE_SIZE, chunk).map(|()| buf);
+                let failed = r.is_err();
+                if full_tx.send((index, r)).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut out = Vec::with_capacity(total);
+        for _ in 0..total {
+            let (index, buf) = full_rx
+                .recv()
+                .map_err(|_| Error::Other(format!("pid {pid}: memory reader stopped early")))?;
+            let buf = buf?;
+            out.push(write(index, buf.as_slice())?);
+            let _ = empty_tx.send(buf);
+        }
+        Ok(out)
+    })
 }

@@ -47,7 +47,7 @@ pub use records::{
     Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, Siginfo, SyscallState, ThreadRecord,
 };
 pub use wire::Wire;
-pub use writer::ImageWriter;
+pub use writer::{ALIGN, AlignedPages, ImageWriter};
 
 /// Records, header and tail: `DIR/ckpt.img`.
 pub const IMAGE_FILE: &str = "ckpt.img";

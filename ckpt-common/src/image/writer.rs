@@ -25,7 +25,13 @@ use super::{Header, IMAGE_FILE, ImageError, PAGES_FILE, PageRun, Record, framing
 pub struct ImageWriter {
     dir: PathBuf,
     image: BufWriter<File>,
-    pages: BufWriter<File>,
+    /// `pages.img`, opened with O_DIRECT where the filesystem allows it: page
+    /// contents go to disk without a copy into the page cache, and the final
+    /// fsync has little left to do. Runs are whole pages at page-aligned offsets.
+    pages: File,
+    direct: bool,
+    /// Page-aligned bounce buffer for callers whose data is not page-aligned.
+    bounce: AlignedPages,
     page_size: u64,
     pages_len: u64,
     records: u64,
@@ -39,11 +45,13 @@ impl ImageWriter {
     pub fn create(dir: &Path, header: &Header) -> Result<ImageWriter, ImageError> {
         prepare_dir(dir)?;
         let image = create_file(&dir.join(IMAGE_FILE))?;
-        let pages = create_file(&dir.join(PAGES_FILE))?;
+        let (pages, direct) = create_pages_file(&dir.join(PAGES_FILE))?;
         let mut writer = ImageWriter {
             dir: dir.to_path_buf(),
             image: BufWriter::new(image),
-            pages: BufWriter::new(pages),
+            pages,
+            direct,
+            bounce: AlignedPages::default(),
             page_size: u64::from(header.page_size),
             pages_len: 0,
             records: 0,
@@ -78,9 +86,14 @@ impl ImageWriter {
             )));
         }
         let offset = self.pages_len;
-        self.pages
-            .write_all(data)
-            .map_err(|e| self.io_error(PAGES_FILE, "writing", e))?;
+        let aligned = (data.as_ptr() as usize).is_multiple_of(ALIGN);
+        let result = if self.direct && !aligned {
+            self.bounce.fill(data);
+            self.pages.write_all(self.bounce.as_slice())
+        } else {
+            self.pages.write_all(data)
+        };
+        result.map_err(|e| self.io_error(PAGES_FILE, "writing", e))?;
         self.pages_len += len;
         Ok(PageRun {
             index,
@@ -99,13 +112,14 @@ impl ImageWriter {
             self.pages_len,
         );
         self.flush_buf()?;
-        for (name, file) in [(IMAGE_FILE, &mut self.image), (PAGES_FILE, &mut self.pages)] {
-            file.flush()
-                .and_then(|()| file.get_ref().sync_all())
-                .map_err(|e| {
-                    ImageError::io(format!("syncing {}", self.dir.join(name).display()), e)
-                })?;
-        }
+        let dir = &self.dir;
+        let sync_err =
+            |name: &str, e| ImageError::io(format!("syncing {}", dir.join(name).display()), e);
+        self.image
+            .flush()
+            .and_then(|()| self.image.get_ref().sync_all())
+            .map_err(|e| sync_err(IMAGE_FILE, e))?;
+        self.pages.sync_all().map_err(|e| sync_err(PAGES_FILE, e))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| ImageError::io(format!("syncing directory {}", self.dir.display()), e))
@@ -140,6 +154,104 @@ fn prepare_dir(dir: &Path) -> Result<(), ImageError> {
             fs::set_permissions(dir, Permissions::from_mode(0o700))
                 .map_err(|e| ImageError::io(context("restricting to mode 0700"), e))
         }
+    }
+}
+
+/// O_DIRECT's alignment for buffers, offsets and lengths (a page).
+pub const ALIGN: usize = 4096;
+
+/// `pages.img`, with O_DIRECT when the filesystem supports it (tmpfs does not).
+fn create_pages_file(path: &Path) -> Result<(File, bool), ImageError> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc_o_direct())
+        .open(path)
+    {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.raw_os_error() == Some(22) => {
+            // EINVAL: no O_DIRECT here; the file was not created.
+            create_file(path).map(|f| (f, false))
+        }
+        Err(e) => Err(ImageError::io(format!("creating {}", path.display()), e)),
+    }
+}
+
+/// The O_DIRECT flag (it differs between architectures; ckpt-common has no libc).
+const fn libc_o_direct() -> i32 {
+    if cfg!(any(target_arch = "aarch64", target_arch = "arm")) {
+        0o200000
+    } else {
+        0o40000
+    }
+}
+
+/// A growable, page-aligned byte buffer.
+#[derive(Debug, Default)]
+pub struct AlignedPages {
+    ptr: Option<core::ptr::NonNull<u8>>,
+    cap: usize,
+    len: usize,
+}
+
+// SAFETY: AlignedPages owns its allocation like a Vec<u8>.
+unsafe impl Send for AlignedPages {}
+
+impl AlignedPages {
+    fn layout(cap: usize) -> crate::image::std::alloc::Layout {
+        crate::image::std::alloc::Layout::from_size_align(cap, ALIGN).expect("page-aligned layout")
+    }
+
+    /// Makes the buffer `len` bytes long (contents unspecified) and returns it.
+    pub fn resize(&mut self, len: usize) -> &mut [u8] {
+        if len > self.cap {
+            self.release();
+            let cap = len.next_multiple_of(ALIGN);
+            // SAFETY: cap > 0, layout valid; zeroed so the bytes are initialised.
+            let p = unsafe { crate::image::std::alloc::alloc_zeroed(Self::layout(cap)) };
+            self.ptr = Some(core::ptr::NonNull::new(p).unwrap_or_else(|| {
+                crate::image::std::alloc::handle_alloc_error(Self::layout(cap))
+            }));
+            self.cap = cap;
+        }
+        self.len = len;
+        self.as_mut_slice()
+    }
+
+    fn fill(&mut self, data: &[u8]) {
+        self.resize(data.len()).copy_from_slice(data);
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self.ptr {
+            // SAFETY: len <= cap bytes were allocated and initialised.
+            Some(p) => unsafe { core::slice::from_raw_parts(p.as_ptr(), self.len) },
+            None => &[],
+        }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self.ptr {
+            // SAFETY: as above, and we hold &mut self.
+            Some(p) => unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), self.len) },
+            None => &mut [],
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(p) = self.ptr.take() {
+            // SAFETY: allocated with this layout in resize.
+            unsafe { crate::image::std::alloc::dealloc(p.as_ptr(), Self::layout(self.cap)) };
+        }
+        self.cap = 0;
+        self.len = 0;
+    }
+}
+
+impl Drop for AlignedPages {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
