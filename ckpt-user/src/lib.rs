@@ -6,6 +6,7 @@
 //! → objref table ([`objref`]) → sharing table ([`sharing`]) → monitor output
 //! ([`render`], [`monitor`]).
 
+pub mod batch;
 pub mod btf;
 pub mod check;
 pub mod dump;

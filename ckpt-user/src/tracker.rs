@@ -23,13 +23,14 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, Iter, RawTracePoint},
 };
 use ckpt_common::tracker::*;
 use log::{debug, warn};
 
 use crate::{
+    batch,
     btf::{FileRefEncoding, KernelLayout},
     error::{Error, IoContext as _, Result},
     privileges,
@@ -90,6 +91,8 @@ pub struct Tracker {
     layout: KernelLayout,
     aya_btf: aya::Btf,
     logger: aya_log::EbpfLogger<&'static dyn log::Log>,
+    /// The copy of the maps the last reconciliation made.
+    reconciled: Option<TrackerState>,
     /// The pin directory this tracker created and must remove.
     owns_pins: Option<PathBuf>,
     /// true when the maps belong to a running monitor.
@@ -162,6 +165,7 @@ impl Tracker {
             layout,
             aya_btf,
             logger,
+            reconciled: None,
             owns_pins: None,
             shared: pins.is_some(),
             _links_live: false,
@@ -255,52 +259,51 @@ impl Tracker {
     }
 
     /// Runs the iterator over every task's fd table and drops what it did not see.
+    /// The reconciled copy of the maps is kept for the next [`Tracker::read`].
     pub fn reconcile(&mut self) -> Result<Reconciled> {
         self.config_set(CONFIG_DIRTY, 0)?;
         let generation = self.config_get(CONFIG_GEN)? + 1;
         self.config_set(CONFIG_GEN, generation)?;
         self.run_iterator()?;
 
-        let mut out = Reconciled::default();
-        let stale_fds: Vec<FdKey> = {
-            let fds = self.fds_map()?;
-            let mut stale = Vec::new();
-            for item in fds.iter() {
-                let (k, v) = item.map_err(|e| map_err(MAP_FDS, e))?;
-                if v.generation < generation {
-                    stale.push(k);
-                } else {
-                    out.fds_seen += 1;
-                }
-            }
-            stale
-        };
-        {
-            let mut fds = self.fds_map()?;
-            for k in &stale_fds {
-                // Already gone is fine: a live hook got there first.
-                let _ = fds.remove(k);
-            }
-        }
-        out.stale_fds_dropped = stale_fds.len();
-
-        let map = self
-            .ebpf
-            .map_mut(MAP_PROCS)
-            .ok_or_else(|| missing(MAP_PROCS))?;
-        let mut procs: BpfHashMap<_, u32, ProcEntry> =
-            BpfHashMap::try_from(map).map_err(|e| map_err(MAP_PROCS, e))?;
-        let stale: Vec<u32> = procs
+        let mut state = self.read_maps()?;
+        let (fresh, stale): (Vec<_>, Vec<_>) = state
+            .fds
+            .drain(..)
+            .partition(|(_, v)| v.generation >= generation);
+        state.fds = fresh;
+        let stale_fds: Vec<FdKey> = stale.into_iter().map(|(k, _)| k).collect();
+        batch::delete_all(self.raw_fd(MAP_FDS)?, &stale_fds).map_err(|e| batch_err(MAP_FDS, e))?;
+        let stale_procs: Vec<u32> = state
+            .procs
             .iter()
-            .filter_map(|r| r.ok())
             .filter(|(_, v)| v.generation < generation)
-            .map(|(k, _)| k)
+            .map(|(k, _)| *k)
             .collect();
-        for k in &stale {
-            let _ = procs.remove(k);
+        for k in &stale_procs {
+            state.procs.remove(k);
         }
-        out.stale_procs_dropped = stale.len();
-        self.gc_pipes()?;
+        batch::delete_all(self.raw_fd(MAP_PROCS)?, &stale_procs)
+            .map_err(|e| batch_err(MAP_PROCS, e))?;
+        // Pipe records whose inode no fd holds any more.
+        let live: HashSet<u64> = state.fds.iter().map(|(_, v)| v.inode).collect();
+        let dead_pipes: Vec<u64> = state
+            .pipes
+            .keys()
+            .filter(|k| !live.contains(k))
+            .copied()
+            .collect();
+        for k in &dead_pipes {
+            state.pipes.remove(k);
+        }
+        batch::delete_all(self.raw_fd(MAP_PIPES)?, &dead_pipes)
+            .map_err(|e| batch_err(MAP_PIPES, e))?;
+        let out = Reconciled {
+            fds_seen: state.fds.len(),
+            stale_fds_dropped: stale_fds.len(),
+            stale_procs_dropped: stale_procs.len(),
+        };
+        self.reconciled = Some(state);
         self.flush_logs();
         debug!("reconciled: {out:?}");
         Ok(out)
@@ -329,64 +332,34 @@ impl Tracker {
         Ok(())
     }
 
-    fn fds_map(&mut self) -> Result<BpfHashMap<&mut MapData, FdKey, FdEntry>> {
-        let map = self.ebpf.map_mut(MAP_FDS).ok_or_else(|| missing(MAP_FDS))?;
-        BpfHashMap::try_from(map).map_err(|e| map_err(MAP_FDS, e))
+    fn raw_fd(&self, name: &'static str) -> Result<std::os::fd::RawFd> {
+        let map = self.ebpf.map(name).ok_or_else(|| missing(name))?;
+        Ok(map_fd(map))
     }
 
-    /// Drops pipe records whose inode no fd holds any more.
-    fn gc_pipes(&mut self) -> Result<()> {
-        let live: HashSet<u64> = {
-            let fds = self.fds_map()?;
-            fds.iter()
-                .filter_map(|r| r.ok())
-                .map(|(_, v)| v.inode)
-                .collect()
-        };
-        let map = self
-            .ebpf
-            .map_mut(MAP_PIPES)
-            .ok_or_else(|| missing(MAP_PIPES))?;
-        let mut pipes: BpfHashMap<_, u64, PipeEnds> =
-            BpfHashMap::try_from(map).map_err(|e| map_err(MAP_PIPES, e))?;
-        let dead: Vec<u64> = pipes
-            .keys()
-            .filter_map(|r| r.ok())
-            .filter(|k| !live.contains(k))
-            .collect();
-        for k in dead {
-            let _ = pipes.remove(&k);
-        }
-        Ok(())
-    }
-
-    /// Copies the maps.
-    pub fn read(&mut self) -> Result<TrackerState> {
-        let mut state = TrackerState {
+    /// Copies the three state maps in batches.
+    fn read_maps(&self) -> Result<TrackerState> {
+        let fds = batch::read_all::<FdKey, FdEntry>(self.raw_fd(MAP_FDS)?)
+            .map_err(|e| batch_err(MAP_FDS, e))?;
+        let procs = batch::read_all::<u32, ProcEntry>(self.raw_fd(MAP_PROCS)?)
+            .map_err(|e| batch_err(MAP_PROCS, e))?;
+        let pipes = batch::read_all::<u64, PipeEnds>(self.raw_fd(MAP_PIPES)?)
+            .map_err(|e| batch_err(MAP_PIPES, e))?;
+        Ok(TrackerState {
+            procs: procs.into_iter().collect(),
+            fds,
+            pipes: pipes.into_iter().collect(),
             stats: self.stats()?,
-            ..TrackerState::default()
-        };
-        {
-            let fds = self.fds_map()?;
-            for item in fds.iter() {
-                state.fds.push(item.map_err(|e| map_err(MAP_FDS, e))?);
-            }
+        })
+    }
+
+    /// Copies the maps: the copy the last [`Tracker::reconcile`] made, if no read
+    /// has consumed it yet, else the maps as the live hooks left them.
+    pub fn read(&mut self) -> Result<TrackerState> {
+        match self.reconciled.take() {
+            Some(state) => Ok(state),
+            None => self.read_maps(),
         }
-        let map = self.ebpf.map(MAP_PROCS).ok_or_else(|| missing(MAP_PROCS))?;
-        let procs: BpfHashMap<_, u32, ProcEntry> =
-            BpfHashMap::try_from(map).map_err(|e| map_err(MAP_PROCS, e))?;
-        for item in procs.iter() {
-            let (k, v) = item.map_err(|e| map_err(MAP_PROCS, e))?;
-            state.procs.insert(k, v);
-        }
-        let map = self.ebpf.map(MAP_PIPES).ok_or_else(|| missing(MAP_PIPES))?;
-        let pipes: BpfHashMap<_, u64, PipeEnds> =
-            BpfHashMap::try_from(map).map_err(|e| map_err(MAP_PIPES, e))?;
-        for item in pipes.iter() {
-            let (k, v) = item.map_err(|e| map_err(MAP_PIPES, e))?;
-            state.pipes.insert(k, v);
-        }
-        Ok(state)
     }
 
     /// Sums the per-CPU counters.
@@ -503,6 +476,13 @@ fn missing(map: &'static str) -> Error {
     Error::Map {
         map,
         reason: "missing from the eBPF object".into(),
+    }
+}
+
+fn batch_err(map: &'static str, e: std::io::Error) -> Error {
+    Error::Map {
+        map,
+        reason: format!("batch operation: {e}"),
     }
 }
 
