@@ -89,6 +89,21 @@ pub fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
+/// Waking the reader on every event costs more than recording it: the reader
+/// polls on a short timer instead, and is woken early only once the buffer is
+/// an eighth full.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    if CKPT_EVENTS.query(BPF_RB_AVAIL_DATA) > (RINGBUF_BYTES / 8) as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Reports one fd event on the ring buffer (when someone listens).
 #[inline(always)]
 fn emit_fd(sc: &SyncCtx, kind: u32, why: u32, fd: u32, file: u64, aux: i32) {
@@ -133,7 +148,7 @@ fn emit_fd(sc: &SyncCtx, kind: u32, why: u32, fd: u32, file: u64, aux: i32) {
         (*ev).pipe_writers = writers;
         (*ev).comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
     }
-    slot.submit(0);
+    slot.submit(wakeup_flags());
 }
 
 /// Reports a process-level event (fork, exec, exit).
@@ -157,7 +172,7 @@ pub fn emit_task(kind: u32, pid: u32, aux: i32, files: u64, comm: [u8; 16]) {
         (*ev).files = files;
         (*ev).comm = comm;
     }
-    slot.submit(0);
+    slot.submit(wakeup_flags());
 }
 
 #[inline(always)]
@@ -176,7 +191,7 @@ fn emit_batch_end(sc: &SyncCtx) {
         (*ev).batch = sc.batch;
         (*ev).files = sc.table.files;
     }
-    slot.submit(0);
+    slot.submit(wakeup_flags());
 }
 
 /// Makes the map entry for `fd` agree with the kernel's table.

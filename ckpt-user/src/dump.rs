@@ -11,7 +11,7 @@
 //! removed.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fs,
     os::{
         fd::{FromRawFd as _, OwnedFd},
@@ -244,6 +244,9 @@ fn collect_and_write(
     c.files(&table)?;
     fault_point("write")?;
     c.writer.finish()?;
+    // Never kill a tree for an image that would not restore: decode and validate
+    // what was written (page contents are checked by `ckpt show`).
+    ckpt_common::image::Image::open(&opts.dir)?;
     stages.done("files and sync");
     Ok(report)
 }
@@ -356,17 +359,18 @@ impl Collector<'_> {
                                 },
                             }))?;
                         } else {
-                            // The shared object's pages, saved once.
-                            let runs = memory::dirty_runs(pid, m, &pagemap)?;
+                            // The whole object, saved once: pages other
+                            // processes wrote are in it as well.
                             let writer = &mut self.writer;
-                            let pages = memory::save_runs(pid, m, &runs, &mem, |i, d| {
+                            let (size, pages) = memory::save_shared_object(pid, m, |i, d| {
                                 Ok(writer.write_pages(i, d)?)
                             })?;
-                            self.report.pages += runs.iter().map(|r| r.1).sum::<u64>();
+                            self.report.pages +=
+                                pages.iter().map(|r| u64::from(r.count)).sum::<u64>();
                             self.writer
                                 .write(&Record::SharedMemory(SharedMemoryRecord {
                                     objref: r,
-                                    size: m.end - m.start,
+                                    size,
                                     pages,
                                 }))?;
                         }
@@ -399,13 +403,6 @@ impl Collector<'_> {
     /// Fd records through the objref table: inode, then open file description,
     /// saved at first encounter; every fd refers to its description's objref.
     fn files(&mut self, table: &SharingTable) -> Result<()> {
-        let fds_by_file: BTreeMap<ObjRef, Vec<(i32, i32)>> =
-            table.fds.iter().fold(BTreeMap::new(), |mut m, fd| {
-                m.entry(fd.file)
-                    .or_insert_with(Vec::new)
-                    .push((fd.pid, fd.fd));
-                m
-            });
         for fd in &table.fds {
             let f = table.file(fd.file).ok_or_else(|| {
                 Error::Other(format!(
@@ -418,8 +415,7 @@ impl Collector<'_> {
                 .ok_or_else(|| Error::Other(format!("pid {} fd {}: no inode", fd.pid, fd.fd)))?;
             let inode_ref = match self.objrefs.encounter(ObjKey::Inode(inode.dev, inode.ino)) {
                 Encounter::First(r) => {
-                    let holders = fds_by_file.values().flatten();
-                    let kind = self.inode_kind(table, fd.pid, fd.fd, f, inode.ino, holders)?;
+                    let kind = self.inode_kind(table, fd.pid, fd.fd, f)?;
                     self.writer
                         .write(&Record::Inode(InodeRecord { objref: r, kind }))?;
                     r
@@ -459,14 +455,12 @@ impl Collector<'_> {
     }
 
     /// The kind-specific part of an inode record, met first through `pid`'s `fd`.
-    fn inode_kind<'h>(
+    fn inode_kind(
         &mut self,
         table: &SharingTable,
         pid: i32,
         fd: i32,
         f: &crate::sharing::OpenFile,
-        ino: u64,
-        _holders: impl Iterator<Item = &'h (i32, i32)>,
     ) -> Result<InodeKind> {
         let proc_path = format!("/proc/{pid}/fd/{fd}");
         let meta = fs::metadata(&proc_path)
@@ -475,7 +469,7 @@ impl Collector<'_> {
             ObjectKind::Pipe | ObjectKind::Fifo => {
                 let copy = self.steal(pid, fd)?;
                 let size = pipe::pipe_size(&copy)?;
-                let reader = self.pipe_reader(table, ino, pid, fd, copy)?;
+                let reader = self.pipe_reader(table, f.inode, pid, fd, copy)?;
                 let data = pipe::peek(&reader, size)?;
                 if f.kind == ObjectKind::Pipe {
                     InodeKind::Pipe {
@@ -518,16 +512,15 @@ impl Collector<'_> {
     fn pipe_reader(
         &mut self,
         table: &SharingTable,
-        ino: u64,
+        inode: ObjRef,
         pid: i32,
         fd: i32,
         copy: OwnedFd,
     ) -> Result<OwnedFd> {
-        let inode_ref = table.inodes.iter().find(|i| i.ino == ino).map(|i| i.objref);
         let read_end = table.fds.iter().find(|d| {
             table
                 .file(d.file)
-                .is_some_and(|f| Some(f.inode) == inode_ref && f.mode.contains('r'))
+                .is_some_and(|f| f.inode == inode && f.mode.contains('r'))
         });
         if let Some(d) = read_end {
             if d.pid == pid && d.fd == fd {

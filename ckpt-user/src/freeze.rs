@@ -62,6 +62,16 @@ fn threads_of(pid: i32) -> Vec<i32> {
     tids
 }
 
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// Why a tree cannot be dumped, found before anything is touched.
 pub fn refuse_reason(root: i32) -> Option<String> {
     if root <= 1 {
@@ -130,6 +140,18 @@ impl FrozenTree {
             let members = procfs::tree(root)?;
             let mut new = false;
             for p in &members {
+                // A zombie has no thread to stop (PTRACE_SEIZE answers EPERM):
+                // it is saved from /proc alone.
+                if is_zombie(p.pid) {
+                    tree.processes
+                        .entry(p.pid)
+                        .or_insert_with(|| FrozenProcess {
+                            pid: p.pid,
+                            ppid: p.ppid,
+                            threads: Vec::new(),
+                        });
+                    continue;
+                }
                 for tid in threads_of(p.pid) {
                     if seized.insert(tid) {
                         new = true;

@@ -70,7 +70,10 @@ impl Mapping {
         };
         if matches!(
             self.class(),
-            MappingClass::Anon | MappingClass::Heap | MappingClass::Stack
+            MappingClass::Anon
+                | MappingClass::Heap
+                | MappingClass::Stack
+                | MappingClass::SharedAnon
         ) {
             f |= map::ANONYMOUS;
         }
@@ -239,6 +242,57 @@ pub fn read_pages(pid: i32, mem: &fs::File, addr: u64, buf: &mut [u8]) -> Result
     })
 }
 
+/// Saves a MAP_SHARED anonymous object whole, through its shmem file
+/// (/proc/PID/map_files): its size, and every page ever written (SEEK_DATA /
+/// SEEK_HOLE), indexed from the start of the object — not only the pages `m`
+/// maps or that this process touched.
+pub fn save_shared_object(
+    pid: i32,
+    m: &Mapping,
+    mut write: impl FnMut(u64, &[u8]) -> Result<PageRun>,
+) -> Result<(u64, Vec<PageRun>)> {
+    use nix::unistd::{Whence, lseek};
+    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let file = fs::File::open(&path).map_err(|e| Error::io(format!("opening {path}"), e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io(format!("stat of {path}"), e))?
+        .len()
+        .next_multiple_of(PAGE_SIZE);
+    let mut runs = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        let data = match lseek(&file, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(Error::Other(format!("SEEK_DATA on {path}: {e}"))),
+        };
+        let hole = lseek(&file, data, Whence::SeekHole)
+            .map_err(|e| Error::Other(format!("SEEK_HOLE on {path}: {e}")))?;
+        let first = data as u64 / PAGE_SIZE;
+        let end = (hole as u64).next_multiple_of(PAGE_SIZE).min(size) / PAGE_SIZE;
+        if end > first {
+            runs.push((first, end - first));
+        }
+        pos = hole;
+    }
+    let mut out = Vec::new();
+    let mut buf = ckpt_common::image::AlignedPages::default();
+    for (first, count) in runs {
+        let mut done = 0;
+        while done < count {
+            let n = (count - done).min(4096);
+            let index = first + done;
+            let chunk = buf.resize((n * PAGE_SIZE) as usize);
+            file.read_exact_at(chunk, index * PAGE_SIZE)
+                .map_err(|e| Error::io(format!("reading {path} at page {index}"), e))?;
+            out.push(write(index, buf.as_slice())?);
+            done += n;
+        }
+    }
+    Ok((size, out))
+}
+
 /// Saves the runs of `m` through `write` (the image writer's page sink).
 ///
 /// Reading the tracee's memory and writing the image overlap: a reader thread
@@ -266,6 +320,17 @@ pub fn save_runs(
     }
     if chunks.is_empty() {
         return Ok(Vec::new());
+    }
+    // A thread only pays off for large areas.
+    if runs.iter().map(|r| r.1).sum::<u64>() < 1024 {
+        let mut buf = AlignedPages::default();
+        let mut out = Vec::with_capacity(chunks.len());
+        for (index, n) in chunks {
+            let chunk = buf.resize((n * PAGE_SIZE) as usize);
+            read_pages(pid, mem, m.start + index * PAGE_SIZE, chunk)?;
+            out.push(write(index, buf.as_slice())?);
+        }
+        return Ok(out);
     }
     let (full_tx, full_rx) = mpsc::sync_channel::<(u64, Result<AlignedPages>)>(BUFFERS);
     let (empty_tx, empty_rx) = mpsc::channel::<AlignedPages>();

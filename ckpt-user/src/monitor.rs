@@ -738,6 +738,21 @@ fn lost_events(before: &TrackerStats, now: &TrackerStats) -> Vec<MonitorEvent> {
     out
 }
 
+/// Interprets and prints every event waiting in the ring buffer.
+fn drain(ring: &mut RingBuf<MapData>, interp: &mut Interpreter, printer: &Printer) {
+    while let Some(item) = ring.next() {
+        if item.len() < std::mem::size_of::<Event>() {
+            continue;
+        }
+        // SAFETY: the eBPF side writes whole `Event`s; read unaligned.
+        let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+        log::trace!("raw event {ev:?}");
+        for out in interp.feed(&ev) {
+            printer.print(&out);
+        }
+    }
+}
+
 /// Runs the monitor until SIGINT or SIGTERM.
 pub fn run(opts: MonitorOptions) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -789,34 +804,28 @@ async fn run_async(opts: MonitorOptions) -> Result<()> {
     let mut stats = state.stats;
     let mut interp = Interpreter::new(&state, opts.scope, tracker.file_ref_encoding())?;
     printer.print(&MonitorEvent::Ready);
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|e| Error::io("waiting for tracker events", e))?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    if item.len() < std::mem::size_of::<Event>() {
-                        continue;
-                    }
-                    // SAFETY: the eBPF side writes whole `Event`s; read unaligned.
-                    let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
-                    log::trace!("raw event {ev:?}");
-                    for out in interp.feed(&ev) {
-                        printer.print(&out);
-                    }
-                }
+                drain(guard.get_inner_mut(), &mut interp, &printer);
                 guard.clear_ready();
             }
+            // The eBPF side wakes us only when the buffer fills up: poll it.
+            _ = poll.tick() => drain(ring.get_mut(), &mut interp, &printer),
             _ = tick.tick() => {
                 tracker.flush_logs();
                 let now = tracker.stats()?;
                 for ev in lost_events(&stats, &now) {
                     printer.print(&ev);
                 }
+                // Lost events leave the model behind the kernel: rebuild it.
+                let lost = now.events_lost > stats.events_lost;
                 stats = now;
-                if tracker.is_dirty()? {
+                if lost || tracker.is_dirty()? {
                     tracker.reconcile()?;
                     interp.reseed(&tracker.read()?);
                 }

@@ -95,16 +95,37 @@ fn auxv(pid: i32) -> Result<Vec<u64>> {
         .collect())
 }
 
-/// Signal handlers, read with rt_sigaction(sig, NULL, &old) run in the process.
-fn sigactions(thread: &RemoteThread) -> Result<Vec<SigAction>> {
+/// Signal handlers. Ignored signals come from /proc's SigIgn mask; only caught
+/// ones (SigCgt) need rt_sigaction(sig, NULL, &old) run in the process, each a
+/// ptrace round trip. (Flags and masks set on ignored or default signals are
+/// not kept.)
+fn sigactions(thread: &RemoteThread, status: &str) -> Result<Vec<SigAction>> {
+    let mask = |name: &str| {
+        status_field(status, name)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(0)
+    };
+    let caught = mask("SigCgt:");
+    let ignored = mask("SigIgn:");
     let scratch = thread.scratch_addr()?;
     let mut saved = [0u8; 32];
     thread.read_mem(scratch, &mut saved)?;
     let mut out = Vec::new();
     let result = (|| {
         for signo in 1..=64u32 {
-            if signo == 9 || signo == 19 {
-                continue; // SIGKILL and SIGSTOP have no handler
+            let bit = 1u64 << (signo - 1);
+            if ignored & bit != 0 {
+                out.push(SigAction {
+                    signo,
+                    handler: 1, // SIG_IGN
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                });
+                continue;
+            }
+            if caught & bit == 0 {
+                continue;
             }
             let rc = thread.syscall(libc::SYS_rt_sigaction, &[signo as u64, 0, scratch, 8])?;
             if rc < 0 {
@@ -219,7 +240,7 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         },
         groups,
         rlimits: rlimits(pid)?,
-        sigactions: sigactions(leader)?,
+        sigactions: sigactions(leader, &status)?,
         shared_pending: crate::thread::pending_signals(pid, true)?,
         mm,
     })

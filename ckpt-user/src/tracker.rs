@@ -121,7 +121,12 @@ impl Tracker {
         match running_monitor() {
             Some(pid) => {
                 debug!("using the maps of the monitor running as pid {pid}");
-                Self::load(Some(Path::new(PIN_DIR)))
+                // The monitor may be creating or removing its pins right now:
+                // then work on a private copy.
+                Self::load(Some(Path::new(PIN_DIR))).or_else(|e| {
+                    warn!("not using the running monitor's maps ({e}); loading a private tracker");
+                    Self::load(None)
+                })
             }
             None => Self::load(None),
         }
@@ -457,7 +462,7 @@ pub fn running_monitor() -> Option<i32> {
         return None;
     }
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let alive = comm.trim() == "ckpt" && Path::new(PIN_DIR).join(MAP_FDS).exists();
+    let alive = comm.trim() == "ckpt" && MAPS.iter().all(|m| Path::new(PIN_DIR).join(m).exists());
     alive.then_some(pid)
 }
 

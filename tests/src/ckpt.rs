@@ -71,9 +71,15 @@ impl Output {
 
 /// Runs `ckpt args...` to completion (or kills it after `timeout`), capturing output.
 pub fn run_timeout(args: &[&str], timeout: Duration) -> Result<Output> {
+    run_timeout_env(args, &[], timeout)
+}
+
+/// Like [`run_timeout`], with extra environment variables (e.g. `CKPT_DUMP_FAIL_AT`).
+pub fn run_timeout_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<Output> {
     let bin = require_bin()?;
     let mut child = Command::new(&bin)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

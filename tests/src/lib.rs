@@ -16,9 +16,12 @@
 //! - [`monitor`]: guards for long-running `ckpt monitor` processes (background
 //!   `--quiet` monitor and the streaming `--json` event feed).
 //! - [`wl`]: helpers used *inside* the workload programs (tests/src/bin).
+//! - [`image`]: a `ckpt dump` image read through `ckpt show --json`, and the checkers
+//!   that hold it against the kernel truth of the dumped tree.
 
 pub mod ckpt;
 pub mod doc;
+pub mod image;
 pub mod monitor;
 pub mod proc_util;
 pub mod truth;

@@ -1,4 +1,5 @@
-//! `cargo xtask bench [monitor]`: measures what ckpt costs the rest of the machine.
+//! `cargo xtask bench [monitor|dump]`: measures what ckpt costs the rest of the machine
+//! (`monitor`) and how fast it checkpoints (`dump`, see [`bench_dump`]).
 //!
 //! Why: the monitor's tracker hooks every fd install, dup and close on the machine,
 //! so its cost lands on every process, not just on ckpt. A naive bpftrace tracker
@@ -13,8 +14,8 @@
 //! It also records the memory the maps hold (`ckpt check --json`) and how long
 //! bootstrapping the machine's existing fds takes (`ckpt monitor --once`).
 //!
-//! Other benchmarks (`dump`, `restore`) are meant to be added as variants of
-//! [`Bench`], each with its own function.
+//! Other benchmarks are variants of [`Bench`], each with its own function or module
+//! (`dump`: [`bench_dump`]).
 
 use std::{
     collections::BTreeMap,
@@ -34,6 +35,10 @@ use crate::{
     build, setup, util,
 };
 
+// Declared here (not in main.rs) so the dump benchmark stays within this subcommand.
+#[path = "bench_dump.rs"]
+mod bench_dump;
+
 /// Where a running monitor pins its maps, and the map whose pin says it is up.
 const PIN_FDS: &str = "/sys/fs/bpf/ckpt/CKPT_FDS";
 /// Where a running monitor records its pid.
@@ -49,6 +54,8 @@ const NAIVE_BPFTRACE_PCT: &str = "35–50 %";
 pub enum Bench {
     /// Cost of the monitor's tracker on fd-heavy syscall loops.
     Monitor,
+    /// `ckpt dump` time, frozen window and image size on four workloads, against CRIU.
+    Dump,
 }
 
 #[derive(Args)]
@@ -56,7 +63,8 @@ pub struct BenchArgs {
     /// Which benchmark to run.
     #[arg(value_enum, default_value_t = Bench::Monitor)]
     name: Bench,
-    /// Rounds; each round measures every configuration once.
+    /// Rounds; each round measures every configuration once (dump: runs per
+    /// workload, 3 to 5).
     #[arg(long, default_value_t = 5)]
     rounds: u32,
     /// Loop iterations per measurement.
@@ -73,6 +81,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let ckpt = build::run()?;
     match args.name {
         Bench::Monitor => monitor(&ckpt, args),
+        Bench::Dump => bench_dump::run(&ckpt, args.rounds),
     }
 }
 
@@ -364,7 +373,7 @@ fn wait_idle(pid: u32) {
 
 /// Running ckpt processes other than `ours` (pid and command line): a monitor, or a
 /// test that loads the tracker, would add its cost to whatever is being measured.
-fn other_ckpt(ours: Option<u32>) -> Vec<String> {
+pub(crate) fn other_ckpt(ours: Option<u32>) -> Vec<String> {
     let Ok(proc_dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
