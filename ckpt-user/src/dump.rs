@@ -184,8 +184,52 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
+/// A progress line for long memory dumps, on a terminal only.
+struct Progress {
+    on: bool,
+    start: Instant,
+    last: Instant,
+    bytes: u64,
+    shown: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        use std::io::IsTerminal as _;
+        let now = Instant::now();
+        Progress {
+            on: std::io::stderr().is_terminal(),
+            start: now,
+            last: now,
+            bytes: 0,
+            shown: false,
+        }
+    }
+
+    fn add(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+        if !self.on
+            || self.start.elapsed().as_millis() < 500
+            || self.last.elapsed().as_millis() < 200
+        {
+            return;
+        }
+        self.last = Instant::now();
+        self.shown = true;
+        eprint!("\rckpt dump: {} MiB of memory saved", self.bytes >> 20);
+    }
+
+    fn done(&mut self) {
+        if self.shown {
+            eprintln!("\rckpt dump: {} MiB of memory saved", self.bytes >> 20);
+            self.shown = false;
+        }
+    }
+}
+
 struct Collector<'a> {
     writer: ImageWriter,
+    progress: Progress,
     objrefs: ObjRefTable<ObjKey>,
     pidfds: HashMap<i32, OwnedFd>,
     report: &'a mut DumpReport,
@@ -215,6 +259,7 @@ fn collect_and_write(
     let mut c = Collector {
         writer,
         objrefs: ObjRefTable::new(),
+        progress: Progress::new(),
         pidfds: HashMap::new(),
         report: &mut report,
     };
@@ -239,6 +284,7 @@ fn collect_and_write(
             c.memory(p.pid)?;
         }
     }
+    c.progress.done();
     fault_point("memory")?;
     stages.done("memory");
     c.files(&table)?;
@@ -361,8 +407,9 @@ impl Collector<'_> {
                         } else {
                             // The whole object, saved once: pages other
                             // processes wrote are in it as well.
-                            let writer = &mut self.writer;
+                            let (writer, progress) = (&mut self.writer, &mut self.progress);
                             let (size, pages) = memory::save_shared_object(pid, m, |i, d| {
+                                progress.add(d.len());
                                 Ok(writer.write_pages(i, d)?)
                             })?;
                             self.report.pages +=
@@ -383,8 +430,11 @@ impl Collector<'_> {
             } else {
                 let runs = memory::dirty_runs(pid, m, &pagemap)?;
                 self.report.pages += runs.iter().map(|r| r.1).sum::<u64>();
-                let writer = &mut self.writer;
-                memory::save_runs(pid, m, &runs, &mem, |i, d| Ok(writer.write_pages(i, d)?))?
+                let (writer, progress) = (&mut self.writer, &mut self.progress);
+                memory::save_runs(pid, m, &runs, &mem, |i, d| {
+                    progress.add(d.len());
+                    Ok(writer.write_pages(i, d)?)
+                })?
             };
             self.writer.write(&Record::MemoryArea(MemoryAreaRecord {
                 pid,
