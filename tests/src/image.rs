@@ -148,6 +148,15 @@ pub struct ThreadRec {
     pub sigmask: u64,
     pub pending: Vec<SiginfoRec>,
     pub syscall: SyscallRec,
+    /// The thread's registered rseq area, which the kernel itself rewrites (the
+    /// current CPU) whenever the thread migrates.
+    pub rseq: Option<RseqRec>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct RseqRec {
+    pub addr: u64,
+    pub len: u32,
 }
 
 impl ThreadRec {

@@ -75,6 +75,33 @@ fn dump_cmd(pid: i32, dir: &TempDir, leave_running: bool, env: &[(&str, &str)]) 
     ckpt::run_timeout_env(&args, env, DUMP_TIMEOUT).unwrap()
 }
 
+/// Waits until every thread of `pids` sleeps in the same syscall for 100 ms: a
+/// workload's children may still be on their way to their command loop when
+/// the parent says READY, and memory they write then is not "idle".
+fn wait_idle(pids: &[i32]) {
+    let snapshot = || -> Vec<(i32, String, String)> {
+        let mut out = Vec::new();
+        for &pid in pids {
+            for tid in image::tids_of(pid).unwrap_or_default() {
+                let base = format!("/proc/{pid}/task/{tid}");
+                let stat = fs::read_to_string(format!("{base}/stat")).unwrap_or_default();
+                let state = proc_util::parse_stat(&stat).map(|s| s.state).unwrap_or('?');
+                let sc = fs::read_to_string(format!("{base}/syscall")).unwrap_or_default();
+                out.push((tid, state.to_string(), sc));
+            }
+        }
+        out
+    };
+    let _ = proc_util::wait_until(Duration::from_secs(3), || {
+        let a = snapshot();
+        std::thread::sleep(Duration::from_millis(100));
+        let b = snapshot();
+        a == b
+            && a.iter()
+                .all(|(_, st, _)| st == "S" || st == "Z" || st == "T")
+    });
+}
+
 /// Every thread of every pid: running or sleeping (not stopped, not traced).
 /// `traced_ok` lists tids whose tracer is expected (set by the workload itself).
 fn tree_running(pids: &[i32], traced_ok: &BTreeMap<i32, i32>) -> Result<()> {
@@ -134,6 +161,7 @@ fn tree_running_except(
 /// kernel truth taken before and after (which must agree: the workload is idle).
 fn dump_and_check(w: &Workload, name: &str) -> Result<(Image, Truth, TempDir)> {
     let before = Truth::of_tree(w.pid)?;
+    wait_idle(&before.pids());
     let dir = TempDir::new(name);
     let out = dump_cmd(w.pid, &dir, true, &[]);
     if !out.status.success() {
@@ -810,6 +838,21 @@ fn written_anonymous_shared_and_private_file_pages_are_dumped_with_their_content
                 if let Err(e) = mem.read_exact_at(&mut now, at) {
                     p.push(format!("pid {} {at:#x}: reading /proc/PID/mem: {e}", t.pid));
                     continue;
+                }
+                // The kernel rewrites rseq areas (the current CPU) on migration.
+                let mut data = data.clone();
+                for r in img
+                    .threads
+                    .iter()
+                    .filter(|th| th.pid == t.pid)
+                    .filter_map(|th| th.rseq)
+                {
+                    for b in r.addr..r.addr + u64::from(r.len) {
+                        if (at..at + PAGE).contains(&b) {
+                            let k = (b - at) as usize;
+                            data[k] = now[k];
+                        }
+                    }
                 }
                 if now != data {
                     p.push(format!(
