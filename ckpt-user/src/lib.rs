@@ -21,6 +21,7 @@ pub mod privileges;
 pub mod process;
 pub mod procfs;
 pub mod render;
+pub mod restore;
 pub mod sharing;
 pub mod show;
 pub mod thread;

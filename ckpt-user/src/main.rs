@@ -46,7 +46,7 @@ enum Command {
         #[arg(long)]
         leave_running: bool,
     },
-    /// Restore a process tree (not yet supported).
+    /// Restore the process tree saved in an image directory.
     Restore {
         #[arg(short = 'D', long = "images-dir")]
         dir: std::path::PathBuf,
@@ -164,9 +164,16 @@ fn main() -> ExitCode {
         .map(|report| {
             log::info!("dump: {report:?}");
         }),
-        Command::Restore { .. } => Err(ckpt_user::Error::Other(
-            "ckpt restore is not yet supported (see the project's issues)".into(),
-        )),
+        Command::Restore { dir, detach } => {
+            match ckpt_user::restore::restore(&ckpt_user::restore::RestoreOptions { dir, detach }) {
+                // Without --detach, ckpt exits with the restored root's status.
+                Ok(report) => match report.exit_status {
+                    Some(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

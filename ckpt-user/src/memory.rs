@@ -362,3 +362,538 @@ pub fn save_runs(
         Ok(out)
     })
 }
+
+// ---- restore ----------------------------------------------------------------------
+//
+// A helper starts as a copy of ckpt: ckpt's binary, heap, libraries and stack, plus
+// the kernel's vdso/vvar areas and the trampoline. With the helper stopped, ckpt
+// unmaps everything of its own except the trampoline and the kernel areas, moves the
+// kernel areas to where the dumped process had them (mremap), maps every saved area
+// at its address with its protections, flags and backing, writes the saved pages
+// through /proc/PID/mem, and finally sets the mm fields (brk, arg/env, auxv, exe)
+// with PR_SET_MM_MAP.
+
+use std::collections::HashMap;
+
+use ckpt_common::image::{InodeKind, InodeRecord, MemoryAreaRecord, MmState, ObjRef};
+
+use crate::restore::{
+    plan::free_gap,
+    remote::{Call, Remote},
+};
+
+/// Page runs of pages.img (their crcs were checked before the restore began),
+/// mapped read-only so their bytes go from the page cache straight into the
+/// restored process.
+pub struct PageReader {
+    base: *const u8,
+    len: usize,
+}
+
+/// Page runs are handed out in chunks of at most this many bytes.
+const COPY_CHUNK: u64 = 16 << 20;
+
+impl PageReader {
+    pub fn open(dir: &std::path::Path) -> Result<PageReader> {
+        use std::os::fd::AsRawFd as _;
+        let path = dir.join(ckpt_common::image::PAGES_FILE);
+        let file = fs::File::open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .len() as usize;
+        if len == 0 {
+            return Ok(PageReader {
+                base: std::ptr::null(),
+                len: 0,
+            });
+        }
+        // SAFETY: a private read-only mapping of a file ckpt only reads; the fd can
+        // be closed once it is mapped.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Error::io(
+                format!("mapping {}", path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(PageReader {
+            base: base as *const u8,
+            len,
+        })
+    }
+
+    /// Calls `sink(byte offset into the area, bytes)` for every page of `runs`.
+    pub fn for_each(
+        &self,
+        runs: &[PageRun],
+        mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for run in runs {
+            let total = u64::from(run.count) * PAGE_SIZE;
+            if run
+                .offset
+                .checked_add(total)
+                .is_none_or(|e| e > self.len as u64)
+            {
+                return Err(Error::Other(format!(
+                    "a page run at {:#x} of pages.img lies past its end",
+                    run.offset
+                )));
+            }
+            let mut done = 0;
+            while done < total {
+                let n = (total - done).min(COPY_CHUNK);
+                // SAFETY: inside the mapping (checked above), which lives as long
+                // as self.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(
+                        self.base.add((run.offset + done) as usize),
+                        n as usize,
+                    )
+                };
+                sink(run.index * PAGE_SIZE + done, bytes)?;
+                done += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PageReader {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping the mapping this reader made.
+            unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        }
+    }
+}
+
+/// Where the backing of file and shared-anonymous areas comes from.
+pub struct AreaSources<'a> {
+    pub inodes: &'a HashMap<ObjRef, &'a InodeRecord>,
+    /// Shared-anonymous objects ckpt created and filled, by objref: their range in
+    /// ckpt, reachable from a helper as /proc/<ckpt>/map_files/<range>.
+    pub shared: &'a HashMap<ObjRef, (u64, u64)>,
+    pub ckpt_pid: i32,
+    pub pages: &'a PageReader,
+}
+
+/// Restore: rebuilds the whole address space of the stopped helper behind `remote`
+/// as `areas` describe it. Syscalls go in batches (one ptrace stop each): unmap
+/// ckpt's areas, move the kernel areas, open every backing file, map every area,
+/// then — after ckpt wrote the saved pages — set the final protections and close the
+/// files.
+pub fn restore_address_space(
+    remote: &Remote,
+    areas: &[&MemoryAreaRecord],
+    src: &AreaSources,
+) -> Result<()> {
+    unmap_foreign(remote)?;
+    move_kernel_areas(remote, areas)?;
+    let (backing, fds) = open_backing(remote, areas, src)?;
+    let result = map_areas(remote, areas, &backing, src);
+    let closes: Vec<Call> = fds
+        .iter()
+        .map(|&fd| (libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0]))
+        .collect();
+    remote.batch(&closes, |i| format!("closing fd {}", fds[i]))?;
+    result
+}
+
+/// Unmaps everything ckpt left in the helper except the trampoline and the
+/// kernel-provided areas.
+fn unmap_foreign(remote: &Remote) -> Result<()> {
+    let (t0, t1) = remote.trampoline();
+    let maps = mappings(remote.pid)?;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for m in &maps {
+        if m.class().is_special() || (m.start >= t0 && m.end <= t1) {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((_, end)) if *end == m.start => *end = m.end,
+            _ => runs.push((m.start, m.end)),
+        }
+    }
+    let calls: Vec<Call> = runs
+        .iter()
+        .map(|&(s, e)| (libc::SYS_munmap, [s, e - s, 0, 0, 0, 0]))
+        .collect();
+    remote.batch(&calls, |i| {
+        format!("munmap of ckpt's {:#x}-{:#x}", runs[i].0, runs[i].1)
+    })?;
+    Ok(())
+}
+
+/// Moves `moves` (name, from, len, to) with mremap, in one batch.
+fn mremap_all(remote: &Remote, moves: &[(&'static str, u64, u64, u64)]) -> Result<()> {
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    let calls: Vec<Call> = moves
+        .iter()
+        .map(|&(_, from, len, to)| (libc::SYS_mremap, [from, len, len, flags, to, 0]))
+        .collect();
+    let got = remote.batch(&calls, |i| {
+        let (name, from, _, to) = moves[i];
+        format!("mremap of [{name}] {from:#x} to {to:#x}")
+    })?;
+    for (&(name, _, _, to), got) in moves.iter().zip(got) {
+        if got != to {
+            return Err(Error::Other(format!(
+                "pid {}: mremap of [{name}] landed at {got:#x}, not {to:#x}",
+                remote.pid
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Moves the helper's vvar, vvar_vclock and vdso to where the dumped process had
+/// them (through a parking place, so no move lands on an area still to be moved);
+/// unmaps those the dumped process did not have.
+fn move_kernel_areas(remote: &Remote, areas: &[&MemoryAreaRecord]) -> Result<()> {
+    let want_class = |a: &MemoryAreaRecord| match a.kind {
+        AreaKind::Vvar => Some(MappingClass::Vvar),
+        AreaKind::VvarVclock => Some(MappingClass::VvarVclock),
+        AreaKind::Vdso => Some(MappingClass::Vdso),
+        _ => None,
+    };
+    let maps = mappings(remote.pid)?;
+    let mut moves: Vec<(&'static str, u64, u64, u64)> = Vec::new(); // name, from, len, to
+    for m in maps.iter().filter(|m| {
+        matches!(
+            m.class(),
+            MappingClass::Vvar | MappingClass::VvarVclock | MappingClass::Vdso
+        )
+    }) {
+        let name = match m.class() {
+            MappingClass::Vvar => "vvar",
+            MappingClass::VvarVclock => "vvar_vclock",
+            _ => "vdso",
+        };
+        match areas.iter().find(|a| want_class(a) == Some(m.class())) {
+            Some(a) => moves.push((name, m.start, m.end - m.start, a.start)),
+            None => {
+                remote.call(
+                    || format!("munmap of [{name}], which the dumped process did not have"),
+                    libc::SYS_munmap,
+                    &[m.start, m.end - m.start],
+                )?;
+            }
+        }
+    }
+    if moves.iter().all(|&(_, from, _, to)| from == to) {
+        return Ok(());
+    }
+    let total: u64 = moves.iter().map(|m| m.2).sum();
+    let (t0, t1) = remote.trampoline();
+    let mut busy = vec![(t0, t1)];
+    for &(_, from, len, to) in &moves {
+        busy.push((from, from + len));
+        busy.push((to, to + len));
+    }
+    let park = free_gap(&busy, total, 1 << 32, 0x7000_0000_0000).ok_or_else(|| {
+        Error::Other(format!(
+            "pid {}: no room to park the vdso while moving it",
+            remote.pid
+        ))
+    })?;
+    let mut at = park;
+    let mut to_park = Vec::new();
+    let mut to_final = Vec::new();
+    for &(name, from, len, to) in &moves {
+        to_park.push((name, from, len, at));
+        to_final.push((name, at, len, to));
+        at += len;
+    }
+    mremap_all(remote, &to_park)?;
+    mremap_all(remote, &to_final)
+}
+
+/// Where an area's backing comes from: a file opened in the process, and the
+/// flags to open it with.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Backing {
+    path: std::path::PathBuf,
+    flags: i32,
+    /// A shared mapping without PROT_WRITE: O_RDWR is tried, O_RDONLY is enough.
+    may_read_only: bool,
+}
+
+fn backing_of(a: &MemoryAreaRecord, src: &AreaSources, pid: i32) -> Result<Option<Backing>> {
+    let shared = a.flags & map::SHARED != 0;
+    Ok(match a.kind {
+        AreaKind::File { objref } => {
+            let path = match &src.inodes[&objref].kind {
+                InodeKind::Regular { path, .. } => path.clone(),
+                other => {
+                    return Err(Error::Other(format!(
+                        "pid {pid}: area {:#x}-{:#x}: not yet supported: a mapping of a {}",
+                        a.start,
+                        a.end,
+                        other.name()
+                    )));
+                }
+            };
+            // A shared mapping is writable only through a file open for writing.
+            // Without PROT_WRITE it may still have been mprotect-able to writable in
+            // the dumped process, so O_RDWR is tried first there too.
+            Some(Backing {
+                path,
+                flags: if shared { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC,
+                may_read_only: shared && a.prot & prot::WRITE == 0,
+            })
+        }
+        AreaKind::SharedAnon { objref } => {
+            let (s, e) = src.shared[&objref];
+            Some(Backing {
+                path: std::path::PathBuf::from(format!(
+                    "/proc/{}/map_files/{s:x}-{e:x}",
+                    src.ckpt_pid
+                )),
+                flags: libc::O_RDWR | libc::O_CLOEXEC,
+                may_read_only: false,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// Opens, in the process, every file the areas map (each once). Returns the fd of
+/// each backing and every fd opened (for closing).
+fn open_backing(
+    remote: &Remote,
+    areas: &[&MemoryAreaRecord],
+    src: &AreaSources,
+) -> Result<(HashMap<Backing, i32>, Vec<i32>)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut todo: Vec<Backing> = Vec::new();
+    for a in areas {
+        if let Some(b) = backing_of(a, src, remote.pid)?
+            && !todo.contains(&b)
+        {
+            todo.push(b);
+        }
+    }
+    let mut fds: Vec<i32> = Vec::new();
+    let mut i = 0;
+    while i < todo.len() {
+        // As many paths as fit in half the scratch memory, opened in one batch.
+        let mut paths: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0;
+        for b in &todo[i..] {
+            let mut p = b.path.as_os_str().as_bytes().to_vec();
+            p.push(0);
+            if !paths.is_empty() && bytes + p.len() + 8 > Remote::SCRATCH_LEN / 2 {
+                break;
+            }
+            bytes += p.len() + 8;
+            paths.push(p);
+        }
+        let parts: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
+        let addrs = remote.put(&parts)?;
+        let calls: Vec<Call> = addrs
+            .iter()
+            .zip(&todo[i..])
+            .map(|(&addr, b)| {
+                (
+                    libc::SYS_openat,
+                    [libc::AT_FDCWD as u64, addr, b.flags as u64, 0, 0, 0],
+                )
+            })
+            .collect();
+        let (opened, failed) = remote.batch_until_error(&calls)?;
+        fds.extend(opened.iter().map(|&fd| fd as i32));
+        i += opened.len();
+        if let Some(rc) = failed {
+            let b = &todo[i];
+            if !b.may_read_only {
+                return Err(Error::Other(format!(
+                    "pid {}: opening {}: {}",
+                    remote.pid,
+                    b.path.display(),
+                    crate::restore::remote::errno_of(rc)
+                )));
+            }
+            fds.push(remote.open(&b.path, libc::O_RDONLY | libc::O_CLOEXEC)?);
+            i += 1;
+        }
+    }
+    let map = todo.into_iter().zip(fds.iter().copied()).collect();
+    Ok((map, fds))
+}
+
+/// Maps every saved area at its address (one batch), writes the saved pages, and
+/// sets the final protections where filling needed more (one batch).
+fn map_areas(
+    remote: &Remote,
+    areas: &[&MemoryAreaRecord],
+    backing: &HashMap<Backing, i32>,
+    src: &AreaSources,
+) -> Result<()> {
+    let mut mapped: Vec<&MemoryAreaRecord> = Vec::new();
+    let mut calls: Vec<Call> = Vec::new();
+    for &a in areas {
+        if matches!(
+            a.kind,
+            AreaKind::Vdso | AreaKind::Vvar | AreaKind::VvarVclock | AreaKind::Vsyscall
+        ) {
+            continue;
+        }
+        let mut flags = libc::MAP_FIXED as u64;
+        if a.flags & map::GROWSDOWN != 0 {
+            flags |= libc::MAP_GROWSDOWN as u64;
+        }
+        if a.flags & map::LOCKED != 0 {
+            flags |= libc::MAP_LOCKED as u64;
+        }
+        if a.flags & map::NORESERVE != 0 {
+            flags |= libc::MAP_NORESERVE as u64;
+        }
+        flags |= if a.flags & map::SHARED != 0 {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        } as u64;
+        let (fd, offset) = match backing_of(a, src, remote.pid)? {
+            Some(b) => (backing[&b], a.offset),
+            None => {
+                flags |= libc::MAP_ANONYMOUS as u64;
+                (-1, 0)
+            }
+        };
+        // Areas with saved pages are writable while ckpt fills them.
+        let fill_prot = if a.pages.is_empty() {
+            a.prot
+        } else {
+            a.prot | prot::READ | prot::WRITE
+        };
+        calls.push((
+            libc::SYS_mmap,
+            [
+                a.start,
+                a.end - a.start,
+                u64::from(fill_prot),
+                flags,
+                fd as u64,
+                offset,
+            ],
+        ));
+        mapped.push(a);
+    }
+    let what =
+        |a: &MemoryAreaRecord| format!("area {:#x}-{:#x} ({})", a.start, a.end, a.kind.name());
+    let got = remote.batch(&calls, |i| format!("mmap of {}", what(mapped[i])))?;
+    for (a, got) in mapped.iter().zip(got) {
+        if got != a.start {
+            return Err(Error::Other(format!(
+                "pid {}: {} was mapped at {got:#x}",
+                remote.pid,
+                what(a)
+            )));
+        }
+    }
+    let mut protect: Vec<&MemoryAreaRecord> = Vec::new();
+    for a in &mapped {
+        src.pages.for_each(&a.pages, |off, bytes| {
+            remote.write_pages(a.start + off, bytes)
+        })?;
+        if !a.pages.is_empty() && a.prot & (prot::READ | prot::WRITE) != prot::READ | prot::WRITE {
+            protect.push(a);
+        }
+    }
+    let calls: Vec<Call> = protect
+        .iter()
+        .map(|a| {
+            (
+                libc::SYS_mprotect,
+                [a.start, a.end - a.start, u64::from(a.prot), 0, 0, 0],
+            )
+        })
+        .collect();
+    remote.batch(&calls, |i| format!("mprotect of {}", what(protect[i])))?;
+    Ok(())
+}
+
+/// Restore: the mm fields (code/data/brk/stack bounds, arg/env, auxv) and the exe
+/// link, in one PR_SET_MM_MAP (the single-field PR_SET_MM needs CAP_SYS_RESOURCE).
+pub fn restore_mm(remote: &Remote, mm: &MmState, exe: &std::path::Path) -> Result<()> {
+    const PR_SET_MM: u64 = 35;
+    const PR_SET_MM_MAP: u64 = 14;
+    let exe_fd = remote.open(exe, libc::O_RDONLY | libc::O_CLOEXEC)?;
+    let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut map = Vec::with_capacity(104);
+    for v in [
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        remote.scratch(), // auxv: the first part put below
+    ] {
+        map.extend_from_slice(&v.to_le_bytes());
+    }
+    map.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+    map.extend_from_slice(&(exe_fd as u32).to_le_bytes());
+    let addrs = remote.put(&[&auxv, &map])?;
+    let result = remote.call(
+        || "prctl(PR_SET_MM, PR_SET_MM_MAP)".into(),
+        libc::SYS_prctl,
+        &[PR_SET_MM, PR_SET_MM_MAP, addrs[1], map.len() as u64, 0],
+    );
+    remote.close(exe_fd)?;
+    result.map(|_| ())
+}
+
+/// Restore, in ckpt: a MAP_SHARED|MAP_ANONYMOUS object of `size` bytes filled with
+/// `runs`. Helpers map it again through /proc/<ckpt>/map_files, so every area that
+/// shares it in the image shares it again. Returns its address in ckpt.
+pub fn restore_shared_object(size: u64, runs: &[PageRun], pages: &PageReader) -> Result<u64> {
+    // SAFETY: a fresh anonymous shared mapping owned by ckpt until the restore ends.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(Error::io(
+            format!("mmap of a {size}-byte shared object"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let base = addr as u64;
+    pages.for_each(runs, |off, bytes| {
+        if off + bytes.len() as u64 > size {
+            return Err(Error::Other(
+                "a page run past the end of its shared object".into(),
+            ));
+        }
+        // SAFETY: inside the mapping, checked above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (base + off) as *mut u8, bytes.len())
+        };
+        Ok(())
+    })?;
+    Ok(base)
+}

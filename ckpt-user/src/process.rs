@@ -245,3 +245,229 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         mm,
     })
 }
+
+// ---- restore ----------------------------------------------------------------------
+//
+// Process-wide state set on a stopped helper: signal dispositions and the shared
+// pending queue (by syscalls run in the process, since only it can set them), root
+// directory, resource limits (by ckpt with prlimit) and credentials (last, in every
+// thread: credentials are per thread in Linux).
+
+use ckpt_common::image::Siginfo;
+use log::warn;
+
+use crate::restore::remote::{Call, Remote};
+
+/// Restore: the saved signal dispositions. Every other signal keeps the default
+/// action the helper reset it to before it was taken over.
+pub fn restore_sigactions(remote: &Remote, actions: &[SigAction]) -> Result<()> {
+    let actions: Vec<&SigAction> = actions
+        .iter()
+        .filter(|a| a.signo != 9 && a.signo != 19)
+        .collect();
+    // struct kernel_sigaction { handler, flags, restorer, mask }, one per signal.
+    let raw: Vec<Vec<u8>> = actions
+        .iter()
+        .map(|a| {
+            [a.handler, a.flags, a.restorer, a.mask]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let parts: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+    let addrs = remote.put(&parts)?;
+    let calls: Vec<Call> = actions
+        .iter()
+        .zip(addrs)
+        .map(|(a, addr)| {
+            (
+                libc::SYS_rt_sigaction,
+                [u64::from(a.signo), addr, 0, 8, 0, 0],
+            )
+        })
+        .collect();
+    remote.batch(&calls, |i| format!("rt_sigaction({})", actions[i].signo))?;
+    Ok(())
+}
+
+/// Restore: signals pending for the whole process, queued again to itself.
+pub fn restore_shared_pending(remote: &Remote, pending: &[Siginfo]) -> Result<()> {
+    // 128 siginfos (16 KiB) of scratch memory at a time.
+    for chunk in pending.chunks(128) {
+        queue_shared(remote, chunk)?;
+    }
+    Ok(())
+}
+
+fn queue_shared(remote: &Remote, pending: &[Siginfo]) -> Result<()> {
+    let parts: Vec<&[u8]> = pending.iter().map(|si| &si.0[..]).collect();
+    let addrs = remote.put(&parts)?;
+    let calls: Vec<Call> = pending
+        .iter()
+        .zip(addrs)
+        .map(|(si, addr)| {
+            (
+                libc::SYS_rt_sigqueueinfo,
+                [remote.pid as u64, si.signo() as u64, addr, 0, 0, 0],
+            )
+        })
+        .collect();
+    remote.batch(&calls, |i| {
+        format!("queueing shared pending signal {}", pending[i].signo())
+    })?;
+    Ok(())
+}
+
+/// Restore: the root directory, when it is not `/` (chroot in the process).
+pub fn restore_root(remote: &Remote, root: &std::path::Path) -> Result<()> {
+    if root.as_os_str().is_empty() || root == std::path::Path::new("/") {
+        return Ok(());
+    }
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut path = root.as_os_str().as_bytes().to_vec();
+    path.push(0);
+    let addr = remote.put(&[&path])?[0];
+    remote
+        .call(
+            || format!("chroot({})", root.display()),
+            libc::SYS_chroot,
+            &[addr],
+        )
+        .map(|_| ())
+}
+
+/// Restore: resource limits, set by ckpt with prlimit while the process still has
+/// ckpt's credentials. Lowering is allowed; a hard limit above the current one
+/// cannot be raised without CAP_SYS_RESOURCE and is left as it is, with a warning.
+pub fn restore_rlimits(pid: i32, limits: &[Rlimit]) -> Result<()> {
+    for l in limits {
+        let mut cur = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit64 reading one rlimit64.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                pid,
+                l.resource,
+                std::ptr::null::<libc::rlimit64>(),
+                &mut cur as *mut libc::rlimit64,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::io(
+                format!("pid {pid}: prlimit({}) read", l.resource),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let mut want = libc::rlimit64 {
+            rlim_cur: l.cur,
+            rlim_max: l.max,
+        };
+        if l.max > cur.rlim_max {
+            warn!(
+                "pid {pid}: resource limit {} had hard limit {} at dump; raising it above {} \
+                 needs CAP_SYS_RESOURCE, so it stays at {}",
+                l.resource, l.max, cur.rlim_max, cur.rlim_max
+            );
+            want.rlim_max = cur.rlim_max;
+            want.rlim_cur = want.rlim_cur.min(cur.rlim_max);
+        }
+        if want.rlim_cur == cur.rlim_cur && want.rlim_max == cur.rlim_max {
+            continue;
+        }
+        // SAFETY: prlimit64 setting one rlimit64.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                pid,
+                l.resource,
+                &want as *const libc::rlimit64,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            )
+        };
+        if rc < 0 {
+            return Err(Error::io(
+                format!(
+                    "pid {pid}: prlimit({}, cur {}, max {})",
+                    l.resource, want.rlim_cur, want.rlim_max
+                ),
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `c` and `groups` are exactly the credentials ckpt runs with (which every
+/// helper inherited): then there is nothing to change.
+pub fn creds_are_ckpts(c: &Credentials, groups: &[u32]) -> bool {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let (Ok([uid, euid, suid, fsuid]), Ok([gid, egid, sgid, fsgid])) =
+        (ids(0, &status, "Uid:"), ids(0, &status, "Gid:"))
+    else {
+        return false;
+    };
+    let mine: Vec<u32> = status_field(&status, "Groups:")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let theirs = Credentials {
+        uid,
+        gid,
+        euid,
+        egid,
+        suid,
+        sgid,
+        fsuid,
+        fsgid,
+    };
+    theirs == *c && mine == groups
+}
+
+/// Restore: the credentials of one thread (groups, then gids, then uids, so the
+/// privilege to change them lasts until the end).
+pub fn restore_creds(remote: &Remote, c: &Credentials, groups: &[u32]) -> Result<()> {
+    let list: Vec<u8> = groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+    let addr = remote.put(&[&list])?[0];
+    let id = |v: u32| u64::from(v);
+    // setfsgid/setfsuid return the previous id, never an error.
+    let calls: [Call; 5] = [
+        (libc::SYS_setgroups, [groups.len() as u64, addr, 0, 0, 0, 0]),
+        (
+            libc::SYS_setresgid,
+            [id(c.gid), id(c.egid), id(c.sgid), 0, 0, 0],
+        ),
+        (libc::SYS_setfsgid, [id(c.fsgid), 0, 0, 0, 0, 0]),
+        (
+            libc::SYS_setresuid,
+            [id(c.uid), id(c.euid), id(c.suid), 0, 0, 0],
+        ),
+        (libc::SYS_setfsuid, [id(c.fsuid), 0, 0, 0, 0, 0]),
+    ];
+    remote.batch(&calls, |i| match i {
+        0 => format!("setgroups({groups:?})"),
+        1 => format!("setresgid({}, {}, {})", c.gid, c.egid, c.sgid),
+        2 => format!("setfsgid({})", c.fsgid),
+        3 => format!("setresuid({}, {}, {})", c.uid, c.euid, c.suid),
+        _ => format!("setfsuid({})", c.fsuid),
+    })?;
+    Ok(())
+}
+
+/// Restore: the process is dumpable again after its credentials changed (a change
+/// of effective ids clears the flag; the image assumes a dumpable process).
+pub fn restore_dumpable(remote: &Remote) -> Result<()> {
+    remote
+        .call(
+            || "prctl(PR_SET_DUMPABLE, 1)".into(),
+            libc::SYS_prctl,
+            &[libc::PR_SET_DUMPABLE as u64, 1, 0, 0, 0],
+        )
+        .map(|_| ())
+}

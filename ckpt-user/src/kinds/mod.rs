@@ -3,7 +3,10 @@
 
 use std::fmt;
 
+pub mod device;
+pub mod dir;
 pub mod pipe;
+pub mod regular;
 
 const PIPEFS_MAGIC: u64 = 0x5049_5045;
 const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;

@@ -1,0 +1,121 @@
+//! Regular files: restored by opening the same path again, after checking that it is
+//! still the file that was dumped (same device, inode and size).
+//!
+//! A file that changed since the dump is refused rather than restored: a process
+//! that resumes at an offset of a file that grew, shrank or was replaced would
+//! carry on in data it never saw.
+
+use std::{
+    ffi::CString,
+    os::{
+        fd::{FromRawFd as _, OwnedFd},
+        unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    },
+    path::Path,
+};
+
+use crate::error::{Error, Result};
+
+/// Open flags that must not be replayed: they would create or truncate the file.
+const NOT_REPLAYED: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL;
+
+/// A file open only for appending writes (a log): like CRIU, restore lets it have
+/// grown since the dump, since the process only ever adds at its end.
+pub fn is_log(flags: u32) -> bool {
+    let flags = flags as i32;
+    flags & libc::O_ACCMODE == libc::O_WRONLY && flags & libc::O_APPEND != 0
+}
+
+/// Refuses a file whose identity (or, when `size` is given, size) is not what the
+/// image recorded.
+pub fn check_unchanged(path: &Path, size: Option<u64>, ino: u64, dev: u64) -> Result<()> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("file {} (in the image)", path.display()), e))?;
+    if meta.ino() != ino || meta.dev() != dev {
+        return Err(Error::Other(format!(
+            "file {} was replaced since the dump (inode {} on device {:#x}, the image has inode \
+             {ino} on {dev:#x})",
+            path.display(),
+            meta.ino(),
+            meta.dev()
+        )));
+    }
+    if let Some(size) = size
+        && meta.size() != size
+    {
+        return Err(Error::Other(format!(
+            "file {} changed size since the dump ({} bytes, the image has {size}); refusing to \
+             restore onto a changed file",
+            path.display(),
+            meta.size()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens `path` with the saved `f_flags` (never creating or truncating, never
+/// acquiring a controlling terminal), O_CLOEXEC.
+pub fn open_path(path: &Path, flags: u32) -> Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Other(format!("path {} holds a NUL byte", path.display())))?;
+    let flags = (flags as i32 & !NOT_REPLAYED) | libc::O_CLOEXEC | libc::O_NOCTTY;
+    // SAFETY: a plain open of a NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), flags, 0) };
+    if fd < 0 {
+        return Err(Error::io(
+            format!("opening {} (flags {flags:#o})", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fd is a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Restore: a new open file description of the regular file `path`, with the saved
+/// flags and position, checked to be the dumped file.
+pub fn restore_open(
+    path: &Path,
+    flags: u32,
+    pos: i64,
+    size: u64,
+    ino: u64,
+    dev: u64,
+) -> Result<OwnedFd> {
+    let fd = open_path(path, flags)?;
+    let file = std::fs::File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("fstat of {}", path.display()), e))?;
+    if meta.ino() != ino || meta.dev() != dev || (meta.size() != size && !is_log(flags)) {
+        return Err(Error::Other(format!(
+            "file {} changed since the dump (now inode {} size {}, the image has inode {ino} \
+             size {size})",
+            path.display(),
+            meta.ino(),
+            meta.size()
+        )));
+    }
+    if !is_path_only(flags) {
+        seek(&file, pos, path)?;
+    }
+    Ok(file.into())
+}
+
+/// An O_PATH descriptor: it names the file but cannot be read, seeked or have its
+/// status flags changed.
+pub fn is_path_only(flags: u32) -> bool {
+    flags as i32 & libc::O_PATH != 0
+}
+
+/// Moves an open file to `pos` (a no-op for objects that cannot seek).
+pub fn seek(fd: &impl std::os::fd::AsRawFd, pos: i64, path: &Path) -> Result<()> {
+    // SAFETY: lseek on an fd we hold.
+    let rc = unsafe { libc::lseek(fd.as_raw_fd(), pos, libc::SEEK_SET) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESPIPE) {
+            return Err(Error::io(format!("seeking {} to {pos}", path.display()), e));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! Files, the seed patch's way: ckpt walks the fd records in image order and the
+//! first encounter of an open-file objref creates the object, which ckpt then
+//! holds in the objref table ([`Deposits`]) under that objref.
+//!
+//! - A pipe is created whole at the first encounter of its inode: both ends at
+//!   once, one used for the open file being restored, the other deposited under
+//!   the pipe's objref until the open file that names it comes along. A FIFO's
+//!   O_RDWR anchor is deposited the same way.
+//! - Files, directories and devices are opened again by path.
+//!
+//! Every helper process is forked from ckpt and so inherits ckpt's fd table: an
+//! open file description that several fds or processes share is one `struct
+//! file` in all of them, exactly as its objref says, while independent opens
+//! (distinct objrefs) stay independent. To make each helper's work small, ckpt
+//! keeps each description at the fd number of its first fd where that number is
+//! free; the rest sit above the largest fd number of the image.
+
+use std::{
+    collections::{HashMap, HashSet},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    path::PathBuf,
+};
+
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
+use log::warn;
+
+use crate::{
+    error::{Error, Result},
+    kinds::{device, dir, pipe, regular},
+    objref::Deposits,
+    restore::plan::Plan,
+};
+
+/// Flags F_SETFL can change (as in the seed patch's CR_SETFL_MASK).
+const SETFL_MASK: u32 =
+    (libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME | libc::O_ASYNC) as u32;
+const F_SETOWN_EX: libc::c_int = 15;
+const F_SETSIG: libc::c_int = 10;
+
+/// One fd a process must end up with.
+#[derive(Clone, Copy, Debug)]
+pub struct FdPlan {
+    pub target: RawFd,
+    /// Where ckpt (and so every helper) holds the open file description.
+    pub source: RawFd,
+    pub cloexec: bool,
+}
+
+/// Every open file description of the image, held by ckpt.
+pub struct OpenFiles {
+    /// Open files by their objref.
+    files: Deposits<OwnedFd>,
+    /// The not-yet-claimed end of a pipe (or a FIFO's anchor), by the inode objref.
+    spare: Deposits<OwnedFd>,
+    /// One fd ckpt holds on each pipe/FIFO inode, to reopen it through /proc.
+    on_inode: HashMap<ObjRef, RawFd>,
+    /// Inodes whose object exists already.
+    created: HashSet<ObjRef>,
+    /// Fd numbers at and above this are never a target.
+    pub high: RawFd,
+}
+
+/// `fd` moved to the lowest free number ≥ `min`, close-on-exec.
+pub fn park(fd: OwnedFd, min: RawFd) -> Result<OwnedFd> {
+    if fd.as_raw_fd() >= min {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we hold.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::EINVAL) {
+            let (_, hard) =
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                    .unwrap_or((0, 0));
+            return Err(Error::Other(format!(
+                "ckpt needs more fds than RLIMIT_NOFILE ({hard}) allows to hold every open \
+                 file of the image"
+            )));
+        }
+        return Err(Error::io(
+            format!("moving fd {} above {min}", fd.as_raw_fd()),
+            e,
+        ));
+    }
+    // SAFETY: new is a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+fn is_free(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) < 0 }
+}
+
+fn accmode_of(mode: u32) -> i32 {
+    match mode & 3 {
+        1 => libc::O_RDONLY,
+        2 => libc::O_WRONLY,
+        _ => libc::O_RDWR,
+    }
+}
+
+fn fd_accmode(fd: &OwnedFd) -> i32 {
+    // SAFETY: F_GETFL only queries.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) & libc::O_ACCMODE }
+}
+
+impl OpenFiles {
+    /// Creates every open file of the image (the objref walk) and places it.
+    pub fn create(plan: &Plan) -> Result<OpenFiles> {
+        let mut me = OpenFiles {
+            files: Deposits::default(),
+            spare: Deposits::default(),
+            on_inode: HashMap::new(),
+            created: HashSet::new(),
+            high: plan.max_fd() + 1,
+        };
+        for f in &plan.fds {
+            if me.files.get(f.file).is_some() {
+                continue; // CR_FD_OBJREF: already set up, only referred to
+            }
+            let of = plan.open_files[&f.file];
+            let inode = plan.inodes[&of.inode];
+            let fd = me
+                .open(of, inode)
+                .map_err(|e| Error::Other(format!("pid {} fd {}: {e}", f.pid, f.fd)))?;
+            set_flags(&fd, of)
+                .map_err(|e| Error::Other(format!("pid {} fd {}: {e}", f.pid, f.fd)))?;
+            let fd = me.place(fd, f.fd)?;
+            if matches!(inode.kind, InodeKind::Pipe { .. } | InodeKind::Fifo { .. }) {
+                me.on_inode.entry(of.inode).or_insert(fd.as_raw_fd());
+            }
+            me.files.deposit(of.objref, fd);
+        }
+        for (objref, _) in me.on_inode.iter() {
+            if me.spare.get(*objref).is_some()
+                && let Some(InodeKind::Pipe { .. }) = plan.inodes.get(objref).map(|i| &i.kind)
+            {
+                warn!(
+                    "pipe {objref}: one of its ends was held outside the dumped tree; it is \
+                     restored without it"
+                );
+            }
+        }
+        Ok(me)
+    }
+
+    /// Puts `fd` at number `want` if that is free in ckpt, else above every target.
+    fn place(&self, fd: OwnedFd, want: RawFd) -> Result<OwnedFd> {
+        if fd.as_raw_fd() == want {
+            return Ok(fd);
+        }
+        // 0-2 stay ckpt's own, even when it was started without them: its messages
+        // must never land in a restored file.
+        if want > 2 && want < self.high && is_free(want) {
+            // SAFETY: dup3 onto a free number; the new fd is ours.
+            let rc = unsafe { libc::dup3(fd.as_raw_fd(), want, libc::O_CLOEXEC) };
+            if rc == want {
+                return Ok(unsafe { OwnedFd::from_raw_fd(rc) });
+            }
+        }
+        park(fd, self.high)
+    }
+
+    /// Creates the open file `of` (first encounter of its objref).
+    fn open(&mut self, of: &OpenFileRecord, inode: &InodeRecord) -> Result<OwnedFd> {
+        let first = self.created.insert(inode.objref);
+        match &inode.kind {
+            InodeKind::Pipe { pipe_size, data } => {
+                if first {
+                    let (r, w) = pipe::restore_pipe(*pipe_size, data)?;
+                    let (used, other) = if of.mode & 3 == 2 { (w, r) } else { (r, w) };
+                    let other = park(other, self.high)?;
+                    let used = if of.mode & 3 == 3 {
+                        pipe::open_nonblocking(&proc_fd(used.as_raw_fd()), libc::O_RDWR)?
+                    } else {
+                        used
+                    };
+                    self.spare.deposit(inode.objref, other);
+                    return Ok(used);
+                }
+                self.claim_or_reopen(inode.objref, accmode_of(of.mode), None)
+            }
+            InodeKind::Fifo {
+                path,
+                pipe_size,
+                data,
+            } => {
+                if first {
+                    let anchor = park(pipe::restore_fifo(path, *pipe_size, data)?, self.high)?;
+                    self.on_inode.insert(inode.objref, anchor.as_raw_fd());
+                    self.spare.deposit(inode.objref, anchor);
+                }
+                self.claim_or_reopen(inode.objref, accmode_of(of.mode), Some(path.clone()))
+            }
+            InodeKind::Regular {
+                path,
+                size,
+                ino,
+                dev,
+                ..
+            } => regular::restore_open(path, of.flags, of.pos, *size, *ino, *dev),
+            InodeKind::Directory { path } => dir::restore_open(path, of.flags, of.pos),
+            InodeKind::CharDevice { path, rdev } | InodeKind::BlockDevice { path, rdev } => {
+                device::restore_open(path, of.flags, of.pos, *rdev)
+            }
+            other => Err(Error::Other(format!(
+                "not yet supported: a {} open file",
+                other.name()
+            ))),
+        }
+    }
+
+    /// A later open file of a pipe or FIFO: the deposited end if its access mode
+    /// fits, else a new open of the same object (by path for a FIFO, through
+    /// /proc/self/fd for a pipe), without blocking.
+    fn claim_or_reopen(
+        &mut self,
+        inode: ObjRef,
+        accmode: i32,
+        fifo_path: Option<PathBuf>,
+    ) -> Result<OwnedFd> {
+        if self
+            .spare
+            .get(inode)
+            .is_some_and(|s| fd_accmode(s) == accmode)
+        {
+            let fd = self.spare.take(inode).expect("checked above");
+            // A FIFO's anchor was its only holder: keep one while others open it.
+            return Ok(fd);
+        }
+        let path = match fifo_path {
+            Some(p) => p,
+            None => {
+                let via = self
+                    .spare
+                    .get(inode)
+                    .map(|s| s.as_raw_fd())
+                    .or_else(|| self.on_inode.get(&inode).copied())
+                    .ok_or_else(|| Error::Other(format!("pipe {inode}: no end left to reopen")))?;
+                proc_fd(via)
+            }
+        };
+        pipe::open_nonblocking(&path, accmode)
+    }
+
+    /// Where ckpt holds the open file `objref`.
+    pub fn fd_of(&self, objref: ObjRef) -> RawFd {
+        self.files
+            .get(objref)
+            .map(|f| f.as_raw_fd())
+            .expect("every open file of an fd record was created")
+    }
+
+    /// The fds process `pid` must end up with.
+    pub fn fd_plan(&self, plan: &Plan, pid: i32) -> Vec<FdPlan> {
+        plan.proc(pid)
+            .fds
+            .iter()
+            .map(|f| FdPlan {
+                target: f.fd,
+                source: self.fd_of(f.file),
+                cloexec: f.cloexec,
+            })
+            .collect()
+    }
+
+    /// F_SETOWN_EX for open files that had an owner; run once the owning
+    /// processes and threads exist. An owner outside the tree that is gone is
+    /// skipped with a warning.
+    pub fn set_owners(&self, plan: &Plan) -> Result<()> {
+        for (objref, of) in &plan.open_files {
+            let (Some(owner), Some(fd)) = (of.owner, self.files.get(*objref)) else {
+                continue;
+            };
+            if owner.pid == 0 {
+                continue;
+            }
+            #[repr(C)]
+            struct OwnerEx {
+                kind: libc::c_int,
+                pid: libc::pid_t,
+            }
+            let o = OwnerEx {
+                kind: owner.kind as i32,
+                pid: owner.pid,
+            };
+            // SAFETY: F_SETOWN_EX reads one f_owner_ex.
+            let rc = unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &o) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    warn!(
+                        "open file {objref} ({}): its owner {} no longer exists; left without one",
+                        of.path.display(),
+                        owner.pid
+                    );
+                    continue;
+                }
+                return Err(Error::io(
+                    format!(
+                        "open file {objref} ({}): F_SETOWN_EX to {}",
+                        of.path.display(),
+                        owner.pid
+                    ),
+                    e,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn proc_fd(fd: RawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{fd}"))
+}
+
+/// The saved status flags (O_APPEND, O_NONBLOCK, O_DIRECT, O_NOATIME, O_ASYNC) and
+/// F_SETSIG, on a freshly created open file.
+fn set_flags(fd: &OwnedFd, of: &OpenFileRecord) -> Result<()> {
+    if regular::is_path_only(of.flags) {
+        return Ok(()); // O_PATH: opened with exactly its flags, nothing to set
+    }
+    // SAFETY: fcntl on an fd we hold.
+    let rc = unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFL,
+            (of.flags & SETFL_MASK) as i32,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::io(
+            format!(
+                "F_SETFL {:#o} on {}",
+                of.flags & SETFL_MASK,
+                of.path.display()
+            ),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if let Some(owner) = of.owner
+        && owner.sig != 0
+    {
+        // SAFETY: F_SETSIG takes a signal number.
+        let rc = unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, owner.sig as i32) };
+        if rc < 0 {
+            return Err(Error::io(
+                format!("F_SETSIG {} on {}", owner.sig, of.path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}

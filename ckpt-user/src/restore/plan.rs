@@ -1,0 +1,608 @@
+//! The restore plan: the image's records regrouped per process, and every check
+//! that can be made before the first process is created.
+//!
+//! [`Image::open`] has already proved the records consistent with one another;
+//! this pass proves they can be restored *here*: every kind is supported, every
+//! file is still the one that was dumped, the machine matches (arch, page size,
+//! kernel, XSAVE layout, kernel-provided areas), the sessions and process groups
+//! can be rebuilt by forking, the fd table fits the fd limit, and the page
+//! contents pass their checksums. Anything that fails is refused with an error
+//! naming the pid, fd or area — before anything is created.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    os::unix::fs::FileTypeExt as _,
+    path::Path,
+};
+
+use ckpt_common::image::{
+    AreaKind, FdRecord, Image, InodeKind, InodeRecord, MemoryAreaRecord, ObjRef, OpenFileRecord,
+    ProcessRecord, ProcessState, Record, SharedMemoryRecord, ThreadRecord,
+    records::{map, prot},
+};
+
+use crate::{
+    error::{Error, Result},
+    kinds::{device, dir, regular},
+    memory::{self, MappingClass, PAGE_SIZE},
+    restore::remote::TRAMPOLINE_LEN,
+};
+
+/// One process of the image and everything that belongs to it.
+pub struct ProcPlan<'a> {
+    pub rec: &'a ProcessRecord,
+    /// Children in image order (they are created in this order).
+    pub children: Vec<i32>,
+    pub threads: Vec<&'a ThreadRecord>,
+    pub areas: Vec<&'a MemoryAreaRecord>,
+    pub fds: Vec<&'a FdRecord>,
+    /// The process group and session to give it: the image's, except that a group
+    /// or session of the root that lies outside the image becomes ckpt's own (the
+    /// restored root is ckpt's child, like a job started from ckpt's shell).
+    pub pgid: i32,
+    pub sid: i32,
+}
+
+impl ProcPlan<'_> {
+    pub fn pid(&self) -> i32 {
+        self.rec.pid
+    }
+
+    pub fn is_zombie(&self) -> bool {
+        self.rec.state == ProcessState::Zombie
+    }
+}
+
+/// The image regrouped for restore.
+pub struct Plan<'a> {
+    pub image: &'a Image,
+    /// In image order: the root first, every parent before its children.
+    pub procs: Vec<ProcPlan<'a>>,
+    pub index: HashMap<i32, usize>,
+    pub inodes: HashMap<ObjRef, &'a InodeRecord>,
+    pub open_files: HashMap<ObjRef, &'a OpenFileRecord>,
+    pub shared: Vec<&'a SharedMemoryRecord>,
+    /// Fd records in image order (the objref walk follows it).
+    pub fds: Vec<&'a FdRecord>,
+    /// Where every helper maps its trampoline: free in ckpt and in every saved
+    /// address space.
+    pub trampoline: u64,
+}
+
+impl<'a> Plan<'a> {
+    pub fn root(&self) -> &ProcPlan<'a> {
+        &self.procs[0]
+    }
+
+    pub fn proc(&self, pid: i32) -> &ProcPlan<'a> {
+        &self.procs[self.index[&pid]]
+    }
+
+    /// Every pid and tid the restore will take.
+    pub fn all_ids(&self) -> BTreeSet<i32> {
+        let mut ids = BTreeSet::new();
+        for p in &self.procs {
+            ids.insert(p.pid());
+            ids.extend(p.threads.iter().map(|t| t.tid));
+        }
+        ids
+    }
+
+    /// The largest fd number any process needs (-1 when none).
+    pub fn max_fd(&self) -> i32 {
+        self.fds.iter().map(|f| f.fd).max().unwrap_or(-1)
+    }
+
+    /// Groups the records and checks everything that does not touch the system.
+    pub fn build(image: &'a Image) -> Result<Plan<'a>> {
+        let mut procs: Vec<ProcPlan<'a>> = Vec::new();
+        let mut index = HashMap::new();
+        let mut inodes = HashMap::new();
+        let mut open_files = HashMap::new();
+        let mut shared = Vec::new();
+        let mut fds = Vec::new();
+        for r in &image.records {
+            match r {
+                Record::Process(p) => {
+                    index.insert(p.pid, procs.len());
+                    if let Some(&parent) = index.get(&p.ppid)
+                        && !procs.is_empty()
+                    {
+                        let parent: usize = parent;
+                        procs[parent].children.push(p.pid);
+                    }
+                    procs.push(ProcPlan {
+                        rec: p,
+                        children: Vec::new(),
+                        threads: Vec::new(),
+                        areas: Vec::new(),
+                        fds: Vec::new(),
+                        pgid: p.pgid,
+                        sid: p.sid,
+                    });
+                }
+                Record::Thread(t) => procs[index[&t.pid]].threads.push(t),
+                Record::MemoryArea(a) => procs[index[&a.pid]].areas.push(a),
+                Record::Fd(f) => {
+                    procs[index[&f.pid]].fds.push(f);
+                    fds.push(f);
+                }
+                Record::Inode(n) => {
+                    inodes.insert(n.objref, n);
+                }
+                Record::OpenFile(f) => {
+                    open_files.insert(f.objref, f);
+                }
+                Record::SharedMemory(s) => shared.push(s),
+            }
+        }
+        let mut plan = Plan {
+            image,
+            procs,
+            index,
+            inodes,
+            open_files,
+            shared,
+            fds,
+            trampoline: 0,
+        };
+        plan.check_machine()?;
+        plan.map_sessions()?;
+        plan.check_processes()?;
+        plan.check_files()?;
+        plan.check_memory()?;
+        plan.trampoline = plan.pick_trampoline()?;
+        Ok(plan)
+    }
+
+    fn check_machine(&self) -> Result<()> {
+        let h = &self.image.header;
+        if h.arch != std::env::consts::ARCH || h.arch != "x86_64" {
+            return Err(Error::Other(format!(
+                "not yet supported: the image is for {}, ckpt restores x86_64 images on x86_64 \
+                 (this is {})",
+                h.arch,
+                std::env::consts::ARCH
+            )));
+        }
+        if u64::from(h.page_size) != PAGE_SIZE {
+            return Err(Error::Other(format!(
+                "the image has {}-byte pages; this machine has {PAGE_SIZE}",
+                h.page_size
+            )));
+        }
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if h.kernel_release != release {
+            return Err(Error::Other(format!(
+                "not yet supported: the image was dumped on kernel {} and this is {release}; \
+                 the restored code would keep calling into the old kernel's vdso",
+                h.kernel_release
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decides each process's group and session and checks that forking can
+    /// rebuild them: a session leader calls setsid() before creating its
+    /// children, everyone else inherits its session from its parent; a group
+    /// leader creates its group, members join it once it exists.
+    fn map_sessions(&mut self) -> Result<()> {
+        let ids: BTreeSet<i32> = self.procs.iter().map(|p| p.pid()).collect();
+        let root = self.procs[0].rec;
+        let outside_pgid = (!ids.contains(&root.pgid)).then_some(root.pgid);
+        let outside_sid = (!ids.contains(&root.sid)).then_some(root.sid);
+        let my_pgid = nix::unistd::getpgrp().as_raw();
+        let my_sid = nix::unistd::getsid(None).map(|p| p.as_raw()).unwrap_or(0);
+        for i in 0..self.procs.len() {
+            let rec = self.procs[i].rec;
+            let pid = rec.pid;
+            let sid = if Some(rec.sid) == outside_sid {
+                my_sid
+            } else if ids.contains(&rec.sid) {
+                rec.sid
+            } else {
+                return Err(Error::Other(format!(
+                    "not yet supported: pid {pid} is in session {}, whose leader is not in the \
+                     image and which is not the root's session",
+                    rec.sid
+                )));
+            };
+            let pgid = if Some(rec.pgid) == outside_pgid {
+                if Some(rec.sid) != outside_sid {
+                    return Err(Error::Other(format!(
+                        "pid {pid}: process group {} belongs to the root's outer session, but \
+                         the process is in session {}",
+                        rec.pgid, rec.sid
+                    )));
+                }
+                my_pgid
+            } else if ids.contains(&rec.pgid) {
+                let leader = self.procs[self.index[&rec.pgid]].rec;
+                if leader.sid != rec.sid {
+                    return Err(Error::Other(format!(
+                        "pid {pid} is in process group {} of session {}, but the group's leader \
+                         is in session {}",
+                        rec.pgid, rec.sid, leader.sid
+                    )));
+                }
+                rec.pgid
+            } else {
+                return Err(Error::Other(format!(
+                    "not yet supported: pid {pid} is in process group {}, whose leader is not in \
+                     the image and which is not the root's group",
+                    rec.pgid
+                )));
+            };
+            if rec.sid == pid && rec.pgid != pid {
+                return Err(Error::Other(format!(
+                    "pid {pid} leads session {pid} but is in process group {}",
+                    rec.pgid
+                )));
+            }
+            if i > 0 && rec.sid != pid {
+                let parent = self.procs[self.index[&rec.ppid]].rec;
+                if parent.sid != rec.sid {
+                    return Err(Error::Other(format!(
+                        "not yet supported: pid {pid} is in session {} but its parent {} is in \
+                         session {} (a process can only inherit its parent's session)",
+                        rec.sid, parent.pid, parent.sid
+                    )));
+                }
+            }
+            if i == 0 && rec.sid != pid && Some(rec.sid) != outside_sid {
+                return Err(Error::Other(format!(
+                    "root {pid} is in session {} of one of its own descendants",
+                    rec.sid
+                )));
+            }
+            self.procs[i].pgid = pgid;
+            self.procs[i].sid = sid;
+        }
+        Ok(())
+    }
+
+    fn check_processes(&self) -> Result<()> {
+        let pid_max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(32768);
+        let xsave_len = xsave_size();
+        let root = self.root();
+        if root.is_zombie() {
+            return Err(Error::Other(format!(
+                "the root of the image, pid {}, is a zombie: there is nothing to restore",
+                root.pid()
+            )));
+        }
+        for p in &self.procs {
+            let pid = p.pid();
+            for id in std::iter::once(pid).chain(p.threads.iter().map(|t| t.tid)) {
+                if id <= 1 || id >= pid_max {
+                    return Err(Error::Other(format!(
+                        "pid {id} cannot be created here (pid_max is {pid_max})"
+                    )));
+                }
+            }
+            if p.is_zombie() {
+                continue;
+            }
+            if p.rec.exe.to_string_lossy().ends_with(" (deleted)") {
+                return Err(Error::Other(format!(
+                    "not yet supported: pid {pid} runs a deleted executable ({})",
+                    p.rec.exe.display()
+                )));
+            }
+            if p.rec.mm.auxv.len() > 52 {
+                return Err(Error::Other(format!(
+                    "pid {pid}: auxv has {} words, more than the kernel keeps (52)",
+                    p.rec.mm.auxv.len()
+                )));
+            }
+            if p.rec.groups.len() > 4096 {
+                return Err(Error::Other(format!(
+                    "not yet supported: pid {pid} has {} supplementary groups (at most 4096)",
+                    p.rec.groups.len()
+                )));
+            }
+            if !p.rec.root.as_os_str().is_empty() && !p.rec.root.is_dir() {
+                return Err(Error::Other(format!(
+                    "pid {pid}: root directory {} does not exist",
+                    p.rec.root.display()
+                )));
+            }
+            if !p.rec.cwd.is_dir() {
+                return Err(Error::Other(format!(
+                    "pid {pid}: working directory {} does not exist",
+                    p.rec.cwd.display()
+                )));
+            }
+            for t in &p.threads {
+                if t.regs.len() != std::mem::size_of::<libc::user_regs_struct>() {
+                    return Err(Error::Other(format!(
+                        "thread {}: {} bytes of registers, expected an x86-64 user_regs_struct",
+                        t.tid,
+                        t.regs.len()
+                    )));
+                }
+                if t.xsave.len() != xsave_len {
+                    return Err(Error::Other(format!(
+                        "not yet supported: thread {} has a {}-byte XSAVE area and this CPU's \
+                         is {xsave_len} bytes",
+                        t.tid,
+                        t.xsave.len()
+                    )));
+                }
+                if let Some(r) = t.robust_list
+                    && r.len != 24
+                {
+                    return Err(Error::Other(format!(
+                        "thread {}: robust list head of {} bytes (expected 24)",
+                        t.tid, r.len
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_files(&self) -> Result<()> {
+        let pipe_max: u32 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20);
+        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_err(|e| Error::Other(format!("getrlimit(RLIMIT_NOFILE): {e}")))?;
+        // ckpt holds every open file description at once, most at their own fd
+        // number, the others just above the largest one (a shortage found while
+        // placing them is reported then, still before any process exists).
+        let need = self.max_fd() as u64 + 64;
+        if need > hard {
+            return Err(Error::Other(format!(
+                "the image uses fd {} but the RLIMIT_NOFILE hard limit is {hard}",
+                self.max_fd()
+            )));
+        }
+        // Only what an fd or a mapping refers to must be restorable.
+        let mut used: Vec<(ObjRef, String)> = Vec::new();
+        // As CRIU does, a file only ever open O_WRONLY|O_APPEND (a log) may have
+        // grown since the dump; any other use needs it unchanged.
+        let mut size_matters: BTreeSet<ObjRef> = BTreeSet::new();
+        for f in &self.fds {
+            let of = self.open_files[&f.file];
+            used.push((of.inode, format!("pid {} fd {}", f.pid, f.fd)));
+            if !regular::is_log(of.flags) {
+                size_matters.insert(of.inode);
+            }
+        }
+        for p in &self.procs {
+            for a in &p.areas {
+                if let AreaKind::File { objref } = a.kind {
+                    size_matters.insert(objref);
+                    used.push((
+                        objref,
+                        format!("pid {} area {:#x}-{:#x}", p.pid(), a.start, a.end),
+                    ));
+                }
+            }
+        }
+        let mut checked = BTreeSet::new();
+        for (objref, who) in used {
+            if !checked.insert(objref) {
+                continue;
+            }
+            let inode = self.inodes[&objref];
+            let refuse =
+                |what: &str| Err(Error::Other(format!("not yet supported: {who} is {what}")));
+            match &inode.kind {
+                InodeKind::Pipe { pipe_size, .. } | InodeKind::Fifo { pipe_size, .. } => {
+                    if *pipe_size > pipe_max {
+                        return Err(Error::Other(format!(
+                            "{who}: a pipe of {pipe_size} bytes is above pipe-max-size \
+                             ({pipe_max}) and ckpt lacks CAP_SYS_RESOURCE"
+                        )));
+                    }
+                    if let InodeKind::Fifo { path, .. } = &inode.kind {
+                        let meta = std::fs::metadata(path)
+                            .map_err(|e| Error::io(format!("{who}: FIFO {}", path.display()), e))?;
+                        if !meta.file_type().is_fifo() {
+                            return Err(Error::Other(format!(
+                                "{who}: {} is no longer a FIFO",
+                                path.display()
+                            )));
+                        }
+                    }
+                }
+                InodeKind::Regular {
+                    path,
+                    size,
+                    ino,
+                    dev,
+                    ..
+                } => regular::check_unchanged(
+                    path,
+                    size_matters.contains(&objref).then_some(*size),
+                    *ino,
+                    *dev,
+                )
+                .map_err(|e| Error::Other(format!("{who}: {e}")))?,
+                InodeKind::Directory { path } => {
+                    dir::check(path).map_err(|e| Error::Other(format!("{who}: {e}")))?
+                }
+                InodeKind::CharDevice { path, rdev } | InodeKind::BlockDevice { path, rdev } => {
+                    device::check(path, *rdev).map_err(|e| Error::Other(format!("{who}: {e}")))?
+                }
+                InodeKind::Socket { description } => {
+                    return refuse(&format!("a socket ({description})"));
+                }
+                InodeKind::Anon { description } => {
+                    return refuse(&format!("an anon-inode object ({description})"));
+                }
+                InodeKind::Other { description, mode } => {
+                    return refuse(&format!("an object of mode {mode:o} ({description})"));
+                }
+            }
+        }
+        for f in &self.fds {
+            let of = self.open_files[&f.file];
+            if let Some(o) = of.owner
+                && o.kind > 2
+            {
+                return Err(Error::Other(format!(
+                    "pid {} fd {}: unknown owner kind {}",
+                    f.pid, f.fd, o.kind
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_memory(&self) -> Result<()> {
+        let mine = memory::mappings(std::process::id() as i32)?;
+        let kernel_size = |class: MappingClass| {
+            mine.iter()
+                .find(|m| m.class() == class)
+                .map(|m| m.end - m.start)
+        };
+        const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+        for p in &self.procs {
+            let pid = p.pid();
+            for a in &p.areas {
+                let area = format!("pid {pid} area {:#x}-{:#x}", a.start, a.end);
+                let shared = a.flags & map::SHARED != 0;
+                let class = match a.kind {
+                    AreaKind::Vdso => Some(MappingClass::Vdso),
+                    AreaKind::Vvar => Some(MappingClass::Vvar),
+                    AreaKind::VvarVclock => Some(MappingClass::VvarVclock),
+                    AreaKind::Vsyscall => {
+                        if a.start != 0xffff_ffff_ff60_0000 {
+                            return Err(Error::Other(format!(
+                                "{area}: vsyscall page at an unexpected address"
+                            )));
+                        }
+                        continue;
+                    }
+                    AreaKind::Anon | AreaKind::Heap | AreaKind::Stack if shared => {
+                        return Err(Error::Other(format!(
+                            "{area}: a {} area marked MAP_SHARED",
+                            a.kind.name()
+                        )));
+                    }
+                    AreaKind::SharedAnon { .. } if !shared => {
+                        return Err(Error::Other(format!(
+                            "{area}: a shared-anonymous area marked MAP_PRIVATE"
+                        )));
+                    }
+                    _ => None,
+                };
+                if a.end > TASK_SIZE {
+                    return Err(Error::Other(format!(
+                        "not yet supported: {area} lies above the 47-bit user address space"
+                    )));
+                }
+                if let Some(class) = class {
+                    match kernel_size(class) {
+                        Some(n) if n == a.end - a.start => {}
+                        Some(n) => {
+                            return Err(Error::Other(format!(
+                                "not yet supported: {area} is a {}-byte [{}] and this kernel's \
+                                 is {n} bytes",
+                                a.end - a.start,
+                                a.kind.name()
+                            )));
+                        }
+                        None => {
+                            return Err(Error::Other(format!(
+                                "not yet supported: {area} is a [{}] area and this kernel maps \
+                                 none",
+                                a.kind.name()
+                            )));
+                        }
+                    }
+                }
+                if let AreaKind::File { objref } = a.kind
+                    && !matches!(self.inodes[&objref].kind, InodeKind::Regular { .. })
+                {
+                    return Err(Error::Other(format!(
+                        "not yet supported: {area} maps a {}",
+                        self.inodes[&objref].kind.name()
+                    )));
+                }
+                if a.prot & !(prot::READ | prot::WRITE | prot::EXEC) != 0 {
+                    return Err(Error::Other(format!("{area}: unknown protections")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An address range free in ckpt (which every helper starts as a copy of) and in
+    /// every saved address space, away from where the kernel puts new mappings.
+    fn pick_trampoline(&self) -> Result<u64> {
+        let mut busy: Vec<(u64, u64)> = memory::mappings(std::process::id() as i32)?
+            .iter()
+            .map(|m| (m.start, m.end))
+            .collect();
+        for p in &self.procs {
+            busy.extend(p.areas.iter().map(|a| (a.start, a.end)));
+        }
+        // Leave a margin around everything (heaps and stacks grow).
+        let margin = 1 << 30;
+        let busy: Vec<(u64, u64)> = busy
+            .into_iter()
+            .map(|(s, e)| (s.saturating_sub(margin), e.saturating_add(margin)))
+            .collect();
+        free_gap(&busy, TRAMPOLINE_LEN, 1 << 32, 0x7000_0000_0000).ok_or_else(|| {
+            Error::Other("found no free address range for the restore trampoline".into())
+        })
+    }
+
+    /// Every page run, read and checked against its crc32 before anything is created.
+    pub fn verify_pages(&self, dir: &Path) -> Result<u64> {
+        Ok(self.image.verify_pages(dir)?)
+    }
+}
+
+/// The lowest address ≥ `from` (and below `below`) where `len` bytes fit between the
+/// ranges in `busy`.
+pub fn free_gap(busy: &[(u64, u64)], len: u64, from: u64, below: u64) -> Option<u64> {
+    let mut ranges = busy.to_vec();
+    ranges.sort_unstable();
+    let mut at = from;
+    for (s, e) in ranges {
+        if e <= at {
+            continue;
+        }
+        if s >= at.checked_add(len)? {
+            break;
+        }
+        at = at.max(e.next_multiple_of(PAGE_SIZE));
+    }
+    (at.checked_add(len)? <= below).then_some(at)
+}
+
+/// Bytes of this CPU's XSAVE area as ptrace's NT_X86_XSTATE regset carries it
+/// (CPUID leaf 0xd: the size for the features enabled in XCR0).
+pub fn xsave_size() -> usize {
+    // SAFETY: CPUID leaf 0xd exists on every x86-64 CPU with XSAVE, which Linux
+    // x86-64 requires for the NT_X86_XSTATE regset the image was read from.
+    #[allow(unused_unsafe)]
+    let r = unsafe { std::arch::x86_64::__cpuid_count(0xd, 0) };
+    r.ebx as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_gap_skips_busy_ranges() {
+        let busy = [(0x1000, 0x3000), (0x5000, 0x6000), (0x2000, 0x4000)];
+        assert_eq!(free_gap(&busy, 0x1000, 0x1000, 0x10000), Some(0x4000));
+        assert_eq!(free_gap(&busy, 0x2000, 0x1000, 0x10000), Some(0x6000));
+        assert_eq!(free_gap(&busy, 0x1000, 0x0, 0x10000), Some(0x0));
+        assert_eq!(free_gap(&busy, 0x1000, 0x1000, 0x5000), Some(0x4000));
+        assert_eq!(free_gap(&busy, 0x2000, 0x1000, 0x7000), None);
+    }
+}

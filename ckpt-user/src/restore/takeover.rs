@@ -1,0 +1,167 @@
+//! Taking a helper over: seize it with ptrace and turn it, by remote syscalls from
+//! its trampoline, into the dumped process — memory, signal handlers, threads,
+//! per-thread registrations, root, limits, credentials, pending signals, and last
+//! the registers (the trampoline itself is unmapped by the main thread's last
+//! syscall). The process is left stopped; the caller detaches every process once
+//! all are done.
+
+use std::{fs::File, rc::Rc};
+
+use nix::{
+    sys::{
+        ptrace,
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::Pid,
+};
+
+use crate::{
+    error::{Error, Result},
+    memory::{self, AreaSources},
+    process,
+    restore::{plan::ProcPlan, remote::Remote},
+    thread,
+};
+
+/// Names the step and the pid in an error.
+pub fn step<T>(pid: i32, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = std::time::Instant::now();
+    let result = if crate::restore::fault_point(name, pid) {
+        Err(Error::Other(
+            "injected failure (CKPT_RESTORE_FAIL_AT)".into(),
+        ))
+    } else {
+        f()
+    };
+    log::debug!(
+        "restore: pid {pid}: {name} took {:.3} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    result.map_err(|e| Error::Other(format!("step `{name}` failed for pid {pid}: {e}")))
+}
+
+/// Seizes a thread and stops it (PTRACE_SEIZE + PTRACE_INTERRUPT).
+pub fn seize(tid: i32) -> Result<()> {
+    let t = Pid::from_raw(tid);
+    ptrace::seize(
+        t,
+        ptrace::Options::PTRACE_O_TRACECLONE
+            | ptrace::Options::PTRACE_O_EXITKILL
+            | ptrace::Options::PTRACE_O_TRACESYSGOOD,
+    )
+    .map_err(|e| Error::Other(format!("PTRACE_SEIZE of {tid}: {e}")))?;
+    ptrace::interrupt(t).map_err(|e| Error::Other(format!("PTRACE_INTERRUPT of {tid}: {e}")))?;
+    loop {
+        match waitpid(t, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::Stopped(..)) => return Ok(()),
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
+                return Err(Error::Other(format!(
+                    "{tid} died before it could be seized"
+                )));
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Other(format!("waiting for {tid} to stop: {e}"))),
+        }
+    }
+}
+
+/// Turns the helper of `p` into the dumped process. `seized` collects every thread
+/// attached so far (for detaching, or for killing on failure).
+pub fn take_over(
+    p: &ProcPlan,
+    trampoline: u64,
+    report_fd: i32,
+    src: &AreaSources,
+    seized: &mut Vec<i32>,
+) -> Result<()> {
+    let pid = p.pid();
+    step(pid, "seize", || seize(pid))?;
+    seized.push(pid);
+    let main = step(pid, "seize", || {
+        // Nothing is delivered while ckpt works on the process.
+        thread::restore_sigmask(pid, !0)?;
+        let mem = File::options()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map_err(|e| Error::io(format!("opening /proc/{pid}/mem"), e))?;
+        Remote::new(pid, pid, trampoline, Rc::new(mem))
+    })?;
+    step(pid, "leave ckpt", || {
+        main.call(
+            || "prctl(PR_SET_PDEATHSIG, 0)".into(),
+            libc::SYS_prctl,
+            &[libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0],
+        )?;
+        thread::restore_unregister_rseq(&main)?;
+        // The helper closes its report fd before it waits; make sure.
+        main.syscall(libc::SYS_close, &[report_fd as u64])?;
+        Ok(())
+    })?;
+    step(pid, "memory", || {
+        memory::restore_address_space(&main, &p.areas, src)?;
+        memory::restore_mm(&main, &p.rec.mm, &p.rec.exe)
+    })?;
+    step(pid, "signal handlers", || {
+        process::restore_sigactions(&main, &p.rec.sigactions)
+    })?;
+    let main_rec = p
+        .threads
+        .iter()
+        .find(|t| t.tid == pid)
+        .ok_or_else(|| Error::Other(format!("pid {pid} has no main thread record")))?;
+    // Every thread with a Remote of its own (the main thread's is a second handle
+    // on the same stopped thread).
+    let mut threads = vec![(main_rec, main.for_thread(pid)?)];
+    for t in p.threads.iter().filter(|t| t.tid != pid) {
+        let r = step(pid, "create threads", || {
+            thread::restore_create(&main, t.tid)
+        })?;
+        seized.push(t.tid);
+        threads.push((t, r));
+    }
+    for (rec, r) in &threads {
+        step(pid, "thread registrations", || {
+            thread::restore_registrations(r, rec)
+        })
+        .map_err(|e| Error::Other(format!("{e} (thread {})", rec.tid)))?;
+    }
+    step(pid, "root directory", || {
+        process::restore_root(&main, &p.rec.root)
+    })?;
+    step(pid, "resource limits", || {
+        process::restore_rlimits(pid, &p.rec.rlimits)
+    })?;
+    if !process::creds_are_ckpts(&p.rec.creds, &p.rec.groups) {
+        for (rec, r) in &threads {
+            step(pid, "credentials", || {
+                process::restore_creds(r, &p.rec.creds, &p.rec.groups)
+            })
+            .map_err(|e| Error::Other(format!("{e} (thread {})", rec.tid)))?;
+        }
+        step(pid, "credentials", || process::restore_dumpable(&main))?;
+    }
+    for (rec, r) in &threads {
+        step(pid, "pending signals", || thread::restore_pending(r, rec))?;
+    }
+    step(pid, "pending signals", || {
+        process::restore_shared_pending(&main, &p.rec.shared_pending)
+    })?;
+    for (rec, _) in threads.iter().filter(|(rec, _)| rec.tid != pid) {
+        step(pid, "registers", || thread::restore_final(rec.tid, rec))?;
+    }
+    step(pid, "registers", || {
+        main.unmap_trampoline_and_set(thread::restore_final_regs(main_rec))?;
+        thread::restore_xsave(pid, &main_rec.xsave)?;
+        thread::restore_sigmask(pid, main_rec.sigmask)
+    })
+}
+
+/// Lets every seized thread run.
+pub fn detach(tids: &[i32]) -> Result<()> {
+    for &tid in tids {
+        ptrace::detach(Pid::from_raw(tid), None)
+            .map_err(|e| Error::Other(format!("PTRACE_DETACH of {tid}: {e}")))?;
+    }
+    Ok(())
+}
