@@ -60,14 +60,20 @@ impl RemoteThread {
         for (slot, v) in slots.into_iter().zip(args) {
             *slot = *v;
         }
-        let run = || -> Result<i64> {
+        let mut deferred: Vec<Signal> = Vec::new();
+        let mut run = || -> Result<i64> {
             ptrace::setregs(self.tid, regs).map_err(|e| ctx("PTRACE_SETREGS", e))?;
             ptrace::cont(self.tid, None).map_err(|e| ctx("PTRACE_CONT", e))?;
             loop {
                 match waitpid(self.tid, Some(WaitPidFlag::__WALL)) {
                     Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => break,
-                    // Another signal arrived: keep it pending for later, carry on.
-                    Ok(WaitStatus::Stopped(_, _)) | Ok(WaitStatus::PtraceEvent(..)) => {
+                    // Another signal arrived: hold it back now (it must not run a
+                    // handler inside our call) and queue it again afterwards.
+                    Ok(WaitStatus::Stopped(_, sig)) => {
+                        deferred.push(sig);
+                        ptrace::cont(self.tid, None).map_err(|e| ctx("PTRACE_CONT", e))?;
+                    }
+                    Ok(WaitStatus::PtraceEvent(..)) => {
                         ptrace::cont(self.tid, None).map_err(|e| ctx("PTRACE_CONT", e))?;
                     }
                     Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
@@ -88,6 +94,11 @@ impl RemoteThread {
         // Put everything back whatever happened.
         let _ = ptrace::write(self.tid, ip, code);
         let _ = ptrace::setregs(self.tid, saved);
+        for sig in deferred {
+            // SAFETY: tkill queues `sig` for the (stopped) thread; it is delivered
+            // once the thread runs again, as if it had just arrived.
+            unsafe { libc::syscall(libc::SYS_tkill, self.tid.as_raw(), sig as i32) };
+        }
         result
     }
 
