@@ -15,7 +15,7 @@
 //! bootstrapping the machine's existing fds takes (`ckpt monitor --once`).
 //!
 //! Other benchmarks are variants of [`Bench`], each with its own function or module
-//! (`dump`: [`bench_dump`]).
+//! (`dump`: [`bench_dump`], `restore`: [`bench_restore`]).
 
 use std::{
     collections::BTreeMap,
@@ -38,6 +38,8 @@ use crate::{
 // Declared here (not in main.rs) so the dump benchmark stays within this subcommand.
 #[path = "bench_dump.rs"]
 mod bench_dump;
+#[path = "bench_restore.rs"]
+mod bench_restore;
 
 /// Where a running monitor pins its maps, and the map whose pin says it is up.
 const PIN_FDS: &str = "/sys/fs/bpf/ckpt/CKPT_FDS";
@@ -56,6 +58,8 @@ pub enum Bench {
     Monitor,
     /// `ckpt dump` time, frozen window and image size on four workloads, against CRIU.
     Dump,
+    /// `ckpt restore -d` time next to the dump time on the same four workloads.
+    Restore,
 }
 
 #[derive(Args)]
@@ -82,6 +86,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match args.name {
         Bench::Monitor => monitor(&ckpt, args),
         Bench::Dump => bench_dump::run(&ckpt, args.rounds),
+        Bench::Restore => bench_restore::run(&ckpt, args.rounds),
     }
 }
 

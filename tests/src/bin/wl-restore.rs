@@ -1,0 +1,915 @@
+//! Workloads for `tests/tests/restore.rs`: `wl-restore <scenario> <dir>`.
+//!
+//! Why files instead of stdio: after a restore the workload's stdin/stdout pipes to
+//! the test are gone (they lead outside the dumped tree). So every workload calls
+//! setsid() (its session and group leader is then in the image), writes
+//! `<dir>/ready` (`READY <pid> [pids...]`, by rename so it appears whole), runs its
+//! scenario until `<dir>/go` exists (the test creates it after restoring), then
+//! checks what it can only check from the inside and appends one line per check to
+//! `<dir>/result` (`PASS who: what` or `FAIL who: expected/got`), then `DONE`.
+//! The root exits 0 when no check failed, else 1 (`exit42` exits 42).
+
+use std::{
+    io,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use ckpt_tests::wl::{check, close, dup, dup2, fork, getpid, move_fd, open, pipe2, write_all};
+
+static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn dir() -> &'static str {
+    DIR.get().expect("dir set")
+}
+
+fn path(name: &str) -> String {
+    format!("{}/{name}", dir())
+}
+
+fn exists(name: &str) -> bool {
+    std::path::Path::new(&path(name)).exists()
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn go() -> bool {
+    exists("go")
+}
+
+fn wait_go() {
+    while !go() {
+        sleep_ms(5);
+    }
+}
+
+/// Appends one line to `<dir>/result` in one write (O_APPEND, so lines from several
+/// processes never interleave).
+fn line(text: &str) {
+    let fd = open(
+        &path("result"),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+        0o644,
+    );
+    write_all(fd, format!("{text}\n").as_bytes());
+    close(fd);
+}
+
+fn report(who: &str, ok: bool, what: &str) -> bool {
+    line(&format!(
+        "{} {who}: {what}",
+        if ok { "PASS" } else { "FAIL" }
+    ));
+    ok
+}
+
+/// `report` for an equality: the message says expected and got.
+fn expect_eq<T: PartialEq + std::fmt::Debug>(who: &str, what: &str, got: T, want: T) -> bool {
+    if got == want {
+        report(who, true, &format!("{what} = {got:?}"))
+    } else {
+        report(
+            who,
+            false,
+            &format!("{what}: expected {want:?}, got {got:?}"),
+        )
+    }
+}
+
+fn ready(pids: &[i32]) {
+    let mut s = String::from("READY");
+    for p in pids {
+        s.push_str(&format!(" {p}"));
+    }
+    s.push('\n');
+    let tmp = path("ready.tmp");
+    std::fs::write(&tmp, s).expect("ready.tmp");
+    std::fs::rename(&tmp, path("ready")).expect("ready");
+}
+
+/// Waits for `children` (each exits 0 on success), reports how each ended, writes
+/// DONE and exits with 0 if no FAIL line was written, else 1.
+fn finish(children: &[(i32, &str)]) -> ! {
+    for &(pid, who) in children {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        let ok = r == pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+        report(
+            who,
+            ok,
+            &format!("child {pid} ended (waitpid={r}, status={st:#x}; expected exit 0)"),
+        );
+    }
+    let text = std::fs::read_to_string(path("result")).unwrap_or_default();
+    let failed = text.lines().any(|l| l.starts_with("FAIL"));
+    line("DONE");
+    std::process::exit(i32::from(failed));
+}
+
+fn child_exit(ok: bool) -> ! {
+    // SAFETY: leave without running atexit handlers of the parent's image.
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+}
+
+/// Reads until `buf` is full or EOF, with a poll timeout per read (so a lost wakeup
+/// fails instead of hanging). Returns the bytes read, or an error message.
+fn read_full(fd: i32, buf: &mut [u8], timeout_ms: i32) -> Result<usize, String> {
+    let mut off = 0;
+    while off < buf.len() {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if r == 0 {
+            return Err(format!("no data on fd {fd} for {timeout_ms} ms"));
+        }
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(format!("poll fd {fd}: {}", io::Error::last_os_error()));
+        }
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::read(fd, buf[off..].as_mut_ptr().cast(), buf.len() - off) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN)) {
+                continue;
+            }
+            return Err(format!("read fd {fd}: {e}"));
+        }
+        if n == 0 {
+            break;
+        }
+        off += n as usize;
+    }
+    Ok(off)
+}
+
+fn read_u64(fd: i32) -> Result<u64, String> {
+    let mut b = [0u8; 8];
+    match read_full(fd, &mut b, 10_000)? {
+        8 => Ok(u64::from_le_bytes(b)),
+        n => Err(format!("short read of {n} bytes on fd {fd}")),
+    }
+}
+
+fn kcmp_file(pid1: i32, pid2: i32, fd1: i32, fd2: i32) -> i64 {
+    // SAFETY: kcmp only compares kernel objects.
+    unsafe {
+        libc::syscall(libc::SYS_kcmp, pid1, pid2, 0 /* KCMP_FILE */, fd1, fd2)
+    }
+}
+
+fn tell(fd: i32) -> i64 {
+    // SAFETY: plain syscall.
+    unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }
+}
+
+fn getfd(fd: i32) -> i32 {
+    // SAFETY: plain fcntl.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) }
+}
+
+fn getfl(fd: i32) -> i32 {
+    // SAFETY: plain fcntl.
+    unsafe { libc::fcntl(fd, libc::F_GETFL) }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    assert!(args.len() == 3, "usage: wl-restore <scenario> <dir>");
+    DIR.set(args[2].clone()).expect("once");
+    // SAFETY: plain syscall; the spawner does not make us a group leader.
+    if unsafe { libc::setsid() } < 0 {
+        panic!("setsid: {}", io::Error::last_os_error());
+    }
+    match args[1].as_str() {
+        "counter" => counter(),
+        "pipeline" => pipeline(),
+        "cross" => cross(),
+        "fullpipe" => fullpipe(),
+        "sharing" => sharing(),
+        "fifo" => fifo(),
+        "threads" => threads(),
+        "shm" => shm(),
+        "restart" => restart(),
+        "exit42" => {
+            ready(&[getpid()]);
+            wait_go();
+            std::process::exit(42);
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+/// 1. A counter writing `i\n` lines through one fd; after go, 200 more lines; then
+///    the file must hold 0..n exactly once each, in order.
+fn counter() {
+    let fd = open(
+        &path("counter.txt"),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        0o644,
+    );
+    let mut i: u64 = 0;
+    let mut stop_at = u64::MAX;
+    loop {
+        write_all(fd, format!("{i}\n").as_bytes());
+        i += 1;
+        if i == 20 {
+            ready(&[getpid()]);
+        }
+        if i >= stop_at {
+            break;
+        }
+        if stop_at == u64::MAX && i > 20 && go() {
+            stop_at = i + 200;
+        }
+        sleep_ms(1);
+    }
+    close(fd);
+    let text = std::fs::read_to_string(path("counter.txt")).unwrap_or_default();
+    let mut ok = true;
+    let mut n = 0u64;
+    for (k, l) in text.lines().enumerate() {
+        if l.parse::<u64>() != Ok(k as u64) {
+            ok = report(
+                "counter",
+                false,
+                &format!("line {k}: expected {k}, got {l:?}"),
+            );
+            break;
+        }
+        n += 1;
+    }
+    if ok {
+        expect_eq("counter", "lines in the file", n, i);
+    }
+    finish(&[]);
+}
+
+const PIPE_TOTAL: u64 = 600_000;
+const PIPE_HALF: u64 = 300_000;
+
+fn filter_fn(v: u64) -> u64 {
+    v.wrapping_mul(3).wrapping_add(1)
+}
+
+fn checksum_step(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// 2. producer | filter | consumer, pipes full at the dump (the consumer reads slowly
+///    and the producer stops at half until go).
+fn pipeline() {
+    let root = getpid();
+    let (p1r, p1w) = pipe2(0);
+    let (p2r, p2w) = pipe2(0);
+    let producer = fork();
+    if producer == 0 {
+        close(p1r);
+        close(p2r);
+        close(p2w);
+        let mut v = 0u64;
+        while v < PIPE_TOTAL {
+            if v >= PIPE_HALF {
+                wait_go();
+            }
+            let mut buf = Vec::with_capacity(4096);
+            for k in v..(v + 512).min(PIPE_TOTAL) {
+                buf.extend_from_slice(&k.to_le_bytes());
+            }
+            write_all(p1w, &buf);
+            v += 512;
+        }
+        close(p1w);
+        child_exit(true);
+    }
+    let filter = fork();
+    if filter == 0 {
+        close(p1w);
+        close(p2r);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = match read_full(p1r, &mut buf, 30_000) {
+                Ok(n) => n,
+                Err(e) => child_exit(report("filter", false, &e)),
+            };
+            let mut out = Vec::with_capacity(n);
+            for c in buf[..n - n % 8].chunks(8) {
+                let v = u64::from_le_bytes(c.try_into().unwrap());
+                out.extend_from_slice(&filter_fn(v).to_le_bytes());
+            }
+            write_all(p2w, &out);
+            if n < buf.len() {
+                break;
+            }
+        }
+        close(p2w);
+        child_exit(true);
+    }
+    let consumer = fork();
+    if consumer == 0 {
+        close(p1r);
+        close(p1w);
+        close(p2w);
+        let mut buf = vec![0u8; 2048];
+        let mut k = 0u64;
+        let mut h = 0u64;
+        loop {
+            let n = match read_full(p2r, &mut buf, 30_000) {
+                Ok(n) => n,
+                Err(e) => child_exit(report("consumer", false, &format!("at value #{k}: {e}"))),
+            };
+            for c in buf[..n - n % 8].chunks(8) {
+                let v = u64::from_le_bytes(c.try_into().unwrap());
+                if v != filter_fn(k) {
+                    child_exit(report(
+                        "consumer",
+                        false,
+                        &format!("value #{k}: expected {}, got {v}", filter_fn(k)),
+                    ));
+                }
+                h = checksum_step(h, v);
+                k += 1;
+            }
+            if n < buf.len() {
+                break;
+            }
+            if !go() {
+                sleep_ms(2);
+            }
+        }
+        let want = (0..PIPE_TOTAL).fold(0u64, |h, k| checksum_step(h, filter_fn(k)));
+        let a = expect_eq("consumer", "values received", k, PIPE_TOTAL);
+        let b = expect_eq("consumer", "checksum", h, want);
+        child_exit(a && b);
+    }
+    for fd in [p1r, p1w, p2r, p2w] {
+        close(fd);
+    }
+    ready(&[root, producer, filter, consumer]);
+    finish(&[
+        (producer, "producer"),
+        (filter, "filter"),
+        (consumer, "consumer"),
+    ]);
+}
+
+/// 3. Two pipes dup2'ed crosswise onto fds 10/11 in parent and child, ping-ponging a
+///    counter: every value must arrive exactly once.
+fn cross() {
+    let root = getpid();
+    let (ar, aw) = pipe2(0); // parent -> child
+    let (br, bw) = pipe2(0); // child -> parent
+    let child = fork();
+    if child == 0 {
+        dup2(ar, 11);
+        dup2(bw, 10);
+        for fd in [ar, aw, br, bw] {
+            close(fd);
+        }
+        let mut last: Option<u64> = None;
+        loop {
+            let n = match read_u64(11) {
+                Ok(n) => n,
+                Err(e) => child_exit(report("cross-child", false, &e)),
+            };
+            if n == u64::MAX {
+                child_exit(report(
+                    "cross-child",
+                    true,
+                    &format!("every value continued by 2 (last {last:?})"),
+                ));
+            }
+            if let Some(l) = last
+                && n != l + 2
+            {
+                child_exit(report(
+                    "cross-child",
+                    false,
+                    &format!("expected {}, got {n}", l + 2),
+                ));
+            }
+            last = Some(n);
+            write_all(10, &(n + 1).to_le_bytes());
+        }
+    }
+    dup2(aw, 10);
+    dup2(br, 11);
+    for fd in [ar, aw, br, bw] {
+        close(fd);
+    }
+    let mut n = 0u64;
+    let mut rounds_after_go: Option<u32> = None;
+    let mut rounds = 0u64;
+    loop {
+        write_all(10, &n.to_le_bytes());
+        let m = match read_u64(11) {
+            Ok(m) => m,
+            Err(e) => {
+                report(
+                    "cross-parent",
+                    false,
+                    &format!("waiting for {}: {e}", n + 1),
+                );
+                // SAFETY: our own child.
+                unsafe { libc::kill(child, libc::SIGKILL) };
+                finish(&[]);
+            }
+        };
+        if m != n + 1 {
+            report(
+                "cross-parent",
+                false,
+                &format!("expected {}, got {m}", n + 1),
+            );
+            // SAFETY: our own child.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            finish(&[]);
+        }
+        n = m + 1;
+        rounds += 1;
+        if rounds == 10 {
+            ready(&[root, child]);
+        }
+        match rounds_after_go {
+            Some(0) => break,
+            Some(ref mut r) => *r -= 1,
+            None if rounds > 10 && go() => rounds_after_go = Some(2000),
+            None => sleep_ms(1),
+        }
+    }
+    report(
+        "cross-parent",
+        true,
+        &format!("{rounds} rounds, last value {n}"),
+    );
+    write_all(10, &u64::MAX.to_le_bytes());
+    finish(&[(child, "cross-child")]);
+}
+
+fn fill_byte(i: usize) -> u8 {
+    ((i * 7 + i / 251) % 256) as u8
+}
+
+/// 4. A 256 KiB pipe filled to EAGAIN through an O_NONBLOCK write end and its dup.
+fn fullpipe() {
+    const SIZE: i32 = 256 * 1024;
+    let (r, w) = pipe2(libc::O_NONBLOCK);
+    // SAFETY: plain fcntl.
+    check(
+        unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, SIZE) },
+        "F_SETPIPE_SZ",
+    );
+    let w2 = dup(w);
+    let mut total = 0usize;
+    let mut which = 0;
+    loop {
+        // 4 KiB writes are atomic (PIPE_BUF) and divide the size: the pipe ends full.
+        let chunk: Vec<u8> = (total..total + 4096).map(fill_byte).collect();
+        let fd = if which % 2 == 0 { w } else { w2 };
+        which += 1;
+        // SAFETY: chunk is valid for its length.
+        let n = unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "write: {e}");
+            break;
+        }
+        total += n as usize;
+    }
+    ready(&[getpid()]);
+    wait_go();
+    let who = "fullpipe";
+    expect_eq(who, "bytes written before the dump", total, SIZE as usize);
+    for (name, fd) in [("read end", r), ("write end", w), ("dup of write end", w2)] {
+        expect_eq(
+            who,
+            &format!("O_NONBLOCK on the {name}"),
+            getfl(fd) & libc::O_NONBLOCK != 0,
+            true,
+        );
+    }
+    // SAFETY: plain fcntl.
+    let sz = unsafe { libc::fcntl(r, libc::F_GETPIPE_SZ) };
+    expect_eq(who, "F_GETPIPE_SZ", sz, SIZE);
+    expect_eq(
+        who,
+        "kcmp(write end, its dup)",
+        kcmp_file(getpid(), getpid(), w, w2),
+        0,
+    );
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { libc::ioctl(r, libc::FIONREAD, &mut queued) };
+    expect_eq(who, "FIONREAD", queued as usize, total);
+    // SAFETY: one byte from a static buffer.
+    let n = unsafe { libc::write(w2, b"x".as_ptr().cast(), 1) };
+    let e = io::Error::last_os_error().raw_os_error();
+    expect_eq(
+        who,
+        "write to the full pipe",
+        (n, e),
+        (-1, Some(libc::EAGAIN)),
+    );
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n as usize]);
+    }
+    expect_eq(who, "bytes read back", got.len(), total);
+    let want: Vec<u8> = (0..total).map(fill_byte).collect();
+    let first_bad = got.iter().zip(&want).position(|(a, b)| a != b);
+    expect_eq(who, "first differing byte", first_bad, None);
+    finish(&[]);
+}
+
+/// 5. fd 20, dup at 21 (cloexec), an independent open at 22, an O_APPEND open at 23
+///    (cloexec), then fork: sharing, offsets, appends and close-on-exec.
+fn sharing() {
+    let file = path("shared.dat");
+    std::fs::write(&file, vec![b'x'; 8192]).expect("shared.dat");
+    let a = move_fd(open(&file, libc::O_RDWR, 0), 20);
+    let b = move_fd(dup(a), 21);
+    let c = move_fd(open(&file, libc::O_RDWR, 0), 22);
+    let d = move_fd(open(&file, libc::O_WRONLY | libc::O_APPEND, 0), 23);
+    ckpt_tests::wl::set_cloexec(b);
+    ckpt_tests::wl::set_cloexec(d);
+    ckpt_tests::wl::lseek(a, 100);
+    ckpt_tests::wl::lseek(c, 300);
+    let (pr, pw) = pipe2(0);
+    let (pr, pw) = (move_fd(pr, 30), move_fd(pw, 31));
+    let (qr, qw) = pipe2(0);
+    let (qr, qw) = (move_fd(qr, 32), move_fd(qw, 33));
+    let root = getpid();
+    let cloexec_want = [(20, 0), (21, 1), (22, 0), (23, 1)];
+    let child = fork();
+    if child == 0 {
+        close(pw);
+        close(qr);
+        let who = "sharing-child";
+        let mut b1 = [0u8; 1];
+        if let Err(e) = read_full(pr, &mut b1, 60_000) {
+            child_exit(report(who, false, &e));
+        }
+        let mut ok = true;
+        for (fd, want) in cloexec_want {
+            ok &= expect_eq(who, &format!("FD_CLOEXEC of fd {fd}"), getfd(fd), want);
+        }
+        ok &= expect_eq(
+            who,
+            "offset of fd 20 after the parent seeked fd 21",
+            tell(20),
+            1234,
+        );
+        ok &= expect_eq(who, "offset of the independent fd 22", tell(22), 300);
+        ckpt_tests::wl::lseek(21, 555);
+        write_all(23, b"CHILD\n");
+        write_all(qw, b"+");
+        child_exit(ok);
+    }
+    close(pr);
+    close(qw);
+    ready(&[root, child]);
+    wait_go();
+    let who = "sharing-parent";
+    for (fd, want) in cloexec_want {
+        expect_eq(who, &format!("FD_CLOEXEC of fd {fd}"), getfd(fd), want);
+    }
+    expect_eq(
+        who,
+        "O_APPEND on fd 23",
+        getfl(23) & libc::O_APPEND != 0,
+        true,
+    );
+    expect_eq(
+        who,
+        "O_APPEND on fd 20",
+        getfl(20) & libc::O_APPEND != 0,
+        false,
+    );
+    let me = getpid();
+    expect_eq(who, "kcmp(20, 21)", kcmp_file(me, me, 20, 21), 0);
+    for fd in [20, 21, 22, 23] {
+        expect_eq(
+            who,
+            &format!("kcmp(parent {fd}, child {fd})"),
+            kcmp_file(me, child, fd, fd),
+            0,
+        );
+    }
+    expect_eq(
+        who,
+        "kcmp(20, 22) != 0",
+        kcmp_file(me, me, 20, 22) != 0,
+        true,
+    );
+    expect_eq(
+        who,
+        "kcmp(22, 23) != 0",
+        kcmp_file(me, me, 22, 23) != 0,
+        true,
+    );
+    expect_eq(who, "offset of fd 20", tell(20), 100);
+    expect_eq(who, "offset of fd 21", tell(21), 100);
+    expect_eq(who, "offset of fd 22", tell(22), 300);
+    ckpt_tests::wl::lseek(21, 1234);
+    expect_eq(who, "offset of fd 20 after seeking fd 21", tell(20), 1234);
+    expect_eq(who, "offset of fd 22 after seeking fd 21", tell(22), 300);
+    write_all(pw, b"+");
+    let mut b1 = [0u8; 1];
+    match read_full(qr, &mut b1, 20_000) {
+        Ok(1) => {}
+        other => {
+            report(who, false, &format!("child's answer: {other:?}"));
+        }
+    }
+    expect_eq(
+        who,
+        "offset of fd 20 after the child seeked fd 21",
+        tell(20),
+        555,
+    );
+    expect_eq(who, "offset of fd 22 at the end", tell(22), 300);
+    ckpt_tests::wl::lseek(23, 0);
+    write_all(23, b"PARENT\n");
+    let data = std::fs::read(&file).unwrap_or_default();
+    expect_eq(who, "file size after two appends", data.len(), 8192 + 6 + 7);
+    expect_eq(
+        who,
+        "file tail",
+        String::from_utf8_lossy(&data[data.len().saturating_sub(13)..]).into_owned(),
+        "CHILD\nPARENT\n".to_string(),
+    );
+    let _ = (a, b, c, d);
+    finish(&[(child, "sharing-child")]);
+}
+
+fn fifo_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// 6. A FIFO with 20000 buffered bytes between two processes; after go the writer
+///    adds 10000 and closes; the reader must read exactly 30000 in order.
+fn fifo() {
+    let f = path("fifo");
+    let c = std::ffi::CString::new(f.clone()).unwrap();
+    // SAFETY: c is NUL-terminated.
+    check(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, "mkfifo");
+    let root = getpid();
+    let child = fork();
+    if child == 0 {
+        let w = open(&f, libc::O_WRONLY, 0);
+        write_all(w, &(0..20000).map(fifo_byte).collect::<Vec<_>>());
+        wait_go();
+        write_all(w, &(20000..30000).map(fifo_byte).collect::<Vec<_>>());
+        close(w);
+        child_exit(true);
+    }
+    let r = open(&f, libc::O_RDONLY, 0);
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        unsafe { libc::ioctl(r, libc::FIONREAD, &mut queued) };
+        if queued >= 20000 {
+            break;
+        }
+        sleep_ms(2);
+    }
+    ready(&[root, child]);
+    wait_go();
+    let mut buf = vec![0u8; 40000];
+    match read_full(r, &mut buf, 20_000) {
+        Ok(n) => {
+            expect_eq("fifo", "bytes read until EOF", n, 30000);
+            let bad = (0..n).find(|&i| buf[i] != fifo_byte(i));
+            expect_eq("fifo", "first differing byte", bad, None);
+        }
+        Err(e) => {
+            report("fifo", false, &e);
+        }
+    }
+    finish(&[(child, "fifo-writer")]);
+}
+
+static COUNTERS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+/// 7. Four threads counting; after go each must still make progress.
+fn threads() {
+    for c in &COUNTERS {
+        std::thread::spawn(move || {
+            loop {
+                c.fetch_add(1, Ordering::Relaxed);
+                sleep_ms(1);
+            }
+        });
+    }
+    while COUNTERS.iter().any(|c| c.load(Ordering::Relaxed) == 0) {
+        sleep_ms(1);
+    }
+    ready(&[getpid()]);
+    wait_go();
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    expect_eq("threads", "threads in /proc/self/task", tasks, 5);
+    let before: Vec<u64> = COUNTERS.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        if COUNTERS
+            .iter()
+            .zip(&before)
+            .all(|(c, b)| c.load(Ordering::Relaxed) >= b + 20)
+        {
+            break;
+        }
+        sleep_ms(10);
+    }
+    for (i, (c, b)) in COUNTERS.iter().zip(&before).enumerate() {
+        let now = c.load(Ordering::Relaxed);
+        report(
+            "threads",
+            now >= b + 20,
+            &format!("thread {i} counted {b} -> {now} (expected at least +20 within 3 s)"),
+        );
+    }
+    finish(&[]);
+}
+
+const SHM_LEN: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+/// 8. MAP_SHARED anonymous memory between parent and child.
+fn shm() {
+    // SAFETY: a new anonymous shared mapping.
+    let m = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SHM_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert!(m != libc::MAP_FAILED, "mmap");
+    let base = m as *mut u64;
+    let word = |off: usize| -> *mut u64 { base.wrapping_add(off / 8) };
+    let get = |off: usize| -> u64 {
+        // SAFETY: inside the mapping.
+        unsafe { std::ptr::read_volatile(word(off)) }
+    };
+    let set = |off: usize, v: u64| {
+        // SAFETY: inside the mapping.
+        unsafe { std::ptr::write_volatile(word(off), v) }
+    };
+    for p in 1..SHM_LEN / PAGE {
+        set(p * PAGE, (p as u64) * 7 + 1);
+    }
+    const SEEN: u64 = 0x600d_c411d;
+    const A: u64 = 0xaaaa_0001;
+    const B: u64 = 0xbbbb_0002;
+    let poll_for = |off: usize, v: u64| -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if get(off) == v {
+                return true;
+            }
+            sleep_ms(1);
+        }
+        false
+    };
+    let pattern_ok = || (1..SHM_LEN / PAGE).all(|p| get(p * PAGE) == (p as u64) * 7 + 1);
+    let root = getpid();
+    let child = fork();
+    if child == 0 {
+        set(0, SEEN);
+        if !poll_for(8, A) {
+            child_exit(report(
+                "shm-child",
+                false,
+                &format!(
+                    "parent's write not seen: expected {A:#x}, got {:#x}",
+                    get(8)
+                ),
+            ));
+        }
+        let ok = report("shm-child", pattern_ok(), "pattern intact in the child");
+        set(16, B);
+        child_exit(ok);
+    }
+    if !poll_for(0, SEEN) {
+        panic!("shared memory not shared before the dump");
+    }
+    ready(&[root, child]);
+    wait_go();
+    report("shm-parent", pattern_ok(), "pattern intact in the parent");
+    set(8, A);
+    let ok = poll_for(16, B);
+    report(
+        "shm-parent",
+        ok,
+        &format!("child's write seen (expected {B:#x}, got {:#x})", get(16)),
+    );
+    finish(&[(child, "shm-child")]);
+}
+
+fn syscall_nr(pid: i32) -> Option<i64> {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// 10. A sleeper in nanosleep (3 s) and a reader blocked in read(2) on a pipe.
+fn restart() {
+    let (r, w) = pipe2(0);
+    let root = getpid();
+    let sleeper = fork();
+    if sleeper == 0 {
+        close(r);
+        close(w);
+        let t0 = Instant::now();
+        let mut req = libc::timespec {
+            tv_sec: 3,
+            tv_nsec: 0,
+        };
+        let mut rem = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut eintr = 0;
+        loop {
+            // SAFETY: valid timespecs.
+            let ret = unsafe { libc::nanosleep(&req, &mut rem) };
+            if ret == 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                child_exit(report("sleeper", false, &format!("nanosleep: {e}")));
+            }
+            eintr += 1;
+            req = rem;
+        }
+        let slept = t0.elapsed();
+        wait_go();
+        child_exit(report(
+            "sleeper",
+            slept >= Duration::from_millis(2950) && slept < Duration::from_secs(60),
+            &format!("nanosleep(3 s) returned after {slept:?} ({eintr} EINTR); expected >= 3 s"),
+        ));
+    }
+    let reader = fork();
+    if reader == 0 {
+        close(w);
+        let mut buf = [0u8; 64];
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+        let e = io::Error::last_os_error();
+        let got = if n < 0 {
+            format!("error {e}")
+        } else {
+            String::from_utf8_lossy(&buf[..n as usize]).into_owned()
+        };
+        child_exit(expect_eq(
+            "reader",
+            "read(2) after restore",
+            got,
+            "after-restore-42".to_string(),
+        ));
+    }
+    close(r);
+    // Both children must be inside their syscalls before READY.
+    let t0 = Instant::now();
+    while !(matches!(syscall_nr(sleeper), Some(35) | Some(230)) && syscall_nr(reader) == Some(0)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "children never blocked"
+        );
+        sleep_ms(2);
+    }
+    ready(&[root, sleeper, reader]);
+    wait_go();
+    write_all(w, b"after-restore-42");
+    finish(&[(sleeper, "sleeper"), (reader, "reader")]);
+}
