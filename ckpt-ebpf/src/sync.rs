@@ -203,9 +203,13 @@ pub fn sync_fd(sc: &SyncCtx, fd: u32) {
         fd,
         _pad: 0,
     };
-    let old = CKPT_FDS.get_ptr_mut(key);
     if file == 0 {
-        if let Some(old) = old {
+        if !sc.events {
+            // Nobody needs what the entry held: one hash operation.
+            let _ = CKPT_FDS.remove(key);
+            return;
+        }
+        if let Some(old) = CKPT_FDS.get_ptr(key) {
             let old_file = unsafe { (*old).file };
             let _ = CKPT_FDS.remove(key);
             emit_fd(sc, EVENT_CLOSE, sc.cause, fd, old_file, 0);
@@ -213,7 +217,25 @@ pub fn sync_fd(sc: &SyncCtx, fd: u32) {
         return;
     }
     let cloexec = sc.table.cloexec(fd);
-    if let Some(old) = old {
+    // A new fd almost always lands on a slot the map has no entry for: try to
+    // insert first (one hash operation), and compare with the old entry only when
+    // there is one. Updates and the iterator mostly meet existing entries.
+    let fresh_slot_likely = sc.origin != ORIGIN_UPDATE && sc.origin != ORIGIN_ITERATOR;
+    if fresh_slot_likely {
+        match CKPT_FDS.insert(key, new_entry(sc, file, cloexec), BPF_NOEXIST) {
+            Ok(()) => {
+                emit_fd(sc, EVENT_INSTALL, sc.origin, fd, file, sc.origin_aux);
+                return;
+            }
+            Err(e) if e != -EEXIST => {
+                count(STAT_FD_MAP_FULL);
+                mark_dirty();
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some(old) = CKPT_FDS.get_ptr_mut(key) {
         let old = unsafe { &mut *old };
         if old.file == file {
             // Same open file description: refresh what can change under it.
@@ -226,8 +248,20 @@ pub fn sync_fd(sc: &SyncCtx, fd: u32) {
         let old_file = old.file;
         emit_fd(sc, EVENT_CLOSE, CAUSE_REPLACED, fd, old_file, 0);
     }
+    if CKPT_FDS.insert(key, new_entry(sc, file, cloexec), 0).is_err() {
+        count(STAT_FD_MAP_FULL);
+        mark_dirty();
+    }
+    emit_fd(sc, EVENT_INSTALL, sc.origin, fd, file, sc.origin_aux);
+}
+
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = 17;
+
+#[inline(always)]
+fn new_entry(sc: &SyncCtx, file: u64, cloexec: u32) -> FdEntry {
     let facts = file_facts(file);
-    let entry = FdEntry {
+    FdEntry {
         file,
         inode: facts.inode,
         ino: facts.ino,
@@ -244,12 +278,7 @@ pub fn sync_fd(sc: &SyncCtx, fd: u32) {
         origin_pid: sc.tgid,
         origin_aux: sc.origin_aux,
         _pad: 0,
-    };
-    if CKPT_FDS.insert(key, entry, 0).is_err() {
-        count(STAT_FD_MAP_FULL);
-        mark_dirty();
     }
-    emit_fd(sc, EVENT_INSTALL, sc.origin, fd, file, sc.origin_aux);
 }
 
 /// Forgets the entry for `fd` (the table itself is going away).
