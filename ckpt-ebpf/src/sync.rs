@@ -248,7 +248,10 @@ pub fn sync_fd(sc: &SyncCtx, fd: u32) {
         let old_file = old.file;
         emit_fd(sc, EVENT_CLOSE, CAUSE_REPLACED, fd, old_file, 0);
     }
-    if CKPT_FDS.insert(key, new_entry(sc, file, cloexec), 0).is_err() {
+    if CKPT_FDS
+        .insert(key, new_entry(sc, file, cloexec), 0)
+        .is_err()
+    {
         count(STAT_FD_MAP_FULL);
         mark_dirty();
     }
