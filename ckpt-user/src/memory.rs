@@ -382,9 +382,10 @@ use crate::restore::{
     remote::{Call, Remote},
 };
 
-/// Page runs of pages.img (their crcs were checked before the restore began),
-/// mapped read-only so their bytes go from the page cache straight into the
-/// restored process.
+/// Page runs of pages.img, mapped read-only: checked against their crc32s over the
+/// mapping before anything is created (which brings them into the page cache), then
+/// written into the restored processes from the same mapping — each run is read
+/// from the file once.
 pub struct PageReader {
     base: *const u8,
     len: usize,
@@ -394,6 +395,53 @@ pub struct PageReader {
 const COPY_CHUNK: u64 = 16 << 20;
 
 impl PageReader {
+    /// Maps `dir/pages.img` and checks every page run of `image` against its crc32
+    /// over the mapping, which the restore then writes from. Errors are those of
+    /// [`ckpt_common::image::Image::verify_pages`].
+    pub fn load(dir: &std::path::Path, image: &ckpt_common::image::Image) -> Result<PageReader> {
+        let page = u64::from(image.header.page_size);
+        let runs: Vec<&PageRun> = image
+            .records
+            .iter()
+            .flat_map(|r| match r {
+                ckpt_common::image::Record::MemoryArea(a) => a.pages.as_slice(),
+                ckpt_common::image::Record::SharedMemory(s) => s.pages.as_slice(),
+                _ => &[],
+            })
+            .collect();
+        let me = PageReader::open(dir)?;
+        let in_bounds = runs.iter().all(|r| {
+            (u64::from(r.count) * page)
+                .checked_add(r.offset)
+                .is_some_and(|e| e <= me.len as u64)
+        });
+        if me.len == 0 || !in_bounds || page != PAGE_SIZE {
+            image.verify_pages(dir)?;
+            return Ok(me);
+        }
+        let good = runs.iter().all(|r| {
+            // SAFETY: inside the mapping (bounds checked above).
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    me.base.add(r.offset as usize),
+                    (u64::from(r.count) * page) as usize,
+                )
+            };
+            crc32fast::hash(bytes) == r.crc32
+        });
+        if !good {
+            // The exact error (naming the record) comes from the image's own check.
+            drop(me);
+            image.verify_pages(dir)?;
+            return Err(Error::Other(format!(
+                "{}: a page run failed its check once and passed the second time: the \
+                 file changed while it was read",
+                dir.join(ckpt_common::image::PAGES_FILE).display()
+            )));
+        }
+        Ok(me)
+    }
+
     pub fn open(dir: &std::path::Path) -> Result<PageReader> {
         use std::os::fd::AsRawFd as _;
         let path = dir.join(ckpt_common::image::PAGES_FILE);
@@ -499,8 +547,11 @@ pub fn restore_address_space(
     areas: &[&MemoryAreaRecord],
     src: &AreaSources,
 ) -> Result<()> {
-    unmap_foreign(remote)?;
-    move_kernel_areas(remote, areas)?;
+    // One look at the helper's maps serves both: unmapping ckpt's areas leaves the
+    // kernel-provided ones where they are.
+    let maps = mappings(remote.pid)?;
+    unmap_foreign(remote, &maps)?;
+    move_kernel_areas(remote, areas, &maps)?;
     let (backing, fds) = open_backing(remote, areas, src)?;
     let result = map_areas(remote, areas, &backing, src);
     let closes: Vec<Call> = fds
@@ -513,11 +564,10 @@ pub fn restore_address_space(
 
 /// Unmaps everything ckpt left in the helper except the trampoline and the
 /// kernel-provided areas.
-fn unmap_foreign(remote: &Remote) -> Result<()> {
+fn unmap_foreign(remote: &Remote, maps: &[Mapping]) -> Result<()> {
     let (t0, t1) = remote.trampoline();
-    let maps = mappings(remote.pid)?;
     let mut runs: Vec<(u64, u64)> = Vec::new();
-    for m in &maps {
+    for m in maps {
         if m.class().is_special() || (m.start >= t0 && m.end <= t1) {
             continue;
         }
@@ -561,14 +611,13 @@ fn mremap_all(remote: &Remote, moves: &[(&'static str, u64, u64, u64)]) -> Resul
 /// Moves the helper's vvar, vvar_vclock and vdso to where the dumped process had
 /// them (through a parking place, so no move lands on an area still to be moved);
 /// unmaps those the dumped process did not have.
-fn move_kernel_areas(remote: &Remote, areas: &[&MemoryAreaRecord]) -> Result<()> {
+fn move_kernel_areas(remote: &Remote, areas: &[&MemoryAreaRecord], maps: &[Mapping]) -> Result<()> {
     let want_class = |a: &MemoryAreaRecord| match a.kind {
         AreaKind::Vvar => Some(MappingClass::Vvar),
         AreaKind::VvarVclock => Some(MappingClass::VvarVclock),
         AreaKind::Vdso => Some(MappingClass::Vdso),
         _ => None,
     };
-    let maps = mappings(remote.pid)?;
     let mut moves: Vec<(&'static str, u64, u64, u64)> = Vec::new(); // name, from, len, to
     for m in maps.iter().filter(|m| {
         matches!(

@@ -93,7 +93,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     };
     let image = Image::open(&opts.dir)?;
     let plan = Plan::build(&image)?;
-    plan.verify_pages(&opts.dir)?;
+    // Every page run is read once: checked over a mapping of pages.img here
+    // (which brings it into memory), written into the processes from it later.
+    let pages = PageReader::load(&opts.dir, &image)?;
     stages.done("validate image");
     wait_ids_free(&plan.all_ids())?;
     stages.done("wait for pids");
@@ -101,7 +103,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     raise_nofile()?;
     // Files first, so ckpt's own fds do not sit on numbers the image uses.
     let files = OpenFiles::create(&plan)?;
-    let pages = PageReader::open(&opts.dir)?;
     let shared = SharedObjects::create(&plan, &pages)?;
     let mut helpers = Helpers::new(&plan, &files)?;
     stages.done("create files");
