@@ -30,29 +30,42 @@ fn regs_bytes(regs: &libc::user_regs_struct) -> Vec<u8> {
     .to_vec()
 }
 
-pub fn xsave(tid: i32) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; ckpt_common::image::records::MAX_XSAVE_SIZE];
+/// PTRACE_GETREGSET / PTRACE_SETREGSET of the XSAVE area through `buf`; returns
+/// the bytes the kernel used.
+fn xstate_regset(tid: i32, request: libc::c_uint, buf: &mut [u8]) -> Result<usize> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // SAFETY: the kernel writes at most iov_len bytes into buf and updates iov_len.
+    // SAFETY: the kernel reads or writes at most iov_len bytes of buf and updates
+    // iov_len.
     let rc = unsafe {
         libc::ptrace(
-            libc::PTRACE_GETREGSET,
+            request,
             tid,
             NT_X86_XSTATE as usize as *mut libc::c_void,
             &mut iov as *mut libc::iovec,
         )
     };
     if rc < 0 {
+        let name = if request == libc::PTRACE_GETREGSET {
+            "PTRACE_GETREGSET"
+        } else {
+            "PTRACE_SETREGSET"
+        };
         return Err(err(
             tid,
-            "PTRACE_GETREGSET NT_X86_XSTATE",
+            &format!("{name} NT_X86_XSTATE"),
             std::io::Error::last_os_error(),
         ));
     }
-    buf.truncate(iov.iov_len);
+    Ok(iov.iov_len)
+}
+
+pub fn xsave(tid: i32) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; ckpt_common::image::records::MAX_XSAVE_SIZE];
+    let len = xstate_regset(tid, libc::PTRACE_GETREGSET, &mut buf)?;
+    buf.truncate(len);
     Ok(buf)
 }
 
@@ -413,26 +426,7 @@ pub fn restore_final_regs(rec: &ThreadRecord) -> libc::user_regs_struct {
 /// Restore: the XSAVE area (FPU, SSE, AVX... state) with PTRACE_SETREGSET.
 pub fn restore_xsave(tid: i32, xsave: &[u8]) -> Result<()> {
     let mut buf = xsave.to_vec();
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: the kernel reads iov_len bytes from buf.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_SETREGSET,
-            tid,
-            NT_X86_XSTATE as usize as *mut libc::c_void,
-            &mut iov as *mut libc::iovec,
-        )
-    };
-    if rc < 0 {
-        return Err(err(
-            tid,
-            "PTRACE_SETREGSET NT_X86_XSTATE",
-            std::io::Error::last_os_error(),
-        ));
-    }
+    xstate_regset(tid, libc::PTRACE_SETREGSET, &mut buf)?;
     Ok(())
 }
 
