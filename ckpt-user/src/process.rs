@@ -59,6 +59,28 @@ fn ids(pid: i32, status: &str, name: &str) -> Result<[u32; 4]> {
         .map_err(|_| Error::Other(format!("/proc/{pid}/status: {name} malformed")))
 }
 
+/// Uids, gids and supplementary groups from a /proc/PID/status text.
+fn credentials(pid: i32, status: &str) -> Result<(Credentials, Vec<u32>)> {
+    let [uid, euid, suid, fsuid] = ids(pid, status, "Uid:")?;
+    let [gid, egid, sgid, fsgid] = ids(pid, status, "Gid:")?;
+    let groups = status_field(status, "Groups:")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let creds = Credentials {
+        uid,
+        gid,
+        euid,
+        egid,
+        suid,
+        sgid,
+        fsuid,
+        fsgid,
+    };
+    Ok((creds, groups))
+}
+
 /// /proc/PID/limits, in RLIMIT_* order (the order the kernel prints them).
 fn rlimits(pid: i32) -> Result<Vec<Rlimit>> {
     let text = read(pid, "limits")?;
@@ -188,13 +210,7 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         });
     }
     let status = read(pid, "status")?;
-    let [uid, euid, suid, fsuid] = ids(pid, &status, "Uid:")?;
-    let [gid, egid, sgid, fsgid] = ids(pid, &status, "Gid:")?;
-    let groups = status_field(&status, "Groups:")
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    let (creds, groups) = credentials(pid, &status)?;
     let umask = status_field(&status, "Umask:")
         .and_then(|v| u32::from_str_radix(v, 8).ok())
         .unwrap_or(0o022);
@@ -228,16 +244,7 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         cwd: link(pid, "cwd")?,
         root: link(pid, "root")?,
         umask,
-        creds: Credentials {
-            uid,
-            gid,
-            euid,
-            egid,
-            suid,
-            sgid,
-            fsuid,
-            fsgid,
-        },
+        creds,
         groups,
         rlimits: rlimits(pid)?,
         sigactions: sigactions(leader, &status)?,
@@ -404,30 +411,10 @@ pub fn restore_rlimits(pid: i32, limits: &[Rlimit]) -> Result<()> {
 /// Whether `c` and `groups` are exactly the credentials ckpt runs with (which every
 /// helper inherited): then there is nothing to change.
 pub fn creds_are_ckpts(c: &Credentials, groups: &[u32]) -> bool {
-    let Ok(status) = fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    let (Ok([uid, euid, suid, fsuid]), Ok([gid, egid, sgid, fsgid])) =
-        (ids(0, &status, "Uid:"), ids(0, &status, "Gid:"))
-    else {
-        return false;
-    };
-    let mine: Vec<u32> = status_field(&status, "Groups:")
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let theirs = Credentials {
-        uid,
-        gid,
-        euid,
-        egid,
-        suid,
-        sgid,
-        fsuid,
-        fsgid,
-    };
-    theirs == *c && mine == groups
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| credentials(0, &status).ok())
+        .is_some_and(|(mine, my_groups)| mine == *c && my_groups == groups)
 }
 
 /// Restore: the credentials of one thread (groups, then gids, then uids, so the
