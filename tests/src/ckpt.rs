@@ -13,7 +13,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::doc::{self, Doc};
+use crate::{
+    doc::{self, Doc},
+    proc_util,
+};
 
 /// How long one `ckpt ... --once` run may take (includes loading eBPF programs).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -77,12 +80,13 @@ pub fn run_timeout(args: &[&str], timeout: Duration) -> Result<Output> {
 /// Like [`run_timeout`], with extra environment variables (e.g. `CKPT_DUMP_FAIL_AT`).
 pub fn run_timeout_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<Output> {
     let bin = require_bin()?;
-    let mut child = Command::new(&bin)
-        .args(args)
+    let mut cmd = Command::new(&bin);
+    cmd.args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = proc_util::only_stdio_crosses_exec(&mut cmd)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let mut out = child.stdout.take().context("no stdout")?;

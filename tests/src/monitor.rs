@@ -39,6 +39,7 @@ fn spawn_ckpt(args: &[&str], stdout: Stdio) -> Result<Child> {
         .stdout(stdout)
         .stderr(Stdio::inherit())
         .process_group(0);
+    proc_util::only_stdio_crosses_exec(&mut cmd);
     // SAFETY: prctl between fork and exec: the monitor stops if the test process dies.
     unsafe {
         cmd.pre_exec(|| {

@@ -7,12 +7,37 @@
 
 use std::{
     fs,
-    process::Child,
+    os::unix::process::CommandExt as _,
+    process::{Child, Command},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
+
+/// Makes `cmd` start with only stdin, stdout and stderr open.
+///
+/// Why: whatever runs the tests (a CI runner, an IDE terminal) may leak fds without
+/// close-on-exec, with gaps in their numbering. A workload that inherited them would
+/// place its fds differently and show the tools fds the test never made. Marking them
+/// close-on-exec (instead of closing them) keeps std's own exec-error pipe working.
+pub fn only_stdio_crosses_exec(cmd: &mut Command) -> &mut Command {
+    // SAFETY: close_range is async-signal-safe; this runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
 
 /// The fields of /proc/PID/stat the harness needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -88,6 +88,21 @@ pub fn move_fd(fd: i32, to: i32) -> i32 {
     to
 }
 
+/// A new pipe with its read end at exactly `at` and its write end at `at + 1` (both must
+/// be free). pipe2 takes the lowest free fds, so with a gap below `at` the write end may
+/// already sit on the read end's target: then it moves first. No temporary fds, so the
+/// only closes are of the two original numbers.
+pub fn pipe_at(at: i32) -> (i32, i32) {
+    let (r, w) = pipe2(0);
+    if w == at {
+        let w = move_fd(w, at + 1);
+        (move_fd(r, at), w)
+    } else {
+        let r = move_fd(r, at);
+        (r, move_fd(w, at + 1))
+    }
+}
+
 pub fn open(path: &str, flags: libc::c_int, mode: libc::mode_t) -> i32 {
     let c = CString::new(path).expect("path with NUL");
     // SAFETY: c is NUL-terminated.

@@ -59,6 +59,7 @@ impl Workload {
             // The group exists from the first instruction, so killing it is never racy
             // (the workload also calls setpgid(0, 0) itself).
             .process_group(0);
+        proc_util::only_stdio_crosses_exec(&mut cmd);
         // SAFETY: prctl is async-signal-safe; this runs between fork and exec. If the
         // test process dies the workload dies too, instead of lingering.
         unsafe {

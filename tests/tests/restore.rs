@@ -140,6 +140,7 @@ impl Wl {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        proc_util::only_stdio_crosses_exec(&mut cmd);
         if setsid_here {
             // SAFETY: setsid is async-signal-safe.
             unsafe {

@@ -116,9 +116,7 @@ fn generic_step(cmd: &str) -> Option<Result<Option<String>, String>> {
         "close-range" => {
             let base = wl::max_open_fd() + 1;
             for i in 0..5 {
-                let (r, w) = wl::pipe2(0);
-                wl::move_fd(r, base + 2 * i);
-                wl::move_fd(w, base + 2 * i + 1);
+                wl::pipe_at(base + 2 * i);
             }
             let b = base as u32;
             // SAFETY: close_range on fds above everything else this process has.
@@ -618,9 +616,7 @@ fn close_range() {
         nofile.rlim_cur
     );
     for i in 0..10 {
-        let (r, w) = wl::pipe2(0);
-        wl::move_fd(r, base + 2 * i);
-        wl::move_fd(w, base + 2 * i + 1);
+        wl::pipe_at(base + 2 * i);
     }
     for i in 20..40 {
         let fd = if i % 2 == 0 {
