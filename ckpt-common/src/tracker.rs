@@ -31,6 +31,10 @@ pub struct FdEntry {
     pub pos: i64,
     /// Reconciliation generation (see [`CONFIG_GEN`]) of the last synchronisation.
     pub generation: u64,
+    /// `file.f_path.dentry` and `.mnt`: files with the same pair have the same path,
+    /// so userspace reads it once for all of them.
+    pub dentry: u64,
+    pub mnt: u64,
     /// `super_block.s_dev` in the kernel's encoding (major << 20 | minor).
     pub dev: u32,
     /// `inode.i_rdev`, kernel encoding.
@@ -125,6 +129,9 @@ pub struct Offsets {
     pub file_f_flags: u32,
     pub file_f_mode: u32,
     pub file_f_pos: u32,
+    /// `file.f_path.dentry` and `file.f_path.mnt`.
+    pub file_f_path_dentry: u32,
+    pub file_f_path_mnt: u32,
     pub file_f_ref: u32,
     pub file_private_data: u32,
     pub inode_i_mode: u32,

@@ -23,6 +23,8 @@ pub static OFFSETS: Offsets = Offsets {
     file_f_flags: 0,
     file_f_mode: 0,
     file_f_pos: 0,
+    file_f_path_dentry: 0,
+    file_f_path_mnt: 0,
     file_f_ref: 0,
     file_private_data: 0,
     inode_i_mode: 0,
@@ -218,6 +220,8 @@ pub struct FileFacts {
     pub ino: u64,
     pub s_magic: u64,
     pub pos: i64,
+    pub dentry: u64,
+    pub mnt: u64,
     pub dev: u32,
     pub rdev: u32,
     pub i_mode: u32,
@@ -232,6 +236,8 @@ pub fn file_facts(file: u64) -> FileFacts {
         ino: 0,
         s_magic: 0,
         pos: 0,
+        dentry: 0,
+        mnt: 0,
         dev: 0,
         rdev: 0,
         i_mode: 0,
@@ -243,6 +249,8 @@ pub fn file_facts(file: u64) -> FileFacts {
     };
     facts.inode = w.u64(off!(file_f_inode));
     facts.pos = w.u64(off!(file_f_pos)) as i64;
+    facts.dentry = w.u64(off!(file_f_path_dentry));
+    facts.mnt = w.u64(off!(file_f_path_mnt));
     facts.f_flags = w.u32(off!(file_f_flags));
     facts.f_mode = w.u32(off!(file_f_mode));
     let Some(w) = Window::load(facts.inode, off!(inode_window) as u32) else {

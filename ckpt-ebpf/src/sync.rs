@@ -271,6 +271,8 @@ fn new_entry(sc: &SyncCtx, file: u64, cloexec: u32) -> FdEntry {
         s_magic: facts.s_magic,
         pos: facts.pos,
         generation: sc.generation,
+        dentry: facts.dentry,
+        mnt: facts.mnt,
         dev: facts.dev,
         rdev: facts.rdev,
         i_mode: facts.i_mode,

@@ -39,7 +39,7 @@ fn cache_key() -> Option<Vec<u8>> {
     let meta = std::fs::metadata(VMLINUX_BTF).ok()?;
     Some(
         format!(
-            "ckpt-layout-v1 {} {} {}\n",
+            "ckpt-layout-v3 {} {} {}\n",
             boot.trim(),
             meta.size(),
             meta.mtime()
@@ -62,7 +62,7 @@ fn read_cache(key: &[u8]) -> Option<KernelLayout> {
     let raw = std::fs::read(LAYOUT_CACHE).ok()?;
     let rest = raw.strip_prefix(key)?;
     let size = std::mem::size_of::<Offsets>();
-    if rest.len() != size + 1 {
+    if rest.len() != size + 1 + 8 {
         return None;
     }
     let mut offsets = Offsets::default();
@@ -75,13 +75,24 @@ fn read_cache(key: &[u8]) -> Option<KernelLayout> {
     } else {
         FileRefEncoding::Count
     };
-    Some(KernelLayout { offsets, file_ref })
+    let id = |at: usize| u32::from_le_bytes(rest[at..at + 4].try_into().expect("4 bytes"));
+    let attach = AttachIds {
+        iter_task_file: id(size + 1),
+        trace_sys_exit: id(size + 5),
+    };
+    Some(KernelLayout {
+        offsets,
+        file_ref,
+        attach,
+    })
 }
 
 fn write_cache(key: &[u8], layout: &KernelLayout) {
     let mut raw = key.to_vec();
     raw.extend_from_slice(offsets_bytes(&layout.offsets));
     raw.push((layout.file_ref == FileRefEncoding::FileRef) as u8);
+    raw.extend_from_slice(&layout.attach.iter_task_file.to_le_bytes());
+    raw.extend_from_slice(&layout.attach.trace_sys_exit.to_le_bytes());
     let path = std::path::Path::new(LAYOUT_CACHE);
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -118,6 +129,65 @@ impl FileRefEncoding {
 pub struct KernelLayout {
     pub offsets: Offsets,
     pub file_ref: FileRefEncoding,
+    pub attach: AttachIds,
+}
+
+/// The vmlinux BTF type ids the kernel wants as `attach_btf_id` when the programs
+/// load: the iterator's target function and the `sys_exit` tracepoint's typedef.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachIds {
+    /// FUNC `bpf_iter_task_file`.
+    pub iter_task_file: u32,
+    /// TYPEDEF `btf_trace_sys_exit`.
+    pub trace_sys_exit: u32,
+}
+
+impl AttachIds {
+    /// A stand-in for the kernel BTF that aya can look these ids up in.
+    ///
+    /// Why: aya's program loaders find an attach id by scanning an `aya::Btf`, and
+    /// parsing all of vmlinux into one costs ~15 ms and ~10 MB on every ckpt command,
+    /// most of a small dump. The ids are resolved once per boot (with the layout) and
+    /// this BTF holds only them, at the same ids, with placeholder FWD types before.
+    /// aya needs nothing else from the kernel's BTF: ckpt's programs carry no CO-RE
+    /// relocations (offsets come in as globals).
+    pub fn skeleton_btf(&self) -> Result<aya::Btf> {
+        const FWD: u32 = 7;
+        const TYPEDEF: u32 = 8;
+        const FUNC: u32 = 12;
+        let names = b"\0bpf_iter_task_file\0btf_trace_sys_exit\0";
+        let (iter_name, trace_name) = (1u32, 1 + "bpf_iter_task_file".len() as u32 + 1);
+        let last = self.iter_task_file.max(self.trace_sys_exit);
+        let mut types = Vec::with_capacity(last as usize * 12);
+        for id in 1..=last {
+            let (name, kind) = if id == self.iter_task_file {
+                (iter_name, FUNC)
+            } else if id == self.trace_sys_exit {
+                (trace_name, TYPEDEF)
+            } else {
+                (0, FWD)
+            };
+            types.extend_from_slice(&name.to_le_bytes());
+            types.extend_from_slice(&(kind << 24).to_le_bytes());
+            types.extend_from_slice(&0u32.to_le_bytes());
+        }
+        let mut raw = Vec::with_capacity(24 + types.len() + names.len());
+        raw.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        raw.extend_from_slice(&[1, 0]);
+        for field in [
+            24,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            names.len() as u32,
+        ] {
+            raw.extend_from_slice(&field.to_le_bytes());
+        }
+        raw.extend_from_slice(&types);
+        raw.extend_from_slice(names);
+        aya::Btf::parse(&raw, aya::Endianness::default())
+            .map_err(|e| Error::Btf(format!("building the attach-id BTF: {e}")))
+    }
 }
 
 pub struct KernelBtf {
@@ -213,6 +283,8 @@ impl KernelBtf {
             file_f_flags: o("file", "f_flags")?,
             file_f_mode: o("file", "f_mode")?,
             file_f_pos: o("file", "f_pos")?,
+            file_f_path_dentry: o("file", "f_path")? + o("path", "dentry")?,
+            file_f_path_mnt: o("file", "f_path")? + o("path", "mnt")?,
             file_f_ref,
             file_private_data: o("file", "private_data")?,
             inode_i_mode: o("inode", "i_mode")?,
@@ -236,7 +308,24 @@ impl KernelBtf {
         };
         let offsets = with_windows(offsets)?;
         self.check_iter_context()?;
-        Ok(KernelLayout { offsets, file_ref })
+        let attach = AttachIds {
+            iter_task_file: self.type_id("bpf_iter_task_file", |t| matches!(t, Type::Func(_)))?,
+            trace_sys_exit: self
+                .type_id("btf_trace_sys_exit", |t| matches!(t, Type::Typedef(_)))?,
+        };
+        Ok(KernelLayout {
+            offsets,
+            file_ref,
+            attach,
+        })
+    }
+
+    /// The id of the type called `name` for which `is` holds.
+    fn type_id(&self, name: &str, is: impl Fn(&Type) -> bool) -> Result<u32> {
+        let ids = self.btf.resolve_ids_by_name(name).unwrap_or_default();
+        ids.into_iter()
+            .find(|&id| self.btf.resolve_type_by_id(id).is_ok_and(|t| is(&t)))
+            .ok_or_else(|| Error::Btf(format!("{name} not found")))
     }
 
     /// The iterator program reads its context at fixed offsets (the verifier forbids
@@ -289,6 +378,8 @@ fn with_windows(mut o: Offsets) -> Result<Offsets> {
             ("f_flags", o.file_f_flags, 4),
             ("f_mode", o.file_f_mode, 4),
             ("f_pos", o.file_f_pos, 8),
+            ("f_path.dentry", o.file_f_path_dentry, 8),
+            ("f_path.mnt", o.file_f_path_mnt, 8),
         ],
     )?;
     o.inode_window = window(

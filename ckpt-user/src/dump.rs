@@ -35,7 +35,7 @@ use crate::{
     memory::{self, MappingClass, PAGE_SIZE},
     objref::{Encounter, ObjRef, ObjRefTable},
     process,
-    sharing::{Scope, SharingTable},
+    sharing::{Paths, Scope, SharingTable},
     thread,
     tracker::Tracker,
 };
@@ -111,6 +111,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     refuse_unsupported(&SharingTable::build(
         &tracker.read()?,
         Scope::Tree(opts.root),
+        Paths::Skip,
     )?)?;
     fault_point("tracker")?;
     stages.done("load tracker");
@@ -243,7 +244,7 @@ fn collect_and_write(
 ) -> Result<DumpReport> {
     // The tree is frozen: one reconciliation gives its exact fd tables.
     tracker.reconcile()?;
-    let table = SharingTable::build(&tracker.read()?, Scope::Tree(opts.root))?;
+    let table = SharingTable::build(&tracker.read()?, Scope::Tree(opts.root), Paths::Read)?;
     refuse_unsupported(&table)?;
     fault_point("files")?;
     stages.done("read fd tables");
@@ -299,9 +300,19 @@ fn collect_and_write(
 
 /// Kinds of fds restore cannot bring back yet: refused while the tree is frozen.
 fn refuse_unsupported(table: &SharingTable) -> Result<()> {
+    // A table built without paths (the check before the freeze) reads them here, only
+    // where needed: for a message, and once per regular file's inode.
+    let mut inodes_checked = std::collections::HashSet::new();
     for fd in &table.fds {
         let Some(f) = table.file(fd.file) else {
             continue;
+        };
+        let path = || {
+            if f.path.is_empty() {
+                crate::procfs::fd_path(fd.pid, fd.fd).unwrap_or_default()
+            } else {
+                f.path.clone()
+            }
         };
         let supported = matches!(
             f.kind,
@@ -314,13 +325,21 @@ fn refuse_unsupported(table: &SharingTable) -> Result<()> {
         if !supported {
             return Err(Error::Other(format!(
                 "pid {} fd {} is a {} ({}): not yet supported by ckpt dump",
-                fd.pid, fd.fd, f.kind, f.path
+                fd.pid,
+                fd.fd,
+                f.kind,
+                path()
             )));
         }
-        if f.kind == ObjectKind::Regular && f.path.ends_with(" (deleted)") {
+        if f.kind == ObjectKind::Regular
+            && (!f.path.is_empty() || inodes_checked.insert(f.inode))
+            && path().ends_with(" (deleted)")
+        {
             return Err(Error::Other(format!(
                 "pid {} fd {} is a deleted file ({}): not yet supported by ckpt dump",
-                fd.pid, fd.fd, f.path
+                fd.pid,
+                fd.fd,
+                path()
             )));
         }
     }

@@ -46,22 +46,6 @@ pub struct FrozenTree {
     pub frozen_at: Instant,
 }
 
-fn threads_of(pid: i32) -> Vec<i32> {
-    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-                .collect()
-        })
-        .unwrap_or_default();
-    tids.sort_unstable();
-    // The leader first: its tid is the pid.
-    if let Some(i) = tids.iter().position(|&t| t == pid) {
-        tids.swap(0, i);
-    }
-    tids
-}
-
 fn is_zombie(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -101,7 +85,7 @@ pub fn refuse_reason(root: i32) -> Option<String> {
                 p.pid, p.comm
             ));
         }
-        for tid in threads_of(p.pid) {
+        for tid in procfs::threads(p.pid) {
             let st = fs::read_to_string(format!("/proc/{}/task/{tid}/status", p.pid))
                 .unwrap_or_default();
             let tracer = st
@@ -152,7 +136,7 @@ impl FrozenTree {
                         });
                     continue;
                 }
-                for tid in threads_of(p.pid) {
+                for tid in procfs::threads(p.pid) {
                     if seized.insert(tid) {
                         new = true;
                         tree.seize(tid).map_err(|e| {
@@ -167,7 +151,7 @@ impl FrozenTree {
                         ppid: p.ppid,
                         threads: Vec::new(),
                     })
-                    .threads = threads_of(p.pid);
+                    .threads = procfs::threads(p.pid);
             }
             if !new {
                 break;

@@ -63,5 +63,5 @@ pub fn snapshot(scope: Scope, freshness: Freshness) -> Result<SharingTable> {
         }
     }
     let state = tracker.read()?;
-    SharingTable::build(&state, scope)
+    SharingTable::build(&state, scope, sharing::Paths::Read)
 }

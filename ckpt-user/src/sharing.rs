@@ -84,6 +84,20 @@ pub struct SharingTable {
     pub files: Vec<OpenFile>,
     pub fds: Vec<FdRef>,
     pub stats: TrackerStats,
+    /// Where each objref's inode or open file sits in `inodes`/`files`: a dump looks
+    /// one up per fd, and a tree may hold tens of thousands.
+    #[serde(skip)]
+    slots: HashMap<ObjRef, usize>,
+}
+
+/// Whether [`SharingTable::build`] reads each open file description's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paths {
+    /// readlink /proc/PID/fd/FD for each open file description.
+    Read,
+    /// Leave `OpenFile::path` empty: for checks that need paths only for the few
+    /// files they report on (one readlink per fd adds up over 10,000 fds).
+    Skip,
 }
 
 /// O_CLOEXEC is a property of the fd, not of the open file description.
@@ -114,7 +128,7 @@ pub fn origin_name(origin: u32) -> &'static str {
 
 impl SharingTable {
     /// Builds the table for `scope` from a copy of the maps.
-    pub fn build(state: &TrackerState, scope: Scope) -> crate::Result<SharingTable> {
+    pub fn build(state: &TrackerState, scope: Scope, paths: Paths) -> crate::Result<SharingTable> {
         let processes = scope.processes()?;
         // fd table → its fds, in fd order.
         let mut by_table: HashMap<u64, BTreeMap<u32, &FdEntry>> = HashMap::new();
@@ -122,12 +136,16 @@ impl SharingTable {
             by_table.entry(key.files).or_default().insert(key.fd, entry);
         }
         let mut objrefs = ObjRefTable::new();
+        // One readlink per (mount, dentry): every file on the same pair has the same
+        // path, and a process may hold thousands of opens of one file.
+        let mut path_of: HashMap<(u64, u64), String> = HashMap::new();
         let mut table = SharingTable {
             processes: Vec::new(),
             inodes: Vec::new(),
             files: Vec::new(),
             fds: Vec::new(),
             stats: state.stats,
+            slots: HashMap::new(),
         };
         for proc in processes {
             let Some(entry) = state.procs.get(&(proc.pid as u32)) else {
@@ -139,6 +157,7 @@ impl SharingTable {
                 let kind = ObjectKind::classify(e.i_mode, e.s_magic);
                 let inode = match objrefs.encounter(e.inode) {
                     Encounter::First(r) => {
+                        table.slots.insert(r, table.inodes.len());
                         table.inodes.push(Inode {
                             objref: r,
                             kind,
@@ -152,13 +171,25 @@ impl SharingTable {
                 };
                 let file = match objrefs.encounter(e.file) {
                     Encounter::First(r) => {
+                        table.slots.insert(r, table.files.len());
                         table.files.push(OpenFile {
                             objref: r,
                             inode,
                             mode: access_mode(e.f_mode),
                             flags: e.f_flags & !O_CLOEXEC,
                             pos: e.pos,
-                            path: procfs::fd_path(proc.pid, fd as i32).unwrap_or_default(),
+                            path: match paths {
+                                Paths::Read if e.dentry != 0 => path_of
+                                    .entry((e.mnt, e.dentry))
+                                    .or_insert_with(|| {
+                                        procfs::fd_path(proc.pid, fd as i32).unwrap_or_default()
+                                    })
+                                    .clone(),
+                                Paths::Read => {
+                                    procfs::fd_path(proc.pid, fd as i32).unwrap_or_default()
+                                }
+                                Paths::Skip => String::new(),
+                            },
                             kernel_ptr: e.file,
                             kind,
                         });
@@ -185,11 +216,18 @@ impl SharingTable {
     }
 
     pub fn file(&self, r: ObjRef) -> Option<&OpenFile> {
-        self.files.iter().find(|f| f.objref == r)
+        // Inodes and open files share one numbering: check the slot is a file's.
+        self.slots
+            .get(&r)
+            .and_then(|&i| self.files.get(i))
+            .filter(|f| f.objref == r)
     }
 
     pub fn inode(&self, r: ObjRef) -> Option<&Inode> {
-        self.inodes.iter().find(|i| i.objref == r)
+        self.slots
+            .get(&r)
+            .and_then(|&i| self.inodes.get(i))
+            .filter(|n| n.objref == r)
     }
 
     pub fn comm(&self, pid: i32) -> &str {

@@ -144,10 +144,10 @@ impl Tracker {
     fn load(pins: Option<&Path>) -> Result<Tracker> {
         let layout = crate::btf::kernel_layout()?;
         debug!("kernel layout from BTF: {layout:?}");
-        let aya_btf = aya::Btf::from_sys_fs()
-            .map_err(|e| Error::Btf(format!("{}: {e}", crate::btf::VMLINUX_BTF)))?;
+        let aya_btf = layout.attach.skeleton_btf()?;
         let mut loader = EbpfLoader::new();
-        loader.btf(Some(&aya_btf));
+        // No CO-RE relocations to resolve: offsets come in as the OFFSETS global.
+        loader.btf(None);
         loader.override_global("OFFSETS", &layout.offsets, true);
         let pin_paths: Vec<(&str, PathBuf)> = match pins {
             Some(dir) => MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
@@ -423,10 +423,6 @@ impl Tracker {
     /// Forwards what the eBPF programs logged (aya-log) to the userspace log.
     pub fn flush_logs(&mut self) {
         self.logger.flush();
-    }
-
-    pub fn aya_btf(&self) -> &aya::Btf {
-        &self.aya_btf
     }
 }
 
