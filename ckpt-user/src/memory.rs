@@ -482,10 +482,10 @@ impl PageReader {
     }
 
     /// Calls `sink(byte offset into the area, bytes)` for every page of `runs`.
-    pub fn for_each(
-        &self,
+    pub fn for_each<'s>(
+        &'s self,
         runs: &[PageRun],
-        mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+        mut sink: impl FnMut(u64, &'s [u8]) -> Result<()>,
     ) -> Result<()> {
         for run in runs {
             let total = u64::from(run.count) * PAGE_SIZE;
@@ -853,14 +853,17 @@ fn map_areas(
         }
     }
     let mut protect: Vec<&MemoryAreaRecord> = Vec::new();
+    let mut chunks: Vec<(u64, &[u8])> = Vec::new();
     for a in &mapped {
         src.pages.for_each(&a.pages, |off, bytes| {
-            remote.write_pages(a.start + off, bytes)
+            chunks.push((a.start + off, bytes));
+            Ok(())
         })?;
         if !a.pages.is_empty() && a.prot & (prot::READ | prot::WRITE) != prot::READ | prot::WRITE {
             protect.push(a);
         }
     }
+    remote.write_pages(&chunks)?;
     let calls: Vec<Call> = protect
         .iter()
         .map(|a| {

@@ -386,6 +386,11 @@ fn shared_anonymous_memory() {
 }
 
 #[test]
+fn large_anonymous_memory_comes_back_page_for_page() {
+    scenario("bigmem", &["bigmem"]);
+}
+
+#[test]
 fn nanosleep_and_blocked_read_restart() {
     scenario("restart", &["sleeper", "reader"]);
 }
