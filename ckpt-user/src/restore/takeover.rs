@@ -157,11 +157,22 @@ pub fn take_over(
     })
 }
 
-/// Lets every seized thread run.
+/// Lets every seized thread run, the last created first: a process that runs can
+/// act on the others (a parent that kills its children when its input ends), so
+/// the root goes last.
+///
+/// ESRCH means the thread left its stop, which only SIGKILL does: it was killed
+/// by something that already runs (or from outside) and is no longer ckpt's to
+/// let go. That is how the restored tree behaves, not a failed restore.
 pub fn detach(tids: &[i32]) -> Result<()> {
-    for &tid in tids {
-        ptrace::detach(Pid::from_raw(tid), None)
-            .map_err(|e| Error::Other(format!("PTRACE_DETACH of {tid}: {e}")))?;
+    for &tid in tids.iter().rev() {
+        match ptrace::detach(Pid::from_raw(tid), None) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::ESRCH) => {
+                log::info!("thread {tid} was killed before ckpt let it go");
+            }
+            Err(e) => return Err(Error::Other(format!("PTRACE_DETACH of {tid}: {e}"))),
+        }
     }
     Ok(())
 }
