@@ -8,7 +8,8 @@
 //! - [`Tracker::start`] loads the programs and attaches every hook (the monitor does
 //!   this, and with `pin` it pins the maps under bpffs for other commands);
 //! - [`Tracker::open`] serves one-shot commands: it reuses a running monitor's pinned
-//!   maps when there is one, else loads the programs without the live hooks.
+//!   maps and iterator when there is one (nothing to load or verify), else loads the
+//!   programs without the live hooks.
 //!
 //! Either way [`Tracker::reconcile`] runs the `iter/task_file` iterator, which
 //! re-synchronises every fd, then drops entries the iterator did not confirm, so
@@ -87,10 +88,16 @@ pub struct Reconciled {
 }
 
 pub struct Tracker {
-    ebpf: Ebpf,
+    /// The programs, when this process loaded them (none when it uses a running
+    /// monitor's pins).
+    ebpf: Option<Ebpf>,
+    /// The maps: taken out of `ebpf`, or opened from a running monitor's pins.
+    maps: HashMap<&'static str, aya::maps::Map>,
+    /// The iterator, when opened from a running monitor's pin.
+    pinned_iter: Option<Iter>,
     layout: KernelLayout,
-    aya_btf: aya::Btf,
-    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
+    aya_btf: Option<aya::Btf>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// The copy of the maps the last reconciliation made.
     reconciled: Option<TrackerState>,
     /// The pin directory this tracker created and must remove.
@@ -105,7 +112,7 @@ impl Tracker {
     /// iterator. With `pin`, pins the maps for other ckpt commands (the monitor).
     pub fn start(pin: bool) -> Result<Tracker> {
         privileges::require_tracker()?;
-        let mut tracker = Self::load(None)?;
+        let mut tracker = Self::load()?;
         tracker.attach_live()?;
         if pin {
             tracker.pin()?;
@@ -123,13 +130,40 @@ impl Tracker {
                 debug!("using the maps of the monitor running as pid {pid}");
                 // The monitor may be creating or removing its pins right now:
                 // then work on a private copy.
-                Self::load(Some(Path::new(PIN_DIR))).or_else(|e| {
+                Self::open_pinned(Path::new(PIN_DIR)).or_else(|e| {
                     warn!("not using the running monitor's maps ({e}); loading a private tracker");
-                    Self::load(None)
+                    Self::load()
                 })
             }
-            None => Self::load(None),
+            None => Self::load(),
         }
+    }
+
+    /// The maps and the iterator a running monitor pinned under `dir`. Why not load
+    /// the object with its maps pinned: that parses vmlinux's BTF, creates and
+    /// verifies programs, ~30 ms that a small dump does not otherwise spend.
+    fn open_pinned(dir: &Path) -> Result<Tracker> {
+        let layout = crate::btf::kernel_layout()?;
+        let mut maps = HashMap::new();
+        for name in MAPS {
+            let data = MapData::from_pin(dir.join(name)).map_err(|e| map_err(name, e))?;
+            let map = aya::maps::Map::from_map_data(data).map_err(|e| map_err(name, e))?;
+            maps.insert(name, map);
+        }
+        let iter = Iter::from_pin(dir.join(ITERATOR))
+            .map_err(|e| Error::Load(format!("{ITERATOR} pinned under {}: {e}", dir.display())))?;
+        Ok(Tracker {
+            ebpf: None,
+            maps,
+            pinned_iter: Some(iter),
+            layout,
+            aya_btf: None,
+            logger: None,
+            reconciled: None,
+            owns_pins: None,
+            shared: true,
+            _links_live: false,
+        })
     }
 
     /// Whether this tracker reads a running monitor's maps.
@@ -141,7 +175,7 @@ impl Tracker {
         self.layout.file_ref
     }
 
-    fn load(pins: Option<&Path>) -> Result<Tracker> {
+    fn load() -> Result<Tracker> {
         let layout = crate::btf::kernel_layout()?;
         debug!("kernel layout from BTF: {layout:?}");
         let aya_btf = layout.attach.skeleton_btf()?;
@@ -149,13 +183,6 @@ impl Tracker {
         // No CO-RE relocations to resolve: offsets come in as the OFFSETS global.
         loader.btf(None);
         loader.override_global("OFFSETS", &layout.offsets, true);
-        let pin_paths: Vec<(&str, PathBuf)> = match pins {
-            Some(dir) => MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
-            None => Vec::new(),
-        };
-        for (name, path) in &pin_paths {
-            loader.map_pin_path(name, path.as_path());
-        }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
@@ -165,22 +192,36 @@ impl Tracker {
         let iter: &mut Iter = program(&mut ebpf, ITERATOR)?;
         iter.load("task_file", &aya_btf)
             .map_err(|e| Error::Load(format!("{ITERATOR}: {e:#}")))?;
+        let mut maps = HashMap::new();
+        for name in MAPS {
+            maps.insert(name, ebpf.take_map(name).ok_or_else(|| missing(name))?);
+        }
         Ok(Tracker {
-            ebpf,
+            ebpf: Some(ebpf),
+            maps,
+            pinned_iter: None,
             layout,
-            aya_btf,
-            logger,
+            aya_btf: Some(aya_btf),
+            logger: Some(logger),
             reconciled: None,
             owns_pins: None,
-            shared: pins.is_some(),
+            shared: false,
             _links_live: false,
         })
     }
 
     fn attach_live(&mut self) -> Result<()> {
         let (name, hook) = SYSCALL_HOOK;
-        let prog: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
-        prog.load(hook, &self.aya_btf)
+        let (ebpf, btf) = match (self.ebpf.as_mut(), self.aya_btf.as_ref()) {
+            (Some(e), Some(b)) => (e, b),
+            _ => {
+                return Err(Error::Load(
+                    "live hooks need the programs loaded here".into(),
+                ));
+            }
+        };
+        let prog: &mut BtfTracePoint = program(ebpf, name)?;
+        prog.load(hook, btf)
             .map_err(|e| Error::Load(format!("{name}: {e:#}")))?;
         prog.attach().map_err(|e| Error::Attach {
             program: name,
@@ -188,7 +229,7 @@ impl Tracker {
             reason: format!("{e:#}"),
         })?;
         for (name, hook) in TRACEPOINTS {
-            let prog: &mut RawTracePoint = program(&mut self.ebpf, name)?;
+            let prog: &mut RawTracePoint = program(ebpf, name)?;
             prog.load()
                 .map_err(|e| Error::Load(format!("{name}: {e:#}")))?;
             prog.attach(hook).map_err(|e| Error::Attach {
@@ -214,15 +255,18 @@ impl Tracker {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
         for name in MAPS {
-            let map = self.ebpf.map(name).ok_or_else(|| Error::Map {
-                map: name,
-                reason: "missing from the eBPF object".into(),
-            })?;
+            let map = self.maps.get(name).ok_or_else(|| missing(name))?;
             map.pin(dir.join(name)).map_err(|e| Error::Map {
                 map: name,
                 reason: format!("pinning under {}: {e}", dir.display()),
             })?;
         }
+        let ebpf = self.ebpf.as_mut().ok_or_else(|| {
+            Error::Load("only a tracker that loaded the programs pins them".into())
+        })?;
+        program::<Iter>(ebpf, ITERATOR)?
+            .pin(dir.join(ITERATOR))
+            .map_err(|e| Error::Load(format!("pinning {ITERATOR} under {}: {e}", dir.display())))?;
         let pid_file = Path::new(MONITOR_PID_FILE);
         if let Some(parent) = pid_file.parent() {
             fs::create_dir_all(parent).context(|| format!("creating {}", parent.display()))?;
@@ -235,8 +279,8 @@ impl Tracker {
 
     fn config(&mut self) -> Result<Array<&mut MapData, u64>> {
         let map = self
-            .ebpf
-            .map_mut(MAP_CONFIG)
+            .maps
+            .get_mut(MAP_CONFIG)
             .ok_or_else(|| missing(MAP_CONFIG))?;
         Array::try_from(map).map_err(|e| map_err(MAP_CONFIG, e))
     }
@@ -315,7 +359,11 @@ impl Tracker {
     }
 
     fn run_iterator(&mut self) -> Result<()> {
-        let iter: &mut Iter = program(&mut self.ebpf, ITERATOR)?;
+        let iter: &mut Iter = match (self.pinned_iter.as_mut(), self.ebpf.as_mut()) {
+            (Some(iter), _) => iter,
+            (None, Some(ebpf)) => program(ebpf, ITERATOR)?,
+            (None, None) => return Err(Error::Load(format!("{ITERATOR} is not loaded"))),
+        };
         let link_id = iter.attach().map_err(|e| Error::Attach {
             program: ITERATOR,
             hook: "iter/task_file",
@@ -338,7 +386,7 @@ impl Tracker {
     }
 
     fn raw_fd(&self, name: &'static str) -> Result<std::os::fd::RawFd> {
-        let map = self.ebpf.map(name).ok_or_else(|| missing(name))?;
+        let map = self.maps.get(name).ok_or_else(|| missing(name))?;
         Ok(map_fd(map))
     }
 
@@ -369,7 +417,7 @@ impl Tracker {
 
     /// Sums the per-CPU counters.
     pub fn stats(&self) -> Result<TrackerStats> {
-        let map = self.ebpf.map(MAP_STATS).ok_or_else(|| missing(MAP_STATS))?;
+        let map = self.maps.get(MAP_STATS).ok_or_else(|| missing(MAP_STATS))?;
         let stats: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|e| map_err(MAP_STATS, e))?;
         let get = |i: u32| -> u64 {
@@ -394,8 +442,8 @@ impl Tracker {
     /// Takes the event ring buffer (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
-            .ebpf
-            .take_map(MAP_EVENTS)
+            .maps
+            .remove(MAP_EVENTS)
             .ok_or_else(|| missing(MAP_EVENTS))?;
         RingBuf::try_from(map).map_err(|e| map_err(MAP_EVENTS, e))
     }
@@ -404,7 +452,7 @@ impl Tracker {
     pub fn map_memory(&self) -> Result<BTreeMap<&'static str, u64>> {
         let mut out = BTreeMap::new();
         for name in MAPS {
-            let Some(map) = self.ebpf.map(name) else {
+            let Some(map) = self.maps.get(name) else {
                 continue;
             };
             let fd = map_fd(map);
@@ -422,7 +470,9 @@ impl Tracker {
 
     /// Forwards what the eBPF programs logged (aya-log) to the userspace log.
     pub fn flush_logs(&mut self) {
-        self.logger.flush();
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
     }
 }
 

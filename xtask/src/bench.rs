@@ -92,7 +92,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 /// A tracker configuration that the loops are timed under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Mode {
+pub(crate) enum Mode {
     Off,
     Quiet,
     Events,
@@ -264,7 +264,7 @@ fn time_loop(lp: Loop, iterations: u64) -> Result<f64> {
 }
 
 /// A `ckpt monitor` we started in the background.
-struct Monitor {
+pub(crate) struct Monitor {
     child: Child,
     args: String,
     stopped: bool,
@@ -272,7 +272,7 @@ struct Monitor {
 
 impl Monitor {
     /// Starts `ckpt <args>` and waits until its tracker is attached and bootstrapped.
-    fn start(ckpt: &Path, mode: Mode, args: &[&str], log: &Path) -> Result<Monitor> {
+    pub(crate) fn start(ckpt: &Path, mode: Mode, args: &[&str], log: &Path) -> Result<Monitor> {
         let stderr = OpenOptions::new()
             .append(true)
             .open(log)

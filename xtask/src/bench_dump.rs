@@ -99,14 +99,41 @@ pub fn run(ckpt: &Path, rounds: u32) -> Result<()> {
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     println!(
         "bench dump: {rounds} dumps per workload (fresh workload each time, default mode: \
-         the tree is killed)"
+         the tree is killed), first with no monitor running (ckpt loads the tracker itself), \
+         then with `ckpt monitor --quiet` running (ckpt reads its pinned maps)"
     );
-    let mut results: Vec<(&Case, Result<Vec<Sample>, String>)> = Vec::new();
+    println!("no monitor running:");
+    let results = measure_all(ckpt, &wl, rounds);
+    let log = out_dir.join("dump-monitor.log");
+    fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
+    println!("with a monitor running:");
+    let with_monitor = {
+        let _monitor =
+            super::Monitor::start(ckpt, super::Mode::Quiet, &["monitor", "--quiet"], &log)?;
+        measure_all(ckpt, &wl, rounds)
+    };
+    print_table(&results, &with_monitor);
+    let json_path = out_dir.join("dump.json");
+    let doc = to_json(rounds, &results, &with_monitor);
+    fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("written: {}", json_path.display());
+    if results.iter().chain(&with_monitor).any(|(_, r)| r.is_err()) {
+        bail!("some dumps failed (see above)");
+    }
+    Ok(())
+}
+
+type Results = Vec<(&'static Case, Result<Vec<Sample>, String>)>;
+
+/// `rounds` dumps of every case.
+fn measure_all(ckpt: &Path, wl: &Path, rounds: u32) -> Results {
+    let mut results: Results = Vec::new();
     for case in &CASES {
         let mut samples = Vec::new();
         let mut failed = None;
         for i in 0..rounds {
-            match measure(ckpt, &wl, case, i) {
+            match measure(ckpt, wl, case, i) {
                 Ok(s) => {
                     println!(
                         "  {:<9} run {}/{rounds}: wall {:.3} s, frozen {}, image {}",
@@ -127,16 +154,7 @@ pub fn run(ckpt: &Path, rounds: u32) -> Result<()> {
         }
         results.push((case, failed.map_or(Ok(samples), Err)));
     }
-    print_table(&results);
-    let json_path = out_dir.join("dump.json");
-    let doc = to_json(rounds, &results);
-    fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    println!("written: {}", json_path.display());
-    if results.iter().any(|(_, r)| r.is_err()) {
-        bail!("some dumps failed (see above)");
-    }
-    Ok(())
+    results
 }
 
 /// A workload we started: its own process group, killed (whole group) on drop.
@@ -393,43 +411,60 @@ fn stage_medians(samples: &[Sample]) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn print_table(results: &[(&Case, Result<Vec<Sample>, String>)]) {
-    println!("\nckpt dump, median of the runs (wall: ckpt start to exit, as seen from outside)\n");
+fn print_table(results: &Results, with_monitor: &Results) {
+    println!("\nckpt dump, median of the runs (wall: ckpt start to exit, as seen from outside)");
     println!(
-        "{:<52} │ {:>9} {:>10} {:>10} │ {:>8} {:>8} {:>7}",
-        "workload", "wall", "frozen", "image", "CRIU 4.2", "target", "met?"
+        "cold: no monitor running, ckpt loads and verifies the tracker itself; monitor: \
+         `ckpt monitor --quiet` runs and\nckpt dump reads its pinned maps and iterator\n"
     );
-    for (case, r) in results {
+    println!(
+        "{:<52} │ {:>9} {:>9} {:>10} {:>10} │ {:>8} {:>8} {:>9}",
+        "workload", "cold", "monitor", "frozen", "image", "CRIU 4.2", "target", "met?"
+    );
+    let wall = |r: &Result<Vec<Sample>, String>| -> Option<f64> {
+        r.as_ref()
+            .ok()
+            .and_then(|s| median_of(s.iter().map(|s| s.wall_s)))
+    };
+    for ((case, r), (_, m)) in results.iter().zip(with_monitor) {
         let target = case.criu_s / 2.0;
-        match r {
-            Ok(samples) if !samples.is_empty() => {
-                let wall = median_of(samples.iter().map(|s| s.wall_s)).unwrap_or(0.0);
-                let frozen = median_of(samples.iter().filter_map(|s| s.frozen_s));
-                let image = samples.last().map_or(0, |s| s.image_bytes);
-                println!(
-                    "{:<52} │ {:>7.3} s {:>10} {:>10} │ {:>6.3} s {:>6.3} s {:>7}",
-                    case.label,
-                    wall,
-                    frozen.map_or("n/a".into(), |f| format!("{f:.3} s")),
-                    bytes(image),
-                    case.criu_s,
-                    target,
-                    if wall <= target { "yes" } else { "NO" }
-                );
-            }
-            Ok(_) => println!("{:<52} │ no runs", case.label),
-            Err(e) => println!("{:<52} │ FAILED: {e}", case.label),
+        if let Err(e) = r.as_ref().and(m.as_ref()) {
+            println!("{:<52} │ FAILED: {e}", case.label);
+            continue;
         }
+        let (Some(cold), Some(warm)) = (wall(r), wall(m)) else {
+            println!("{:<52} │ no runs", case.label);
+            continue;
+        };
+        let samples = r.as_ref().expect("checked");
+        let frozen = median_of(samples.iter().filter_map(|s| s.frozen_s));
+        let image = samples.last().map_or(0, |s| s.image_bytes);
+        let met = |w: f64| if w <= target { "yes" } else { "NO" };
+        println!(
+            "{:<52} │ {:>7.3} s {:>7.3} s {:>10} {:>10} │ {:>6.3} s {:>6.3} s {:>4}/{:<4}",
+            case.label,
+            cold,
+            warm,
+            frozen.map_or("n/a".into(), |f| format!("{f:.3} s")),
+            bytes(image),
+            case.criu_s,
+            target,
+            met(cold),
+            met(warm)
+        );
     }
-    println!("\nper-stage medians (s), from ckpt's DumpReport:");
-    for (case, r) in results {
-        if let Ok(samples) = r {
-            let stages = stage_medians(samples);
-            if stages.is_empty() {
-                continue;
+    for (title, set) in [("cold", results), ("monitor", with_monitor)] {
+        println!("\nper-stage medians (s), {title}, from ckpt's DumpReport:");
+        for (case, r) in set {
+            if let Ok(samples) = r {
+                let stages = stage_medians(samples);
+                if stages.is_empty() {
+                    continue;
+                }
+                let parts: Vec<String> =
+                    stages.iter().map(|(n, t)| format!("{n} {t:.3}")).collect();
+                println!("  {:<9} {}", case.key, parts.join(", "));
             }
-            let parts: Vec<String> = stages.iter().map(|(n, t)| format!("{n} {t:.3}")).collect();
-            println!("  {:<9} {}", case.key, parts.join(", "));
         }
     }
     println!();
@@ -439,7 +474,17 @@ fn r4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
-fn to_json(rounds: u32, results: &[(&Case, Result<Vec<Sample>, String>)]) -> Value {
+fn to_json(rounds: u32, results: &Results, with_monitor: &Results) -> Value {
+    json!({
+        "benchmark": "dump",
+        "runs_per_workload": rounds,
+        "mode": "ckpt -v dump -t PID -D /tmp/... (default: the tree is killed)",
+        "cases": cases_json(results),
+        "with_monitor_running": cases_json(with_monitor),
+    })
+}
+
+fn cases_json(results: &Results) -> Value {
     let mut cases = serde_json::Map::new();
     for (case, r) in results {
         let target = case.criu_s / 2.0;
@@ -494,12 +539,7 @@ fn to_json(rounds: u32, results: &[(&Case, Result<Vec<Sample>, String>)]) -> Val
         }
         cases.insert(case.key.into(), Value::Object(m));
     }
-    json!({
-        "benchmark": "dump",
-        "runs_per_workload": rounds,
-        "mode": "ckpt -v dump -t PID -D /tmp/... (default: the tree is killed)",
-        "cases": cases,
-    })
+    Value::Object(cases)
 }
 
 #[cfg(test)]
