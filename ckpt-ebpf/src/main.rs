@@ -93,6 +93,14 @@ fn current_table() -> FdTable {
     FdTable::of_current()
 }
 
+/// Returns at once. Attached alone (never with the tracker) by `cargo xtask bench
+/// monitor`, to measure what the syscall hook costs before a tracker does anything:
+/// the floor under any tracker built on it.
+#[aya_ebpf::macros::btf_tracepoint(function = "sys_exit")]
+pub fn ckpt_hook_floor(_ctx: aya_ebpf::programs::BtfTracePointContext) -> i32 {
+    0
+}
+
 #[aya_ebpf::macros::btf_tracepoint(function = "sys_exit")]
 pub fn ckpt_sys_exit(ctx: aya_ebpf::programs::BtfTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);

@@ -53,6 +53,31 @@ enum Command {
         #[arg(short = 'd', long)]
         detach: bool,
     },
+    /// (For `cargo xtask bench monitor`.) Attach an empty program to the tracker's
+    /// syscall hook, write this pid to READY, wait for SIGINT or SIGTERM.
+    #[command(hide = true)]
+    HookFloor {
+        #[arg(long, value_name = "READY")]
+        ready: std::path::PathBuf,
+    },
+}
+
+/// See `Command::HookFloor`.
+fn hook_floor(ready: &std::path::Path) -> ckpt_user::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals
+        .thread_block()
+        .map_err(|e| ckpt_user::Error::Other(format!("blocking SIGINT and SIGTERM: {e}")))?;
+    let _floor = ckpt_user::tracker::attach_hook_floor()?;
+    std::fs::write(ready, std::process::id().to_string())
+        .map_err(|e| ckpt_user::Error::io(format!("writing {}", ready.display()), e))?;
+    signals
+        .wait()
+        .map_err(|e| ckpt_user::Error::Other(format!("waiting for a signal: {e}")))?;
+    Ok(())
 }
 
 #[derive(Args)]
@@ -164,6 +189,7 @@ fn main() -> ExitCode {
         .map(|report| {
             log::info!("dump: {report:?}");
         }),
+        Command::HookFloor { ready } => hook_floor(&ready),
         Command::Restore { dir, detach } => {
             match ckpt_user::restore::restore(&ckpt_user::restore::RestoreOptions { dir, detach }) {
                 // Without --detach, ckpt exits with the restored root's status.

@@ -55,6 +55,7 @@ const TRACEPOINTS: [(&str, &str); 3] = [
     ("ckpt_exit", "sched_process_exit"),
 ];
 const ITERATOR: &str = "ckpt_iter_task_file";
+const HOOK_FLOOR: &str = "ckpt_hook_floor";
 const MAPS: [&str; 6] = [
     MAP_FDS, MAP_PROCS, MAP_PIPES, MAP_EVENTS, MAP_STATS, MAP_CONFIG,
 ];
@@ -495,6 +496,37 @@ fn map_fd(map: &aya::maps::Map) -> i32 {
         _ => return -1,
     };
     data.fd().as_fd().as_raw_fd()
+}
+
+/// An empty program attached to the tracker's syscall hook (see [`attach_hook_floor`]);
+/// detached when dropped.
+pub struct HookFloor {
+    _ebpf: Ebpf,
+}
+
+/// Attaches `ckpt_hook_floor`, which returns at once, to the hook the tracker uses for
+/// syscalls, and nothing else: what that hook costs a syscall before any tracker work,
+/// for `cargo xtask bench monitor`.
+pub fn attach_hook_floor() -> Result<HookFloor> {
+    privileges::require_tracker()?;
+    let layout = crate::btf::kernel_layout()?;
+    let btf = layout.attach.skeleton_btf()?;
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    loader.override_global("OFFSETS", &layout.offsets, true);
+    let mut ebpf = loader
+        .load(EBPF_OBJECT)
+        .map_err(|e| Error::Load(format!("{e:#}")))?;
+    let (_, hook) = SYSCALL_HOOK;
+    let prog: &mut BtfTracePoint = program(&mut ebpf, HOOK_FLOOR)?;
+    prog.load(hook, &btf)
+        .map_err(|e| Error::Load(format!("{HOOK_FLOOR}: {e:#}")))?;
+    prog.attach().map_err(|e| Error::Attach {
+        program: HOOK_FLOOR,
+        hook,
+        reason: format!("{e:#}"),
+    })?;
+    Ok(HookFloor { _ebpf: ebpf })
 }
 
 /// The pid of a live `ckpt monitor` that pinned its maps, if any.

@@ -6,9 +6,11 @@
 //! slows a `pipe2 + dup + 3 × close` loop by 35–50 %; ckpt's target is ≤ 10 %.
 //!
 //! How `monitor` measures: tight syscall loops (`bench-loop`, run in a fresh child
-//! process each time) are timed with the tracker off, on with events off
+//! process each time) are timed with the tracker off, with only an empty program on
+//! the tracker's syscall hook (`ckpt hook-floor`: what the hook costs before any
+//! tracker work, the floor under any tracker on it), on with events off
 //! (`ckpt monitor --quiet`) and on with events streaming (`ckpt monitor --json`
-//! into /dev/null). The three configurations alternate within each round, and the
+//! into /dev/null). The four configurations alternate within each round, and the
 //! order rotates from round to round, so drift of the machine (other load, CPU
 //! frequency) spreads over all of them instead of biasing one. Medians are reported.
 //! It also records the memory the maps hold (`ckpt check --json`) and how long
@@ -45,6 +47,8 @@ mod bench_restore;
 const PIN_FDS: &str = "/sys/fs/bpf/ckpt/CKPT_FDS";
 /// Where a running monitor records its pid.
 const MONITOR_PID_FILE: &str = "/run/ckpt/monitor.pid";
+/// Where `ckpt hook-floor` writes its pid once its program is attached.
+const FLOOR_READY: &str = "/run/ckpt/hook-floor.ready";
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The overhead ckpt aims for, and what a naive bpftrace tracker costs (pipe loop).
@@ -94,16 +98,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Mode {
     Off,
+    /// An empty program on the tracker's syscall hook: the floor under any tracker.
+    Floor,
     Quiet,
     Events,
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::Off, Mode::Quiet, Mode::Events];
+    const ALL: [Mode; 4] = [Mode::Off, Mode::Floor, Mode::Quiet, Mode::Events];
 
     fn key(self) -> &'static str {
         match self {
             Mode::Off => "off",
+            Mode::Floor => "floor",
             Mode::Quiet => "quiet",
             Mode::Events => "events",
         }
@@ -112,6 +119,7 @@ impl Mode {
     fn label(self) -> &'static str {
         match self {
             Mode::Off => "tracker off",
+            Mode::Floor => "an empty program on the tracker's syscall hook (ckpt hook-floor)",
             Mode::Quiet => "on, events off (ckpt monitor --quiet)",
             Mode::Events => "on, events streaming (ckpt monitor --json > /dev/null)",
         }
@@ -120,6 +128,7 @@ impl Mode {
     fn monitor_args(self) -> Option<&'static [&'static str]> {
         match self {
             Mode::Off => None,
+            Mode::Floor => Some(&["hook-floor", "--ready", FLOOR_READY]),
             Mode::Quiet => Some(&["monitor", "--quiet"]),
             Mode::Events => Some(&["monitor", "--json"]),
         }
@@ -142,7 +151,7 @@ fn monitor(ckpt: &Path, args: &BenchArgs) -> Result<()> {
     File::create(&log).with_context(|| format!("creating {}", log.display()))?;
 
     println!(
-        "bench monitor: {} rounds × (off, quiet, events) × (pipe, open), {} iterations each",
+        "bench monitor: {} rounds × (off, floor, quiet, events) × (pipe, open), {} iterations each",
         args.rounds, args.iterations
     );
     let mut samples: BTreeMap<(Mode, Loop), Vec<f64>> = BTreeMap::new();
@@ -277,6 +286,12 @@ impl Monitor {
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
+        if mode == Mode::Floor {
+            let _ = fs::remove_file(FLOOR_READY);
+            if let Some(dir) = Path::new(FLOOR_READY).parent() {
+                fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
         let mut monitor = Monitor {
             child: util::cmd(ckpt)
                 .args(args)
@@ -293,6 +308,9 @@ impl Monitor {
         // attached (a stale pin from a dead monitor is removed first, and the pid file
         // names us only once ours are in place).
         let pinned = || {
+            if mode == Mode::Floor {
+                return fs::read_to_string(FLOOR_READY).is_ok_and(|p| p.trim() == pid.to_string());
+            }
             Path::new(PIN_FDS).exists()
                 && fs::read_to_string(MONITOR_PID_FILE).is_ok_and(|p| p.trim() == pid.to_string())
         };
@@ -307,7 +325,7 @@ impl Monitor {
             );
         }
         if !pinned() {
-            if mode == Mode::Quiet {
+            if mode != Mode::Events {
                 bail!(
                     "`ckpt {}` did not pin {PIN_FDS} within {START_TIMEOUT:?}",
                     monitor.args
@@ -538,10 +556,13 @@ impl Report<'_> {
             self.args.rounds, self.args.iterations
         );
         println!(
-            "{:<5} {:>7} {:>9} │ {:>10} {:>9} {:>9} │ {:>10} {:>9} {:>9}",
+            "{:<5} {:>7} {:>9} │ {:>10} {:>9} {:>9} │ {:>10} {:>9} {:>9} │ {:>10} {:>9} {:>9}",
             "loop",
             "ev/iter",
             "off",
+            "floor",
+            "overhead",
+            "ns/event",
             "on(quiet)",
             "overhead",
             "ns/event",
@@ -554,7 +575,7 @@ impl Report<'_> {
                 .median(Mode::Off, lp)
                 .map_or("n/a".into(), |v| format!("{v:.1}"));
             let mut row = format!("{:<5} {:>7} {off:>9}", lp.name(), lp.events_per_iter());
-            for mode in [Mode::Quiet, Mode::Events] {
+            for mode in [Mode::Floor, Mode::Quiet, Mode::Events] {
                 match self.cost(mode, lp) {
                     Some(c) => row.push_str(&format!(
                         " │ {:>10.1} {:>+8.1}% {:>9.1}",
@@ -590,6 +611,18 @@ impl Report<'_> {
                 "pipe loop, tracker on: not measured (target ≤ {TARGET_OVERHEAD_PCT} %; \
                  a naive bpftrace tracker costs {NAIVE_BPFTRACE_PCT})"
             ),
+        }
+        if let Some(c) = self.cost(Mode::Floor, Loop::Pipe) {
+            println!(
+                "pipe loop, empty program on the same hook: {:+.1} % — the floor under any \
+                 tracker on this hook ({})",
+                c.overhead_pct,
+                if c.overhead_pct > TARGET_OVERHEAD_PCT {
+                    "above the target on its own"
+                } else {
+                    "within the target"
+                }
+            );
         }
         match self.map_memory {
             Ok(bytes) => println!(
