@@ -177,16 +177,7 @@ impl Tracker {
     }
 
     fn load() -> Result<Tracker> {
-        let layout = crate::btf::kernel_layout()?;
-        debug!("kernel layout from BTF: {layout:?}");
-        let aya_btf = layout.attach.skeleton_btf()?;
-        let mut loader = EbpfLoader::new();
-        // No CO-RE relocations to resolve: offsets come in as the OFFSETS global.
-        loader.btf(None);
-        loader.override_global("OFFSETS", &layout.offsets, true);
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .map_err(|e| Error::Load(format!("{e:#}")))?;
+        let (mut ebpf, layout, aya_btf) = load_object()?;
         // The logger owns the aya-log ring buffer: keep it alive with the programs.
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
             .map_err(|e| Error::Load(format!("starting the eBPF logger: {e}")))?;
@@ -212,7 +203,6 @@ impl Tracker {
     }
 
     fn attach_live(&mut self) -> Result<()> {
-        let (name, hook) = SYSCALL_HOOK;
         let (ebpf, btf) = match (self.ebpf.as_mut(), self.aya_btf.as_ref()) {
             (Some(e), Some(b)) => (e, b),
             _ => {
@@ -221,14 +211,7 @@ impl Tracker {
                 ));
             }
         };
-        let prog: &mut BtfTracePoint = program(ebpf, name)?;
-        prog.load(hook, btf)
-            .map_err(|e| Error::Load(format!("{name}: {e:#}")))?;
-        prog.attach().map_err(|e| Error::Attach {
-            program: name,
-            hook,
-            reason: format!("{e:#}"),
-        })?;
+        attach_syscall_hook(ebpf, btf, SYSCALL_HOOK.0)?;
         for (name, hook) in TRACEPOINTS {
             let prog: &mut RawTracePoint = program(ebpf, name)?;
             prog.load()
@@ -509,24 +492,40 @@ pub struct HookFloor {
 /// for `cargo xtask bench monitor`.
 pub fn attach_hook_floor() -> Result<HookFloor> {
     privileges::require_tracker()?;
+    let (mut ebpf, _, btf) = load_object()?;
+    attach_syscall_hook(&mut ebpf, &btf, HOOK_FLOOR)?;
+    Ok(HookFloor { _ebpf: ebpf })
+}
+
+/// The eBPF object with its maps created and no program loaded yet, the kernel layout
+/// (its offsets already set as the `OFFSETS` global) and the BTF the programs'
+/// attach ids are found in.
+fn load_object() -> Result<(Ebpf, KernelLayout, aya::Btf)> {
     let layout = crate::btf::kernel_layout()?;
+    debug!("kernel layout from BTF: {layout:?}");
     let btf = layout.attach.skeleton_btf()?;
     let mut loader = EbpfLoader::new();
+    // No CO-RE relocations to resolve: offsets come in as the OFFSETS global.
     loader.btf(None);
     loader.override_global("OFFSETS", &layout.offsets, true);
-    let mut ebpf = loader
+    let ebpf = loader
         .load(EBPF_OBJECT)
         .map_err(|e| Error::Load(format!("{e:#}")))?;
+    Ok((ebpf, layout, btf))
+}
+
+/// Loads the tp_btf program `name` on the syscall hook and attaches it.
+fn attach_syscall_hook(ebpf: &mut Ebpf, btf: &aya::Btf, name: &'static str) -> Result<()> {
     let (_, hook) = SYSCALL_HOOK;
-    let prog: &mut BtfTracePoint = program(&mut ebpf, HOOK_FLOOR)?;
-    prog.load(hook, &btf)
-        .map_err(|e| Error::Load(format!("{HOOK_FLOOR}: {e:#}")))?;
+    let prog: &mut BtfTracePoint = program(ebpf, name)?;
+    prog.load(hook, btf)
+        .map_err(|e| Error::Load(format!("{name}: {e:#}")))?;
     prog.attach().map_err(|e| Error::Attach {
-        program: HOOK_FLOOR,
+        program: name,
         hook,
         reason: format!("{e:#}"),
     })?;
-    Ok(HookFloor { _ebpf: ebpf })
+    Ok(())
 }
 
 /// The pid of a live `ckpt monitor` that pinned its maps, if any.
