@@ -518,6 +518,13 @@ impl PageReader {
     }
 }
 
+// SAFETY: the mapping is read-only and private, never written through `base`, and
+// lives until the reader is dropped: threads that take processes over in parallel
+// may all read from it.
+unsafe impl Send for PageReader {}
+// SAFETY: as above.
+unsafe impl Sync for PageReader {}
+
 impl Drop for PageReader {
     fn drop(&mut self) {
         if self.len > 0 {

@@ -108,7 +108,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     stages.done("create files");
 
     let mut created = Created::default();
-    let mut seized: Vec<i32> = Vec::new();
     let result = (|| -> Result<()> {
         require_single_thread()?;
         helpers.spawn(&files, &mut created)?;
@@ -119,12 +118,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
             ckpt_pid: std::process::id() as i32,
             pages: &pages,
         };
-        for p in plan.procs.iter().filter(|p| !p.is_zombie()) {
-            takeover::take_over(p, plan.trampoline, helpers.report_fd(), &src, &mut seized)?;
-        }
-        stages.done("restore memory and threads");
-        files.set_owners(&plan)?;
-        Ok(())
+        let procs: Vec<&plan::ProcPlan> = plan.procs.iter().filter(|p| !p.is_zombie()).collect();
+        takeover::take_over_all(&procs, plan.trampoline, helpers.report_fd(), &src, || {
+            stages.done("restore memory and threads");
+            files.set_owners(&plan)?;
+            // ckpt's own references go before anything runs: a pipe must not keep an
+            // extra writer, a FIFO an extra reader.
+            drop(files);
+            Ok(())
+        })
     })();
     if let Err(e) = result {
         let killed = created.kill_all();
@@ -133,18 +135,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
             killed.len()
         )));
     }
-    // ckpt's own references go before anything runs: a pipe must not keep an extra
-    // writer, a FIFO an extra reader.
-    drop(files);
     drop(shared);
-    if let Err(e) = takeover::detach(&seized) {
-        let killed = created.kill_all();
-        return Err(Error::Other(format!(
-            "restore failed: step `resume`: {e}; killed the {} processes it had created \
-             {killed:?}",
-            killed.len()
-        )));
-    }
     stages.done("resume");
     let mut report = RestoreReport {
         root: plan.root().pid(),

@@ -582,21 +582,41 @@ fn corrupted_image_changes_nothing() {
 /// CKPT_RESTORE_FAIL_AT=memory: the restore fails and kills what it created.
 #[test]
 fn injected_failure_at_memory_leaves_nothing() {
+    injected_failure_leaves_nothing("memory", |_| "memory".into());
+}
+
+#[test]
+fn injected_failure_of_the_last_child_at_its_last_step_leaves_nothing() {
+    // Processes are taken over in parallel, the root by ckpt's main thread and the
+    // others by worker threads: the root is complete when a child fails last.
+    injected_failure_leaves_nothing("registers", |w| {
+        format!("registers@{}", w.pids.iter().max().expect("pids"))
+    });
+}
+
+/// Restores the pipeline with CKPT_RESTORE_FAIL_AT set to `fail_at(w)`: the restore
+/// must fail naming `step`, and no process of the image may be left.
+fn injected_failure_leaves_nothing(step: &str, fail_at: impl Fn(&Wl) -> String) {
     setup();
     let mut w = Wl::bin("pipeline");
     thread::sleep(Duration::from_millis(200));
     w.dump();
     w.go();
     let img = w.img();
+    assert!(
+        w.pids.len() >= 3,
+        "the pipeline has 3 processes: {:?}",
+        w.pids
+    );
     let out = ckpt::run_timeout_env(
         &["restore", "-D", &img],
-        &[("CKPT_RESTORE_FAIL_AT", "memory")],
+        &[("CKPT_RESTORE_FAIL_AT", &fail_at(&w))],
         CKPT_TIMEOUT,
     )
     .unwrap();
     assert!(
-        out.code() != Some(0) && out.stderr.contains("memory"),
-        "expected a failure naming the step `memory`, got {}",
+        out.code() != Some(0) && out.stderr.contains(step),
+        "expected a failure naming the step `{step}`, got {}",
         out.describe()
     );
     // Killed processes may take a moment to die; as the subreaper this test reaps

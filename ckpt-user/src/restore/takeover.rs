@@ -157,6 +157,85 @@ pub fn take_over(
     })
 }
 
+/// Takes every process of `procs` over (`procs[0]` is the root), on one thread per
+/// CPU, and leaves them stopped; then calls `then` (the last steps before the tree
+/// may run). When both succeed, every process is let go, the root last; otherwise
+/// the first error is returned and the processes are left for the caller to kill.
+///
+/// Why threads: a takeover is mostly ptrace round trips and faults in the helper
+/// (unmapping ckpt's copy, mapping and filling the areas), ~1 ms a process; a tree
+/// of hundreds goes as many times faster as there are CPUs. A ptrace tracer is one
+/// thread, so each worker seizes, restores and finally detaches its own share, and
+/// stays alive until the verdict: a tracer thread that exits without detaching
+/// kills its tracees (PTRACE_O_EXITKILL), so a failed restore never lets a
+/// half-restored process run. The root is this thread's: it is let go after every
+/// worker has let its share go.
+pub fn take_over_all(
+    procs: &[&ProcPlan],
+    trampoline: u64,
+    report_fd: i32,
+    src: &AreaSources,
+    then: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    use std::sync::mpsc;
+    let Some((root, rest)) = procs.split_first() else {
+        return then();
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cpus.min(rest.len());
+    std::thread::scope(|scope| {
+        let mut crew = Vec::new();
+        for w in 0..workers {
+            let share: Vec<&ProcPlan> = rest.iter().skip(w).step_by(workers).copied().collect();
+            let (done_tx, done_rx) = mpsc::channel::<Result<()>>();
+            let (go_tx, go_rx) = mpsc::channel::<bool>();
+            let handle = scope.spawn(move || -> Result<()> {
+                let mut seized = Vec::new();
+                let result = share
+                    .iter()
+                    .try_for_each(|p| take_over(p, trampoline, report_fd, src, &mut seized));
+                let ok = result.is_ok();
+                let _ = done_tx.send(result);
+                if ok && go_rx.recv().unwrap_or(false) {
+                    detach(&seized)
+                } else {
+                    Ok(())
+                }
+            });
+            crew.push((handle, done_rx, go_tx));
+        }
+        let mut root_seized = Vec::new();
+        let mut first_error = take_over(root, trampoline, report_fd, src, &mut root_seized).err();
+        for (_, done_rx, _) in &crew {
+            let result = done_rx
+                .recv()
+                .unwrap_or_else(|_| Err(Error::Other("a takeover thread stopped early".into())));
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        let verdict = match first_error {
+            Some(e) => Err(e),
+            None => then(),
+        };
+        for (_, _, go_tx) in &crew {
+            let _ = go_tx.send(verdict.is_ok());
+        }
+        let mut released = Ok(());
+        for (handle, _, _) in crew {
+            let r = handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::Other("a takeover thread panicked".into())));
+            if released.is_ok() {
+                released = r;
+            }
+        }
+        verdict?;
+        released.map_err(|e| Error::Other(format!("step `resume`: {e}")))?;
+        detach(&root_seized).map_err(|e| Error::Other(format!("step `resume`: {e}")))
+    })
+}
+
 /// Lets every seized thread run, the last created first: a process that runs can
 /// act on the others (a parent that kills its children when its input ends), so
 /// the root goes last.
