@@ -419,16 +419,28 @@ impl PageReader {
             image.verify_pages(dir)?;
             return Ok(me);
         }
-        let good = runs.iter().all(|r| {
+        let reader = &me;
+        let run_ok = |r: &&PageRun| {
             // SAFETY: inside the mapping (bounds checked above).
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    me.base.add(r.offset as usize),
-                    (u64::from(r.count) * page) as usize,
-                )
-            };
+            let bytes = unsafe { reader.bytes(r.offset, u64::from(r.count) * page) };
             crc32fast::hash(bytes) == r.crc32
-        });
+        };
+        // Large images are checked on every CPU: reading the file in and hashing it
+        // is most of a large restore's validation.
+        let total: u64 = runs.iter().map(|r| u64::from(r.count) * page).sum();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let good = if total < 64 << 20 || cpus < 2 {
+            runs.iter().all(run_ok)
+        } else {
+            let share = runs.len().div_ceil(cpus);
+            std::thread::scope(|scope| {
+                let checks: Vec<_> = runs
+                    .chunks(share)
+                    .map(|part| scope.spawn(move || part.iter().all(run_ok)))
+                    .collect();
+                checks.into_iter().all(|c| c.join().unwrap_or(false))
+            })
+        };
         if !good {
             // The exact error (naming the record) comes from the image's own check.
             drop(me);
@@ -440,6 +452,16 @@ impl PageReader {
             )));
         }
         Ok(me)
+    }
+
+    /// `len` bytes of pages.img at `offset`.
+    ///
+    /// # Safety
+    /// `offset + len` must lie within the mapping.
+    unsafe fn bytes(&self, offset: u64, len: u64) -> &[u8] {
+        // SAFETY: the caller keeps the range inside the mapping, which lives as long
+        // as self.
+        unsafe { std::slice::from_raw_parts(self.base.add(offset as usize), len as usize) }
     }
 
     pub fn open(dir: &std::path::Path) -> Result<PageReader> {
@@ -502,14 +524,8 @@ impl PageReader {
             let mut done = 0;
             while done < total {
                 let n = (total - done).min(COPY_CHUNK);
-                // SAFETY: inside the mapping (checked above), which lives as long
-                // as self.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts(
-                        self.base.add((run.offset + done) as usize),
-                        n as usize,
-                    )
-                };
+                // SAFETY: inside the mapping (checked above).
+                let bytes = unsafe { self.bytes(run.offset + done, n) };
                 sink(run.index * PAGE_SIZE + done, bytes)?;
                 done += n;
             }

@@ -107,8 +107,11 @@ pub fn is_path_only(flags: u32) -> bool {
     flags as i32 & libc::O_PATH != 0
 }
 
-/// Moves an open file to `pos` (a no-op for objects that cannot seek).
+/// Moves a freshly opened file (at 0) to `pos` (a no-op for objects that cannot seek).
 pub fn seek(fd: &impl std::os::fd::AsRawFd, pos: i64, path: &Path) -> Result<()> {
+    if pos == 0 {
+        return Ok(());
+    }
     // SAFETY: lseek on an fd we hold.
     let rc = unsafe { libc::lseek(fd.as_raw_fd(), pos, libc::SEEK_SET) };
     if rc < 0 {

@@ -124,7 +124,14 @@ impl OpenFiles {
             let fd = me
                 .open(of, inode)
                 .map_err(|e| Error::Other(format!("pid {} fd {}: {e}", f.pid, f.fd)))?;
-            set_flags(&fd, of)
+            let opened_with_flags = matches!(
+                inode.kind,
+                InodeKind::Regular { .. }
+                    | InodeKind::Directory { .. }
+                    | InodeKind::CharDevice { .. }
+                    | InodeKind::BlockDevice { .. }
+            );
+            set_flags(&fd, of, opened_with_flags)
                 .map_err(|e| Error::Other(format!("pid {} fd {}: {e}", f.pid, f.fd)))?;
             let fd = me.place(fd, f.fd)?;
             if matches!(inode.kind, InodeKind::Pipe { .. } | InodeKind::Fifo { .. }) {
@@ -316,18 +323,24 @@ fn proc_fd(fd: RawFd) -> PathBuf {
 }
 
 /// The saved status flags (O_APPEND, O_NONBLOCK, O_DIRECT, O_NOATIME, O_ASYNC) and
-/// F_SETSIG, on a freshly created open file.
-fn set_flags(fd: &OwnedFd, of: &OpenFileRecord) -> Result<()> {
+/// F_SETSIG, on a freshly created open file. `opened_with_flags`: it was opened with
+/// its saved flags, which open(2) applies all but O_ASYNC of.
+fn set_flags(fd: &OwnedFd, of: &OpenFileRecord, opened_with_flags: bool) -> Result<()> {
     if regular::is_path_only(of.flags) {
         return Ok(()); // O_PATH: opened with exactly its flags, nothing to set
     }
-    // SAFETY: fcntl on an fd we hold.
-    let rc = unsafe {
-        libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETFL,
-            (of.flags & SETFL_MASK) as i32,
-        )
+    let set_fl = !opened_with_flags || of.flags & libc::O_ASYNC as u32 != 0;
+    let rc = if set_fl {
+        // SAFETY: fcntl on an fd we hold.
+        unsafe {
+            libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_SETFL,
+                (of.flags & SETFL_MASK) as i32,
+            )
+        }
+    } else {
+        0
     };
     if rc < 0 {
         return Err(Error::io(
