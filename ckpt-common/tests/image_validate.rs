@@ -253,3 +253,17 @@ fn validation_also_runs_when_an_image_is_opened() {
     let err = Image::open(&dir).unwrap_err();
     assert!(err.to_string().contains("main thread"), "{err}");
 }
+
+#[test]
+fn a_thread_name_longer_than_the_kernel_keeps_is_named() {
+    let i = find(|r| matches!(r, Record::Thread(_)));
+    let msg = broken(i, "thread", |r| {
+        if let Record::Thread(t) = &mut r[i] {
+            t.comm = "sixteen-bytes-xx".into();
+        }
+    });
+    assert!(
+        msg.contains("\"sixteen-bytes-xx\" is not a thread name"),
+        "{msg}"
+    );
+}

@@ -17,9 +17,9 @@
 //!   pid) and says which step failed for which pid;
 //! - the same image can be restored again once the first copy has exited.
 //!
-//! What the image does not carry, and how restore treats it: the sigaltstack (the
-//! restored threads have none), the clear-child-tid address (re-registered for
-//! glibc threads, see [`crate::thread::restore_registrations`]), timers, and the
+//! What the image does not carry, and how restore treats it: the clear-child-tid
+//! address (re-registered for glibc threads, see
+//! [`crate::thread::restore_registrations`]), timers, and the
 //! root's parent (the restored root is ckpt's child, reparented to init when ckpt
 //! leaves with `--detach`).
 

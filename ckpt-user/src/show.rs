@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use ckpt_common::image::{
     AreaKind, FdRecord, Image, InodeKind, MemoryAreaRecord, ObjRef, OpenFileRecord, ProcessRecord,
-    ProcessState, Record,
+    ProcessState, Record, ThreadRecord,
     records::{map, prot},
 };
 use serde::Serialize;
@@ -125,7 +125,7 @@ fn to_json(dir: &Path, image: &Image, totals: &Totals) -> String {
 /// What the text needs to look up across records.
 struct Index<'a> {
     processes: Vec<&'a ProcessRecord>,
-    threads: BTreeMap<i32, Vec<i32>>,
+    threads: BTreeMap<i32, Vec<&'a ThreadRecord>>,
     areas: BTreeMap<i32, Vec<&'a MemoryAreaRecord>>,
     fds: BTreeMap<i32, Vec<&'a FdRecord>>,
     /// Objref → the record defining it.
@@ -147,7 +147,7 @@ impl<'a> Index<'a> {
         for record in &image.records {
             match record {
                 Record::Process(p) => ix.processes.push(p),
-                Record::Thread(t) => ix.threads.entry(t.pid).or_default().push(t.tid),
+                Record::Thread(t) => ix.threads.entry(t.pid).or_default().push(t),
                 Record::MemoryArea(a) => ix.areas.entry(a.pid).or_default().push(a),
                 Record::Fd(f) => {
                     ix.fds.entry(f.pid).or_default().push(f);
@@ -316,7 +316,10 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
         "  threads: {}",
         threads
             .iter()
-            .map(i32::to_string)
+            .map(|t| match t.altstack {
+                Some(a) => format!("{} ({}, altstack {:#x}+{})", t.tid, t.comm, a.sp, a.size),
+                None => format!("{} ({})", t.tid, t.comm),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -551,6 +554,8 @@ mod tests {
                 syscall: SyscallState { nr: -1, ret: 0 },
                 rseq: None,
                 robust_list: None,
+                comm: "sample".into(),
+                altstack: None,
             }),
             Record::MemoryArea(MemoryAreaRecord {
                 pid: 42,

@@ -2,7 +2,7 @@
 //! area (as large as the CPU needs), signal mask and pending signals, an
 //! interrupted syscall, rseq and robust-list registrations.
 
-use ckpt_common::image::{RobustList, Rseq, Siginfo, SyscallState, ThreadRecord};
+use ckpt_common::image::{RobustList, Rseq, SigAltStack, Siginfo, SyscallState, ThreadRecord};
 use nix::{sys::ptrace, unistd::Pid};
 
 use crate::error::{Error, Result};
@@ -202,7 +202,52 @@ pub fn capture(pid: i32, tid: i32) -> Result<ThreadRecord> {
         syscall,
         rseq: rseq(tid)?,
         robust_list: robust_list(tid)?,
+        comm: name(pid, tid)?,
+        altstack: altstack(tid)?,
     })
+}
+
+/// The thread's name, as /proc shows it (a name that is not UTF-8 is kept lossily).
+fn name(pid: i32, tid: i32) -> Result<String> {
+    let path = format!("/proc/{pid}/task/{tid}/comm");
+    let raw = std::fs::read(&path).map_err(|e| Error::io(format!("reading {path}"), e))?;
+    let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
+    Ok(String::from_utf8_lossy(raw).into_owned())
+}
+
+/// `stack_t` as the kernel lays it out on x86-64: ss_sp, ss_flags (+ padding), ss_size.
+const STACK_T_SIZE: usize = 24;
+const SS_DISABLE: u32 = 2;
+const SS_AUTODISARM: u32 = 1 << 31;
+
+/// The alternate signal stack: no ptrace request reports it, so the thread itself
+/// answers sigaltstack(NULL, &old), run in it while it is stopped.
+fn altstack(tid: i32) -> Result<Option<SigAltStack>> {
+    let thread = crate::inject::RemoteThread::new(tid);
+    let scratch = thread.scratch_addr()?;
+    let mut saved = [0u8; STACK_T_SIZE];
+    thread.read_mem(scratch, &mut saved)?;
+    let result = (|| {
+        let rc = thread.syscall(libc::SYS_sigaltstack, &[0, scratch])?;
+        if rc < 0 {
+            return Err(Error::Other(format!(
+                "thread {tid}: sigaltstack: {}",
+                std::io::Error::from_raw_os_error(-rc as i32)
+            )));
+        }
+        let mut raw = [0u8; STACK_T_SIZE];
+        thread.read_mem(scratch, &mut raw)?;
+        let sp = u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes"));
+        let flags = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
+        let size = u64::from_le_bytes(raw[16..24].try_into().expect("8 bytes"));
+        Ok((flags & SS_DISABLE == 0).then_some(SigAltStack {
+            sp,
+            size,
+            flags: flags & SS_AUTODISARM,
+        }))
+    })();
+    thread.write_mem(scratch, &saved)?;
+    result
 }
 
 // ---- restore ----------------------------------------------------------------------
@@ -210,9 +255,9 @@ pub fn capture(pid: i32, tid: i32) -> Result<ThreadRecord> {
 // Threads other than the main one are created inside the restored process by a
 // remote clone3 (set_tid = the dumped tid) from the trampoline; ptrace's
 // PTRACE_O_TRACECLONE makes each new thread start stopped. Every thread then gets its
-// rseq area and robust list registered again (by a syscall run in that thread), its
-// clear-child-tid address (see `restore_registrations`), its pending signals queued
-// again, and finally its registers, XSAVE area and signal mask.
+// name, alternate signal stack, rseq area and robust list set again (by syscalls run
+// in that thread), its clear-child-tid address (see `restore_registrations`), its
+// pending signals queued again, and finally its registers, XSAVE area and signal mask.
 
 use std::os::unix::fs::FileExt as _;
 
@@ -313,8 +358,8 @@ pub fn restore_create(main: &Remote, tid: i32) -> Result<Remote> {
     main.for_thread(tid)
 }
 
-/// Restore: registrations only the thread itself can make — its rseq area, its
-/// robust futex list, and its clear-child-tid address.
+/// Restore: what only the thread itself can set — its name, its alternate signal
+/// stack, its rseq area, its robust futex list, and its clear-child-tid address.
 ///
 /// The image does not carry the clear-child-tid address (what pthread_join waits
 /// on). Threads of glibc programs register `&THREAD_SELF->tid`, at a fixed offset
@@ -322,6 +367,37 @@ pub fn restore_create(main: &Remote, tid: i32) -> Result<Remote> {
 /// own tid there, that address is registered again. Other runtimes keep none.
 pub fn restore_registrations(remote: &Remote, rec: &ThreadRecord) -> Result<()> {
     let mut calls: Vec<(Call, String)> = Vec::new();
+    // The name and the stack_t go in by pointer.
+    let mut name = rec.comm.as_bytes().to_vec();
+    name.push(0);
+    let ss = rec.altstack.map(|a| {
+        let mut raw = [0u8; STACK_T_SIZE];
+        raw[0..8].copy_from_slice(&a.sp.to_le_bytes());
+        raw[8..12].copy_from_slice(&a.flags.to_le_bytes());
+        raw[16..24].copy_from_slice(&a.size.to_le_bytes());
+        raw
+    });
+    let mut parts: Vec<&[u8]> = vec![&name];
+    if let Some(raw) = &ss {
+        parts.push(raw);
+    }
+    let addrs = remote.put(&parts)?;
+    calls.push((
+        (
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, addrs[0], 0, 0, 0, 0],
+        ),
+        format!("prctl(PR_SET_NAME, {:?})", rec.comm),
+    ));
+    if let Some(a) = rec.altstack {
+        calls.push((
+            (libc::SYS_sigaltstack, [addrs[1], 0, 0, 0, 0, 0]),
+            format!(
+                "sigaltstack({:#x}, {} bytes, flags {:#x})",
+                a.sp, a.size, a.flags
+            ),
+        ));
+    }
     if let Some(r) = rec.rseq {
         calls.push((
             (
@@ -464,6 +540,8 @@ mod restore_tests {
             },
             rseq: None,
             robust_list: None,
+            comm: "t".into(),
+            altstack: None,
         }
     }
 

@@ -151,6 +151,8 @@ pub struct ThreadRec {
     /// The thread's registered rseq area, which the kernel itself rewrites (the
     /// current CPU) whenever the thread migrates.
     pub rseq: Option<RseqRec>,
+    /// The thread's name.
+    pub comm: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -609,6 +611,20 @@ pub fn check_processes(img: &Image, truth: &Truth, root: i32) -> Result<()> {
                 "pid {}: thread records for tids {got_tids:?}, /proc/{}/task has {want_tids:?}",
                 t.pid, t.pid
             ));
+        }
+        for th in img.threads.iter().filter(|th| th.pid == t.pid) {
+            let path = format!("/proc/{}/task/{}/comm", t.pid, th.tid);
+            let Ok(name) = std::fs::read_to_string(&path) else {
+                continue; // the thread is gone (a default dump kills the tree)
+            };
+            if th.comm != name.trim_end_matches('\n') {
+                p.push(format!(
+                    "thread {}: name {:?} in the image, {path} says {:?}",
+                    th.tid,
+                    th.comm,
+                    name.trim_end()
+                ));
+            }
         }
     }
     for th in &img.threads {

@@ -391,6 +391,11 @@ fn large_anonymous_memory_comes_back_page_for_page() {
 }
 
 #[test]
+fn thread_names_and_alternate_signal_stacks() {
+    scenario("altstack", &["altstack-0", "altstack-1", "altstack-2"]);
+}
+
+#[test]
 fn nanosleep_and_blocked_read_restart() {
     scenario("restart", &["sleeper", "reader"]);
 }

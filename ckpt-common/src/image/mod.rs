@@ -44,7 +44,8 @@ pub use pages::PagesFile;
 pub use records::{
     AreaKind, Credentials, FdRecord, FileOwner, InodeKind, InodeRecord, MemoryAreaRecord, MmState,
     OpenFileRecord, PageRun, ProcessRecord, ProcessState, Record, RecordType, Rlimit, RobustList,
-    Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, Siginfo, SyscallState, ThreadRecord,
+    Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SyscallState,
+    ThreadRecord,
 };
 pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};
@@ -56,7 +57,7 @@ pub const PAGES_FILE: &str = "pages.img";
 /// First eight bytes of `ckpt.img`.
 pub const MAGIC: [u8; 8] = *b"CKPTIMG\0";
 /// The one format version this code reads and writes (see "Versioning" in IMAGE.md).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// An object reference: the number under which one shared object is saved.
 ///

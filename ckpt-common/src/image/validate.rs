@@ -181,6 +181,13 @@ fn check_record(
             if !pass.tids.insert(t.tid) {
                 return Err(format!("tid {} appears in two thread records", t.tid));
             }
+            // TASK_COMM_LEN is 16 with the NUL.
+            if t.comm.len() > 15 || t.comm.contains('\0') {
+                return Err(format!(
+                    "thread {}: name {:?} is not a thread name (at most 15 bytes, no NUL)",
+                    t.tid, t.comm
+                ));
+            }
         }
         Record::MemoryArea(a) => {
             let area = format!("area {:#x}-{:#x}", a.start, a.end);

@@ -12,8 +12,8 @@ use std::{
 use ckpt_common::image::{
     AreaKind, Credentials, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
     MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, ProcessRecord, ProcessState,
-    Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, Siginfo,
-    SyscallState, ThreadRecord,
+    Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack,
+    Siginfo, SyscallState, ThreadRecord,
     records::{map, prot},
 };
 
@@ -166,6 +166,12 @@ pub fn random_record(rng: &mut Rng) -> Record {
             robust_list: r.bool().then(|| RobustList {
                 head: r.next(),
                 len: r.next(),
+            }),
+            comm: r.string().chars().take(15).collect(),
+            altstack: r.bool().then(|| SigAltStack {
+                sp: r.next(),
+                size: r.next(),
+                flags: r.u32(),
             }),
         }),
         2 => Record::MemoryArea(MemoryAreaRecord {
@@ -349,6 +355,12 @@ pub fn thread(pid: i32, tid: i32) -> ThreadRecord {
         robust_list: Some(RobustList {
             head: 0x7fff_2000,
             len: 24,
+        }),
+        comm: format!("worker-{tid}"),
+        altstack: Some(SigAltStack {
+            sp: 0x7fff_4000,
+            size: 0x4000,
+            flags: 0,
         }),
     }
 }

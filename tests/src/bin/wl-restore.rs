@@ -201,6 +201,7 @@ fn main() {
         "shm" => shm(),
         "restart" => restart(),
         "bigmem" => bigmem(),
+        "altstack" => altstack(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -967,5 +968,124 @@ fn bigmem() {
             &format!("page {p} differs from what was written"),
         ),
     };
+    finish(&[]);
+}
+
+/// Where the SIGUSR1 handler found itself running (the address of one of its locals),
+/// by the tid of the thread it ran in, modulo 64.
+static HANDLER_SP: [std::sync::atomic::AtomicUsize; 64] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 64];
+const ALTSTACK_LEN: usize = 64 << 10;
+
+fn gettid() -> usize {
+    // SAFETY: plain syscall.
+    unsafe { libc::syscall(libc::SYS_gettid) as usize }
+}
+
+extern "C" fn note_stack(_: libc::c_int) {
+    let local = 0u8;
+    HANDLER_SP[gettid() % 64].store(
+        std::ptr::addr_of!(local) as usize,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+}
+
+/// The calling thread's (name, alternate stack) as the kernel reports them.
+fn name_and_altstack() -> (String, libc::stack_t) {
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr(), 0, 0, 0) };
+    let len = name.iter().position(|&b| b == 0).unwrap_or(16);
+    // SAFETY: stack_t is plain data; sigaltstack fills it.
+    let mut ss: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a query only.
+    unsafe { libc::sigaltstack(std::ptr::null(), &mut ss) };
+    (String::from_utf8_lossy(&name[..len]).into_owned(), ss)
+}
+
+/// One thread of the altstack scenario: names itself, sets its own alternate stack
+/// (with SS_AUTODISARM when `autodisarm`), calls `set_up`, and after go checks that
+/// both are still what it set and that an SA_ONSTACK handler runs on that stack.
+fn altstack_thread(index: usize, autodisarm: bool, set_up: impl FnOnce()) {
+    let who = format!("altstack-{index}");
+    let name = format!("alt-{index}");
+    let cname = std::ffi::CString::new(name.clone()).expect("name");
+    // SAFETY: PR_SET_NAME reads a NUL-terminated name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, cname.as_ptr(), 0, 0, 0) };
+    let stack = Box::leak(vec![0u8; ALTSTACK_LEN].into_boxed_slice());
+    // SS_AUTODISARM (linux/signal.h; not in the libc crate).
+    let flags = if autodisarm { 1 << 31 } else { 0 };
+    let ss = libc::stack_t {
+        ss_sp: stack.as_mut_ptr().cast(),
+        ss_flags: flags,
+        ss_size: ALTSTACK_LEN,
+    };
+    // SAFETY: a valid stack_t describing memory that lives forever.
+    check(
+        unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) },
+        "sigaltstack",
+    );
+    set_up();
+    wait_go();
+    let (got_name, got) = name_and_altstack();
+    expect_eq(&who, "thread name", got_name, name);
+    expect_eq(
+        &who,
+        "altstack (sp, size, flags without SS_ONSTACK)",
+        (
+            got.ss_sp as usize,
+            got.ss_size,
+            got.ss_flags & !libc::SS_ONSTACK,
+        ),
+        (ss.ss_sp as usize, ss.ss_size, flags),
+    );
+    let slot = &HANDLER_SP[gettid() % 64];
+    slot.store(0, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: a signal to this very thread; its handler only stores a number.
+    unsafe { libc::syscall(libc::SYS_tgkill, getpid(), gettid(), libc::SIGUSR1) };
+    let at = slot.load(std::sync::atomic::Ordering::SeqCst);
+    let base = ss.ss_sp as usize;
+    report(
+        &who,
+        (base..base + ALTSTACK_LEN).contains(&at),
+        &format!("SIGUSR1 handler ran at {at:#x} (alternate stack {base:#x}+{ALTSTACK_LEN:#x})"),
+    );
+}
+
+/// 12. Three threads with their own names and alternate signal stacks (one with
+///     SS_AUTODISARM) and an SA_ONSTACK handler: after restore each has the same name
+///     and alternate stack, and the handler runs on it.
+fn altstack() {
+    // SAFETY: sigaction is plain data; the handler is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = note_stack as *const () as usize;
+        sa.sa_flags = libc::SA_ONSTACK;
+        check(
+            libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()),
+            "sigaction",
+        );
+    }
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let workers: Vec<_> = [(1, false), (2, true)]
+        .into_iter()
+        .map(|(i, autodisarm)| {
+            let tx = ready_tx.clone();
+            std::thread::spawn(move || {
+                altstack_thread(i, autodisarm, || {
+                    let _ = tx.send(());
+                })
+            })
+        })
+        .collect();
+    altstack_thread(0, false, || {
+        for _ in 0..2 {
+            ready_rx.recv().expect("a thread got ready");
+        }
+        ready(&[getpid()]);
+    });
+    for w in workers {
+        let _ = w.join();
+    }
     finish(&[]);
 }

@@ -21,7 +21,7 @@ pub use files::{FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord};
 pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
 pub use process::{
     Credentials, MAX_XSAVE_SIZE, MmState, ProcessRecord, ProcessState, Rlimit, RobustList, Rseq,
-    SIGINFO_SIZE, SigAction, Siginfo, SyscallState, ThreadRecord,
+    SIGINFO_SIZE, SigAction, SigAltStack, Siginfo, SyscallState, ThreadRecord,
 };
 
 /// The `type` field of a record frame.

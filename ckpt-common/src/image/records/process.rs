@@ -324,10 +324,14 @@ pub struct ThreadRecord {
     pub syscall: SyscallState,
     pub rseq: Option<Rseq>,
     pub robust_list: Option<RobustList>,
+    /// The thread's name (`/proc/PID/task/TID/comm`, at most 15 bytes).
+    pub comm: String,
+    /// The alternate signal stack (`sigaltstack(2)`), when one is set.
+    pub altstack: Option<SigAltStack>,
 }
 
 impl Wire for ThreadRecord {
-    const MIN_SIZE: usize = 4 + 4 + 4 + 4 + 3 * 8 + 4 + SyscallState::MIN_SIZE + 1 + 1;
+    const MIN_SIZE: usize = 4 + 4 + 4 + 4 + 3 * 8 + 4 + SyscallState::MIN_SIZE + 1 + 1 + 4 + 1;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
@@ -341,6 +345,8 @@ impl Wire for ThreadRecord {
         self.syscall.encode(out);
         wire::put_option(out, &self.rseq);
         wire::put_option(out, &self.robust_list);
+        wire::put_str(out, &self.comm);
+        wire::put_option(out, &self.altstack);
     }
 
     fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
@@ -356,6 +362,35 @@ impl Wire for ThreadRecord {
             syscall: SyscallState::decode(buf)?,
             rseq: wire::option(buf, "rseq")?,
             robust_list: wire::option(buf, "robust_list")?,
+            comm: wire::string(buf, "comm")?,
+            altstack: wire::option(buf, "altstack")?,
+        })
+    }
+}
+
+/// An alternate signal stack (`stack_t` without the status bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SigAltStack {
+    pub sp: u64,
+    pub size: u64,
+    /// `SS_AUTODISARM` or 0 (SS_ONSTACK and SS_DISABLE are states, not settings).
+    pub flags: u32,
+}
+
+impl Wire for SigAltStack {
+    const MIN_SIZE: usize = 20;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u64_le(self.sp);
+        out.put_u64_le(self.size);
+        out.put_u32_le(self.flags);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(SigAltStack {
+            sp: wire::u64(buf, "altstack.sp")?,
+            size: wire::u64(buf, "altstack.size")?,
+            flags: wire::u32(buf, "altstack.flags")?,
         })
     }
 }
