@@ -4,7 +4,9 @@
 
 use std::{fs, path::PathBuf};
 
-use ckpt_common::image::{Credentials, MmState, ProcessRecord, ProcessState, Rlimit, SigAction};
+use ckpt_common::image::{
+    Credentials, Itimer, MmState, ProcessAttrs, ProcessRecord, ProcessState, Rlimit, SigAction,
+};
 
 use crate::{
     error::{Error, Result},
@@ -207,6 +209,7 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
             sigactions: Vec::new(),
             shared_pending: Vec::new(),
             mm: MmState::default(),
+            attrs: ProcessAttrs::default(),
         });
     }
     let status = read(pid, "status")?;
@@ -250,7 +253,59 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         sigactions: sigactions(leader, &status)?,
         shared_pending: crate::thread::pending_signals(pid, true)?,
         mm,
+        attrs: attrs(pid, leader)?,
     })
+}
+
+/// `struct itimerval` on x86-64: interval {sec, usec}, value {sec, usec}.
+const ITIMERVAL_SIZE: usize = 32;
+
+/// personality from /proc; the rest only the process can tell: prctl's
+/// PR_GET_CHILD_SUBREAPER and PR_GET_PDEATHSIG and getitimer, run in its main thread.
+fn attrs(pid: i32, leader: &RemoteThread) -> Result<ProcessAttrs> {
+    let text = read(pid, "personality")?;
+    let personality = u32::from_str_radix(text.trim(), 16)
+        .map_err(|_| Error::Other(format!("pid {pid}: /proc/{pid}/personality says {text:?}")))?;
+    let scratch = leader.scratch_addr()?;
+    let mut saved = [0u8; ITIMERVAL_SIZE];
+    leader.read_mem(scratch, &mut saved)?;
+    let result = (|| {
+        let call = |nr: i64, args: &[u64], what: &str| -> Result<()> {
+            let rc = leader.syscall(nr, args)?;
+            if rc < 0 {
+                return Err(Error::Other(format!(
+                    "pid {pid}: {what}: {}",
+                    std::io::Error::from_raw_os_error(-rc as i32)
+                )));
+            }
+            Ok(())
+        };
+        let int_at = |what: &str, option: i32| -> Result<u32> {
+            call(libc::SYS_prctl, &[option as u64, scratch], what)?;
+            let mut raw = [0u8; 4];
+            leader.read_mem(scratch, &mut raw)?;
+            Ok(u32::from_le_bytes(raw))
+        };
+        let child_subreaper = int_at("PR_GET_CHILD_SUBREAPER", libc::PR_GET_CHILD_SUBREAPER)? != 0;
+        let pdeath_signal = int_at("PR_GET_PDEATHSIG", libc::PR_GET_PDEATHSIG)?;
+        let mut itimers = [Itimer::default(); 3];
+        for (which, t) in itimers.iter_mut().enumerate() {
+            call(libc::SYS_getitimer, &[which as u64, scratch], "getitimer")?;
+            let mut raw = [0u8; ITIMERVAL_SIZE];
+            leader.read_mem(scratch, &mut raw)?;
+            let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8"));
+            t.interval_us = word(0) * 1_000_000 + word(1);
+            t.value_us = word(2) * 1_000_000 + word(3);
+        }
+        Ok(ProcessAttrs {
+            personality,
+            child_subreaper,
+            pdeath_signal,
+            itimers,
+        })
+    })();
+    leader.write_mem(scratch, &saved)?;
+    result
 }
 
 // ---- restore ----------------------------------------------------------------------
@@ -295,6 +350,76 @@ pub fn restore_sigactions(remote: &Remote, actions: &[SigAction]) -> Result<()> 
         })
         .collect();
     remote.batch(&calls, |i| format!("rt_sigaction({})", actions[i].signo))?;
+    Ok(())
+}
+
+/// Restore: personality, child-subreaper flag, parent-death signal (when
+/// `with_pdeath`) and interval timers, set by the process itself. The timers go
+/// last, as late as possible before it runs: they resume with the time they had
+/// left at the dump.
+pub fn restore_attrs(remote: &Remote, attrs: &ProcessAttrs, with_pdeath: bool) -> Result<()> {
+    let mut calls: Vec<(Call, String)> = vec![(
+        (
+            libc::SYS_personality,
+            [u64::from(attrs.personality), 0, 0, 0, 0, 0],
+        ),
+        format!("personality({:#x})", attrs.personality),
+    )];
+    if attrs.child_subreaper {
+        calls.push((
+            (
+                libc::SYS_prctl,
+                [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+            ),
+            "prctl(PR_SET_CHILD_SUBREAPER)".into(),
+        ));
+    }
+    if with_pdeath && attrs.pdeath_signal != 0 {
+        calls.push((
+            (
+                libc::SYS_prctl,
+                [
+                    libc::PR_SET_PDEATHSIG as u64,
+                    u64::from(attrs.pdeath_signal),
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            ),
+            format!("prctl(PR_SET_PDEATHSIG, {})", attrs.pdeath_signal),
+        ));
+    }
+    let timers: Vec<(usize, &Itimer)> = attrs
+        .itimers
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.value_us != 0)
+        .collect();
+    let raw: Vec<Vec<u8>> = timers
+        .iter()
+        .map(|(_, t)| {
+            let us = |v: u64| [v / 1_000_000, v % 1_000_000];
+            us(t.interval_us)
+                .into_iter()
+                .chain(us(t.value_us))
+                .flat_map(u64::to_le_bytes)
+                .collect()
+        })
+        .collect();
+    let parts: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+    let addrs = remote.put(&parts)?;
+    for ((which, t), addr) in timers.iter().zip(addrs) {
+        calls.push((
+            (libc::SYS_setitimer, [*which as u64, addr, 0, 0, 0, 0]),
+            format!(
+                "setitimer({which}, {} us left, every {} us)",
+                t.value_us, t.interval_us
+            ),
+        ));
+    }
+    let (list, names): (Vec<Call>, Vec<String>) = calls.into_iter().unzip();
+    remote.batch(&list, |i| names[i].clone())?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@
 //!
 //! What the image does not carry, and how restore treats it: the clear-child-tid
 //! address (re-registered for glibc threads, see
-//! [`crate::thread::restore_registrations`]), timers, and the
+//! [`crate::thread::restore_registrations`]), and the
 //! root's parent (the restored root is ckpt's child, reparented to init when ckpt
 //! leaves with `--detach`).
 
@@ -119,14 +119,32 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
             pages: &pages,
         };
         let procs: Vec<&plan::ProcPlan> = plan.procs.iter().filter(|p| !p.is_zombie()).collect();
-        takeover::take_over_all(&procs, plan.trampoline, helpers.report_fd(), &src, || {
-            stages.done("restore memory and threads");
-            files.set_owners(&plan)?;
-            // ckpt's own references go before anything runs: a pipe must not keep an
-            // extra writer, a FIFO an extra reader.
-            drop(files);
-            Ok(())
-        })
+        // With --detach ckpt, the root's parent, leaves at once: the root's
+        // parent-death signal would fire for a parent it never had.
+        let root_pdeath = !opts.detach;
+        let root_signal = plan.root().rec.attrs.pdeath_signal;
+        if !root_pdeath && root_signal != 0 {
+            log::warn!(
+                "the root (pid {}) had parent-death signal {root_signal}; with --detach its \
+                 parent is not restored, so it is left without one",
+                plan.root().pid()
+            );
+        }
+        takeover::take_over_all(
+            &procs,
+            plan.trampoline,
+            helpers.report_fd(),
+            &src,
+            root_pdeath,
+            || {
+                stages.done("restore memory and threads");
+                files.set_owners(&plan)?;
+                // ckpt's own references go before anything runs: a pipe must not keep an
+                // extra writer, a FIFO an extra reader.
+                drop(files);
+                Ok(())
+            },
+        )
     })();
     if let Err(e) = result {
         let killed = created.kill_all();

@@ -541,6 +541,7 @@ mod tests {
                 sigactions: vec![],
                 shared_pending: vec![],
                 mm: MmState::default(),
+                attrs: Default::default(),
             }),
             Record::Thread(ThreadRecord {
                 pid: 42,

@@ -127,6 +127,14 @@ pub struct ProcRec {
     pub sigactions: Vec<SigActionRec>,
     pub shared_pending: Vec<SiginfoRec>,
     pub mm: MmRec,
+    pub attrs: AttrsRec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AttrsRec {
+    pub personality: u32,
+    pub child_subreaper: bool,
+    pub pdeath_signal: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -577,6 +585,16 @@ pub fn check_processes(img: &Image, truth: &Truth, root: i32) -> Result<()> {
                 p.push(format!("pid {}: a zombie, recorded {:?}", t.pid, r.state));
             }
             continue;
+        }
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/personality", t.pid))
+            && u32::from_str_radix(text.trim(), 16).ok() != Some(r.attrs.personality)
+        {
+            p.push(format!(
+                "pid {}: personality {:#x} in the image, /proc says {}",
+                t.pid,
+                r.attrs.personality,
+                text.trim()
+            ));
         }
         if r.state != "running" {
             p.push(format!("pid {}: alive, recorded {:?}", t.pid, r.state));

@@ -1461,6 +1461,39 @@ fn refuses_a_socket_naming_pid_fd_and_kind() {
     refused_for_fd("socket", &["s0", "s1"], &["socket"]);
 }
 
+/// Dumping workload `mode` is refused with a message holding every one of `words`
+/// and naming `pid_key`'s pid; the tree runs on as it was.
+fn refused_for_state(mode: &str, pid_key: Option<&str>, words: &[&str]) {
+    setup();
+    let w = Workload::spawn(WLD, &[mode]).unwrap();
+    let pid = pid_key.map_or(w.pid, |k| info(&w, k));
+    let before = Truth::of_tree(w.pid).unwrap();
+    let dir = TempDir::new(mode);
+    let out = dump_cmd(w.pid, &dir, true, &[]);
+    assert_refused(&out, &dir, Some(&before));
+    for word in words.iter().copied().chain([pid.to_string().as_str()]) {
+        assert!(
+            out.stderr.contains(word),
+            "the message must say {word:?}:\n{}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn refuses_a_process_in_another_namespace_naming_pid_and_namespace() {
+    refused_for_state(
+        "uts-ns",
+        Some("child"),
+        &["uts namespace", "not yet supported"],
+    );
+}
+
+#[test]
+fn refuses_posix_timers_naming_the_pid() {
+    refused_for_state("posix-timer", None, &["POSIX timer", "not yet supported"]);
+}
+
 #[test]
 fn refuses_a_deleted_file_naming_pid_and_fd() {
     refused_for_fd("deleted", &["fd"], &["deleted"]);

@@ -396,6 +396,11 @@ fn thread_names_and_alternate_signal_stacks() {
 }
 
 #[test]
+fn personality_subreaper_parent_death_signal_and_interval_timers() {
+    scenario("attrs", &["attrs", "attrs-child"]);
+}
+
+#[test]
 fn nanosleep_and_blocked_read_restart() {
     scenario("restart", &["sleeper", "reader"]);
 }

@@ -10,10 +10,10 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, Credentials, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
-    MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, ProcessRecord, ProcessState,
-    Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack,
-    Siginfo, SyscallState, ThreadRecord,
+    AreaKind, Credentials, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord, Itimer,
+    MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, ProcessAttrs, ProcessRecord,
+    ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction,
+    SigAltStack, Siginfo, SyscallState, ThreadRecord,
     records::{map, prot},
 };
 
@@ -143,6 +143,15 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 env_start: r.next(),
                 env_end: r.next(),
                 auxv: (0..r.below(8)).map(|_| r.next()).collect(),
+            },
+            attrs: ProcessAttrs {
+                personality: r.u32(),
+                child_subreaper: r.bool(),
+                pdeath_signal: r.u32(),
+                itimers: [(); 3].map(|()| Itimer {
+                    value_us: r.next(),
+                    interval_us: r.next(),
+                }),
             },
         }),
         1 => Record::Thread(ThreadRecord {
@@ -332,6 +341,19 @@ fn process(pid: i32, ppid: i32, comm: &str) -> ProcessRecord {
             end_code: 0x402000,
             auxv: vec![6, 4096, 0, 0],
             ..MmState::default()
+        },
+        attrs: ProcessAttrs {
+            personality: 0x0040_0000,
+            child_subreaper: true,
+            pdeath_signal: 10,
+            itimers: [
+                Itimer {
+                    value_us: 1_500_000,
+                    interval_us: 2_000_000,
+                },
+                Itimer::default(),
+                Itimer::default(),
+            ],
         },
     }
 }

@@ -66,12 +66,14 @@ pub fn seize(tid: i32) -> Result<()> {
 }
 
 /// Turns the helper of `p` into the dumped process. `seized` collects every thread
-/// attached so far (for detaching, or for killing on failure).
+/// attached so far (for detaching, or for killing on failure). Its parent-death
+/// signal is set again only `with_pdeath`.
 pub fn take_over(
     p: &ProcPlan,
     trampoline: u64,
     report_fd: i32,
     src: &AreaSources,
+    with_pdeath: bool,
     seized: &mut Vec<i32>,
 ) -> Result<()> {
     let pid = p.pid();
@@ -147,6 +149,9 @@ pub fn take_over(
     step(pid, "pending signals", || {
         process::restore_shared_pending(&main, &p.rec.shared_pending)
     })?;
+    step(pid, "process attributes", || {
+        process::restore_attrs(&main, &p.rec.attrs, with_pdeath)
+    })?;
     for (rec, _) in threads.iter().filter(|(rec, _)| rec.tid != pid) {
         step(pid, "registers", || thread::restore_final(rec.tid, rec))?;
     }
@@ -169,12 +174,14 @@ pub fn take_over(
 /// stays alive until the verdict: a tracer thread that exits without detaching
 /// kills its tracees (PTRACE_O_EXITKILL), so a failed restore never lets a
 /// half-restored process run. The root is this thread's: it is let go after every
-/// worker has let its share go.
+/// worker has let its share go. The root's parent-death signal is set again only
+/// with `root_pdeath` (its parent is ckpt, which may leave first).
 pub fn take_over_all(
     procs: &[&ProcPlan],
     trampoline: u64,
     report_fd: i32,
     src: &AreaSources,
+    root_pdeath: bool,
     then: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     use std::sync::mpsc;
@@ -193,7 +200,7 @@ pub fn take_over_all(
                 let mut seized = Vec::new();
                 let result = share
                     .iter()
-                    .try_for_each(|p| take_over(p, trampoline, report_fd, src, &mut seized));
+                    .try_for_each(|p| take_over(p, trampoline, report_fd, src, true, &mut seized));
                 let ok = result.is_ok();
                 let _ = done_tx.send(result);
                 if ok && go_rx.recv().unwrap_or(false) {
@@ -205,7 +212,15 @@ pub fn take_over_all(
             crew.push((handle, done_rx, go_tx));
         }
         let mut root_seized = Vec::new();
-        let mut first_error = take_over(root, trampoline, report_fd, src, &mut root_seized).err();
+        let mut first_error = take_over(
+            root,
+            trampoline,
+            report_fd,
+            src,
+            root_pdeath,
+            &mut root_seized,
+        )
+        .err();
         for (_, done_rx, _) in &crew {
             let result = done_rx
                 .recv()

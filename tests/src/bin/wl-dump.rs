@@ -32,6 +32,8 @@ fn main() {
         "traced" => traced(),
         "tracer" => tracer(num(2, 0) as i32),
         "eventfd" => eventfd(),
+        "uts-ns" => uts_ns(),
+        "posix-timer" => posix_timer(),
         "socket" => socket(),
         "deleted" => deleted(),
         "signals" => signals(),
@@ -450,6 +452,32 @@ fn eventfd() {
     child.wait_ready();
     wl::say(&format!("INFO child={} efd={efd}", child.pid));
     ready_and_serve(&[child.pid]);
+}
+
+/// A child in a UTS namespace of its own.
+fn uts_ns() {
+    let mut child = wl::fork_child(
+        false,
+        || {
+            // SAFETY: plain syscall (the workloads run as root).
+            wl::check(unsafe { libc::unshare(libc::CLONE_NEWUTS) }, "unshare");
+        },
+        |_| Err("no commands".into()),
+    );
+    child.wait_ready();
+    wl::say(&format!("INFO child={}", child.pid));
+    ready_and_serve(&[child.pid]);
+}
+
+/// A POSIX timer (timer_create), disarmed.
+fn posix_timer() {
+    let mut id: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: a NULL sigevent asks for SIGALRM on expiry; the timer stays disarmed.
+    wl::check(
+        unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, std::ptr::null_mut(), &mut id) },
+        "timer_create",
+    );
+    ready_and_serve(&[]);
 }
 
 /// A unix socketpair, both ends inherited by a child.

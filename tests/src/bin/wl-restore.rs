@@ -202,6 +202,7 @@ fn main() {
         "restart" => restart(),
         "bigmem" => bigmem(),
         "altstack" => altstack(),
+        "attrs" => attrs(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -1088,4 +1089,96 @@ fn altstack() {
         let _ = w.join();
     }
     finish(&[]);
+}
+
+const HOUR_US: u64 = 3_600_000_000;
+
+fn itimer(which: libc::c_int) -> (u64, u64) {
+    // SAFETY: itimerval is plain data; getitimer fills it.
+    let mut t: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: a query only.
+    unsafe { libc::getitimer(which, &mut t) };
+    let us = |v: libc::timeval| v.tv_sec as u64 * 1_000_000 + v.tv_usec as u64;
+    (us(t.it_value), us(t.it_interval))
+}
+
+fn set_itimer(which: libc::c_int, value_us: u64, interval_us: u64) {
+    let tv = |us: u64| libc::timeval {
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_usec: (us % 1_000_000) as libc::suseconds_t,
+    };
+    let t = libc::itimerval {
+        it_interval: tv(interval_us),
+        it_value: tv(value_us),
+    };
+    // SAFETY: a valid itimerval.
+    check(
+        unsafe { libc::setitimer(which, &t, std::ptr::null_mut()) },
+        "setitimer",
+    );
+}
+
+fn prctl_get(option: libc::c_int) -> i32 {
+    let mut v: libc::c_int = -1;
+    // SAFETY: the PR_GET_* options used here write one int.
+    unsafe { libc::prctl(option, &mut v as *mut libc::c_int, 0, 0, 0) };
+    v
+}
+
+/// 13. Process attributes: personality (ADDR_NO_RANDOMIZE), child subreaper, an hour
+///     on ITIMER_REAL (half-hour interval) and on ITIMER_PROF, and a child with a
+///     parent-death signal. After restore each is as set, the timers with at most the
+///     time that passed before the dump gone.
+fn attrs() {
+    const ADDR_NO_RANDOMIZE: u32 = 0x0040000;
+    // SAFETY: plain syscalls on this process.
+    unsafe {
+        libc::personality(libc::c_ulong::from(ADDR_NO_RANDOMIZE));
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    set_itimer(libc::ITIMER_REAL, HOUR_US, HOUR_US / 2);
+    set_itimer(libc::ITIMER_PROF, HOUR_US, 0);
+    let root = getpid();
+    let child = fork();
+    if child == 0 {
+        // SAFETY: plain prctl.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR2, 0, 0, 0) };
+        wait_go();
+        let ok = expect_eq(
+            "attrs-child",
+            "parent-death signal",
+            prctl_get(libc::PR_GET_PDEATHSIG),
+            libc::SIGUSR2,
+        );
+        child_exit(ok);
+    }
+    ready(&[root, child]);
+    wait_go();
+    // SAFETY: 0xffffffff only queries.
+    let persona = unsafe { libc::personality(0xffff_ffff) } as u32;
+    expect_eq("attrs", "personality", persona, ADDR_NO_RANDOMIZE);
+    expect_eq(
+        "attrs",
+        "child subreaper",
+        prctl_get(libc::PR_GET_CHILD_SUBREAPER),
+        1,
+    );
+    let (real, real_every) = itimer(libc::ITIMER_REAL);
+    report(
+        "attrs",
+        real <= HOUR_US && real > HOUR_US - 120_000_000 && real_every == HOUR_US / 2,
+        &format!("ITIMER_REAL: {real} us left (set to {HOUR_US}), every {real_every} us"),
+    );
+    // The kernel adds one scheduler tick (≤ 10 ms) to a CPU-time timer each time it
+    // is set: once here, once by the restore.
+    let (prof, prof_every) = itimer(libc::ITIMER_PROF);
+    report(
+        "attrs",
+        prof <= HOUR_US + 20_000 && prof > HOUR_US - 60_000_000 && prof_every == 0,
+        &format!(
+            "ITIMER_PROF: {prof} us left (set to {HOUR_US}, + up to two ticks), every \
+             {prof_every} us"
+        ),
+    );
+    finish(&[(child, "attrs-child")]);
 }

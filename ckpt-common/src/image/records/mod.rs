@@ -20,8 +20,9 @@ use super::{ImageError, Wire, wire};
 pub use files::{FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord};
 pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
 pub use process::{
-    Credentials, MAX_XSAVE_SIZE, MmState, ProcessRecord, ProcessState, Rlimit, RobustList, Rseq,
-    SIGINFO_SIZE, SigAction, SigAltStack, Siginfo, SyscallState, ThreadRecord,
+    Credentials, Itimer, MAX_XSAVE_SIZE, MmState, ProcessAttrs, ProcessRecord, ProcessState,
+    Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack, Siginfo, SyscallState,
+    ThreadRecord,
 };
 
 /// The `type` field of a record frame.
@@ -74,6 +75,9 @@ impl RecordType {
 }
 
 /// One record of `ckpt.img` (the tail is not a `Record`: it belongs to the framing).
+// A process record is the largest by a few hundred bytes, and there is one per
+// process, against thousands of small fd records: boxing it would save little.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "record", rename_all = "kebab-case")]
 pub enum Record {

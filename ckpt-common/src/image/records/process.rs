@@ -54,11 +54,19 @@ pub struct ProcessRecord {
     /// Signals pending for the whole process (shared pending queue).
     pub shared_pending: Vec<Siginfo>,
     pub mm: MmState,
+    pub attrs: ProcessAttrs,
 }
 
 impl Wire for ProcessRecord {
-    const MIN_SIZE: usize =
-        4 * 4 + 1 + 4 + 4 * 4 + 4 + Credentials::MIN_SIZE + 4 * 4 + MmState::MIN_SIZE;
+    const MIN_SIZE: usize = 4 * 4
+        + 1
+        + 4
+        + 4 * 4
+        + 4
+        + Credentials::MIN_SIZE
+        + 4 * 4
+        + MmState::MIN_SIZE
+        + ProcessAttrs::MIN_SIZE;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
@@ -81,6 +89,7 @@ impl Wire for ProcessRecord {
         wire::put_list(out, &self.sigactions);
         wire::put_list(out, &self.shared_pending);
         self.mm.encode(out);
+        self.attrs.encode(out);
     }
 
     fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
@@ -110,6 +119,66 @@ impl Wire for ProcessRecord {
             sigactions: wire::list(buf, "sigactions")?,
             shared_pending: wire::list(buf, "shared_pending")?,
             mm: MmState::decode(buf)?,
+            attrs: ProcessAttrs::decode(buf)?,
+        })
+    }
+}
+
+/// Per-process settings made with personality(2), prctl(2) and setitimer(2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessAttrs {
+    /// The execution domain and its flags (`personality(2)`).
+    pub personality: u32,
+    /// PR_SET_CHILD_SUBREAPER.
+    pub child_subreaper: bool,
+    /// The main thread's parent-death signal (PR_SET_PDEATHSIG); 0 for none.
+    pub pdeath_signal: u32,
+    /// ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF, as getitimer(2) reported them.
+    pub itimers: [Itimer; 3],
+}
+
+/// One interval timer: time left and reload interval, in microseconds (0: off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Itimer {
+    pub value_us: u64,
+    pub interval_us: u64,
+}
+
+impl Wire for ProcessAttrs {
+    const MIN_SIZE: usize = 4 + 1 + 4 + 3 * 16;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u32_le(self.personality);
+        out.put_u8(self.child_subreaper as u8);
+        out.put_u32_le(self.pdeath_signal);
+        for t in &self.itimers {
+            out.put_u64_le(t.value_us);
+            out.put_u64_le(t.interval_us);
+        }
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        let personality = wire::u32(buf, "personality")?;
+        let child_subreaper = match wire::u8(buf, "child_subreaper")? {
+            0 => false,
+            1 => true,
+            v => {
+                return Err(ImageError::malformed(format!(
+                    "field `child_subreaper`: {v} is neither 0 nor 1"
+                )));
+            }
+        };
+        let pdeath_signal = wire::u32(buf, "pdeath_signal")?;
+        let mut itimers = [Itimer::default(); 3];
+        for t in &mut itimers {
+            t.value_us = wire::u64(buf, "itimer.value_us")?;
+            t.interval_us = wire::u64(buf, "itimer.interval_us")?;
+        }
+        Ok(ProcessAttrs {
+            personality,
+            child_subreaper,
+            pdeath_signal,
+            itimers,
         })
     }
 }
