@@ -31,7 +31,7 @@ use crate::{
     error::{Error, Result},
     freeze::FrozenTree,
     inject::RemoteThread,
-    kinds::{ObjectKind, pipe},
+    kinds::{self, ObjectKind, pipe},
     memory::{self, MappingClass, PAGE_SIZE},
     objref::{Encounter, ObjRef, ObjRefTable},
     process,
@@ -65,6 +65,9 @@ enum ObjKey {
     Inode(u64, u64),
     /// An open file description, by kernel `struct file *`.
     File(u64),
+    /// An anon_inode object (eventfd, signalfd, timerfd), by its `struct file *`: all
+    /// of them share one kernel inode, their state is the open file description's.
+    AnonObject(u64),
 }
 
 /// Fails the dump at `stage` when CKPT_DUMP_FAIL_AT names it: tests use this to
@@ -314,14 +317,15 @@ fn refuse_unsupported(table: &SharingTable) -> Result<()> {
                 f.path.clone()
             }
         };
-        let supported = matches!(
-            f.kind,
+        let supported = match f.kind {
             ObjectKind::Pipe
-                | ObjectKind::Fifo
-                | ObjectKind::Regular
-                | ObjectKind::Directory
-                | ObjectKind::CharDevice
-        );
+            | ObjectKind::Fifo
+            | ObjectKind::Regular
+            | ObjectKind::Directory
+            | ObjectKind::CharDevice => true,
+            ObjectKind::AnonInode => crate::kinds::restorable_anon(&path()),
+            _ => false,
+        };
         if !supported {
             return Err(Error::Other(format!(
                 "pid {} fd {} is a {} ({}): not yet supported by ckpt dump",
@@ -482,7 +486,12 @@ impl Collector<'_> {
             let inode = table
                 .inode(f.inode)
                 .ok_or_else(|| Error::Other(format!("pid {} fd {}: no inode", fd.pid, fd.fd)))?;
-            let inode_ref = match self.objrefs.encounter(ObjKey::Inode(inode.dev, inode.ino)) {
+            let key = if f.kind == ObjectKind::AnonInode {
+                ObjKey::AnonObject(f.kernel_ptr)
+            } else {
+                ObjKey::Inode(inode.dev, inode.ino)
+            };
+            let inode_ref = match self.objrefs.encounter(key) {
                 Encounter::First(r) => {
                     let kind = self.inode_kind(table, fd.pid, fd.fd, f)?;
                     self.writer
@@ -567,6 +576,23 @@ impl Collector<'_> {
                 path: PathBuf::from(&f.path),
                 rdev: meta.rdev(),
             },
+            ObjectKind::AnonInode => {
+                let path = format!("/proc/{pid}/fdinfo/{fd}");
+                let fdinfo = fs::read_to_string(&path)
+                    .map_err(|e| Error::io(format!("pid {pid} fd {fd}: reading {path}"), e))?;
+                let kind = match f.path.as_str() {
+                    "anon_inode:[eventfd]" => kinds::eventfd::dump(&fdinfo),
+                    "anon_inode:[signalfd]" => kinds::signalfd::dump(&fdinfo),
+                    "anon_inode:[timerfd]" => kinds::timerfd::dump(&fdinfo),
+                    other => {
+                        return Err(Error::Other(format!(
+                            "pid {pid} fd {fd} is an anon inode ({other}): not yet supported by \
+                             ckpt dump"
+                        )));
+                    }
+                };
+                kind.map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")))?
+            }
             other => {
                 return Err(Error::Other(format!(
                     "pid {pid} fd {fd} is a {other}: not yet supported by ckpt dump"

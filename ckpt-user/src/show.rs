@@ -191,6 +191,9 @@ impl<'a> Index<'a> {
                 | InodeKind::Other { description, .. } => {
                     format!("{} {objref} {description}", n.kind.name())
                 }
+                InodeKind::EventFd { .. }
+                | InodeKind::SignalFd { .. }
+                | InodeKind::TimerFd { .. } => format!("{} {objref}", n.kind.name()),
             },
             Some(Record::SharedMemory(_)) => format!("shared memory {objref}"),
             Some(Record::OpenFile(_)) => format!("open file {objref}"),
@@ -418,6 +421,21 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                 InodeKind::Other { mode, description } => {
                     format!("other {description} (mode {mode:o})")
                 }
+                InodeKind::EventFd { count, semaphore } => format!(
+                    "eventfd: count {count}{}",
+                    if *semaphore { ", semaphore" } else { "" }
+                ),
+                InodeKind::SignalFd { mask } => format!("signalfd: signals {mask:#x}"),
+                InodeKind::TimerFd {
+                    clockid,
+                    ticks,
+                    value_ns,
+                    interval_ns,
+                    ..
+                } => format!(
+                    "timerfd: clock {clockid}, {value_ns} ns left, every {interval_ns} ns, \
+                     {ticks} expirations unread"
+                ),
             };
             let _ = writeln!(out, "  {} {detail}", n.objref);
         }

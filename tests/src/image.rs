@@ -233,6 +233,8 @@ pub struct InodeRec {
     pub dev: Option<u64>,
     pub rdev: Option<u64>,
     pub description: Option<String>,
+    /// An eventfd's counter.
+    pub count: Option<u64>,
 }
 
 impl InodeRec {
@@ -927,8 +929,14 @@ pub fn check_fds(img: &Image, truth: &Truth) -> Result<()> {
                 file.objref, t.mode, file.mode
             ));
         }
-        // Inode fields (the truth's kind names are the image's).
-        let want_kind = t.kind;
+        // Inode fields (the truth's kind names are the image's; an anon inode that ckpt
+        // restores is named by what /proc calls it: anon_inode:[eventfd] → eventfd).
+        let want_kind = match t.link.as_str() {
+            "anon_inode:[eventfd]" if t.kind == "anon" => "eventfd",
+            "anon_inode:[signalfd]" if t.kind == "anon" => "signalfd",
+            "anon_inode:[timerfd]" if t.kind == "anon" => "timerfd",
+            _ => t.kind,
+        };
         if inode.kind != want_kind {
             p.push(format!(
                 "{t}: inode #{} kind expected {want_kind}, got {}",

@@ -1452,8 +1452,37 @@ fn refused_for_fd(mode: &str, fd_keys: &[&str], kind_words: &[&str]) {
 }
 
 #[test]
-fn refuses_an_eventfd_naming_pid_fd_and_kind() {
-    refused_for_fd("eventfd", &["efd"], &["eventfd", "anon"]);
+fn refuses_an_epoll_instance_naming_pid_fd_and_kind() {
+    refused_for_fd("epoll", &["ep"], &["eventpoll", "anon"]);
+}
+
+#[test]
+fn eventfd_shared_with_a_child_is_one_object_with_its_count() {
+    setup();
+    let w = Workload::spawn(WLD, &["eventfd"]).unwrap();
+    let efd = info(&w, "efd");
+    let child = info(&w, "child");
+    // Ground truth: the kernel's fdinfo (the count is hexadecimal there).
+    let fdinfo = fs::read_to_string(format!("/proc/{}/fdinfo/{efd}", w.pid)).unwrap();
+    let count = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("eventfd-count:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    let (img, _truth, _dir) = dump_and_check(&w, "eventfd").unwrap();
+    let file_of = |pid: i32| img.fds[&(pid, efd)].file;
+    assert_eq!(
+        file_of(w.pid),
+        file_of(child),
+        "the inherited eventfd is one open file description"
+    );
+    let rec = &img.inodes[&img.files[&file_of(w.pid)].inode];
+    assert_eq!(rec.kind, "eventfd", "{rec:?}");
+    assert_eq!(
+        rec.count,
+        Some(count),
+        "count in the image against fdinfo: {rec:?}"
+    );
 }
 
 #[test]

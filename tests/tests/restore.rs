@@ -401,6 +401,11 @@ fn personality_subreaper_parent_death_signal_and_interval_timers() {
 }
 
 #[test]
+fn eventfd_signalfd_and_timerfd_come_back_with_their_state() {
+    scenario("anonfds", &["anonfds", "anonfds-child"]);
+}
+
+#[test]
 fn nanosleep_and_blocked_read_restart() {
     scenario("restart", &["sleeper", "reader"]);
 }

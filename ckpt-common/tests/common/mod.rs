@@ -210,7 +210,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(9) {
+            kind: match r.below(12) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -241,6 +241,18 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 },
                 7 => InodeKind::Anon {
                     description: r.string(),
+                },
+                8 => InodeKind::EventFd {
+                    count: r.next(),
+                    semaphore: r.bool(),
+                },
+                9 => InodeKind::SignalFd { mask: r.next() },
+                10 => InodeKind::TimerFd {
+                    clockid: r.u32(),
+                    ticks: r.next(),
+                    settime_flags: r.u32(),
+                    value_ns: r.next(),
+                    interval_ns: r.next(),
                 },
                 _ => InodeKind::Other {
                     mode: r.u32(),

@@ -5,8 +5,28 @@ use std::fmt;
 
 pub mod device;
 pub mod dir;
+pub mod eventfd;
 pub mod pipe;
 pub mod regular;
+pub mod signalfd;
+pub mod timerfd;
+
+/// anon_inode objects ckpt saves and restores, by the name /proc gives their fds.
+pub fn restorable_anon(path: &str) -> bool {
+    matches!(
+        path,
+        "anon_inode:[eventfd]" | "anon_inode:[signalfd]" | "anon_inode:[timerfd]"
+    )
+}
+
+/// The value after `name:` on its line of an fdinfo text, trimmed.
+pub fn fdinfo_field<'a>(fdinfo: &'a str, name: &str) -> Option<&'a str> {
+    fdinfo.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
 
 const PIPEFS_MAGIC: u64 = 0x5049_5045;
 const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;

@@ -26,7 +26,7 @@ use log::warn;
 
 use crate::{
     error::{Error, Result},
-    kinds::{device, dir, pipe, regular},
+    kinds::{device, dir, eventfd, pipe, regular, signalfd, timerfd},
     objref::Deposits,
     restore::plan::Plan,
 };
@@ -211,6 +211,15 @@ impl OpenFiles {
             InodeKind::CharDevice { path, rdev } | InodeKind::BlockDevice { path, rdev } => {
                 device::restore_open(path, of.flags, of.pos, *rdev)
             }
+            InodeKind::EventFd { count, semaphore } => eventfd::restore_open(*count, *semaphore),
+            InodeKind::SignalFd { mask } => signalfd::restore_open(*mask),
+            InodeKind::TimerFd {
+                clockid,
+                ticks,
+                value_ns,
+                interval_ns,
+                ..
+            } => timerfd::restore_open(*clockid, *ticks, *value_ns, *interval_ns),
             other => Err(Error::Other(format!(
                 "not yet supported: a {} open file",
                 other.name()

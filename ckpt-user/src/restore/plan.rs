@@ -442,6 +442,10 @@ impl<'a> Plan<'a> {
                 InodeKind::Other { description, mode } => {
                     return refuse(&format!("an object of mode {mode:o} ({description})"));
                 }
+                // Created from their saved state alone.
+                InodeKind::EventFd { .. }
+                | InodeKind::SignalFd { .. }
+                | InodeKind::TimerFd { .. } => {}
             }
         }
         for f in &self.fds {

@@ -32,6 +32,7 @@ fn main() {
         "traced" => traced(),
         "tracer" => tracer(num(2, 0) as i32),
         "eventfd" => eventfd(),
+        "epoll" => epoll(),
         "uts-ns" => uts_ns(),
         "posix-timer" => posix_timer(),
         "socket" => socket(),
@@ -451,6 +452,26 @@ fn eventfd() {
     let mut child = wl::fork_child(false, || {}, |_| Err("no commands".into()));
     child.wait_ready();
     wl::say(&format!("INFO child={} efd={efd}", child.pid));
+    ready_and_serve(&[child.pid]);
+}
+
+/// An epoll instance watching a pipe's read end, inherited by a child.
+fn epoll() {
+    // SAFETY: plain syscall.
+    let ep = wl::check(unsafe { libc::epoll_create1(0) }, "epoll_create1");
+    let (r, _w) = wl::pipe2(0);
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 1,
+    };
+    // SAFETY: a valid event for fds we own.
+    wl::check(
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, r, &mut ev) },
+        "epoll_ctl",
+    );
+    let mut child = wl::fork_child(false, || {}, |_| Err("no commands".into()));
+    child.wait_ready();
+    wl::say(&format!("INFO child={} ep={ep}", child.pid));
     ready_and_serve(&[child.pid]);
 }
 

@@ -203,6 +203,7 @@ fn main() {
         "bigmem" => bigmem(),
         "altstack" => altstack(),
         "attrs" => attrs(),
+        "anonfds" => anonfds(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -1181,4 +1182,132 @@ fn attrs() {
         ),
     );
     finish(&[(child, "attrs-child")]);
+}
+
+/// One read(2) of an eventfd or timerfd: its 8-byte value, or why not (no retry:
+/// EAGAIN is an answer here).
+fn read_counter(fd: i32) -> Result<u64, String> {
+    let mut b = [0u8; 8];
+    // SAFETY: reads 8 bytes into a live buffer.
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 8) };
+    if n == 8 {
+        Ok(u64::from_ne_bytes(b))
+    } else {
+        Err(format!(
+            "read of fd {fd} gave {n}: {}",
+            io::Error::last_os_error()
+        ))
+    }
+}
+
+/// 14. eventfd, signalfd and timerfd: an eventfd holding 7, a semaphore eventfd
+///     holding 3 shared with a child, a signalfd on SIGUSR1 with one SIGUSR1
+///     pending, a timerfd with an hour left (half-hour interval) and one that expired
+///     once, unread. After restore: the counts, the child's and the parent's
+///     semaphore reads add up to 3, the signal is read, the timers are as left.
+fn anonfds() {
+    // SAFETY: plain syscalls on this process's own objects.
+    let (e, sem, s, t, expired) = unsafe {
+        let e = check(libc::eventfd(7, libc::EFD_NONBLOCK), "eventfd");
+        let sem = check(
+            libc::eventfd(3, libc::EFD_SEMAPHORE | libc::EFD_NONBLOCK),
+            "eventfd",
+        );
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), libc::SIGUSR1);
+        let s = check(libc::signalfd(-1, &set, libc::SFD_NONBLOCK), "signalfd");
+        let arm = |fd: i32, value_ns: u64, interval_ns: u64| {
+            let ts = |ns: u64| libc::timespec {
+                tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+            };
+            let spec = libc::itimerspec {
+                it_interval: ts(interval_ns),
+                it_value: ts(value_ns),
+            };
+            check(
+                libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()),
+                "timerfd_settime",
+            );
+        };
+        let t = check(
+            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK),
+            "timerfd_create",
+        );
+        arm(t, HOUR_US * 1000, HOUR_US * 500);
+        let expired = check(
+            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK),
+            "timerfd_create",
+        );
+        arm(expired, 1_000_000, 0);
+        (e, sem, s, t, expired)
+    };
+    sleep_ms(20);
+    let root = getpid();
+    let child = fork();
+    if child == 0 {
+        wait_go();
+        let ok = expect_eq("anonfds-child", "semaphore read", read_counter(sem), Ok(1));
+        child_exit(ok);
+    }
+    ready(&[root, child]);
+    wait_go();
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut st, 0) };
+    let child_ok = libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+    report(
+        "anonfds-child",
+        child_ok,
+        &format!("child ended with status {st:#x}"),
+    );
+    expect_eq("anonfds", "eventfd count", read_counter(e), Ok(7));
+    // SAFETY: F_GETFL only queries.
+    let fl = unsafe { libc::fcntl(e, libc::F_GETFL) };
+    expect_eq(
+        "anonfds",
+        "eventfd O_NONBLOCK",
+        fl & libc::O_NONBLOCK,
+        libc::O_NONBLOCK,
+    );
+    let sem_reads: Vec<bool> = (0..3).map(|_| read_counter(sem).is_ok()).collect();
+    expect_eq(
+        "anonfds",
+        "semaphore reads left after the child's (2 succeed, then EAGAIN)",
+        sem_reads,
+        vec![true, true, false],
+    );
+    // struct signalfd_siginfo is 128 bytes; ssi_signo is its first u32.
+    let mut info = [0u8; 128];
+    // SAFETY: reads into a live 128-byte buffer.
+    let n = unsafe { libc::read(s, info.as_mut_ptr().cast(), 128) };
+    let signo = u32::from_ne_bytes(info[0..4].try_into().expect("4"));
+    expect_eq(
+        "anonfds",
+        "signalfd read (bytes, signal)",
+        (n, signo),
+        (128, libc::SIGUSR1 as u32),
+    );
+    // SAFETY: itimerspec is plain data; timerfd_gettime fills it.
+    let mut cur: libc::itimerspec = unsafe { std::mem::zeroed() };
+    // SAFETY: a query only.
+    unsafe { libc::timerfd_gettime(t, &mut cur) };
+    let ns = |v: libc::timespec| v.tv_sec as u64 * 1_000_000_000 + v.tv_nsec as u64;
+    let (left, every) = (ns(cur.it_value), ns(cur.it_interval));
+    let hour_ns = HOUR_US * 1000;
+    report(
+        "anonfds",
+        left <= hour_ns && left > hour_ns - 120_000_000_000 && every == hour_ns / 2,
+        &format!("timerfd: {left} ns left (set to {hour_ns}), every {every} ns"),
+    );
+    expect_eq(
+        "anonfds",
+        "expired timerfd's unread expirations",
+        read_counter(expired),
+        Ok(1),
+    );
+    finish(&[]);
 }

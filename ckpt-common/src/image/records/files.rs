@@ -70,8 +70,26 @@ pub enum InodeKind {
     },
     /// A socket: described (e.g. `socket:[1234]`), not yet restorable.
     Socket { description: String },
-    /// An anon_inode object (eventfd, epoll, ...): described, not yet restorable.
+    /// An anon_inode object ckpt does not restore yet (epoll, inotify, ...): described.
     Anon { description: String },
+    /// An eventfd: its counter, and whether it is in EFD_SEMAPHORE mode. Like every
+    /// anon_inode object, its state belongs to the open file description: each one
+    /// is an inode record of its own.
+    #[serde(rename = "eventfd")]
+    EventFd { count: u64, semaphore: bool },
+    /// A signalfd: the signals it reads (bit n-1 for signal n).
+    #[serde(rename = "signalfd")]
+    SignalFd { mask: u64 },
+    /// A timerfd: its clock, expirations not yet read, `TFD_TIMER_ABSTIME` if it was
+    /// set so, time left and interval in nanoseconds (0: disarmed).
+    #[serde(rename = "timerfd")]
+    TimerFd {
+        clockid: u32,
+        ticks: u64,
+        settime_flags: u32,
+        value_ns: u64,
+        interval_ns: u64,
+    },
     /// Anything else: its `i_mode` and a description.
     Other { mode: u32, description: String },
 }
@@ -87,6 +105,9 @@ impl InodeKind {
             InodeKind::BlockDevice { .. } => "blk",
             InodeKind::Socket { .. } => "socket",
             InodeKind::Anon { .. } => "anon",
+            InodeKind::EventFd { .. } => "eventfd",
+            InodeKind::SignalFd { .. } => "signalfd",
+            InodeKind::TimerFd { .. } => "timerfd",
             InodeKind::Other { .. } => "other",
         }
     }
@@ -154,6 +175,29 @@ impl Wire for InodeRecord {
                 out.put_u32_le(*mode);
                 wire::put_str(out, description);
             }
+            InodeKind::EventFd { count, semaphore } => {
+                out.put_u8(10);
+                out.put_u64_le(*count);
+                out.put_u8(*semaphore as u8);
+            }
+            InodeKind::SignalFd { mask } => {
+                out.put_u8(11);
+                out.put_u64_le(*mask);
+            }
+            InodeKind::TimerFd {
+                clockid,
+                ticks,
+                settime_flags,
+                value_ns,
+                interval_ns,
+            } => {
+                out.put_u8(12);
+                out.put_u32_le(*clockid);
+                out.put_u64_le(*ticks);
+                out.put_u32_le(*settime_flags);
+                out.put_u64_le(*value_ns);
+                out.put_u64_le(*interval_ns);
+            }
         }
     }
 
@@ -196,6 +240,28 @@ impl Wire for InodeRecord {
             9 => InodeKind::Other {
                 mode: wire::u32(buf, "mode")?,
                 description: wire::string(buf, "description")?,
+            },
+            10 => InodeKind::EventFd {
+                count: wire::u64(buf, "count")?,
+                semaphore: match wire::u8(buf, "semaphore")? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(ImageError::malformed(format!(
+                            "field `semaphore`: {v} is neither 0 nor 1"
+                        )));
+                    }
+                },
+            },
+            11 => InodeKind::SignalFd {
+                mask: wire::u64(buf, "mask")?,
+            },
+            12 => InodeKind::TimerFd {
+                clockid: wire::u32(buf, "clockid")?,
+                ticks: wire::u64(buf, "ticks")?,
+                settime_flags: wire::u32(buf, "settime_flags")?,
+                value_ns: wire::u64(buf, "value_ns")?,
+                interval_ns: wire::u64(buf, "interval_ns")?,
             },
             v => {
                 return Err(ImageError::malformed(format!(
