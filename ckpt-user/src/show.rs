@@ -193,7 +193,8 @@ impl<'a> Index<'a> {
                 }
                 InodeKind::EventFd { .. }
                 | InodeKind::SignalFd { .. }
-                | InodeKind::TimerFd { .. } => format!("{} {objref}", n.kind.name()),
+                | InodeKind::TimerFd { .. }
+                | InodeKind::Epoll { .. } => format!("{} {objref}", n.kind.name()),
             },
             Some(Record::SharedMemory(_)) => format!("shared memory {objref}"),
             Some(Record::OpenFile(_)) => format!("open file {objref}"),
@@ -426,6 +427,18 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                     if *semaphore { ", semaphore" } else { "" }
                 ),
                 InodeKind::SignalFd { mask } => format!("signalfd: signals {mask:#x}"),
+                InodeKind::Epoll { owner_pid, targets } => format!(
+                    "epoll: watches {} of pid {owner_pid}",
+                    if targets.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        targets
+                            .iter()
+                            .map(|t| format!("fd {} (events {:#x})", t.fd, t.events))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
                 InodeKind::TimerFd {
                     clockid,
                     ticks,

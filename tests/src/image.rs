@@ -235,6 +235,15 @@ pub struct InodeRec {
     pub description: Option<String>,
     /// An eventfd's counter.
     pub count: Option<u64>,
+    /// An epoll instance's watch list.
+    pub targets: Option<Vec<EpollTargetRec>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct EpollTargetRec {
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
 }
 
 impl InodeRec {
@@ -935,6 +944,7 @@ pub fn check_fds(img: &Image, truth: &Truth) -> Result<()> {
             "anon_inode:[eventfd]" if t.kind == "anon" => "eventfd",
             "anon_inode:[signalfd]" if t.kind == "anon" => "signalfd",
             "anon_inode:[timerfd]" if t.kind == "anon" => "timerfd",
+            "anon_inode:[eventpoll]" if t.kind == "anon" => "epoll",
             _ => t.kind,
         };
         if inode.kind != want_kind {

@@ -1452,8 +1452,46 @@ fn refused_for_fd(mode: &str, fd_keys: &[&str], kind_words: &[&str]) {
 }
 
 #[test]
-fn refuses_an_epoll_instance_naming_pid_fd_and_kind() {
-    refused_for_fd("epoll", &["ep"], &["eventpoll", "anon"]);
+fn refuses_an_inotify_instance_naming_pid_fd_and_kind() {
+    refused_for_fd("inotify", &["ino"], &["inotify", "anon"]);
+}
+
+#[test]
+fn refuses_an_epoll_watch_whose_fd_was_closed_naming_pid_and_fd() {
+    refused_for_fd("epoll-closed", &["ep", "r"], &["no longer at that number"]);
+}
+
+#[test]
+fn epoll_shared_with_a_child_is_one_instance_with_its_watch_list() {
+    setup();
+    let w = Workload::spawn(WLD, &["epoll"]).unwrap();
+    let (ep, r, child) = (info(&w, "ep"), info(&w, "r"), info(&w, "child"));
+    // Ground truth: the kernel's fdinfo of the epoll fd.
+    let fdinfo = fs::read_to_string(format!("/proc/{}/fdinfo/{ep}", w.pid)).unwrap();
+    let watched: Vec<i32> = fdinfo
+        .lines()
+        .filter_map(|l| l.strip_prefix("tfd:"))
+        .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(watched, vec![r], "the workload watches its pipe's read end");
+    let (img, _truth, _dir) = dump_and_check(&w, "epoll").unwrap();
+    let file_of = |pid: i32| img.fds[&(pid, ep)].file;
+    assert_eq!(file_of(w.pid), file_of(child), "one open file description");
+    let rec = &img.inodes[&img.files[&file_of(w.pid)].inode];
+    assert_eq!(rec.kind, "epoll", "{rec:?}");
+    let targets = rec.targets.as_ref().expect("targets");
+    assert_eq!(
+        targets.iter().map(|t| t.fd).collect::<Vec<_>>(),
+        watched,
+        "{rec:?}"
+    );
+    // epoll_ctl adds EPOLLERR and EPOLLHUP to every registration.
+    assert_eq!(
+        targets[0].events,
+        (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32,
+        "{rec:?}"
+    );
+    assert_eq!(targets[0].data, 1, "{rec:?}");
 }
 
 #[test]

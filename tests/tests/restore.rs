@@ -406,6 +406,11 @@ fn eventfd_signalfd_and_timerfd_come_back_with_their_state() {
 }
 
 #[test]
+fn epoll_watches_come_back_under_their_fd_numbers() {
+    scenario("epoll", &["epoll", "epoll-child"]);
+}
+
+#[test]
 fn nanosleep_and_blocked_read_restart() {
     scenario("restart", &["sleeper", "reader"]);
 }

@@ -10,10 +10,10 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, Credentials, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord, Itimer,
-    MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, ProcessAttrs, ProcessRecord,
-    ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction,
-    SigAltStack, Siginfo, SyscallState, ThreadRecord,
+    AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
+    Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, ProcessAttrs,
+    ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
+    SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SyscallState, ThreadRecord,
     records::{map, prot},
 };
 
@@ -210,7 +210,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(12) {
+            kind: match r.below(13) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -247,6 +247,16 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     semaphore: r.bool(),
                 },
                 9 => InodeKind::SignalFd { mask: r.next() },
+                11 => InodeKind::Epoll {
+                    owner_pid: r.i32(),
+                    targets: (0..r.below(4))
+                        .map(|_| EpollTarget {
+                            fd: r.i32(),
+                            events: r.u32(),
+                            data: r.next(),
+                        })
+                        .collect(),
+                },
                 10 => InodeKind::TimerFd {
                     clockid: r.u32(),
                     ticks: r.next(),

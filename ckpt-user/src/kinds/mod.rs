@@ -5,6 +5,7 @@ use std::fmt;
 
 pub mod device;
 pub mod dir;
+pub mod epoll;
 pub mod eventfd;
 pub mod pipe;
 pub mod regular;
@@ -15,7 +16,10 @@ pub mod timerfd;
 pub fn restorable_anon(path: &str) -> bool {
     matches!(
         path,
-        "anon_inode:[eventfd]" | "anon_inode:[signalfd]" | "anon_inode:[timerfd]"
+        "anon_inode:[eventfd]"
+            | "anon_inode:[signalfd]"
+            | "anon_inode:[timerfd]"
+            | "anon_inode:[eventpoll]"
     )
 }
 

@@ -26,7 +26,7 @@ use log::warn;
 
 use crate::{
     error::{Error, Result},
-    kinds::{device, dir, eventfd, pipe, regular, signalfd, timerfd},
+    kinds::{device, dir, epoll, eventfd, pipe, regular, signalfd, timerfd},
     objref::Deposits,
     restore::plan::Plan,
 };
@@ -213,6 +213,7 @@ impl OpenFiles {
             }
             InodeKind::EventFd { count, semaphore } => eventfd::restore_open(*count, *semaphore),
             InodeKind::SignalFd { mask } => signalfd::restore_open(*mask),
+            InodeKind::Epoll { .. } => epoll::restore_open(),
             InodeKind::TimerFd {
                 clockid,
                 ticks,

@@ -446,6 +446,19 @@ impl<'a> Plan<'a> {
                 InodeKind::EventFd { .. }
                 | InodeKind::SignalFd { .. }
                 | InodeKind::TimerFd { .. } => {}
+                InodeKind::Epoll { owner_pid, .. } => {
+                    // The owner registers the targets: it must hold the instance.
+                    let held = self
+                        .fds
+                        .iter()
+                        .any(|f| f.pid == *owner_pid && self.open_files[&f.file].inode == objref);
+                    if !held {
+                        return Err(Error::Other(format!(
+                            "{who}: an epoll instance registered by pid {owner_pid}, which \
+                             does not hold it in the image"
+                        )));
+                    }
+                }
             }
         }
         for f in &self.fds {

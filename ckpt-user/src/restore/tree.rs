@@ -24,11 +24,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ckpt_common::image::{EpollTarget, InodeKind};
+
 use crate::{
     error::{Error, Result},
     restore::{
         files::{FdPlan, OpenFiles, park},
-        plan::Plan,
+        plan::{Plan, ProcPlan},
         remote::{TRAMPOLINE_CODE, TRAMPOLINE_LEN},
     },
 };
@@ -48,6 +50,9 @@ pub struct HelperPlan {
     pub umask: u32,
     pub comm: CString,
     pub fds: Vec<FdPlan>,
+    /// Epoll instances this process registered the watches of: (its fd for the
+    /// instance, what to watch), done once its fds are in place (see kinds::epoll).
+    pub epolls: Vec<(RawFd, Vec<EpollTarget>)>,
 }
 
 /// Everything the helpers need, built before the first one is forked.
@@ -99,6 +104,23 @@ fn cstring(what: &str, bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::Other(format!("{what} holds a NUL byte")))
 }
 
+/// The epoll instances `p` registered the watches of, by one of its fds for each.
+fn epolls_of(plan: &Plan, p: &ProcPlan) -> Vec<(RawFd, Vec<EpollTarget>)> {
+    let pid = p.rec.pid;
+    let mut out: Vec<(RawFd, Vec<EpollTarget>)> = Vec::new();
+    let mut done = std::collections::HashSet::new();
+    for f in &p.fds {
+        let inode = plan.open_files[&f.file].inode;
+        if let InodeKind::Epoll { owner_pid, targets } = &plan.inodes[&inode].kind
+            && *owner_pid == pid
+            && done.insert(inode)
+        {
+            out.push((f.fd, targets.clone()));
+        }
+    }
+    out
+}
+
 impl Helpers {
     pub fn new(plan: &Plan, files: &OpenFiles) -> Result<Helpers> {
         let me = std::process::id() as i32;
@@ -118,6 +140,7 @@ impl Helpers {
                     umask: rec.umask,
                     comm: cstring("a comm", rec.comm.as_bytes())?,
                     fds: files.fd_plan(plan, rec.pid),
+                    epolls: epolls_of(plan, p),
                 },
             );
         }
@@ -322,6 +345,9 @@ impl Helpers {
         }
         install_fds(&p.fds, self.report)
             .map_err(|(what, e)| ("install fds", format!("{what}: {e}")))?;
+        for (epfd, targets) in &p.epolls {
+            crate::kinds::epoll::register(*epfd, targets).map_err(|e| ("epoll watches", e))?;
+        }
         write_report(self.report, &format!("OK {pid}\n"));
         // SAFETY: closing our own report fd, then waiting for ckpt's ptrace.
         unsafe {

@@ -32,7 +32,9 @@ fn main() {
         "traced" => traced(),
         "tracer" => tracer(num(2, 0) as i32),
         "eventfd" => eventfd(),
-        "epoll" => epoll(),
+        "epoll" => epoll(false),
+        "epoll-closed" => epoll(true),
+        "inotify" => inotify(),
         "uts-ns" => uts_ns(),
         "posix-timer" => posix_timer(),
         "socket" => socket(),
@@ -455,8 +457,10 @@ fn eventfd() {
     ready_and_serve(&[child.pid]);
 }
 
-/// An epoll instance watching a pipe's read end, inherited by a child.
-fn epoll() {
+/// An epoll instance watching a pipe's read end, inherited by a child. With
+/// `close_target`, the watched fd is then closed while a dup keeps its file open (the
+/// registration stays, under a number that no longer names it).
+fn epoll(close_target: bool) {
     // SAFETY: plain syscall.
     let ep = wl::check(unsafe { libc::epoll_create1(0) }, "epoll_create1");
     let (r, _w) = wl::pipe2(0);
@@ -469,10 +473,22 @@ fn epoll() {
         unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, r, &mut ev) },
         "epoll_ctl",
     );
+    if close_target {
+        let _keep = wl::dup(r);
+        wl::close(r);
+    }
     let mut child = wl::fork_child(false, || {}, |_| Err("no commands".into()));
     child.wait_ready();
-    wl::say(&format!("INFO child={} ep={ep}", child.pid));
+    wl::say(&format!("INFO child={} ep={ep} r={r}", child.pid));
     ready_and_serve(&[child.pid]);
+}
+
+/// An inotify instance (an anon inode ckpt does not restore).
+fn inotify() {
+    // SAFETY: plain syscall.
+    let ino = wl::check(unsafe { libc::inotify_init1(0) }, "inotify_init1");
+    wl::say(&format!("INFO ino={ino}"));
+    ready_and_serve(&[]);
 }
 
 /// A child in a UTS namespace of its own.

@@ -204,6 +204,7 @@ fn main() {
         "altstack" => altstack(),
         "attrs" => attrs(),
         "anonfds" => anonfds(),
+        "epoll" => epoll(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -1308,6 +1309,107 @@ fn anonfds() {
         "expired timerfd's unread expirations",
         read_counter(expired),
         Ok(1),
+    );
+    finish(&[]);
+}
+
+/// The events ready on `ep` now: (events, data) pairs.
+fn ready_events(ep: i32) -> Vec<(u32, u64)> {
+    // SAFETY: epoll_event is plain data; epoll_wait fills at most 8.
+    let mut evs: [libc::epoll_event; 8] = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid buffer of 8 events; timeout 0.
+    let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 0) };
+    evs.iter()
+        .take(n.max(0) as usize)
+        .map(|e| (e.events, e.u64))
+        .collect()
+}
+
+/// 15. An epoll instance watching a pipe's read end (EPOLLIN, data 0x1234) and an
+///     eventfd (EPOLLIN | EPOLLET, data 0x99), shared with a child. After restore:
+///     nothing is ready; each source reports its own data when it becomes ready; the
+///     registrations answer EPOLL_CTL_MOD and _DEL under their fd numbers; the child
+///     holds the same instance.
+fn epoll() {
+    // SAFETY: plain syscalls on this process's own objects.
+    let (ep, r, w, e) = unsafe {
+        let ep = check(libc::epoll_create1(0), "epoll_create1");
+        let (r, w) = pipe2(libc::O_NONBLOCK);
+        let e = check(libc::eventfd(0, libc::EFD_NONBLOCK), "eventfd");
+        for (fd, events, data) in [
+            (r, libc::EPOLLIN as u32, 0x1234u64),
+            (e, (libc::EPOLLIN | libc::EPOLLET) as u32, 0x99),
+        ] {
+            let mut ev = libc::epoll_event { events, u64: data };
+            check(
+                libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev),
+                "epoll_ctl",
+            );
+        }
+        (ep, r, w, e)
+    };
+    let root = getpid();
+    let child = fork();
+    if child == 0 {
+        wait_go();
+        let same = kcmp_file(getpid(), root, ep, ep) == 0;
+        child_exit(report(
+            "epoll-child",
+            same,
+            "the child's epoll fd is the parent's instance",
+        ));
+    }
+    ready(&[root, child]);
+    wait_go();
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut st, 0) };
+    report(
+        "epoll-child",
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        &format!("child ended with status {st:#x}"),
+    );
+    expect_eq(
+        "epoll",
+        "events ready before anything is written",
+        ready_events(ep),
+        vec![],
+    );
+    write_all(w, b"x");
+    expect_eq(
+        "epoll",
+        "events once the pipe holds a byte",
+        ready_events(ep),
+        vec![(libc::EPOLLIN as u32, 0x1234)],
+    );
+    let mut b = [0u8; 1];
+    // SAFETY: reads one byte into a live buffer.
+    unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) };
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes to our eventfd.
+    unsafe { libc::write(e, one.as_ptr().cast(), 8) };
+    expect_eq(
+        "epoll",
+        "events once the eventfd is signalled",
+        ready_events(ep),
+        vec![(libc::EPOLLIN as u32, 0x99)],
+    );
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 7,
+    };
+    // SAFETY: valid events for our fds.
+    let (m, d) = unsafe {
+        (
+            libc::epoll_ctl(ep, libc::EPOLL_CTL_MOD, r, &mut ev),
+            libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, e, std::ptr::null_mut()),
+        )
+    };
+    expect_eq(
+        "epoll",
+        "EPOLL_CTL_MOD of the pipe, _DEL of the eventfd",
+        (m, d),
+        (0, 0),
     );
     finish(&[]);
 }

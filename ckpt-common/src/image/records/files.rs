@@ -82,6 +82,13 @@ pub enum InodeKind {
     SignalFd { mask: u64 },
     /// A timerfd: its clock, expirations not yet read, `TFD_TIMER_ABSTIME` if it was
     /// set so, time left and interval in nanoseconds (0: disarmed).
+    /// An epoll instance: what it watches, as registered by process `owner_pid`
+    /// (target fds are numbers in that process's table).
+    #[serde(rename = "epoll")]
+    Epoll {
+        owner_pid: i32,
+        targets: Vec<EpollTarget>,
+    },
     #[serde(rename = "timerfd")]
     TimerFd {
         clockid: u32,
@@ -108,8 +115,36 @@ impl InodeKind {
             InodeKind::EventFd { .. } => "eventfd",
             InodeKind::SignalFd { .. } => "signalfd",
             InodeKind::TimerFd { .. } => "timerfd",
+            InodeKind::Epoll { .. } => "epoll",
             InodeKind::Other { .. } => "other",
         }
+    }
+}
+
+/// One fd an epoll instance watches: its number in the owner's table, the events
+/// and the user data it was registered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EpollTarget {
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
+}
+
+impl Wire for EpollTarget {
+    const MIN_SIZE: usize = 16;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i32_le(self.fd);
+        out.put_u32_le(self.events);
+        out.put_u64_le(self.data);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(EpollTarget {
+            fd: wire::i32(buf, "target.fd")?,
+            events: wire::u32(buf, "target.events")?,
+            data: wire::u64(buf, "target.data")?,
+        })
     }
 }
 
@@ -198,6 +233,11 @@ impl Wire for InodeRecord {
                 out.put_u64_le(*value_ns);
                 out.put_u64_le(*interval_ns);
             }
+            InodeKind::Epoll { owner_pid, targets } => {
+                out.put_u8(13);
+                out.put_i32_le(*owner_pid);
+                wire::put_list(out, targets);
+            }
         }
     }
 
@@ -262,6 +302,10 @@ impl Wire for InodeRecord {
                 settime_flags: wire::u32(buf, "settime_flags")?,
                 value_ns: wire::u64(buf, "value_ns")?,
                 interval_ns: wire::u64(buf, "interval_ns")?,
+            },
+            13 => InodeKind::Epoll {
+                owner_pid: wire::i32(buf, "owner_pid")?,
+                targets: wire::list(buf, "targets")?,
             },
             v => {
                 return Err(ImageError::malformed(format!(

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 
 use super::{ImageError, Wire, wire};
 
-pub use files::{FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord};
+pub use files::{EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord};
 pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
 pub use process::{
     Credentials, Itimer, MAX_XSAVE_SIZE, MmState, ProcessAttrs, ProcessRecord, ProcessState,
