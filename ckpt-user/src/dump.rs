@@ -270,7 +270,8 @@ fn collect_and_write(
     let order = tree.topological();
     for p in &order {
         let leader = p.threads.first().map(|&t| RemoteThread::new(t));
-        let rec = process::capture(p.pid, leader.as_ref())?;
+        let mut rec = process::capture(p.pid, leader.as_ref())?;
+        rec.attrs.stopped = p.stopped;
         c.writer.write(&Record::Process(rec))?;
         c.report.processes += 1;
     }

@@ -31,6 +31,9 @@ pub struct FrozenProcess {
     pub pid: i32,
     pub ppid: i32,
     pub threads: Vec<i32>,
+    /// It was stopped by a stop signal (SIGSTOP, SIGTSTP...) when it was seized: its
+    /// main thread reported a group-stop, not the freeze's interrupt.
+    pub stopped: bool,
 }
 
 /// The seized tree. Dropping it detaches every thread.
@@ -43,6 +46,8 @@ pub struct FrozenTree {
     /// Signals that arrived as the freeze stopped a thread: handed back at detach
     /// so that none is lost.
     pending: BTreeMap<i32, nix::sys::signal::Signal>,
+    /// Threads that were in a group-stop when seized.
+    group_stopped: BTreeSet<i32>,
     pub frozen_at: Instant,
 }
 
@@ -155,6 +160,7 @@ impl FrozenTree {
             processes: BTreeMap::new(),
             seized: Vec::new(),
             pending: BTreeMap::new(),
+            group_stopped: BTreeSet::new(),
             frozen_at: Instant::now(),
         };
         let mut seized: BTreeSet<i32> = BTreeSet::new();
@@ -173,6 +179,7 @@ impl FrozenTree {
                             pid: p.pid,
                             ppid: p.ppid,
                             threads: Vec::new(),
+                            stopped: false,
                         });
                     continue;
                 }
@@ -184,14 +191,17 @@ impl FrozenTree {
                         })?;
                     }
                 }
-                tree.processes
+                let stopped = tree.group_stopped.contains(&p.pid);
+                let entry = tree
+                    .processes
                     .entry(p.pid)
                     .or_insert_with(|| FrozenProcess {
                         pid: p.pid,
                         ppid: p.ppid,
                         threads: Vec::new(),
-                    })
-                    .threads = procfs::threads(p.pid);
+                        stopped,
+                    });
+                entry.threads = procfs::threads(p.pid);
             }
             if !new {
                 break;
@@ -219,7 +229,15 @@ impl FrozenTree {
         // Wait for the group-stop/interrupt stop of this thread.
         loop {
             match waitpid(pid, Some(WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::PtraceEvent(..)) => return Ok(()),
+                // PTRACE_EVENT_STOP: with SIGTRAP the freeze's own interrupt, with a
+                // stop signal a group-stop the thread was already in.
+                Ok(WaitStatus::PtraceEvent(_, sig, _)) => {
+                    use nix::sys::signal::Signal::*;
+                    if matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU) {
+                        self.group_stopped.insert(tid);
+                    }
+                    return Ok(());
+                }
                 // A signal-delivery stop: the thread is stopped; the signal is
                 // re-injected when it is detached.
                 Ok(WaitStatus::Stopped(_, sig)) => {

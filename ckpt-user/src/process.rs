@@ -302,6 +302,8 @@ fn attrs(pid: i32, leader: &RemoteThread) -> Result<ProcessAttrs> {
             child_subreaper,
             pdeath_signal,
             itimers,
+            // Known to the freezer, not to the process: see dump.rs.
+            stopped: false,
         })
     })();
     leader.write_mem(scratch, &saved)?;

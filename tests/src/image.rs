@@ -135,6 +135,7 @@ pub struct AttrsRec {
     pub personality: u32,
     pub child_subreaper: bool,
     pub pdeath_signal: u32,
+    pub stopped: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

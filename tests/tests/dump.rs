@@ -1141,7 +1141,16 @@ fn a_stopped_process_stays_stopped_after_dump_leave_running_and_can_be_continued
         "the child did not resume after SIGCONT: {:?}",
         state_and_tracer(child)
     );
-    Image::show(dir.path()).unwrap();
+    let img = Image::show(dir.path()).unwrap();
+    let stopped: Vec<(i32, bool)> = img
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.attrs.stopped))
+        .collect();
+    assert!(
+        stopped.iter().all(|&(pid, s)| s == (pid == child)),
+        "only the child is recorded stopped: {stopped:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------

@@ -411,6 +411,11 @@ fn epoll_watches_come_back_under_their_fd_numbers() {
 }
 
 #[test]
+fn a_stopped_process_comes_back_stopped() {
+    scenario("stopped", &["stopped", "stopped-child"]);
+}
+
+#[test]
 fn nanosleep_and_blocked_read_restart() {
     scenario("restart", &["sleeper", "reader"]);
 }

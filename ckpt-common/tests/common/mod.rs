@@ -152,6 +152,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     value_us: r.next(),
                     interval_us: r.next(),
                 }),
+                stopped: r.bool(),
             },
         }),
         1 => Record::Thread(ThreadRecord {
@@ -376,6 +377,7 @@ fn process(pid: i32, ppid: i32, comm: &str) -> ProcessRecord {
                 Itimer::default(),
                 Itimer::default(),
             ],
+            stopped: false,
         },
     }
 }

@@ -74,11 +74,11 @@ pub fn take_over(
     report_fd: i32,
     src: &AreaSources,
     with_pdeath: bool,
-    seized: &mut Vec<i32>,
+    seized: &mut Seized,
 ) -> Result<()> {
     let pid = p.pid();
     step(pid, "seize", || seize(pid))?;
-    seized.push(pid);
+    seized.tids.push(pid);
     let main = step(pid, "seize", || {
         // Nothing is delivered while ckpt works on the process.
         thread::restore_sigmask(pid, !0)?;
@@ -119,7 +119,7 @@ pub fn take_over(
         let r = step(pid, "create threads", || {
             thread::restore_create(&main, t.tid)
         })?;
-        seized.push(t.tid);
+        seized.tids.push(t.tid);
         threads.push((t, r));
     }
     for (rec, r) in &threads {
@@ -152,6 +152,9 @@ pub fn take_over(
     step(pid, "process attributes", || {
         process::restore_attrs(&main, &p.rec.attrs, with_pdeath)
     })?;
+    if p.rec.attrs.stopped {
+        seized.stop_on_release.insert(pid);
+    }
     for (rec, _) in threads.iter().filter(|(rec, _)| rec.tid != pid) {
         step(pid, "registers", || thread::restore_final(rec.tid, rec))?;
     }
@@ -197,7 +200,7 @@ pub fn take_over_all(
             let (done_tx, done_rx) = mpsc::channel::<Result<()>>();
             let (go_tx, go_rx) = mpsc::channel::<bool>();
             let handle = scope.spawn(move || -> Result<()> {
-                let mut seized = Vec::new();
+                let mut seized = Seized::default();
                 let result = share
                     .iter()
                     .try_for_each(|p| take_over(p, trampoline, report_fd, src, true, &mut seized));
@@ -211,7 +214,7 @@ pub fn take_over_all(
             });
             crew.push((handle, done_rx, go_tx));
         }
-        let mut root_seized = Vec::new();
+        let mut root_seized = Seized::default();
         let mut first_error = take_over(
             root,
             trampoline,
@@ -251,6 +254,16 @@ pub fn take_over_all(
     })
 }
 
+/// The threads one tracer (thread of ckpt) seized, in order, and the processes among
+/// them that were stopped when dumped.
+#[derive(Default)]
+pub struct Seized {
+    tids: Vec<i32>,
+    /// Pids to send SIGSTOP just before they are let go: pending when they run
+    /// again, it stops them as they were stopped.
+    stop_on_release: std::collections::HashSet<i32>,
+}
+
 /// Lets every seized thread run, the last created first: a process that runs can
 /// act on the others (a parent that kills its children when its input ends), so
 /// the root goes last.
@@ -258,8 +271,12 @@ pub fn take_over_all(
 /// ESRCH means the thread left its stop, which only SIGKILL does: it was killed
 /// by something that already runs (or from outside) and is no longer ckpt's to
 /// let go. That is how the restored tree behaves, not a failed restore.
-pub fn detach(tids: &[i32]) -> Result<()> {
-    for &tid in tids.iter().rev() {
+pub fn detach(seized: &Seized) -> Result<()> {
+    for &tid in seized.tids.iter().rev() {
+        if seized.stop_on_release.contains(&tid) {
+            // SAFETY: a signal to a process this restore created.
+            unsafe { libc::kill(tid, libc::SIGSTOP) };
+        }
         match ptrace::detach(Pid::from_raw(tid), None) {
             Ok(()) => {}
             Err(nix::errno::Errno::ESRCH) => {

@@ -205,6 +205,7 @@ fn main() {
         "attrs" => attrs(),
         "anonfds" => anonfds(),
         "epoll" => epoll(),
+        "stopped" => stopped(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -1412,4 +1413,47 @@ fn epoll() {
         (0, 0),
     );
     finish(&[]);
+}
+
+/// The state letter of /proc/PID/stat ('R', 'S', 'T'...).
+fn proc_state(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
+/// 16. A child stopped by SIGSTOP when dumped: stopped again after restore, and it
+///     carries on once its parent continues it.
+fn stopped() {
+    let root = getpid();
+    let child = fork();
+    if child == 0 {
+        // SAFETY: stopping ourselves.
+        unsafe { libc::raise(libc::SIGSTOP) };
+        child_exit(report(
+            "stopped-child",
+            go(),
+            "continued only after the restore",
+        ));
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our own child to stop.
+    unsafe { libc::waitpid(child, &mut st, libc::WUNTRACED) };
+    assert!(libc::WIFSTOPPED(st), "the child did not stop: {st:#x}");
+    ready(&[root, child]);
+    wait_go();
+    let t0 = Instant::now();
+    while proc_state(child) != 'T' && t0.elapsed() < Duration::from_secs(2) {
+        sleep_ms(5);
+    }
+    expect_eq(
+        "stopped",
+        "the child's state after restore",
+        proc_state(child),
+        'T',
+    );
+    // SAFETY: continuing our own child.
+    unsafe { libc::kill(child, libc::SIGCONT) };
+    finish(&[(child, "stopped-child")]);
 }

@@ -213,7 +213,7 @@ impl Wire for InodeRecord {
             InodeKind::EventFd { count, semaphore } => {
                 out.put_u8(10);
                 out.put_u64_le(*count);
-                out.put_u8(*semaphore as u8);
+                wire::put_bool(out, *semaphore);
             }
             InodeKind::SignalFd { mask } => {
                 out.put_u8(11);
@@ -283,15 +283,7 @@ impl Wire for InodeRecord {
             },
             10 => InodeKind::EventFd {
                 count: wire::u64(buf, "count")?,
-                semaphore: match wire::u8(buf, "semaphore")? {
-                    0 => false,
-                    1 => true,
-                    v => {
-                        return Err(ImageError::malformed(format!(
-                            "field `semaphore`: {v} is neither 0 nor 1"
-                        )));
-                    }
-                },
+                semaphore: wire::bool(buf, "semaphore")?,
             },
             11 => InodeKind::SignalFd {
                 mask: wire::u64(buf, "mask")?,

@@ -135,6 +135,8 @@ pub struct ProcessAttrs {
     pub pdeath_signal: u32,
     /// ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF, as getitimer(2) reported them.
     pub itimers: [Itimer; 3],
+    /// Stopped by a stop signal (job control) when it was dumped.
+    pub stopped: bool,
 }
 
 /// One interval timer: time left and reload interval, in microseconds (0: off).
@@ -145,40 +147,35 @@ pub struct Itimer {
 }
 
 impl Wire for ProcessAttrs {
-    const MIN_SIZE: usize = 4 + 1 + 4 + 3 * 16;
+    const MIN_SIZE: usize = 4 + 1 + 4 + 3 * 16 + 1;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_u32_le(self.personality);
-        out.put_u8(self.child_subreaper as u8);
+        wire::put_bool(out, self.child_subreaper);
         out.put_u32_le(self.pdeath_signal);
         for t in &self.itimers {
             out.put_u64_le(t.value_us);
             out.put_u64_le(t.interval_us);
         }
+        wire::put_bool(out, self.stopped);
     }
 
     fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
         let personality = wire::u32(buf, "personality")?;
-        let child_subreaper = match wire::u8(buf, "child_subreaper")? {
-            0 => false,
-            1 => true,
-            v => {
-                return Err(ImageError::malformed(format!(
-                    "field `child_subreaper`: {v} is neither 0 nor 1"
-                )));
-            }
-        };
+        let child_subreaper = wire::bool(buf, "child_subreaper")?;
         let pdeath_signal = wire::u32(buf, "pdeath_signal")?;
         let mut itimers = [Itimer::default(); 3];
         for t in &mut itimers {
             t.value_us = wire::u64(buf, "itimer.value_us")?;
             t.interval_us = wire::u64(buf, "itimer.interval_us")?;
         }
+        let stopped = wire::bool(buf, "stopped")?;
         Ok(ProcessAttrs {
             personality,
             child_subreaper,
             pdeath_signal,
             itimers,
+            stopped,
         })
     }
 }
