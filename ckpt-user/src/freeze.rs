@@ -116,7 +116,8 @@ pub fn refuse_reason(root: i32) -> Option<String> {
 const NAMESPACES: [&str; 8] = ["mnt", "pid", "net", "ipc", "uts", "user", "cgroup", "time"];
 
 /// What a process holds that restore cannot bring back yet, besides its fds and
-/// memory (checked with them, later): another namespace than ckpt's, POSIX timers.
+/// memory (checked with them, later): another namespace than ckpt's, POSIX timers on
+/// a kernel that cannot give them their ids back.
 fn unsupported_process_state(p: &procfs::ProcessInfo) -> Option<String> {
     for ns in NAMESPACES {
         let (Ok(mine), Ok(theirs)) = (
@@ -136,13 +137,14 @@ fn unsupported_process_state(p: &procfs::ProcessInfo) -> Option<String> {
             ));
         }
     }
-    // /proc/PID/timers lists POSIX timers (timer_create), one "ID:" line each.
+    // /proc/PID/timers lists POSIX timers (timer_create), one "ID:" line each;
+    // restore needs to choose their ids (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.16).
     let timers = fs::read_to_string(format!("/proc/{}/timers", p.pid)).unwrap_or_default();
     let count = timers.lines().filter(|l| l.starts_with("ID:")).count();
-    if count > 0 {
+    if count > 0 && !crate::process::can_restore_timer_ids() {
         return Some(format!(
-            "pid {} ({}) has {count} POSIX timer(s) (timer_create): not yet supported by \
-             ckpt dump",
+            "pid {} ({}) has {count} POSIX timer(s) (timer_create), and this kernel cannot \
+             create timers with given ids (PR_TIMER_CREATE_RESTORE_IDS): not supported",
             p.pid, p.comm
         ));
     }

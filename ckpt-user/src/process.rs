@@ -5,7 +5,8 @@
 use std::{fs, path::PathBuf};
 
 use ckpt_common::image::{
-    Credentials, Itimer, MmState, ProcessAttrs, ProcessRecord, ProcessState, Rlimit, SigAction,
+    Credentials, Itimer, MmState, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Rlimit,
+    SigAction,
 };
 
 use crate::{
@@ -210,6 +211,7 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
             shared_pending: Vec::new(),
             mm: MmState::default(),
             attrs: ProcessAttrs::default(),
+            posix_timers: Vec::new(),
         });
     }
     let status = read(pid, "status")?;
@@ -254,7 +256,90 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         shared_pending: crate::thread::pending_signals(pid, true)?,
         mm,
         attrs: attrs(pid, leader)?,
+        posix_timers: posix_timers(pid, leader)?,
     })
+}
+
+/// `struct itimerspec`: interval {sec, nsec}, value {sec, nsec}.
+const ITIMERSPEC_SIZE: usize = 32;
+
+/// POSIX timers: id, clock and notification from /proc/PID/timers, time left and
+/// interval from timer_gettime run in the process (only it can ask).
+fn posix_timers(pid: i32, leader: &RemoteThread) -> Result<Vec<PosixTimer>> {
+    let text = read(pid, "timers")?;
+    let mut timers: Vec<PosixTimer> = Vec::new();
+    let bad = |line: &str| Error::Other(format!("pid {pid}: /proc/{pid}/timers: {line:?}"));
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix("ID: ") {
+            timers.push(PosixTimer {
+                id: id.trim().parse().map_err(|_| bad(line))?,
+                clockid: 0,
+                notify: 0,
+                signo: 0,
+                value: 0,
+                tid: 0,
+                value_ns: 0,
+                interval_ns: 0,
+            });
+            continue;
+        }
+        let Some(t) = timers.last_mut() else {
+            continue;
+        };
+        if let Some(v) = line.strip_prefix("signal: ") {
+            // "signo/sival_ptr"
+            let (signo, value) = v.trim().split_once('/').ok_or_else(|| bad(line))?;
+            t.signo = signo.parse().map_err(|_| bad(line))?;
+            t.value = u64::from_str_radix(value, 16).map_err(|_| bad(line))?;
+        } else if let Some(v) = line.strip_prefix("notify: ") {
+            // "signal|none|thread / pid|tid . N"
+            let (how, target) = v.trim().split_once('/').ok_or_else(|| bad(line))?;
+            let (kind, id) = target.split_once('.').ok_or_else(|| bad(line))?;
+            t.notify = match how {
+                "signal" => libc::SIGEV_SIGNAL,
+                "none" => libc::SIGEV_NONE,
+                _ => {
+                    return Err(Error::Other(format!(
+                        "pid {pid}: POSIX timer {} notifies by {how:?}: not yet supported by \
+                         ckpt dump",
+                        t.id
+                    )));
+                }
+            };
+            if kind == "tid" {
+                t.notify |= libc::SIGEV_THREAD_ID;
+                t.tid = id.parse().map_err(|_| bad(line))?;
+            }
+        } else if let Some(v) = line.strip_prefix("ClockID: ") {
+            t.clockid = v.trim().parse().map_err(|_| bad(line))?;
+        }
+    }
+    if timers.is_empty() {
+        return Ok(timers);
+    }
+    let scratch = leader.scratch_addr()?;
+    let mut saved = [0u8; ITIMERSPEC_SIZE];
+    leader.read_mem(scratch, &mut saved)?;
+    let result = (|| {
+        for t in &mut timers {
+            let rc = leader.syscall(libc::SYS_timer_gettime, &[t.id as u64, scratch])?;
+            if rc < 0 {
+                return Err(Error::Other(format!(
+                    "pid {pid}: timer_gettime({}): {}",
+                    t.id,
+                    std::io::Error::from_raw_os_error(-rc as i32)
+                )));
+            }
+            let mut raw = [0u8; ITIMERSPEC_SIZE];
+            leader.read_mem(scratch, &mut raw)?;
+            let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8"));
+            t.interval_ns = word(0) * 1_000_000_000 + word(1);
+            t.value_ns = word(2) * 1_000_000_000 + word(3);
+        }
+        Ok(())
+    })();
+    leader.write_mem(scratch, &saved)?;
+    result.map(|()| timers)
 }
 
 /// `struct itimerval` on x86-64: interval {sec, usec}, value {sec, usec}.
@@ -423,6 +508,80 @@ pub fn restore_attrs(remote: &Remote, attrs: &ProcessAttrs, with_pdeath: bool) -
     let (list, names): (Vec<Call>, Vec<String>) = calls.into_iter().unzip();
     remote.batch(&list, |i| names[i].clone())?;
     Ok(())
+}
+
+/// prctl option that makes timer_create use the id it is given (Linux 6.16+).
+pub const PR_TIMER_CREATE_RESTORE_IDS: i32 = 77;
+
+/// Whether this kernel lets timer_create take the id it is given.
+pub fn can_restore_timer_ids() -> bool {
+    // SAFETY: the GET form only reports this process's mode.
+    unsafe { libc::prctl(PR_TIMER_CREATE_RESTORE_IDS, 2, 0, 0, 0) >= 0 }
+}
+
+/// Restore: POSIX timers with their ids (PR_TIMER_CREATE_RESTORE_IDS), clocks and
+/// notifications, armed (relative) with the time they had left.
+pub fn restore_posix_timers(remote: &Remote, timers: &[PosixTimer]) -> Result<()> {
+    if timers.is_empty() {
+        return Ok(());
+    }
+    let prctl = |on: u64| -> Call {
+        (
+            libc::SYS_prctl,
+            [PR_TIMER_CREATE_RESTORE_IDS as u64, on, 0, 0, 0, 0],
+        )
+    };
+    remote.batch(&[prctl(1)], |_| {
+        "prctl(PR_TIMER_CREATE_RESTORE_IDS, on)".into()
+    })?;
+    // /proc lists a process's timers newest first: create them oldest first, so that
+    // they are listed (and iterated by the kernel) in the same order as before.
+    let oldest_first: Vec<PosixTimer> = timers.iter().rev().copied().collect();
+    // A sigevent, the id and an itimerspec take 104 bytes of scratch memory each.
+    let result = oldest_first.chunks(32).try_for_each(|chunk| {
+        let raw: Vec<[Vec<u8>; 3]> = chunk
+            .iter()
+            .map(|t| {
+                // struct sigevent: value u64, signo i32, notify i32, tid i32, padding to 64.
+                let mut sev = vec![0u8; 64];
+                sev[0..8].copy_from_slice(&t.value.to_le_bytes());
+                sev[8..12].copy_from_slice(&t.signo.to_le_bytes());
+                sev[12..16].copy_from_slice(&t.notify.to_le_bytes());
+                sev[16..20].copy_from_slice(&t.tid.to_le_bytes());
+                let ns = |v: u64| [v / 1_000_000_000, v % 1_000_000_000];
+                let spec: Vec<u8> = ns(t.interval_ns)
+                    .into_iter()
+                    .chain(ns(t.value_ns))
+                    .flat_map(u64::to_le_bytes)
+                    .collect();
+                [sev, t.id.to_le_bytes().to_vec(), spec]
+            })
+            .collect();
+        let parts: Vec<&[u8]> = raw.iter().flatten().map(Vec::as_slice).collect();
+        let addrs = remote.put(&parts)?;
+        let mut calls: Vec<(Call, String)> = Vec::new();
+        for (t, a) in chunk.iter().zip(addrs.chunks(3)) {
+            calls.push((
+                (
+                    libc::SYS_timer_create,
+                    [t.clockid as u64, a[0], a[1], 0, 0, 0],
+                ),
+                format!("timer_create of timer {} on clock {}", t.id, t.clockid),
+            ));
+            if t.value_ns != 0 {
+                calls.push((
+                    (libc::SYS_timer_settime, [t.id as u64, 0, a[2], 0, 0, 0]),
+                    format!("timer_settime of timer {}", t.id),
+                ));
+            }
+        }
+        let (list, names): (Vec<Call>, Vec<String>) = calls.into_iter().unzip();
+        remote.batch(&list, |i| names[i].clone()).map(|_| ())
+    });
+    remote.batch(&[prctl(0)], |_| {
+        "prctl(PR_TIMER_CREATE_RESTORE_IDS, off)".into()
+    })?;
+    result
 }
 
 /// Restore: signals pending for the whole process, queued again to itself.

@@ -573,6 +573,7 @@ mod tests {
                 shared_pending: vec![],
                 mm: MmState::default(),
                 attrs: Default::default(),
+                posix_timers: vec![],
             }),
             Record::Thread(ThreadRecord {
                 pid: 42,

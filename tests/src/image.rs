@@ -128,6 +128,7 @@ pub struct ProcRec {
     pub shared_pending: Vec<SiginfoRec>,
     pub mm: MmRec,
     pub attrs: AttrsRec,
+    pub posix_timers: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1566,8 +1566,36 @@ fn refuses_a_process_in_another_namespace_naming_pid_and_namespace() {
 }
 
 #[test]
-fn refuses_posix_timers_naming_the_pid() {
-    refused_for_state("posix-timer", None, &["POSIX timer", "not yet supported"]);
+fn posix_timers_are_dumped_as_proc_lists_them() {
+    setup();
+    let w = Workload::spawn(WLD, &["posix-timer"]).unwrap();
+    // Ground truth: /proc/PID/timers (id, signal/value, notify, clock).
+    let text = fs::read_to_string(format!("/proc/{}/timers", w.pid)).unwrap();
+    let ids: Vec<i64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ID: "))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{text}");
+    let (img, _truth, _dir) = dump_and_check(&w, "posix-timer").unwrap();
+    let p = img.processes.iter().find(|p| p.pid == w.pid).unwrap();
+    let timers = &p.posix_timers;
+    assert_eq!(
+        timers
+            .iter()
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        ids,
+        "{timers:?}"
+    );
+    assert!(
+        text.contains(&format!("ClockID: {}", timers[0]["clockid"])),
+        "{timers:?} against {text}"
+    );
+    assert!(
+        text.contains(&format!("signal: {}/", timers[0]["signo"])),
+        "{timers:?} against {text}"
+    );
 }
 
 #[test]

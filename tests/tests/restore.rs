@@ -416,6 +416,11 @@ fn a_stopped_process_comes_back_stopped() {
 }
 
 #[test]
+fn posix_timers_come_back_with_their_ids_and_time_left() {
+    scenario("ptimers", &["ptimers"]);
+}
+
+#[test]
 fn nanosleep_and_blocked_read_restart() {
     scenario("restart", &["sleeper", "reader"]);
 }

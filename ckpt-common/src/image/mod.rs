@@ -43,9 +43,9 @@ pub use header::Header;
 pub use pages::PagesFile;
 pub use records::{
     AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, Itimer,
-    MemoryAreaRecord, MmState, OpenFileRecord, PageRun, ProcessAttrs, ProcessRecord, ProcessState,
-    Record, RecordType, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction,
-    SigAltStack, Siginfo, SyscallState, ThreadRecord,
+    MemoryAreaRecord, MmState, OpenFileRecord, PageRun, PosixTimer, ProcessAttrs, ProcessRecord,
+    ProcessState, Record, RecordType, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord,
+    SigAction, SigAltStack, Siginfo, SyscallState, ThreadRecord,
 };
 pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};

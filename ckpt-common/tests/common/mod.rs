@@ -11,7 +11,7 @@ use std::{
 
 use ckpt_common::image::{
     AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
-    Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, ProcessAttrs,
+    Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, PosixTimer, ProcessAttrs,
     ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
     SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SyscallState, ThreadRecord,
     records::{map, prot},
@@ -154,6 +154,18 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 }),
                 stopped: r.bool(),
             },
+            posix_timers: (0..r.below(3))
+                .map(|_| PosixTimer {
+                    id: r.i32(),
+                    clockid: r.i32(),
+                    notify: r.i32(),
+                    signo: r.i32(),
+                    value: r.next(),
+                    tid: r.i32(),
+                    value_ns: r.next(),
+                    interval_ns: r.next(),
+                })
+                .collect(),
         }),
         1 => Record::Thread(ThreadRecord {
             pid: r.i32(),
@@ -379,6 +391,16 @@ fn process(pid: i32, ppid: i32, comm: &str) -> ProcessRecord {
             ],
             stopped: false,
         },
+        posix_timers: vec![PosixTimer {
+            id: 0,
+            clockid: 1,
+            notify: 0,
+            signo: 14,
+            value: 0,
+            tid: 0,
+            value_ns: 5_000_000_000,
+            interval_ns: 0,
+        }],
     }
 }
 

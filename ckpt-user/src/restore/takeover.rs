@@ -150,7 +150,8 @@ pub fn take_over(
         process::restore_shared_pending(&main, &p.rec.shared_pending)
     })?;
     step(pid, "process attributes", || {
-        process::restore_attrs(&main, &p.rec.attrs, with_pdeath)
+        process::restore_attrs(&main, &p.rec.attrs, with_pdeath)?;
+        process::restore_posix_timers(&main, &p.rec.posix_timers)
     })?;
     if p.rec.attrs.stopped {
         seized.stop_on_release.insert(pid);

@@ -206,6 +206,7 @@ fn main() {
         "anonfds" => anonfds(),
         "epoll" => epoll(),
         "stopped" => stopped(),
+        "ptimers" => ptimers(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -1456,4 +1457,108 @@ fn stopped() {
     // SAFETY: continuing our own child.
     unsafe { libc::kill(child, libc::SIGCONT) };
     finish(&[(child, "stopped-child")]);
+}
+
+/// 17. POSIX timers: one on CLOCK_MONOTONIC signalling SIGUSR2 with value 0x1234, an
+///     hour left (half-hour interval); one on CLOCK_REALTIME notifying nobody,
+///     disarmed. After restore both exist with their ids, the first with its time
+///     left, and re-armed to 10 ms it delivers SIGUSR2 with its value.
+fn ptimers() {
+    // SAFETY: blocking SIGUSR2 so that it is waited for, not delivered.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let create = |clock: libc::clockid_t, notify: libc::c_int| -> libc::timer_t {
+        // SAFETY: sigevent is plain data.
+        let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
+        sev.sigev_notify = notify;
+        sev.sigev_signo = libc::SIGUSR2;
+        sev.sigev_value = libc::sigval {
+            sival_ptr: 0x1234 as *mut libc::c_void,
+        };
+        let mut id: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: valid pointers.
+        check(
+            unsafe { libc::timer_create(clock, &mut sev, &mut id) },
+            "timer_create",
+        );
+        id
+    };
+    let arm = |id: libc::timer_t, value_ns: u64, interval_ns: u64| {
+        let ts = |ns: u64| libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        };
+        let spec = libc::itimerspec {
+            it_interval: ts(interval_ns),
+            it_value: ts(value_ns),
+        };
+        // SAFETY: a valid itimerspec for our timer.
+        check(
+            unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) },
+            "timer_settime",
+        );
+    };
+    let hour_ns = HOUR_US * 1000;
+    let signalling = create(libc::CLOCK_MONOTONIC, libc::SIGEV_SIGNAL);
+    arm(signalling, hour_ns, hour_ns / 2);
+    let silent = create(libc::CLOCK_REALTIME, libc::SIGEV_NONE);
+    let before = std::fs::read_to_string("/proc/self/timers").unwrap_or_default();
+    ready(&[getpid()]);
+    wait_go();
+    let after = std::fs::read_to_string("/proc/self/timers").unwrap_or_default();
+    let pid_free = |t: &str| {
+        t.lines()
+            .map(|l| l.split_once(".").map_or(l, |(a, _)| a).to_string())
+            .collect::<Vec<_>>()
+    };
+    expect_eq(
+        "ptimers",
+        "/proc/self/timers (ids, signals, values, notify, clocks)",
+        pid_free(&after),
+        pid_free(&before),
+    );
+    // SAFETY: itimerspec is plain data; timer_gettime fills it.
+    let mut cur: libc::itimerspec = unsafe { std::mem::zeroed() };
+    // SAFETY: a query of our own timer.
+    unsafe { libc::timer_gettime(signalling, &mut cur) };
+    let ns = |v: libc::timespec| v.tv_sec as u64 * 1_000_000_000 + v.tv_nsec as u64;
+    let (left, every) = (ns(cur.it_value), ns(cur.it_interval));
+    report(
+        "ptimers",
+        left <= hour_ns && left > hour_ns - 120_000_000_000 && every == hour_ns / 2,
+        &format!("timer: {left} ns left (set to {hour_ns}), every {every} ns"),
+    );
+    // SAFETY: as above.
+    unsafe { libc::timer_gettime(silent, &mut cur) };
+    expect_eq(
+        "ptimers",
+        "the disarmed timer's time left",
+        ns(cur.it_value),
+        0,
+    );
+    arm(signalling, 10_000_000, 0);
+    // SAFETY: siginfo_t is plain data; sigtimedwait fills it.
+    let (signo, value) = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let timeout = libc::timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        let signo = libc::sigtimedwait(&set, &mut info, &timeout);
+        (signo, info.si_value().sival_ptr as usize)
+    };
+    expect_eq(
+        "ptimers",
+        "signal and value delivered by the re-armed timer",
+        (signo, value),
+        (libc::SIGUSR2, 0x1234),
+    );
+    finish(&[]);
 }

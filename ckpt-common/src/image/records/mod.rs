@@ -20,9 +20,9 @@ use super::{ImageError, Wire, wire};
 pub use files::{EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord};
 pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
 pub use process::{
-    Credentials, Itimer, MAX_XSAVE_SIZE, MmState, ProcessAttrs, ProcessRecord, ProcessState,
-    Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack, Siginfo, SyscallState,
-    ThreadRecord,
+    Credentials, Itimer, MAX_XSAVE_SIZE, MmState, PosixTimer, ProcessAttrs, ProcessRecord,
+    ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack, Siginfo,
+    SyscallState, ThreadRecord,
 };
 
 /// The `type` field of a record frame.

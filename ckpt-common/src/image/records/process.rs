@@ -55,6 +55,8 @@ pub struct ProcessRecord {
     pub shared_pending: Vec<Siginfo>,
     pub mm: MmState,
     pub attrs: ProcessAttrs,
+    /// POSIX timers (`timer_create`), by id.
+    pub posix_timers: Vec<PosixTimer>,
 }
 
 impl Wire for ProcessRecord {
@@ -66,7 +68,8 @@ impl Wire for ProcessRecord {
         + Credentials::MIN_SIZE
         + 4 * 4
         + MmState::MIN_SIZE
-        + ProcessAttrs::MIN_SIZE;
+        + ProcessAttrs::MIN_SIZE
+        + 4;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
@@ -90,6 +93,7 @@ impl Wire for ProcessRecord {
         wire::put_list(out, &self.shared_pending);
         self.mm.encode(out);
         self.attrs.encode(out);
+        wire::put_list(out, &self.posix_timers);
     }
 
     fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
@@ -120,6 +124,52 @@ impl Wire for ProcessRecord {
             shared_pending: wire::list(buf, "shared_pending")?,
             mm: MmState::decode(buf)?,
             attrs: ProcessAttrs::decode(buf)?,
+            posix_timers: wire::list(buf, "posix_timers")?,
+        })
+    }
+}
+
+/// A POSIX timer: its id, clock and notification (`struct sigevent`), time left and
+/// interval (0: disarmed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clockid: i32,
+    /// `sigev_notify`: SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD_ID 4.
+    pub notify: i32,
+    pub signo: i32,
+    /// `sigev_value`.
+    pub value: u64,
+    /// The thread signalled, with SIGEV_THREAD_ID.
+    pub tid: i32,
+    pub value_ns: u64,
+    pub interval_ns: u64,
+}
+
+impl Wire for PosixTimer {
+    const MIN_SIZE: usize = 4 * 4 + 8 + 4 + 16;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i32_le(self.id);
+        out.put_i32_le(self.clockid);
+        out.put_i32_le(self.notify);
+        out.put_i32_le(self.signo);
+        out.put_u64_le(self.value);
+        out.put_i32_le(self.tid);
+        out.put_u64_le(self.value_ns);
+        out.put_u64_le(self.interval_ns);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(PosixTimer {
+            id: wire::i32(buf, "timer.id")?,
+            clockid: wire::i32(buf, "timer.clockid")?,
+            notify: wire::i32(buf, "timer.notify")?,
+            signo: wire::i32(buf, "timer.signo")?,
+            value: wire::u64(buf, "timer.value")?,
+            tid: wire::i32(buf, "timer.tid")?,
+            value_ns: wire::u64(buf, "timer.value_ns")?,
+            interval_ns: wire::u64(buf, "timer.interval_ns")?,
         })
     }
 }
