@@ -11,7 +11,7 @@ use ckpt_common::image::{
 
 use crate::{
     error::{Error, Result},
-    inject::RemoteThread,
+    inject::{Query, RemoteThread},
 };
 
 fn read(pid: i32, what: &str) -> Result<String> {
@@ -120,64 +120,6 @@ fn auxv(pid: i32) -> Result<Vec<u64>> {
         .collect())
 }
 
-/// Signal handlers. Ignored signals come from /proc's SigIgn mask; only caught
-/// ones (SigCgt) need rt_sigaction(sig, NULL, &old) run in the process, each a
-/// ptrace round trip. (Flags and masks set on ignored or default signals are
-/// not kept.)
-fn sigactions(thread: &RemoteThread, status: &str) -> Result<Vec<SigAction>> {
-    let mask = |name: &str| {
-        status_field(status, name)
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .unwrap_or(0)
-    };
-    let caught = mask("SigCgt:");
-    let ignored = mask("SigIgn:");
-    let scratch = thread.scratch_addr()?;
-    let mut saved = [0u8; 32];
-    thread.read_mem(scratch, &mut saved)?;
-    let mut out = Vec::new();
-    let result = (|| {
-        for signo in 1..=64u32 {
-            let bit = 1u64 << (signo - 1);
-            if ignored & bit != 0 {
-                out.push(SigAction {
-                    signo,
-                    handler: 1, // SIG_IGN
-                    flags: 0,
-                    restorer: 0,
-                    mask: 0,
-                });
-                continue;
-            }
-            if caught & bit == 0 {
-                continue;
-            }
-            let rc = thread.syscall(libc::SYS_rt_sigaction, &[signo as u64, 0, scratch, 8])?;
-            if rc < 0 {
-                continue; // a signal number this kernel does not know
-            }
-            // struct kernel_sigaction { handler, flags, restorer, mask }
-            let mut raw = [0u8; 32];
-            thread.read_mem(scratch, &mut raw)?;
-            let word =
-                |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-            let action = SigAction {
-                signo,
-                handler: word(0),
-                flags: word(1),
-                restorer: word(2),
-                mask: word(3),
-            };
-            if action.handler != 0 || action.mask != 0 || action.flags != 0 {
-                out.push(action);
-            }
-        }
-        Ok(())
-    })();
-    thread.write_mem(scratch, &saved)?;
-    result.map(|()| out)
-}
-
 /// Everything restore needs about process `pid` (its threads come separately).
 /// `leader` must be in a ptrace stop; a zombie has no leader to ask.
 pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord> {
@@ -221,8 +163,14 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         .unwrap_or(0o022);
     let leader = leader
         .ok_or_else(|| Error::Other(format!("pid {pid}: no stopped thread to read state from")))?;
-    // The current break is only known to the process: brk(0) returns it.
-    let brk = leader.syscall(libc::SYS_brk, &[0])? as u64;
+    let mut posix_timers = proc_timers(pid)?;
+    let answers = ask(pid, leader, &status, &mut posix_timers)?;
+    let personality_text = read(pid, "personality")?;
+    let personality = u32::from_str_radix(personality_text.trim(), 16).map_err(|_| {
+        Error::Other(format!(
+            "pid {pid}: /proc/{pid}/personality says {personality_text:?}"
+        ))
+    })?;
     let mm = MmState {
         start_code: num(pid, &f, 26)?,
         end_code: num(pid, &f, 27)?,
@@ -230,7 +178,7 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         start_data: num(pid, &f, 45)?,
         end_data: num(pid, &f, 46)?,
         start_brk: num(pid, &f, 47)?,
-        brk,
+        brk: answers.brk,
         arg_start: num(pid, &f, 48)?,
         arg_end: num(pid, &f, 49)?,
         env_start: num(pid, &f, 50)?,
@@ -252,20 +200,24 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         creds,
         groups,
         rlimits: rlimits(pid)?,
-        sigactions: sigactions(leader, &status)?,
+        sigactions: answers.sigactions,
         shared_pending: crate::thread::pending_signals(pid, true)?,
         mm,
-        attrs: attrs(pid, leader)?,
-        posix_timers: posix_timers(pid, leader)?,
+        attrs: ProcessAttrs {
+            personality,
+            child_subreaper: answers.child_subreaper,
+            pdeath_signal: answers.pdeath_signal,
+            itimers: answers.itimers,
+            // Known to the freezer, not to the process: see dump.rs.
+            stopped: false,
+        },
+        posix_timers,
     })
 }
 
-/// `struct itimerspec`: interval {sec, nsec}, value {sec, nsec}.
-const ITIMERSPEC_SIZE: usize = 32;
-
-/// POSIX timers: id, clock and notification from /proc/PID/timers, time left and
-/// interval from timer_gettime run in the process (only it can ask).
-fn posix_timers(pid: i32, leader: &RemoteThread) -> Result<Vec<PosixTimer>> {
+/// POSIX timers as /proc/PID/timers lists them: id, clock and notification (their
+/// time left is asked of the process, see [`ask`]).
+fn proc_timers(pid: i32) -> Result<Vec<PosixTimer>> {
     let text = read(pid, "timers")?;
     let mut timers: Vec<PosixTimer> = Vec::new();
     let bad = |line: &str| Error::Other(format!("pid {pid}: /proc/{pid}/timers: {line:?}"));
@@ -314,85 +266,125 @@ fn posix_timers(pid: i32, leader: &RemoteThread) -> Result<Vec<PosixTimer>> {
             t.clockid = v.trim().parse().map_err(|_| bad(line))?;
         }
     }
-    if timers.is_empty() {
-        return Ok(timers);
-    }
-    let scratch = leader.scratch_addr()?;
-    let mut saved = [0u8; ITIMERSPEC_SIZE];
-    leader.read_mem(scratch, &mut saved)?;
-    let result = (|| {
-        for t in &mut timers {
-            let rc = leader.syscall(libc::SYS_timer_gettime, &[t.id as u64, scratch])?;
-            if rc < 0 {
-                return Err(Error::Other(format!(
-                    "pid {pid}: timer_gettime({}): {}",
-                    t.id,
-                    std::io::Error::from_raw_os_error(-rc as i32)
-                )));
-            }
-            let mut raw = [0u8; ITIMERSPEC_SIZE];
-            leader.read_mem(scratch, &mut raw)?;
-            let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8"));
-            t.interval_ns = word(0) * 1_000_000_000 + word(1);
-            t.value_ns = word(2) * 1_000_000_000 + word(3);
-        }
-        Ok(())
-    })();
-    leader.write_mem(scratch, &saved)?;
-    result.map(|()| timers)
+    Ok(timers)
 }
 
-/// `struct itimerval` on x86-64: interval {sec, usec}, value {sec, usec}.
-const ITIMERVAL_SIZE: usize = 32;
+/// What only the process itself can tell, asked in one stop of its main thread
+/// ([`RemoteThread::query`]): its break (brk(0)), the handlers of the signals /proc
+/// says it catches (rt_sigaction), PR_GET_CHILD_SUBREAPER, PR_GET_PDEATHSIG, its three
+/// interval timers (getitimer) and the time left on each POSIX timer (timer_gettime,
+/// filled into `timers`). Ignored signals come from /proc's SigIgn mask; flags and
+/// masks set on ignored or default signals are not kept.
+struct Answers {
+    brk: u64,
+    sigactions: Vec<SigAction>,
+    child_subreaper: bool,
+    pdeath_signal: u32,
+    itimers: [Itimer; 3],
+}
 
-/// personality from /proc; the rest only the process can tell: prctl's
-/// PR_GET_CHILD_SUBREAPER and PR_GET_PDEATHSIG and getitimer, run in its main thread.
-fn attrs(pid: i32, leader: &RemoteThread) -> Result<ProcessAttrs> {
-    let text = read(pid, "personality")?;
-    let personality = u32::from_str_radix(text.trim(), 16)
-        .map_err(|_| Error::Other(format!("pid {pid}: /proc/{pid}/personality says {text:?}")))?;
-    let scratch = leader.scratch_addr()?;
-    let mut saved = [0u8; ITIMERVAL_SIZE];
-    leader.read_mem(scratch, &mut saved)?;
-    let result = (|| {
-        let call = |nr: i64, args: &[u64], what: &str| -> Result<()> {
-            let rc = leader.syscall(nr, args)?;
-            if rc < 0 {
-                return Err(Error::Other(format!(
-                    "pid {pid}: {what}: {}",
-                    std::io::Error::from_raw_os_error(-rc as i32)
-                )));
-            }
-            Ok(())
-        };
-        let int_at = |what: &str, option: i32| -> Result<u32> {
-            call(libc::SYS_prctl, &[option as u64, scratch], what)?;
-            let mut raw = [0u8; 4];
-            leader.read_mem(scratch, &mut raw)?;
-            Ok(u32::from_le_bytes(raw))
-        };
-        let child_subreaper = int_at("PR_GET_CHILD_SUBREAPER", libc::PR_GET_CHILD_SUBREAPER)? != 0;
-        let pdeath_signal = int_at("PR_GET_PDEATHSIG", libc::PR_GET_PDEATHSIG)?;
-        let mut itimers = [Itimer::default(); 3];
-        for (which, t) in itimers.iter_mut().enumerate() {
-            call(libc::SYS_getitimer, &[which as u64, scratch], "getitimer")?;
-            let mut raw = [0u8; ITIMERVAL_SIZE];
-            leader.read_mem(scratch, &mut raw)?;
-            let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8"));
-            t.interval_us = word(0) * 1_000_000 + word(1);
-            t.value_us = word(2) * 1_000_000 + word(3);
+fn ask(
+    pid: i32,
+    leader: &RemoteThread,
+    status: &str,
+    timers: &mut [PosixTimer],
+) -> Result<Answers> {
+    let mask = |name: &str| {
+        status_field(status, name)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(0)
+    };
+    let (caught, ignored) = (mask("SigCgt:"), mask("SigIgn:"));
+    let caught: Vec<u32> = (1..=64u32)
+        .filter(|s| caught & (1u64 << (s - 1)) != 0 && ignored & (1u64 << (s - 1)) == 0)
+        .collect();
+    let mut queries = vec![
+        Query::new(libc::SYS_brk, &[0]),
+        Query::new(libc::SYS_prctl, &[libc::PR_GET_CHILD_SUBREAPER as u64, 0]).out(1, 4),
+        Query::new(libc::SYS_prctl, &[libc::PR_GET_PDEATHSIG as u64, 0]).out(1, 4),
+    ];
+    // struct itimerval: interval {sec, usec}, value {sec, usec}.
+    queries.extend((0..3u64).map(|which| Query::new(libc::SYS_getitimer, &[which, 0]).out(1, 32)));
+    // struct kernel_sigaction { handler, flags, restorer, mask }.
+    queries.extend(
+        caught
+            .iter()
+            .map(|&s| Query::new(libc::SYS_rt_sigaction, &[u64::from(s), 0, 0, 8]).out(2, 32)),
+    );
+    // struct itimerspec: interval {sec, nsec}, value {sec, nsec}.
+    queries.extend(
+        timers
+            .iter()
+            .map(|t| Query::new(libc::SYS_timer_gettime, &[t.id as u64, 0]).out(1, 32)),
+    );
+    let answers = leader.query(&queries)?;
+    let failed = |what: &str, rc: i64| {
+        Error::Other(format!(
+            "pid {pid}: {what}: {}",
+            std::io::Error::from_raw_os_error(-rc as i32)
+        ))
+    };
+    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8"));
+    let int = |b: &[u8]| u32::from_le_bytes(b[0..4].try_into().expect("4"));
+    let mut it = answers.into_iter();
+    let mut next = |what: &str| -> Result<Vec<u8>> {
+        let (rc, data) = it
+            .next()
+            .ok_or_else(|| Error::Other(format!("pid {pid}: no answer to {what}")))?;
+        if (-4095..0).contains(&rc) {
+            return Err(failed(what, rc));
         }
-        Ok(ProcessAttrs {
-            personality,
-            child_subreaper,
-            pdeath_signal,
-            itimers,
-            // Known to the freezer, not to the process: see dump.rs.
-            stopped: false,
+        Ok(if data.is_empty() {
+            rc.to_le_bytes().to_vec()
+        } else {
+            data
         })
-    })();
-    leader.write_mem(scratch, &saved)?;
-    result
+    };
+    let brk = word(&next("brk")?, 0);
+    let child_subreaper = int(&next("PR_GET_CHILD_SUBREAPER")?) != 0;
+    let pdeath_signal = int(&next("PR_GET_PDEATHSIG")?);
+    let mut itimers = [Itimer::default(); 3];
+    for t in &mut itimers {
+        let raw = next("getitimer")?;
+        t.interval_us = word(&raw, 0) * 1_000_000 + word(&raw, 1);
+        t.value_us = word(&raw, 2) * 1_000_000 + word(&raw, 3);
+    }
+    let mut sigactions: Vec<SigAction> = (1..=64u32)
+        .filter(|s| ignored & (1u64 << (s - 1)) != 0)
+        .map(|signo| SigAction {
+            signo,
+            handler: 1, // SIG_IGN
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        })
+        .collect();
+    for &signo in &caught {
+        let raw = next("rt_sigaction")?;
+        let action = SigAction {
+            signo,
+            handler: word(&raw, 0),
+            flags: word(&raw, 1),
+            restorer: word(&raw, 2),
+            mask: word(&raw, 3),
+        };
+        if action.handler != 0 || action.mask != 0 || action.flags != 0 {
+            sigactions.push(action);
+        }
+    }
+    sigactions.sort_by_key(|a| a.signo);
+    for t in timers.iter_mut() {
+        let raw = next("timer_gettime")?;
+        t.interval_ns = word(&raw, 0) * 1_000_000_000 + word(&raw, 1);
+        t.value_ns = word(&raw, 2) * 1_000_000_000 + word(&raw, 3);
+    }
+    Ok(Answers {
+        brk,
+        sigactions,
+        child_subreaper,
+        pdeath_signal,
+        itimers,
+    })
 }
 
 // ---- restore ----------------------------------------------------------------------

@@ -50,8 +50,8 @@ pub const TRAMPOLINE_CODE: [u8; 73] = [
     0x83, 0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc1, 0xcc,
 ];
 const SINGLE_TRAP: u64 = 3;
-const BATCH_ENTRY: u64 = 9;
-const BATCH_TRAP: u64 = 0x49;
+pub(crate) const BATCH_ENTRY: u64 = 9;
+pub(crate) const BATCH_TRAP: u64 = 0x49;
 /// Bytes of one batch entry: nr, six arguments, result.
 const ENTRY: usize = 64;
 
