@@ -497,6 +497,10 @@ impl PageReader {
                 std::io::Error::last_os_error(),
             ));
         }
+        // The helpers forked later need none of it: without this each fork copies,
+        // and each helper then tears down, the page tables of the whole image.
+        // SAFETY: advice on the mapping just made.
+        unsafe { libc::madvise(base, len, libc::MADV_DONTFORK) };
         Ok(PageReader {
             base: base as *const u8,
             len,
