@@ -336,16 +336,24 @@ fn refuse_unsupported(table: &SharingTable) -> Result<()> {
                 path()
             )));
         }
+        // A deleted file (or memfd) is saved whole: refuse those too large to.
         if f.kind == ObjectKind::Regular
             && (!f.path.is_empty() || inodes_checked.insert(f.inode))
-            && path().ends_with(" (deleted)")
+            && path().ends_with(kinds::deleted::SUFFIX)
         {
-            return Err(Error::Other(format!(
-                "pid {} fd {} is a deleted file ({}): not yet supported by ckpt dump",
-                fd.pid,
-                fd.fd,
-                path()
-            )));
+            let size = fs::metadata(format!("/proc/{}/fd/{}", fd.pid, fd.fd))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if size > kinds::deleted::MAX_SIZE {
+                return Err(Error::Other(format!(
+                    "pid {} fd {} is a deleted file ({}) of {size} bytes, more than the {} \
+                     ckpt dump saves",
+                    fd.pid,
+                    fd.fd,
+                    path(),
+                    kinds::deleted::MAX_SIZE
+                )));
+            }
         }
     }
     Ok(())
@@ -561,6 +569,34 @@ impl Collector<'_> {
                         pipe_size: size,
                         data,
                     }
+                }
+            }
+            ObjectKind::Regular if f.path.ends_with(kinds::deleted::SUFFIX) => {
+                // Nothing names it any more: its contents go into the image.
+                let file = fs::File::open(&proc_path)
+                    .map_err(|e| Error::io(format!("pid {pid} fd {fd}: opening {proc_path}"), e))?;
+                let writer = &mut self.writer;
+                let (size, pages) =
+                    memory::save_file_pages(&file, &f.path, |i, d| Ok(writer.write_pages(i, d)?))
+                        .map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")))?;
+                match kinds::memfd::name_of(&f.path) {
+                    Some(name) => InodeKind::MemFd {
+                        name: name.to_string(),
+                        size,
+                        seals: kinds::memfd::seals(&file)
+                            .map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")))?,
+                        pages,
+                    },
+                    None => InodeKind::DeletedFile {
+                        path: PathBuf::from(
+                            f.path
+                                .strip_suffix(kinds::deleted::SUFFIX)
+                                .unwrap_or(&f.path),
+                        ),
+                        mode: meta.mode(),
+                        size,
+                        pages,
+                    },
                 }
             }
             ObjectKind::Regular => InodeKind::Regular {

@@ -249,25 +249,38 @@ pub fn read_pages(pid: i32, mem: &fs::File, addr: u64, buf: &mut [u8]) -> Result
 pub fn save_shared_object(
     pid: i32,
     m: &Mapping,
+    write: impl FnMut(u64, &[u8]) -> Result<PageRun>,
+) -> Result<(u64, Vec<PageRun>)> {
+    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let file = fs::File::open(&path).map_err(|e| Error::io(format!("opening {path}"), e))?;
+    let (size, runs) = save_file_pages(&file, &path, write)?;
+    Ok((size.next_multiple_of(PAGE_SIZE), runs))
+}
+
+/// Saves every page of `file` that holds data (SEEK_DATA / SEEK_HOLE: holes are not
+/// stored), indexed from its start, a last partial page padded with zeros. Returns
+/// the file's size and the runs. `what` names it in errors.
+pub fn save_file_pages(
+    file: &fs::File,
+    what: &str,
     mut write: impl FnMut(u64, &[u8]) -> Result<PageRun>,
 ) -> Result<(u64, Vec<PageRun>)> {
     use nix::unistd::{Whence, lseek};
-    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-    let file = fs::File::open(&path).map_err(|e| Error::io(format!("opening {path}"), e))?;
-    let size = file
+    let path = what;
+    let len = file
         .metadata()
         .map_err(|e| Error::io(format!("stat of {path}"), e))?
-        .len()
-        .next_multiple_of(PAGE_SIZE);
+        .len();
+    let size = len.next_multiple_of(PAGE_SIZE);
     let mut runs = Vec::new();
     let mut pos: i64 = 0;
     while (pos as u64) < size {
-        let data = match lseek(&file, pos, Whence::SeekData) {
+        let data = match lseek(file, pos, Whence::SeekData) {
             Ok(d) => d,
             Err(nix::errno::Errno::ENXIO) => break,
             Err(e) => return Err(Error::Other(format!("SEEK_DATA on {path}: {e}"))),
         };
-        let hole = lseek(&file, data, Whence::SeekHole)
+        let hole = lseek(file, data, Whence::SeekHole)
             .map_err(|e| Error::Other(format!("SEEK_HOLE on {path}: {e}")))?;
         let first = data as u64 / PAGE_SIZE;
         let end = (hole as u64).next_multiple_of(PAGE_SIZE).min(size) / PAGE_SIZE;
@@ -284,13 +297,23 @@ pub fn save_shared_object(
             let n = (count - done).min(4096);
             let index = first + done;
             let chunk = buf.resize((n * PAGE_SIZE) as usize);
-            file.read_exact_at(chunk, index * PAGE_SIZE)
-                .map_err(|e| Error::io(format!("reading {path} at page {index}"), e))?;
+            let mut got = 0;
+            while got < chunk.len() {
+                match file.read_at(&mut chunk[got..], index * PAGE_SIZE + got as u64) {
+                    Ok(0) => break,
+                    Ok(k) => got += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(Error::io(format!("reading {path} at page {index}"), e));
+                    }
+                }
+            }
+            chunk[got..].fill(0); // past the end of the file
             out.push(write(index, buf.as_slice())?);
             done += n;
         }
     }
-    Ok((size, out))
+    Ok((len, out))
 }
 
 /// Saves the runs of `m` through `write` (the image writer's page sink).
@@ -400,15 +423,7 @@ impl PageReader {
     /// [`ckpt_common::image::Image::verify_pages`].
     pub fn load(dir: &std::path::Path, image: &ckpt_common::image::Image) -> Result<PageReader> {
         let page = u64::from(image.header.page_size);
-        let runs: Vec<&PageRun> = image
-            .records
-            .iter()
-            .flat_map(|r| match r {
-                ckpt_common::image::Record::MemoryArea(a) => a.pages.as_slice(),
-                ckpt_common::image::Record::SharedMemory(s) => s.pages.as_slice(),
-                _ => &[],
-            })
-            .collect();
+        let runs: Vec<&PageRun> = image.records.iter().flat_map(|r| r.page_runs()).collect();
         let me = PageReader::open(dir)?;
         let in_bounds = runs.iter().all(|r| {
             (u64::from(r.count) * page)

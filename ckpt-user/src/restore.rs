@@ -102,7 +102,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
 
     raise_nofile()?;
     // Files first, so ckpt's own fds do not sit on numbers the image uses.
-    let files = OpenFiles::create(&plan)?;
+    let files = OpenFiles::create(&plan, &pages)?;
     let shared = SharedObjects::create(&plan, &pages)?;
     let mut helpers = Helpers::new(&plan, &files)?;
     stages.done("create files");

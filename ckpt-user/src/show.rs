@@ -195,6 +195,10 @@ impl<'a> Index<'a> {
                 | InodeKind::SignalFd { .. }
                 | InodeKind::TimerFd { .. }
                 | InodeKind::Epoll { .. } => format!("{} {objref}", n.kind.name()),
+                InodeKind::DeletedFile { path, .. } => {
+                    format!("deleted file {objref} {}", path.display())
+                }
+                InodeKind::MemFd { name, .. } => format!("memfd {objref} {name}"),
             },
             Some(Record::SharedMemory(_)) => format!("shared memory {objref}"),
             Some(Record::OpenFile(_)) => format!("open file {objref}"),
@@ -427,6 +431,22 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                     if *semaphore { ", semaphore" } else { "" }
                 ),
                 InodeKind::SignalFd { mask } => format!("signalfd: signals {mask:#x}"),
+                InodeKind::DeletedFile {
+                    path, size, pages, ..
+                } => format!(
+                    "deleted file {}: {size} bytes, {} pages saved",
+                    path.display(),
+                    pages.iter().map(|r| u64::from(r.count)).sum::<u64>()
+                ),
+                InodeKind::MemFd {
+                    name,
+                    size,
+                    seals,
+                    pages,
+                } => format!(
+                    "memfd {name}: {size} bytes, seals {seals:#x}, {} pages saved",
+                    pages.iter().map(|r| u64::from(r.count)).sum::<u64>()
+                ),
                 InodeKind::Epoll { owner_pid, targets } => format!(
                     "epoll: watches {} of pid {owner_pid}",
                     if targets.is_empty() {

@@ -1599,8 +1599,8 @@ fn posix_timers_are_dumped_as_proc_lists_them() {
 }
 
 #[test]
-fn refuses_a_deleted_file_naming_pid_and_fd() {
-    refused_for_fd("deleted", &["fd"], &["deleted"]);
+fn refuses_a_deleted_file_too_large_to_save_naming_pid_and_fd() {
+    refused_for_fd("deleted-big", &["fd"], &["deleted", "more than"]);
 }
 
 // ---------------------------------------------------------------------------------

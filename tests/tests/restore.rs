@@ -421,6 +421,11 @@ fn posix_timers_come_back_with_their_ids_and_time_left() {
 }
 
 #[test]
+fn deleted_files_and_memfds_come_back_with_their_contents() {
+    scenario("ghosts", &["ghosts"]);
+}
+
+#[test]
 fn nanosleep_and_blocked_read_restart() {
     scenario("restart", &["sleeper", "reader"]);
 }

@@ -12,7 +12,7 @@ use crate::image::std::{
     prelude::rust_2024::*,
 };
 
-use super::{Image, ImageError, PAGES_FILE, PageRun, Record};
+use super::{Image, ImageError, PAGES_FILE, PageRun};
 
 /// Verification reads at most this much at a time.
 const CHUNK: usize = 1 << 20;
@@ -127,11 +127,7 @@ impl Image {
         let offsets = self.record_offsets();
         let mut total = 0;
         for (index, record) in self.records.iter().enumerate() {
-            let runs = match record {
-                Record::MemoryArea(a) => &a.pages,
-                Record::SharedMemory(s) => &s.pages,
-                _ => continue,
-            };
+            let runs = record.page_runs();
             for run in runs {
                 total += pages
                     .verify_run(run)

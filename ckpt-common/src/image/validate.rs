@@ -292,6 +292,11 @@ fn check_record(
                     data.len()
                 ));
             }
+            if let InodeKind::DeletedFile { size, pages, .. }
+            | InodeKind::MemFd { size, pages, .. } = &n.kind
+            {
+                check_runs(pages, size.div_ceil(page_size), page_size, pages_len)?;
+            }
             pass.define(index, n.objref, Defined::Inode)?;
         }
         Record::OpenFile(f) => {

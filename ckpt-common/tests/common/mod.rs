@@ -223,7 +223,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(13) {
+            kind: match r.below(15) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -260,6 +260,18 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     semaphore: r.bool(),
                 },
                 9 => InodeKind::SignalFd { mask: r.next() },
+                12 => InodeKind::DeletedFile {
+                    path: r.path(),
+                    mode: r.u32(),
+                    size: r.next(),
+                    pages: random_runs(r),
+                },
+                13 => InodeKind::MemFd {
+                    name: r.string(),
+                    size: r.next(),
+                    seals: r.u32(),
+                    pages: random_runs(r),
+                },
                 11 => InodeKind::Epoll {
                     owner_pid: r.i32(),
                     targets: (0..r.below(4))

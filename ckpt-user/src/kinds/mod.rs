@@ -3,10 +3,12 @@
 
 use std::fmt;
 
+pub mod deleted;
 pub mod device;
 pub mod dir;
 pub mod epoll;
 pub mod eventfd;
+pub mod memfd;
 pub mod pipe;
 pub mod regular;
 pub mod signalfd;

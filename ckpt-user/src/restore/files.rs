@@ -26,7 +26,8 @@ use log::warn;
 
 use crate::{
     error::{Error, Result},
-    kinds::{device, dir, epoll, eventfd, pipe, regular, signalfd, timerfd},
+    kinds::{deleted, device, dir, epoll, eventfd, memfd, pipe, regular, signalfd, timerfd},
+    memory::PageReader,
     objref::Deposits,
     restore::plan::Plan,
 };
@@ -56,6 +57,10 @@ pub struct OpenFiles {
     on_inode: HashMap<ObjRef, RawFd>,
     /// Inodes whose object exists already.
     created: HashSet<ObjRef>,
+    /// Recreated deleted files and memfds, by inode objref, and the name a deleted
+    /// file has again until every open file of it is made: each is opened by that
+    /// name, or through /proc/self/fd when it has none.
+    anchors: HashMap<ObjRef, (OwnedFd, Option<PathBuf>)>,
     /// Fd numbers at and above this are never a target.
     pub high: RawFd,
 }
@@ -107,14 +112,35 @@ fn fd_accmode(fd: &OwnedFd) -> i32 {
 
 impl OpenFiles {
     /// Creates every open file of the image (the objref walk) and places it.
-    pub fn create(plan: &Plan) -> Result<OpenFiles> {
+    pub fn create(plan: &Plan, pages: &PageReader) -> Result<OpenFiles> {
         let mut me = OpenFiles {
             files: Deposits::default(),
             spare: Deposits::default(),
             on_inode: HashMap::new(),
             created: HashSet::new(),
+            anchors: HashMap::new(),
             high: plan.max_fd() + 1,
         };
+        let made = me.create_all(plan, pages);
+        // Whether or not all were made, no restored name may stay on disk.
+        me.unlink_restored_names();
+        made?;
+        for (objref, _) in me.on_inode.iter() {
+            if me.spare.get(*objref).is_some()
+                && let Some(InodeKind::Pipe { .. }) = plan.inodes.get(objref).map(|i| &i.kind)
+            {
+                warn!(
+                    "pipe {objref}: one of its ends was held outside the dumped tree; it is \
+                     restored without it"
+                );
+            }
+        }
+        Ok(me)
+    }
+
+    /// The objref walk of [`OpenFiles::create`].
+    fn create_all(&mut self, plan: &Plan, pages: &PageReader) -> Result<()> {
+        let me = self;
         for f in &plan.fds {
             if me.files.get(f.file).is_some() {
                 continue; // CR_FD_OBJREF: already set up, only referred to
@@ -122,7 +148,7 @@ impl OpenFiles {
             let of = plan.open_files[&f.file];
             let inode = plan.inodes[&of.inode];
             let fd = me
-                .open(of, inode)
+                .open(of, inode, pages)
                 .map_err(|e| Error::Other(format!("pid {} fd {}: {e}", f.pid, f.fd)))?;
             let opened_with_flags = matches!(
                 inode.kind,
@@ -139,17 +165,7 @@ impl OpenFiles {
             }
             me.files.deposit(of.objref, fd);
         }
-        for (objref, _) in me.on_inode.iter() {
-            if me.spare.get(*objref).is_some()
-                && let Some(InodeKind::Pipe { .. }) = plan.inodes.get(objref).map(|i| &i.kind)
-            {
-                warn!(
-                    "pipe {objref}: one of its ends was held outside the dumped tree; it is \
-                     restored without it"
-                );
-            }
-        }
-        Ok(me)
+        Ok(())
     }
 
     /// Puts `fd` at number `want` if that is free in ckpt, else above every target.
@@ -170,9 +186,43 @@ impl OpenFiles {
     }
 
     /// Creates the open file `of` (first encounter of its objref).
-    fn open(&mut self, of: &OpenFileRecord, inode: &InodeRecord) -> Result<OwnedFd> {
+    fn open(
+        &mut self,
+        of: &OpenFileRecord,
+        inode: &InodeRecord,
+        pages: &PageReader,
+    ) -> Result<OwnedFd> {
         let first = self.created.insert(inode.objref);
         match &inode.kind {
+            InodeKind::DeletedFile {
+                path,
+                mode,
+                size,
+                pages: runs,
+            } => {
+                if first {
+                    let (anchor, linked) =
+                        deleted::restore_create(path, *mode, *size, runs, pages)?;
+                    self.anchors.insert(
+                        inode.objref,
+                        (park(anchor, self.high)?, linked.then(|| path.clone())),
+                    );
+                }
+                self.reopen_anchor(inode.objref, of)
+            }
+            InodeKind::MemFd {
+                name,
+                size,
+                seals,
+                pages: runs,
+            } => {
+                if first {
+                    let anchor = memfd::restore_create(name, *size, *seals, runs, pages)?;
+                    self.anchors
+                        .insert(inode.objref, (park(anchor, self.high)?, None));
+                }
+                self.reopen_anchor(inode.objref, of)
+            }
             InodeKind::Pipe { pipe_size, data } => {
                 if first {
                     let (r, w) = pipe::restore_pipe(*pipe_size, data)?;
@@ -259,6 +309,32 @@ impl OpenFiles {
             }
         };
         pipe::open_nonblocking(&path, accmode)
+    }
+
+    /// Deleted files are deleted again, now that all their open files are made.
+    fn unlink_restored_names(&mut self) {
+        for (_, name) in self.anchors.values_mut() {
+            if let Some(path) = name.take()
+                && let Err(e) = std::fs::remove_file(&path)
+            {
+                warn!("deleting {} again: {e}", path.display());
+            }
+        }
+    }
+
+    /// A new open file of the recreated deleted file or memfd `inode`, with the saved
+    /// flags and position: a reopen of ckpt's anchor through /proc/self/fd.
+    fn reopen_anchor(&self, inode: ObjRef, of: &OpenFileRecord) -> Result<OwnedFd> {
+        let (anchor, name) = self
+            .anchors
+            .get(&inode)
+            .ok_or_else(|| Error::Other(format!("inode {inode}: not created")))?;
+        let path = name.clone().unwrap_or_else(|| proc_fd(anchor.as_raw_fd()));
+        let fd = regular::open_path(&path, of.flags)?;
+        if !regular::is_path_only(of.flags) {
+            regular::seek(&fd, of.pos, &of.path)?;
+        }
+        Ok(fd)
     }
 
     /// Where ckpt holds the open file `objref`.

@@ -446,6 +446,17 @@ impl<'a> Plan<'a> {
                 InodeKind::EventFd { .. }
                 | InodeKind::SignalFd { .. }
                 | InodeKind::TimerFd { .. } => {}
+                InodeKind::DeletedFile { path, .. } => {
+                    // Recreated, unnamed, in the directory it was in.
+                    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+                    if !dir.is_dir() {
+                        return Err(Error::Other(format!(
+                            "{who}: a deleted file of {}, whose directory no longer exists",
+                            dir.display()
+                        )));
+                    }
+                }
+                InodeKind::MemFd { .. } => {}
                 InodeKind::Epoll { owner_pid, .. } => {
                     // The owner registers the targets: it must hold the instance.
                     let held = self

@@ -39,6 +39,7 @@ fn main() {
         "posix-timer" => posix_timer(),
         "socket" => socket(),
         "deleted" => deleted(),
+        "deleted-big" => deleted_big(),
         "signals" => signals(),
         "outside" => outside(),
         "shm-partial" => shm_partial(),
@@ -658,6 +659,18 @@ fn deleted() {
     let path = format!("{dir}/gone");
     wl::make_file(&path, 10);
     let fd = wl::open(&path, libc::O_RDWR, 0);
+    std::fs::remove_file(&path).expect("unlink");
+    wl::say(&format!("INFO fd={fd}"));
+    ready_and_serve(&[]);
+}
+
+/// A deleted file of 100 MiB (sparse), more than a dump saves.
+fn deleted_big() {
+    let dir = wl::temp_dir();
+    let path = format!("{dir}/big");
+    let fd = wl::open(&path, libc::O_RDWR | libc::O_CREAT, 0o600);
+    // SAFETY: ftruncate on our own fd.
+    wl::check(unsafe { libc::ftruncate(fd, 100 << 20) }, "ftruncate");
     std::fs::remove_file(&path).expect("unlink");
     wl::say(&format!("INFO fd={fd}"));
     ready_and_serve(&[]);

@@ -207,6 +207,7 @@ fn main() {
         "epoll" => epoll(),
         "stopped" => stopped(),
         "ptimers" => ptimers(),
+        "ghosts" => ghosts(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -1559,6 +1560,149 @@ fn ptimers() {
         "signal and value delivered by the re-armed timer",
         (signo, value),
         (libc::SIGUSR2, 0x1234),
+    );
+    finish(&[]);
+}
+
+/// Byte `i` of the ghosts scenario's contents (zero in holes).
+fn ghost_byte(i: usize) -> u8 {
+    (i % 251) as u8 + 1
+}
+
+fn fd_link(fd: i32) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn fd_pos(fd: i32) -> i64 {
+    // SAFETY: plain lseek on our fd.
+    unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }
+}
+
+/// The whole contents of `fd` (read with pread, so its position stays).
+fn contents(fd: i32, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    // SAFETY: reads into a live buffer of `len` bytes.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), len, 0) };
+    buf.truncate(n.max(0) as usize);
+    buf
+}
+
+/// 18. A deleted file (3 written pages, an 8-page hole, a 100-byte tail) open twice
+///     (read-write at 5000, read-only at 7), and a sealed memfd at 100: after restore
+///     both are still deleted, with the same contents, sizes, positions and seals; the
+///     two opens are two open file descriptions of one inode.
+fn ghosts() {
+    const PG: usize = 4096;
+    let size = 11 * PG + 100;
+    let expected: Vec<u8> = (0..size)
+        .map(|i| {
+            if (3 * PG..11 * PG).contains(&i) {
+                0
+            } else {
+                ghost_byte(i)
+            }
+        })
+        .collect();
+    let path = path("ghost");
+    let a = open(&path, libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, 0o640);
+    for (start, end) in [(0, 3 * PG), (11 * PG, size)] {
+        // SAFETY: writes from a live buffer.
+        let n = unsafe {
+            libc::pwrite(
+                a,
+                expected[start..end].as_ptr().cast(),
+                end - start,
+                start as i64,
+            )
+        };
+        assert_eq!(n as usize, end - start, "pwrite");
+    }
+    let b = open(&path, libc::O_RDONLY, 0);
+    std::fs::remove_file(&path).expect("unlink");
+    // SAFETY: lseek on our fds.
+    unsafe {
+        libc::lseek(a, 5000, libc::SEEK_SET);
+        libc::lseek(b, 7, libc::SEEK_SET);
+    }
+    let name = std::ffi::CString::new("ckpt-test").expect("name");
+    // SAFETY: a NUL-terminated name.
+    let m = check(
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING) },
+        "memfd_create",
+    );
+    let memfd_len = 2 * PG + 5;
+    // SAFETY: writes from a live buffer, then plain fcntl/lseek on our fd.
+    unsafe {
+        libc::pwrite(m, expected.as_ptr().cast(), memfd_len, 0);
+        check(
+            libc::fcntl(
+                m,
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+            ),
+            "F_ADD_SEALS",
+        );
+        libc::lseek(m, 100, libc::SEEK_SET);
+    }
+    let links = (fd_link(a), fd_link(m));
+    ready(&[getpid()]);
+    wait_go();
+    expect_eq("ghosts", "links", (fd_link(a), fd_link(m)), links);
+    expect_eq(
+        "ghosts",
+        "deleted file contents",
+        contents(a, size + 10) == expected,
+        true,
+    );
+    expect_eq(
+        "ghosts",
+        "positions",
+        (fd_pos(a), fd_pos(b), fd_pos(m)),
+        (5000, 7, 100),
+    );
+    // SAFETY: stat is plain data; fstat fills it.
+    let (sa, sb) = unsafe {
+        let mut sa: libc::stat = std::mem::zeroed();
+        let mut sb: libc::stat = std::mem::zeroed();
+        libc::fstat(a, &mut sa);
+        libc::fstat(b, &mut sb);
+        (sa, sb)
+    };
+    expect_eq(
+        "ghosts",
+        "size, links, mode, and one inode for both opens",
+        (
+            sa.st_size,
+            sa.st_nlink,
+            sa.st_mode & 0o7777,
+            sa.st_ino == sb.st_ino,
+        ),
+        (size as i64, 0, 0o640, true),
+    );
+    expect_eq(
+        "ghosts",
+        "two open file descriptions",
+        kcmp_file(getpid(), getpid(), a, b) != 0,
+        true,
+    );
+    // SAFETY: F_GETFL only queries.
+    let flags = unsafe { libc::fcntl(b, libc::F_GETFL) } & libc::O_ACCMODE;
+    expect_eq("ghosts", "read-only open", flags, libc::O_RDONLY);
+    expect_eq(
+        "ghosts",
+        "memfd contents",
+        contents(m, memfd_len + 10) == expected[..memfd_len],
+        true,
+    );
+    // SAFETY: F_GET_SEALS only queries.
+    let seals = unsafe { libc::fcntl(m, libc::F_GET_SEALS) };
+    expect_eq(
+        "ghosts",
+        "memfd seals",
+        seals,
+        libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
     );
     finish(&[]);
 }

@@ -11,6 +11,7 @@ use crate::image::std::{format, path::PathBuf, prelude::rust_2024::*};
 
 use bytes::{BufMut, BytesMut};
 
+use super::memory::PageRun;
 use super::ser;
 use crate::image::{ImageError, ObjRef, Wire, wire};
 
@@ -82,6 +83,24 @@ pub enum InodeKind {
     SignalFd { mask: u64 },
     /// A timerfd: its clock, expirations not yet read, `TFD_TIMER_ABSTIME` if it was
     /// set so, time left and interval in nanoseconds (0: disarmed).
+    /// A regular file deleted while open (`… (deleted)`): where it was, its mode,
+    /// size and contents (page runs in pages.img; holes are not stored).
+    #[serde(rename = "deleted-file")]
+    DeletedFile {
+        #[serde(serialize_with = "ser::path")]
+        path: PathBuf,
+        mode: u32,
+        size: u64,
+        pages: Vec<PageRun>,
+    },
+    /// A memfd: its name, size, seals (F_GET_SEALS) and contents.
+    #[serde(rename = "memfd")]
+    MemFd {
+        name: String,
+        size: u64,
+        seals: u32,
+        pages: Vec<PageRun>,
+    },
     /// An epoll instance: what it watches, as registered by process `owner_pid`
     /// (target fds are numbers in that process's table).
     #[serde(rename = "epoll")]
@@ -116,6 +135,8 @@ impl InodeKind {
             InodeKind::SignalFd { .. } => "signalfd",
             InodeKind::TimerFd { .. } => "timerfd",
             InodeKind::Epoll { .. } => "epoll",
+            InodeKind::DeletedFile { .. } => "deleted-file",
+            InodeKind::MemFd { .. } => "memfd",
             InodeKind::Other { .. } => "other",
         }
     }
@@ -238,6 +259,30 @@ impl Wire for InodeRecord {
                 out.put_i32_le(*owner_pid);
                 wire::put_list(out, targets);
             }
+            InodeKind::DeletedFile {
+                path,
+                mode,
+                size,
+                pages,
+            } => {
+                out.put_u8(14);
+                wire::put_path(out, path);
+                out.put_u32_le(*mode);
+                out.put_u64_le(*size);
+                wire::put_list(out, pages);
+            }
+            InodeKind::MemFd {
+                name,
+                size,
+                seals,
+                pages,
+            } => {
+                out.put_u8(15);
+                wire::put_str(out, name);
+                out.put_u64_le(*size);
+                out.put_u32_le(*seals);
+                wire::put_list(out, pages);
+            }
         }
     }
 
@@ -298,6 +343,18 @@ impl Wire for InodeRecord {
             13 => InodeKind::Epoll {
                 owner_pid: wire::i32(buf, "owner_pid")?,
                 targets: wire::list(buf, "targets")?,
+            },
+            14 => InodeKind::DeletedFile {
+                path: wire::path(buf, "path")?,
+                mode: wire::u32(buf, "mode")?,
+                size: wire::u64(buf, "size")?,
+                pages: wire::list(buf, "pages")?,
+            },
+            15 => InodeKind::MemFd {
+                name: wire::string(buf, "name")?,
+                size: wire::u64(buf, "size")?,
+                seals: wire::u32(buf, "seals")?,
+                pages: wire::list(buf, "pages")?,
             },
             v => {
                 return Err(ImageError::malformed(format!(

@@ -91,6 +91,20 @@ pub enum Record {
 }
 
 impl Record {
+    /// The page runs in pages.img this record owns (memory, shared memory, the
+    /// contents of a deleted file or memfd).
+    pub fn page_runs(&self) -> &[PageRun] {
+        match self {
+            Record::MemoryArea(a) => &a.pages,
+            Record::SharedMemory(s) => &s.pages,
+            Record::Inode(InodeRecord {
+                kind: InodeKind::DeletedFile { pages, .. } | InodeKind::MemFd { pages, .. },
+                ..
+            }) => pages,
+            _ => &[],
+        }
+    }
+
     pub fn record_type(&self) -> RecordType {
         match self {
             Record::Process(_) => RecordType::Process,
