@@ -187,6 +187,33 @@ pub fn run() -> CheckReport {
             })
             .map_err(|e| e.to_string()),
     ));
+    checks.push(check(
+        "POSIX timer ids (PR_TIMER_CREATE_RESTORE_IDS)",
+        false,
+        if crate::process::can_restore_timer_ids() {
+            Ok("timers are restored with their ids".into())
+        } else {
+            Err(
+                "this kernel cannot create a timer with a given id: trees with POSIX \
+                 timers are refused"
+                    .into(),
+            )
+        },
+    ));
+    checks.push(check("unnamed files (O_TMPFILE) in /tmp", false, {
+        // SAFETY: a plain open of a static path; the fd is closed at once.
+        let fd = unsafe { libc::open(c"/tmp".as_ptr(), libc::O_TMPFILE | libc::O_RDWR, 0o600) };
+        if fd >= 0 {
+            // SAFETY: closing the fd just opened.
+            unsafe { libc::close(fd) };
+            Ok("deleted files are recreated unnamed".into())
+        } else {
+            Err(format!(
+                "{}: deleted files in such a filesystem cannot be restored",
+                std::io::Error::last_os_error()
+            ))
+        }
+    }));
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
