@@ -111,8 +111,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     // Refuse what cannot be restored before the tree is touched; checked again
     // once it is frozen, in case it changed in between.
     tracker.reconcile()?;
+    let state = tracker.read()?;
+    refuse_shared_fd_tables(&state, opts.root)?;
     refuse_unsupported(&SharingTable::build(
-        &tracker.read()?,
+        &state,
         Scope::Tree(opts.root),
         Paths::Skip,
     )?)?;
@@ -247,7 +249,9 @@ fn collect_and_write(
 ) -> Result<DumpReport> {
     // The tree is frozen: one reconciliation gives its exact fd tables.
     tracker.reconcile()?;
-    let table = SharingTable::build(&tracker.read()?, Scope::Tree(opts.root), Paths::Read)?;
+    let state = tracker.read()?;
+    refuse_shared_fd_tables(&state, opts.root)?;
+    let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Read)?;
     refuse_unsupported(&table)?;
     fault_point("files")?;
     stages.done("read fd tables");
@@ -300,6 +304,29 @@ fn collect_and_write(
     ckpt_common::image::Image::open(&opts.dir)?;
     stages.done("files and sync");
     Ok(report)
+}
+
+/// Processes (not threads) of the tree that share one fd table, made by clone with
+/// CLONE_FILES: restore would give each a copy of it, so a later open or close in one
+/// would no longer be seen by the other. Refused until restore can share it again.
+fn refuse_shared_fd_tables(state: &crate::tracker::TrackerState, root: i32) -> Result<()> {
+    let mut owner_of: HashMap<u64, i32> = HashMap::new();
+    for p in crate::procfs::tree(root)? {
+        let Some(entry) = state.procs.get(&(p.pid as u32)) else {
+            continue;
+        };
+        if entry.files == 0 {
+            continue;
+        }
+        if let Some(other) = owner_of.insert(entry.files, p.pid) {
+            return Err(Error::Other(format!(
+                "pid {} ({}) and pid {other} share one fd table (clone with CLONE_FILES): \
+                 not yet supported by ckpt dump",
+                p.pid, p.comm
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Kinds of fds restore cannot bring back yet: refused while the tree is frozen.

@@ -573,24 +573,23 @@ fn fifteen_hundred_fds_and_fds_near_rlimit_nofile_are_all_dumped() {
 }
 
 #[test]
-fn clone_files_child_has_the_same_fds_as_its_parent() {
+fn refuses_processes_sharing_one_fd_table_naming_both() {
+    // Restore would give each process a copy of the table.
     setup();
     let w = Workload::spawn(WL, &["clone_files"]).unwrap();
-    let (img, _truth, _dir) = dump_and_check(&w, "clone_files").unwrap();
     let child = info(&w, "child");
-    let mine: Vec<_> = img
-        .fds
-        .values()
-        .filter(|f| f.pid == w.pid)
-        .map(|f| (f.fd, f.file))
-        .collect();
-    let its: Vec<_> = img
-        .fds
-        .values()
-        .filter(|f| f.pid == child)
-        .map(|f| (f.fd, f.file))
-        .collect();
-    assert_eq!(mine, its, "a shared fd table: same fds, same open files");
+    let before = Truth::of_tree(w.pid).unwrap();
+    let dir = TempDir::new("clone_files");
+    let out = dump_cmd(w.pid, &dir, true, &[]);
+    assert_refused(&out, &dir, Some(&before));
+    for word in [
+        "CLONE_FILES",
+        &w.pid.to_string(),
+        &child.to_string(),
+        "not yet supported",
+    ] {
+        assert!(out.stderr.contains(word), "{word:?}:\n{}", out.describe());
+    }
 }
 
 #[test]
