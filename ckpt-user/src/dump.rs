@@ -112,12 +112,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     // once it is frozen, in case it changed in between.
     tracker.reconcile()?;
     let state = tracker.read()?;
-    refuse_shared_fd_tables(&state, opts.root)?;
-    refuse_unsupported(&SharingTable::build(
-        &state,
-        Scope::Tree(opts.root),
-        Paths::Skip,
-    )?)?;
+    let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Skip)?;
+    refuse_shared_fd_tables(&state, &table)?;
+    refuse_unsupported(&table)?;
     fault_point("tracker")?;
     stages.done("load tracker");
 
@@ -250,8 +247,8 @@ fn collect_and_write(
     // The tree is frozen: one reconciliation gives its exact fd tables.
     tracker.reconcile()?;
     let state = tracker.read()?;
-    refuse_shared_fd_tables(&state, opts.root)?;
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Read)?;
+    refuse_shared_fd_tables(&state, &table)?;
     refuse_unsupported(&table)?;
     fault_point("files")?;
     stages.done("read fd tables");
@@ -309,9 +306,12 @@ fn collect_and_write(
 /// Processes (not threads) of the tree that share one fd table, made by clone with
 /// CLONE_FILES: restore would give each a copy of it, so a later open or close in one
 /// would no longer be seen by the other. Refused until restore can share it again.
-fn refuse_shared_fd_tables(state: &crate::tracker::TrackerState, root: i32) -> Result<()> {
+fn refuse_shared_fd_tables(
+    state: &crate::tracker::TrackerState,
+    table: &SharingTable,
+) -> Result<()> {
     let mut owner_of: HashMap<u64, i32> = HashMap::new();
-    for p in crate::procfs::tree(root)? {
+    for p in &table.processes {
         let Some(entry) = state.procs.get(&(p.pid as u32)) else {
             continue;
         };

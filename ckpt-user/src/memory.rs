@@ -259,14 +259,13 @@ pub fn save_shared_object(
 
 /// Saves every page of `file` that holds data (SEEK_DATA / SEEK_HOLE: holes are not
 /// stored), indexed from its start, a last partial page padded with zeros. Returns
-/// the file's size and the runs. `what` names it in errors.
+/// the file's size and the runs. `path` names it in errors.
 pub fn save_file_pages(
     file: &fs::File,
-    what: &str,
+    path: &str,
     mut write: impl FnMut(u64, &[u8]) -> Result<PageRun>,
 ) -> Result<(u64, Vec<PageRun>)> {
     use nix::unistd::{Whence, lseek};
-    let path = what;
     let len = file
         .metadata()
         .map_err(|e| Error::io(format!("stat of {path}"), e))?

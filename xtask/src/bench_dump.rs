@@ -33,40 +33,45 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const DUMP_TIMEOUT: Duration = Duration::from_secs(300);
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One benchmark shape.
-struct Case {
-    key: &'static str,
-    label: &'static str,
+/// One benchmark shape (the same four for `bench dump` and `bench restore`).
+pub(crate) struct Case {
+    pub(crate) key: &'static str,
+    pub(crate) label: &'static str,
     /// `wl-dump` arguments.
-    args: &'static [&'static str],
-    /// CRIU 4.2's dump time for the same shape on this machine (seconds).
-    criu_s: f64,
+    pub(crate) args: &'static [&'static str],
+    /// CRIU 4.2's dump and restore times for the same shape on this machine (s).
+    pub(crate) criu_dump_s: f64,
+    pub(crate) criu_restore_s: f64,
 }
 
-const CASES: [Case; 4] = [
+pub(crate) const CASES: [Case; 4] = [
     Case {
         key: "pipeline",
         label: "(a) 3-process pipeline, 64 KiB in flight per pipe",
         args: &["pipeline", "65536"],
-        criu_s: 0.045,
+        criu_dump_s: 0.045,
+        criu_restore_s: 0.04,
     },
     Case {
         key: "bigmem",
         label: "(b) 1 process, 1 GiB written anonymous memory",
         args: &["bigmem", "1024"],
-        criu_s: 1.0,
+        criu_dump_s: 1.0,
+        criu_restore_s: 0.56,
     },
     Case {
         key: "manyfds",
         label: "(c) 1 process, 10,000 fds (half dups)",
         args: &["manyfds", "10000"],
-        criu_s: 0.19,
+        criu_dump_s: 0.19,
+        criu_restore_s: 0.043,
     },
     Case {
         key: "fanout",
         label: "(d) 200 processes holding one pipe",
         args: &["fanout", "199"],
-        criu_s: 0.52,
+        criu_dump_s: 0.52,
+        criu_restore_s: 0.30,
     },
 ];
 
@@ -427,7 +432,7 @@ fn print_table(results: &Results, with_monitor: &Results) {
             .and_then(|s| median_of(s.iter().map(|s| s.wall_s)))
     };
     for ((case, r), (_, m)) in results.iter().zip(with_monitor) {
-        let target = case.criu_s / 2.0;
+        let target = case.criu_dump_s / 2.0;
         if let Err(e) = r.as_ref().and(m.as_ref()) {
             println!("{:<52} │ FAILED: {e}", case.label);
             continue;
@@ -447,7 +452,7 @@ fn print_table(results: &Results, with_monitor: &Results) {
             warm,
             frozen.map_or("n/a".into(), |f| format!("{f:.3} s")),
             bytes(image),
-            case.criu_s,
+            case.criu_dump_s,
             target,
             met(cold),
             met(warm)
@@ -487,14 +492,14 @@ fn to_json(rounds: u32, results: &Results, with_monitor: &Results) -> Value {
 fn cases_json(results: &Results) -> Value {
     let mut cases = serde_json::Map::new();
     for (case, r) in results {
-        let target = case.criu_s / 2.0;
+        let target = case.criu_dump_s / 2.0;
         let mut m = serde_json::Map::new();
         m.insert("label".into(), json!(case.label));
         m.insert(
             "workload".into(),
             json!(format!("wl-dump {}", case.args.join(" "))),
         );
-        m.insert("criu_4_2_seconds".into(), json!(case.criu_s));
+        m.insert("criu_4_2_seconds".into(), json!(case.criu_dump_s));
         m.insert("target_seconds".into(), json!(target));
         match r {
             Ok(samples) => {

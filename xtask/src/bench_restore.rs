@@ -25,46 +25,12 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
+use super::bench_dump::{CASES, Case};
 use crate::util;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const CKPT_TIMEOUT: Duration = Duration::from_secs(300);
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
-
-struct Case {
-    key: &'static str,
-    label: &'static str,
-    args: &'static [&'static str],
-    /// CRIU 4.2's restore time for the same shape on this machine (seconds).
-    criu_s: f64,
-}
-
-const CASES: [Case; 4] = [
-    Case {
-        key: "pipeline",
-        label: "(a) 3-process pipeline, 64 KiB in flight per pipe",
-        args: &["pipeline", "65536"],
-        criu_s: 0.04,
-    },
-    Case {
-        key: "bigmem",
-        label: "(b) 1 process, 1 GiB written anonymous memory",
-        args: &["bigmem", "1024"],
-        criu_s: 0.56,
-    },
-    Case {
-        key: "manyfds",
-        label: "(c) 1 process, 10,000 fds (half dups)",
-        args: &["manyfds", "10000"],
-        criu_s: 0.043,
-    },
-    Case {
-        key: "fanout",
-        label: "(d) 200 processes holding one pipe",
-        args: &["fanout", "199"],
-        criu_s: 0.30,
-    },
-];
 
 #[derive(Clone, Copy)]
 struct Sample {
@@ -373,7 +339,7 @@ fn print_table(results: &[(&Case, Result<Vec<Sample>, String>)]) {
         "workload", "dump", "restore", "again", "CRIU 4.2", "target", "met?"
     );
     for (case, r) in results {
-        let target = case.criu_s / 2.0;
+        let target = case.criu_restore_s / 2.0;
         match r {
             Ok(s) if !s.is_empty() => {
                 let d = median_of(s.iter().map(|s| s.dump_s)).unwrap_or(0.0);
@@ -385,7 +351,7 @@ fn print_table(results: &[(&Case, Result<Vec<Sample>, String>)]) {
                     d,
                     rs,
                     again,
-                    case.criu_s,
+                    case.criu_restore_s,
                     target,
                     if again <= target { "yes" } else { "NO" }
                 );
@@ -404,14 +370,17 @@ fn r4(x: f64) -> f64 {
 fn to_json(rounds: u32, results: &[(&Case, Result<Vec<Sample>, String>)]) -> Value {
     let mut cases = serde_json::Map::new();
     for (case, r) in results {
-        let target = case.criu_s / 2.0;
+        let target = case.criu_restore_s / 2.0;
         let mut m = serde_json::Map::new();
         m.insert("label".into(), json!(case.label));
         m.insert(
             "workload".into(),
             json!(format!("wl-dump {}", case.args.join(" "))),
         );
-        m.insert("criu_4_2_restore_seconds".into(), json!(case.criu_s));
+        m.insert(
+            "criu_4_2_restore_seconds".into(),
+            json!(case.criu_restore_s),
+        );
         m.insert("target_seconds".into(), json!(target));
         match r {
             Ok(s) => {

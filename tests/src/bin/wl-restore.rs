@@ -89,19 +89,24 @@ fn ready(pids: &[i32]) {
     std::fs::rename(&tmp, path("ready")).expect("ready");
 }
 
+/// Waits for child `pid` (it exits 0 on success) and reports, as `who`, how it ended.
+fn reap(pid: i32, who: &str) -> bool {
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+    let ok = r == pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+    report(
+        who,
+        ok,
+        &format!("child {pid} ended (waitpid={r}, status={st:#x}; expected exit 0)"),
+    )
+}
+
 /// Waits for `children` (each exits 0 on success), reports how each ended, writes
 /// DONE and exits with 0 if no FAIL line was written, else 1.
 fn finish(children: &[(i32, &str)]) -> ! {
     for &(pid, who) in children {
-        let mut st = 0;
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-        let ok = r == pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
-        report(
-            who,
-            ok,
-            &format!("child {pid} ended (waitpid={r}, status={st:#x}; expected exit 0)"),
-        );
+        reap(pid, who);
     }
     let text = std::fs::read_to_string(path("result")).unwrap_or_default();
     let failed = text.lines().any(|l| l.starts_with("FAIL"));
@@ -1188,6 +1193,22 @@ fn attrs() {
     finish(&[(child, "attrs-child")]);
 }
 
+/// An itimerspec of `value_ns` left and `interval_ns` between expirations.
+fn itimerspec(value_ns: u64, interval_ns: u64) -> libc::itimerspec {
+    let ts = |ns: u64| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    libc::itimerspec {
+        it_interval: ts(interval_ns),
+        it_value: ts(value_ns),
+    }
+}
+
+fn timespec_ns(v: libc::timespec) -> u64 {
+    v.tv_sec as u64 * 1_000_000_000 + v.tv_nsec as u64
+}
+
 /// One read(2) of an eventfd or timerfd: its 8-byte value, or why not (no retry:
 /// EAGAIN is an answer here).
 fn read_counter(fd: i32) -> Result<u64, String> {
@@ -1224,14 +1245,7 @@ fn anonfds() {
         libc::kill(libc::getpid(), libc::SIGUSR1);
         let s = check(libc::signalfd(-1, &set, libc::SFD_NONBLOCK), "signalfd");
         let arm = |fd: i32, value_ns: u64, interval_ns: u64| {
-            let ts = |ns: u64| libc::timespec {
-                tv_sec: (ns / 1_000_000_000) as libc::time_t,
-                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-            };
-            let spec = libc::itimerspec {
-                it_interval: ts(interval_ns),
-                it_value: ts(value_ns),
-            };
+            let spec = itimerspec(value_ns, interval_ns);
             check(
                 libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()),
                 "timerfd_settime",
@@ -1259,15 +1273,8 @@ fn anonfds() {
     }
     ready(&[root, child]);
     wait_go();
-    let mut st = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(child, &mut st, 0) };
-    let child_ok = libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
-    report(
-        "anonfds-child",
-        child_ok,
-        &format!("child ended with status {st:#x}"),
-    );
+    // The child's semaphore read comes first.
+    reap(child, "anonfds-child");
     expect_eq("anonfds", "eventfd count", read_counter(e), Ok(7));
     // SAFETY: F_GETFL only queries.
     let fl = unsafe { libc::fcntl(e, libc::F_GETFL) };
@@ -1299,7 +1306,7 @@ fn anonfds() {
     let mut cur: libc::itimerspec = unsafe { std::mem::zeroed() };
     // SAFETY: a query only.
     unsafe { libc::timerfd_gettime(t, &mut cur) };
-    let ns = |v: libc::timespec| v.tv_sec as u64 * 1_000_000_000 + v.tv_nsec as u64;
+    let ns = timespec_ns;
     let (left, every) = (ns(cur.it_value), ns(cur.it_interval));
     let hour_ns = HOUR_US * 1000;
     report(
@@ -1364,14 +1371,7 @@ fn epoll() {
     }
     ready(&[root, child]);
     wait_go();
-    let mut st = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(child, &mut st, 0) };
-    report(
-        "epoll-child",
-        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
-        &format!("child ended with status {st:#x}"),
-    );
+    reap(child, "epoll-child");
     expect_eq(
         "epoll",
         "events ready before anything is written",
@@ -1489,14 +1489,7 @@ fn ptimers() {
         id
     };
     let arm = |id: libc::timer_t, value_ns: u64, interval_ns: u64| {
-        let ts = |ns: u64| libc::timespec {
-            tv_sec: (ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-        };
-        let spec = libc::itimerspec {
-            it_interval: ts(interval_ns),
-            it_value: ts(value_ns),
-        };
+        let spec = itimerspec(value_ns, interval_ns);
         // SAFETY: a valid itimerspec for our timer.
         check(
             unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) },
@@ -1526,7 +1519,7 @@ fn ptimers() {
     let mut cur: libc::itimerspec = unsafe { std::mem::zeroed() };
     // SAFETY: a query of our own timer.
     unsafe { libc::timer_gettime(signalling, &mut cur) };
-    let ns = |v: libc::timespec| v.tv_sec as u64 * 1_000_000_000 + v.tv_nsec as u64;
+    let ns = timespec_ns;
     let (left, every) = (ns(cur.it_value), ns(cur.it_interval));
     report(
         "ptimers",
