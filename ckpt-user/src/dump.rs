@@ -273,13 +273,13 @@ fn collect_and_write(
         let leader = p.threads.first().map(|&t| RemoteThread::new(t));
         let mut rec = process::capture(p.pid, leader.as_ref())?;
         rec.attrs.stopped = p.stopped;
-        c.writer.write(&Record::Process(rec))?;
+        c.writer.write(&Record::Process(Box::new(rec)))?;
         c.report.processes += 1;
     }
     for p in &order {
         for &tid in &p.threads {
             c.writer
-                .write(&Record::Thread(thread::capture(p.pid, tid)?))?;
+                .write(&Record::Thread(Box::new(thread::capture(p.pid, tid)?)))?;
             c.report.threads += 1;
         }
     }

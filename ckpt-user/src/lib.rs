@@ -17,6 +17,7 @@ pub mod kinds;
 pub mod memory;
 pub mod monitor;
 pub mod objref;
+pub mod parallel;
 pub mod privileges;
 pub mod process;
 pub mod procfs;

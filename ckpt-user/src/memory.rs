@@ -442,18 +442,12 @@ impl PageReader {
         // Large images are checked on every CPU: reading the file in and hashing it
         // is most of a large restore's validation.
         let total: u64 = runs.iter().map(|r| u64::from(r.count) * page).sum();
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let good = if total < 64 << 20 || cpus < 2 {
+        let good = if total < 64 << 20 {
             runs.iter().all(run_ok)
         } else {
-            let share = runs.len().div_ceil(cpus);
-            std::thread::scope(|scope| {
-                let checks: Vec<_> = runs
-                    .chunks(share)
-                    .map(|part| scope.spawn(move || part.iter().all(run_ok)))
-                    .collect();
-                checks.into_iter().all(|c| c.join().unwrap_or(false))
-            })
+            crate::parallel::map(&runs, 1, run_ok)
+                .into_iter()
+                .all(|ok| ok)
         };
         if !good {
             // The exact error (naming the record) comes from the image's own check.

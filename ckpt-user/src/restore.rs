@@ -101,6 +101,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     stages.done("wait for pids");
 
     raise_nofile()?;
+    hold_stdio()?;
     // Files first, so ckpt's own fds do not sit on numbers the image uses.
     let files = OpenFiles::create(&plan, &pages)?;
     let shared = SharedObjects::create(&plan, &pages)?;
@@ -212,14 +213,43 @@ fn require_privileges() -> Result<()> {
 }
 
 /// Helpers are forked copies of ckpt: no other thread may hold a lock then.
+/// ckpt's worker threads (page checks, file opens) are joined by now, but a
+/// joined thread is listed until the kernel has released it: wait for that.
 fn require_single_thread() -> Result<()> {
-    let n = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0);
-    if n != 1 {
-        return Err(Error::Other(format!(
-            "ckpt restore must run single-threaded to fork its helpers; it has {n} threads"
-        )));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let n = std::fs::read_dir("/proc/self/task")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if n == 1 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Other(format!(
+                "ckpt restore must run single-threaded to fork its helpers; it has {n} threads"
+            )));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Keeps fds 0-2 ckpt's own (/dev/null where ckpt was started without them), so
+/// that no restored file lands there and receives ckpt's messages.
+fn hold_stdio() -> Result<()> {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+            continue;
+        }
+        // SAFETY: a plain open of a NUL-terminated path; it lands on the lowest
+        // free number, which is `fd`.
+        let got = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if got != fd {
+            return Err(Error::io(
+                format!("opening /dev/null as fd {fd}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
     }
     Ok(())
 }

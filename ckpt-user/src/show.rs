@@ -574,7 +574,7 @@ mod tests {
             ImageWriter::create(&base, &Header::new("x86_64", "6.18", 4096, "test")).unwrap();
         let run = w.write_pages(0, &[0x5a; 4096]).unwrap();
         let records = [
-            Record::Process(ProcessRecord {
+            Record::Process(Box::new(ProcessRecord {
                 pid: 42,
                 ppid: 1,
                 pgid: 42,
@@ -594,8 +594,8 @@ mod tests {
                 mm: MmState::default(),
                 attrs: Default::default(),
                 posix_timers: vec![],
-            }),
-            Record::Thread(ThreadRecord {
+            })),
+            Record::Thread(Box::new(ThreadRecord {
                 pid: 42,
                 tid: 42,
                 regs: vec![0; 216],
@@ -609,7 +609,7 @@ mod tests {
                 robust_list: None,
                 comm: "sample".into(),
                 altstack: None,
-            }),
+            })),
             Record::MemoryArea(MemoryAreaRecord {
                 pid: 42,
                 start: 0x10000,

@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// Loop iterations per measurement.
     #[arg(long, default_value_t = 200_000)]
     iterations: u64,
+    /// dump/restore: measure only these workloads (pipeline, bigmem, manyfds,
+    /// fanout); all four by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -89,8 +93,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let ckpt = build::run()?;
     match args.name {
         Bench::Monitor => monitor(&ckpt, args),
-        Bench::Dump => bench_dump::run(&ckpt, args.rounds),
-        Bench::Restore => bench_restore::run(&ckpt, args.rounds),
+        Bench::Dump => bench_dump::run(&ckpt, args.rounds, &bench_dump::select(&args.only)?),
+        Bench::Restore => bench_restore::run(&ckpt, args.rounds, &bench_dump::select(&args.only)?),
     }
 }
 

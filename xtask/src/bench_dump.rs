@@ -75,6 +75,24 @@ pub(crate) const CASES: [Case; 4] = [
     },
 ];
 
+/// The shapes named in `only` (all of them when it is empty).
+pub(crate) fn select(only: &[String]) -> Result<Vec<&'static Case>> {
+    if let Some(bad) = only
+        .iter()
+        .find(|k| !CASES.iter().any(|c| c.key == k.as_str()))
+    {
+        let keys: Vec<&str> = CASES.iter().map(|c| c.key).collect();
+        bail!(
+            "no benchmark workload `{bad}` (there are: {})",
+            keys.join(", ")
+        );
+    }
+    Ok(CASES
+        .iter()
+        .filter(|c| only.is_empty() || only.iter().any(|k| k == c.key))
+        .collect())
+}
+
 /// One measured dump.
 #[derive(Default, Clone)]
 struct Sample {
@@ -84,7 +102,7 @@ struct Sample {
     stages: Vec<(String, f64)>,
 }
 
-pub fn run(ckpt: &Path, rounds: u32) -> Result<()> {
+pub fn run(ckpt: &Path, rounds: u32, cases: &[&'static Case]) -> Result<()> {
     let rounds = rounds.clamp(3, 5);
     let wl = util::release_dir().join("wl-dump");
     if !wl.is_file() {
@@ -108,14 +126,14 @@ pub fn run(ckpt: &Path, rounds: u32) -> Result<()> {
          then with `ckpt monitor --quiet` running (ckpt reads its pinned maps)"
     );
     println!("no monitor running:");
-    let results = measure_all(ckpt, &wl, rounds);
+    let results = measure_all(ckpt, &wl, rounds, cases);
     let log = out_dir.join("dump-monitor.log");
     fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
     println!("with a monitor running:");
     let with_monitor = {
         let _monitor =
             super::Monitor::start(ckpt, super::Mode::Quiet, &["monitor", "--quiet"], &log)?;
-        measure_all(ckpt, &wl, rounds)
+        measure_all(ckpt, &wl, rounds, cases)
     };
     print_table(&results, &with_monitor);
     let json_path = out_dir.join("dump.json");
@@ -131,10 +149,10 @@ pub fn run(ckpt: &Path, rounds: u32) -> Result<()> {
 
 type Results = Vec<(&'static Case, Result<Vec<Sample>, String>)>;
 
-/// `rounds` dumps of every case.
-fn measure_all(ckpt: &Path, wl: &Path, rounds: u32) -> Results {
+/// `rounds` dumps of each of `cases`.
+fn measure_all(ckpt: &Path, wl: &Path, rounds: u32, cases: &[&'static Case]) -> Results {
     let mut results: Results = Vec::new();
-    for case in &CASES {
+    for &case in cases {
         let mut samples = Vec::new();
         let mut failed = None;
         for i in 0..rounds {

@@ -25,7 +25,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use super::bench_dump::{CASES, Case};
+use super::bench_dump::Case;
 use crate::util;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,7 +43,7 @@ struct Sample {
     processes: usize,
 }
 
-pub fn run(ckpt: &Path, rounds: u32) -> Result<()> {
+pub fn run(ckpt: &Path, rounds: u32, cases: &[&'static Case]) -> Result<()> {
     let rounds = rounds.clamp(3, 5);
     let wl = util::release_dir().join("wl-dump");
     if !wl.is_file() {
@@ -55,7 +55,7 @@ pub fn run(ckpt: &Path, rounds: u32) -> Result<()> {
     fs::create_dir_all(&out_dir)?;
     println!("bench restore: {rounds} dump + restore -d per workload (fresh workload each time)");
     let mut results: Vec<(&Case, Result<Vec<Sample>, String>)> = Vec::new();
-    for case in &CASES {
+    for &case in cases {
         let mut samples = Vec::new();
         let mut failed = None;
         for i in 0..rounds {

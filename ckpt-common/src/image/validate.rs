@@ -105,7 +105,9 @@ impl Pass {
 }
 
 pub(crate) fn validate(image: &Image) -> Result<(), ImageError> {
-    let offsets = image.record_offsets();
+    // Byte offsets only name a record in an error: computed then, not up front
+    // (they take an encoding pass over every record).
+    let offset = |index: usize| image.record_offsets()[index];
     let page_size = u64::from(image.header.page_size);
     let mut pass = Pass::default();
     for (index, record) in image.records.iter().enumerate() {
@@ -113,7 +115,7 @@ pub(crate) fn validate(image: &Image) -> Result<(), ImageError> {
             ImageError::malformed(reason).in_record(
                 index,
                 record.record_type() as u16,
-                offsets[index],
+                offset(index),
             )
         })?;
     }
@@ -130,7 +132,7 @@ pub(crate) fn validate(image: &Image) -> Result<(), ImageError> {
         return Err(ImageError::malformed(format!(
             "running process {pid} has no thread record with tid {pid} (its main thread)"
         ))
-        .in_record(p.index, RecordType::Process as u16, offsets[p.index]));
+        .in_record(p.index, RecordType::Process as u16, offset(p.index)));
     }
     Ok(())
 }

@@ -86,7 +86,7 @@ impl Rng {
 pub fn random_record(rng: &mut Rng) -> Record {
     let r = rng;
     match r.below(7) {
-        0 => Record::Process(ProcessRecord {
+        0 => Record::Process(Box::new(ProcessRecord {
             pid: r.i32(),
             ppid: r.i32(),
             pgid: r.i32(),
@@ -166,8 +166,8 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     interval_ns: r.next(),
                 })
                 .collect(),
-        }),
-        1 => Record::Thread(ThreadRecord {
+        })),
+        1 => Record::Thread(Box::new(ThreadRecord {
             pid: r.i32(),
             tid: r.i32(),
             regs: r.bytes(300),
@@ -195,7 +195,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 size: r.next(),
                 flags: r.u32(),
             }),
-        }),
+        })),
         2 => Record::MemoryArea(MemoryAreaRecord {
             pid: r.i32(),
             start: r.next(),
@@ -355,8 +355,8 @@ pub fn header() -> Header {
     Header::new("x86_64", "6.18.0-test", PAGE as u32, "ckpt 0.1.0")
 }
 
-fn process(pid: i32, ppid: i32, comm: &str) -> ProcessRecord {
-    ProcessRecord {
+fn process(pid: i32, ppid: i32, comm: &str) -> Box<ProcessRecord> {
+    Box::new(ProcessRecord {
         pid,
         ppid,
         pgid: 100,
@@ -413,11 +413,11 @@ fn process(pid: i32, ppid: i32, comm: &str) -> ProcessRecord {
             value_ns: 5_000_000_000,
             interval_ns: 0,
         }],
-    }
+    })
 }
 
-pub fn thread(pid: i32, tid: i32) -> ThreadRecord {
-    ThreadRecord {
+pub fn thread(pid: i32, tid: i32) -> Box<ThreadRecord> {
+    Box::new(ThreadRecord {
         pid,
         tid,
         regs: vec![0xaa; 216],
@@ -442,7 +442,7 @@ pub fn thread(pid: i32, tid: i32) -> ThreadRecord {
             size: 0x4000,
             flags: 0,
         }),
-    }
+    })
 }
 
 pub fn area(

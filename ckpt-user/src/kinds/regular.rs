@@ -82,23 +82,23 @@ pub fn restore_open(
     dev: u64,
 ) -> Result<OwnedFd> {
     let fd = open_path(path, flags)?;
-    let file = std::fs::File::from(fd);
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(format!("fstat of {}", path.display()), e))?;
-    if meta.ino() != ino || meta.dev() != dev || (meta.size() != size && !is_log(flags)) {
+    // fstat, not std's metadata(): statx fills in more than this needs, and this
+    // runs once per open file of the image.
+    let meta = nix::sys::stat::fstat(&fd)
+        .map_err(|e| Error::io(format!("fstat of {}", path.display()), e.into()))?;
+    let now_size = meta.st_size as u64;
+    if meta.st_ino != ino || meta.st_dev != dev || (now_size != size && !is_log(flags)) {
         return Err(Error::Other(format!(
-            "file {} changed since the dump (now inode {} size {}, the image has inode {ino} \
-             size {size})",
+            "file {} changed since the dump (now inode {} size {now_size}, the image has inode \
+             {ino} size {size})",
             path.display(),
-            meta.ino(),
-            meta.size()
+            meta.st_ino,
         )));
     }
     if !is_path_only(flags) {
-        seek(&file, pos, path)?;
+        seek(&fd, pos, path)?;
     }
-    Ok(file.into())
+    Ok(fd)
 }
 
 /// An O_PATH descriptor: it names the file but cannot be read, seeked or have its

@@ -11,9 +11,12 @@
 //! Every helper process is forked from ckpt and so inherits ckpt's fd table: an
 //! open file description that several fds or processes share is one `struct
 //! file` in all of them, exactly as its objref says, while independent opens
-//! (distinct objrefs) stay independent. To make each helper's work small, ckpt
-//! keeps each description at the fd number of its first fd where that number is
-//! free; the rest sit above the largest fd number of the image.
+//! (distinct objrefs) stay independent. Each helper then moves the descriptions
+//! it needs to their numbers (see [`crate::restore::tree`]).
+//!
+//! Files opened again by path depend on no other object: the walk only lists
+//! them, and they are opened on every CPU at once afterwards (a process with
+//! thousands of files spends most of its restore in open(2)).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -21,7 +24,7 @@ use std::{
     path::PathBuf,
 };
 
-use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
+use ckpt_common::image::{FdRecord, InodeKind, InodeRecord, ObjRef, OpenFileRecord};
 use log::warn;
 
 use crate::{
@@ -92,11 +95,6 @@ pub fn park(fd: OwnedFd, min: RawFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-fn is_free(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD only queries.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) < 0 }
-}
-
 fn accmode_of(mode: u32) -> i32 {
     match mode & 3 {
         1 => libc::O_RDONLY,
@@ -140,49 +138,39 @@ impl OpenFiles {
 
     /// The objref walk of [`OpenFiles::create`].
     fn create_all(&mut self, plan: &Plan, pages: &PageReader) -> Result<()> {
-        let me = self;
+        let in_context = |f: &FdRecord| {
+            let (pid, fd) = (f.pid, f.fd);
+            move |e: Error| Error::Other(format!("pid {pid} fd {fd}: {e}"))
+        };
+        let mut by_path: Vec<(&FdRecord, &OpenFileRecord, &InodeRecord)> = Vec::new();
+        let mut listed = HashSet::new();
         for f in &plan.fds {
-            if me.files.get(f.file).is_some() {
+            if self.files.get(f.file).is_some() || listed.contains(&f.file) {
                 continue; // CR_FD_OBJREF: already set up, only referred to
             }
             let of = plan.open_files[&f.file];
             let inode = plan.inodes[&of.inode];
-            let fd = me
-                .open(of, inode, pages)
-                .map_err(|e| Error::Other(format!("pid {} fd {}: {e}", f.pid, f.fd)))?;
-            let opened_with_flags = matches!(
-                inode.kind,
-                InodeKind::Regular { .. }
-                    | InodeKind::Directory { .. }
-                    | InodeKind::CharDevice { .. }
-                    | InodeKind::BlockDevice { .. }
-            );
-            set_flags(&fd, of, opened_with_flags)
-                .map_err(|e| Error::Other(format!("pid {} fd {}: {e}", f.pid, f.fd)))?;
-            let fd = me.place(fd, f.fd)?;
-            if matches!(inode.kind, InodeKind::Pipe { .. } | InodeKind::Fifo { .. }) {
-                me.on_inode.entry(of.inode).or_insert(fd.as_raw_fd());
+            if opens_by_path(&inode.kind) {
+                listed.insert(f.file);
+                by_path.push((f, of, inode));
+                continue;
             }
-            me.files.deposit(of.objref, fd);
+            let fd = self.open(of, inode, pages).map_err(in_context(f))?;
+            set_flags(&fd, of, false).map_err(in_context(f))?;
+            if matches!(inode.kind, InodeKind::Pipe { .. } | InodeKind::Fifo { .. }) {
+                self.on_inode.entry(of.inode).or_insert(fd.as_raw_fd());
+            }
+            self.files.deposit(of.objref, fd);
+        }
+        let opened = crate::parallel::map(&by_path, 512, |&(f, of, inode)| {
+            open_by_path(of, inode)
+                .and_then(|fd| set_flags(&fd, of, true).map(|()| fd))
+                .map_err(in_context(f))
+        });
+        for ((_, of, _), fd) in by_path.iter().zip(opened) {
+            self.files.deposit(of.objref, fd?);
         }
         Ok(())
-    }
-
-    /// Puts `fd` at number `want` if that is free in ckpt, else above every target.
-    fn place(&self, fd: OwnedFd, want: RawFd) -> Result<OwnedFd> {
-        if fd.as_raw_fd() == want {
-            return Ok(fd);
-        }
-        // 0-2 stay ckpt's own, even when it was started without them: its messages
-        // must never land in a restored file.
-        if want > 2 && want < self.high && is_free(want) {
-            // SAFETY: dup3 onto a free number; the new fd is ours.
-            let rc = unsafe { libc::dup3(fd.as_raw_fd(), want, libc::O_CLOEXEC) };
-            if rc == want {
-                return Ok(unsafe { OwnedFd::from_raw_fd(rc) });
-            }
-        }
-        park(fd, self.high)
     }
 
     /// Creates the open file `of` (first encounter of its objref).
@@ -249,17 +237,6 @@ impl OpenFiles {
                     self.spare.deposit(inode.objref, anchor);
                 }
                 self.claim_or_reopen(inode.objref, accmode_of(of.mode), Some(path.clone()))
-            }
-            InodeKind::Regular {
-                path,
-                size,
-                ino,
-                dev,
-                ..
-            } => regular::restore_open(path, of.flags, of.pos, *size, *ino, *dev),
-            InodeKind::Directory { path } => dir::restore_open(path, of.flags, of.pos),
-            InodeKind::CharDevice { path, rdev } | InodeKind::BlockDevice { path, rdev } => {
-                device::restore_open(path, of.flags, of.pos, *rdev)
             }
             InodeKind::EventFd { count, semaphore } => eventfd::restore_open(*count, *semaphore),
             InodeKind::SignalFd { mask } => signalfd::restore_open(*mask),
@@ -401,6 +378,39 @@ impl OpenFiles {
             }
         }
         Ok(())
+    }
+}
+
+/// Objects restored by opening their path again, independently of any other.
+fn opens_by_path(kind: &InodeKind) -> bool {
+    matches!(
+        kind,
+        InodeKind::Regular { .. }
+            | InodeKind::Directory { .. }
+            | InodeKind::CharDevice { .. }
+            | InodeKind::BlockDevice { .. }
+    )
+}
+
+/// A new open file description of an [`opens_by_path`] object, with its saved
+/// flags and position.
+fn open_by_path(of: &OpenFileRecord, inode: &InodeRecord) -> Result<OwnedFd> {
+    match &inode.kind {
+        InodeKind::Regular {
+            path,
+            size,
+            ino,
+            dev,
+            ..
+        } => regular::restore_open(path, of.flags, of.pos, *size, *ino, *dev),
+        InodeKind::Directory { path } => dir::restore_open(path, of.flags, of.pos),
+        InodeKind::CharDevice { path, rdev } | InodeKind::BlockDevice { path, rdev } => {
+            device::restore_open(path, of.flags, of.pos, *rdev)
+        }
+        other => Err(Error::Other(format!(
+            "internal: a {} is not opened by path",
+            other.name()
+        ))),
     }
 }
 

@@ -53,6 +53,22 @@ impl ProcPlan<'_> {
     }
 }
 
+/// Who uses an object, for messages (formatted only when one is needed).
+#[derive(Clone, Copy)]
+enum User {
+    Fd(i32, i32),
+    Area(i32, u64, u64),
+}
+
+impl std::fmt::Display for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            User::Fd(pid, fd) => write!(f, "pid {pid} fd {fd}"),
+            User::Area(pid, start, end) => write!(f, "pid {pid} area {start:#x}-{end:#x}"),
+        }
+    }
+}
+
 /// The image regrouped for restore.
 pub struct Plan<'a> {
     pub image: &'a Image,
@@ -354,9 +370,8 @@ impl<'a> Plan<'a> {
             .unwrap_or(1 << 20);
         let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_err(|e| Error::Other(format!("getrlimit(RLIMIT_NOFILE): {e}")))?;
-        // ckpt holds every open file description at once, most at their own fd
-        // number, the others just above the largest one (a shortage found while
-        // placing them is reported then, still before any process exists).
+        // ckpt holds every open file description at once (a shortage found while
+        // creating them is reported then, still before any process exists).
         let need = self.max_fd() as u64 + 64;
         if need > hard {
             return Err(Error::Other(format!(
@@ -365,13 +380,13 @@ impl<'a> Plan<'a> {
             )));
         }
         // Only what an fd or a mapping refers to must be restorable.
-        let mut used: Vec<(ObjRef, String)> = Vec::new();
+        let mut used: Vec<(ObjRef, User)> = Vec::new();
         // As CRIU does, a file only ever open O_WRONLY|O_APPEND (a log) may have
         // grown since the dump; any other use needs it unchanged.
         let mut size_matters: BTreeSet<ObjRef> = BTreeSet::new();
         for f in &self.fds {
             let of = self.open_files[&f.file];
-            used.push((of.inode, format!("pid {} fd {}", f.pid, f.fd)));
+            used.push((of.inode, User::Fd(f.pid, f.fd)));
             if !regular::is_log(of.flags) {
                 size_matters.insert(of.inode);
             }
@@ -380,10 +395,7 @@ impl<'a> Plan<'a> {
             for a in &p.areas {
                 if let AreaKind::File { objref } = a.kind {
                     size_matters.insert(objref);
-                    used.push((
-                        objref,
-                        format!("pid {} area {:#x}-{:#x}", p.pid(), a.start, a.end),
-                    ));
+                    used.push((objref, User::Area(p.pid(), a.start, a.end)));
                 }
             }
         }

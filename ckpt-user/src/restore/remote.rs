@@ -157,11 +157,7 @@ impl Remote {
         let pid = self.pid;
         let mem: &File = &self.mem;
         let total: usize = chunks.iter().map(|(_, d)| d.len()).sum();
-        // available_parallelism reads cgroup files: once per restore, not per process.
-        static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let cpus =
-            *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let workers = cpus.min(chunks.len());
+        let workers = crate::parallel::cpus().min(chunks.len());
         if workers < 2 || total < PARALLEL_FROM {
             return chunks
                 .iter()

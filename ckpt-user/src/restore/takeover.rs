@@ -192,8 +192,7 @@ pub fn take_over_all(
     let Some((root, rest)) = procs.split_first() else {
         return then();
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = cpus.min(rest.len());
+    let workers = crate::parallel::cpus().min(rest.len());
     std::thread::scope(|scope| {
         let mut crew = Vec::new();
         for w in 0..workers {

@@ -562,66 +562,70 @@ fn install_fds(
         // SAFETY: F_SETFD on our own fd.
         check(unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) })
     };
-    // Pending moves by target; how many pending moves still read each source.
-    let mut pending: HashMap<RawFd, (RawFd, bool)> = HashMap::new();
-    let mut uses: HashMap<RawFd, usize> = HashMap::new();
-    let mut readers: HashMap<RawFd, Vec<RawFd>> = HashMap::new();
-    let mut in_place: Vec<(RawFd, bool)> = Vec::new();
+    // Tables indexed by fd number (a helper may install tens of thousands):
+    // the pending move onto each target, and how many pending moves still read
+    // each number.
+    let size = fds
+        .iter()
+        .map(|f| f.target.max(f.source) as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut from: Vec<Option<(RawFd, bool)>> = vec![None; size];
+    let mut uses: Vec<u32> = vec![0; size];
+    let mut pending = 0usize;
     for f in fds {
         if f.target == f.source {
-            in_place.push((f.target, f.cloexec));
+            set_cloexec(f.target, f.cloexec).map_err(|e| ("F_SETFD", e))?;
         } else {
-            pending.insert(f.target, (f.source, f.cloexec));
-            *uses.entry(f.source).or_default() += 1;
-            readers.entry(f.source).or_default().push(f.target);
+            from[f.target as usize] = Some((f.source, f.cloexec));
+            uses[f.source as usize] += 1;
+            pending += 1;
         }
     }
-    let mut ready: Vec<RawFd> = pending
-        .keys()
-        .filter(|t| uses.get(t).copied().unwrap_or(0) == 0)
-        .copied()
+    let mut ready: Vec<RawFd> = fds
+        .iter()
+        .map(|f| f.target)
+        .filter(|&t| from[t as usize].is_some() && uses[t as usize] == 0)
         .collect();
-    while !pending.is_empty() {
+    // Where a source moved out of the way to break a cycle went.
+    let mut moved_to: Vec<Option<RawFd>> = vec![None; size];
+    let mut next_pick = 0;
+    while pending > 0 {
         let Some(t) = ready.pop() else {
             // Every pending target is a source still needed: a cycle. Move one
             // source to a spare number (the lowest free one is never a pending
             // target: those are all occupied now).
-            let (&t, _) = pending.iter().next().expect("non-empty");
+            while from[fds[next_pick].target as usize].is_none() {
+                next_pick += 1;
+            }
+            let t = fds[next_pick].target;
             // SAFETY: F_DUPFD_CLOEXEC of our own fd.
             let spare = unsafe { libc::fcntl(t, libc::F_DUPFD_CLOEXEC, 0) };
             check(spare).map_err(|e| ("moving an fd out of the way", e))?;
-            for r in readers.remove(&t).unwrap_or_default() {
-                if let Some(m) = pending.get_mut(&r)
-                    && m.0 == t
-                {
-                    m.0 = spare;
-                }
-            }
-            let n = uses.remove(&t).unwrap_or(0);
-            uses.insert(spare, n);
+            moved_to[t as usize] = Some(spare);
+            uses[t as usize] = 0;
             ready.push(t);
             continue;
         };
-        let Some((s, cloexec)) = pending.remove(&t) else {
+        let Some((s, cloexec)) = from[t as usize].take() else {
             continue;
         };
+        let was_moved = moved_to[s as usize];
         let rc = if cloexec {
             // SAFETY: dup3 between our own fds.
-            unsafe { libc::dup3(s, t, libc::O_CLOEXEC) }
+            unsafe { libc::dup3(was_moved.unwrap_or(s), t, libc::O_CLOEXEC) }
         } else {
             // SAFETY: as above.
-            unsafe { libc::dup2(s, t) }
+            unsafe { libc::dup2(was_moved.unwrap_or(s), t) }
         };
         check(rc).map_err(|e| ("dup2", e))?;
-        if let Some(n) = uses.get_mut(&s) {
-            *n -= 1;
-            if *n == 0 && pending.contains_key(&s) {
+        pending -= 1;
+        if was_moved.is_none() {
+            uses[s as usize] -= 1;
+            if uses[s as usize] == 0 && from[s as usize].is_some() {
                 ready.push(s);
             }
         }
-    }
-    for (fd, cloexec) in in_place {
-        set_cloexec(fd, cloexec).map_err(|e| ("F_SETFD", e))?;
     }
     let mut keep: Vec<RawFd> = fds.iter().map(|f| f.target).collect();
     keep.push(report);

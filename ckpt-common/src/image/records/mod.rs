@@ -77,12 +77,13 @@ impl RecordType {
 /// One record of `ckpt.img` (the tail is not a `Record`: it belongs to the framing).
 // A process record is the largest by a few hundred bytes, and there is one per
 // process, against thousands of small fd records: boxing it would save little.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "record", rename_all = "kebab-case")]
 pub enum Record {
-    Process(ProcessRecord),
-    Thread(ThreadRecord),
+    // Boxed: an image holds thousands of fd records for each process record, and
+    // the enum is as large as its largest variant.
+    Process(Box<ProcessRecord>),
+    Thread(Box<ThreadRecord>),
     MemoryArea(MemoryAreaRecord),
     SharedMemory(SharedMemoryRecord),
     Inode(InodeRecord),
@@ -134,8 +135,8 @@ impl Record {
     pub fn decode_payload(rtype: u16, mut payload: &[u8]) -> Result<Record, ImageError> {
         let buf = &mut payload;
         let record = match RecordType::from_u16(rtype) {
-            Some(RecordType::Process) => Record::Process(ProcessRecord::decode(buf)?),
-            Some(RecordType::Thread) => Record::Thread(ThreadRecord::decode(buf)?),
+            Some(RecordType::Process) => Record::Process(Box::new(ProcessRecord::decode(buf)?)),
+            Some(RecordType::Thread) => Record::Thread(Box::new(ThreadRecord::decode(buf)?)),
             Some(RecordType::MemoryArea) => Record::MemoryArea(MemoryAreaRecord::decode(buf)?),
             Some(RecordType::SharedMemory) => {
                 Record::SharedMemory(SharedMemoryRecord::decode(buf)?)
