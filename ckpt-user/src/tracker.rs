@@ -105,7 +105,69 @@ pub struct Tracker {
     owns_pins: Option<PathBuf>,
     /// true when the maps belong to a running monitor.
     shared: bool,
+    /// How large the maps were made.
+    capacity: Capacity,
     _links_live: bool,
+}
+
+/// How large a tracker's maps are made. Hash maps are allocated whole when they
+/// are created (the live hooks must never allocate), and the full size takes
+/// ~6 ms to create: a one-shot command sizes them for this machine instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Capacity {
+    /// The compiled-in sizes: a monitor's maps follow the machine for hours.
+    Full,
+    /// Room for every fd on the machine now, with margin; a walk that still finds
+    /// a map full is redone at [`Capacity::Full`].
+    OneShot,
+}
+
+impl Capacity {
+    /// (map, entries) to override, for the loader.
+    fn sizes(self) -> Vec<(&'static str, u32)> {
+        if self == Capacity::Full {
+            return Vec::new();
+        }
+        // Open files allocated on the machine (the first field of file-nr) and its
+        // tasks (the total of /proc/loadavg's "running/total"): fds are at least as
+        // many as files, and fork shares files between fd tables, so the fd map gets
+        // four times the files.
+        let field = |path: &str, index: usize| -> Option<String> {
+            let text = fs::read_to_string(path).ok()?;
+            Some(text.split_whitespace().nth(index)?.to_string())
+        };
+        let files: u32 = field("/proc/sys/fs/file-nr", 0)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(FD_MAP_ENTRIES);
+        let tasks: u32 = field("/proc/loadavg", 3)
+            .and_then(|f| f.split_once('/')?.1.parse().ok())
+            .unwrap_or(PROC_MAP_ENTRIES);
+        let size = |want: u32, least: u32, most: u32| {
+            want.checked_next_power_of_two()
+                .unwrap_or(most)
+                .clamp(least, most)
+        };
+        // Tests shrink the fd map to prove that a walk that fills it is redone.
+        let fds = std::env::var("CKPT_ONESHOT_FD_ENTRIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| size(files.saturating_mul(4), 16_384, FD_MAP_ENTRIES));
+        vec![
+            (MAP_FDS, fds),
+            (
+                MAP_PROCS,
+                size(tasks.saturating_mul(2), 4096, PROC_MAP_ENTRIES),
+            ),
+            (MAP_PIPES, size(files, 4096, PIPE_MAP_ENTRIES)),
+            // One-shot commands read no events.
+            (MAP_EVENTS, page_size()),
+        ]
+    }
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf with a valid name.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u32 }
 }
 
 impl Tracker {
@@ -113,7 +175,7 @@ impl Tracker {
     /// iterator. With `pin`, pins the maps for other ckpt commands (the monitor).
     pub fn start(pin: bool) -> Result<Tracker> {
         privileges::require_tracker()?;
-        let mut tracker = Self::load()?;
+        let mut tracker = Self::load(Capacity::Full)?;
         tracker.attach_live()?;
         if pin {
             tracker.pin()?;
@@ -133,10 +195,10 @@ impl Tracker {
                 // then work on a private copy.
                 Self::open_pinned(Path::new(PIN_DIR)).or_else(|e| {
                     warn!("not using the running monitor's maps ({e}); loading a private tracker");
-                    Self::load()
+                    Self::load(Capacity::OneShot)
                 })
             }
-            None => Self::load(),
+            None => Self::load(Capacity::OneShot),
         }
     }
 
@@ -163,6 +225,7 @@ impl Tracker {
             reconciled: None,
             owns_pins: None,
             shared: true,
+            capacity: Capacity::Full,
             _links_live: false,
         })
     }
@@ -176,8 +239,8 @@ impl Tracker {
         self.layout.file_ref
     }
 
-    fn load() -> Result<Tracker> {
-        let (mut ebpf, layout, aya_btf) = load_object()?;
+    fn load(capacity: Capacity) -> Result<Tracker> {
+        let (mut ebpf, layout, aya_btf) = load_object(capacity)?;
         // The logger owns the aya-log ring buffer: keep it alive with the programs.
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
             .map_err(|e| Error::Load(format!("starting the eBPF logger: {e}")))?;
@@ -198,6 +261,7 @@ impl Tracker {
             reconciled: None,
             owns_pins: None,
             shared: false,
+            capacity,
             _links_live: false,
         })
     }
@@ -298,6 +362,14 @@ impl Tracker {
         let generation = self.config_get(CONFIG_GEN)? + 1;
         self.config_set(CONFIG_GEN, generation)?;
         self.run_iterator()?;
+        if self.capacity == Capacity::OneShot {
+            let stats = self.stats()?;
+            if stats.fd_map_full + stats.proc_map_full > 0 {
+                debug!("the one-shot maps were too small ({stats:?}): loading full-size ones");
+                *self = Self::load(Capacity::Full)?;
+                return self.reconcile();
+            }
+        }
 
         let mut state = self.read_maps()?;
         let (fresh, stale): (Vec<_>, Vec<_>) = state
@@ -492,7 +564,7 @@ pub struct HookFloor {
 /// for `cargo xtask bench monitor`.
 pub fn attach_hook_floor() -> Result<HookFloor> {
     privileges::require_tracker()?;
-    let (mut ebpf, _, btf) = load_object()?;
+    let (mut ebpf, _, btf) = load_object(Capacity::Full)?;
     attach_syscall_hook(&mut ebpf, &btf, HOOK_FLOOR)?;
     Ok(HookFloor { _ebpf: ebpf })
 }
@@ -500,18 +572,29 @@ pub fn attach_hook_floor() -> Result<HookFloor> {
 /// The eBPF object with its maps created and no program loaded yet, the kernel layout
 /// (its offsets already set as the `OFFSETS` global) and the BTF the programs'
 /// attach ids are found in.
-fn load_object() -> Result<(Ebpf, KernelLayout, aya::Btf)> {
+fn load_object(capacity: Capacity) -> Result<(Ebpf, KernelLayout, aya::Btf)> {
     let layout = crate::btf::kernel_layout()?;
     debug!("kernel layout from BTF: {layout:?}");
-    let btf = layout.attach.skeleton_btf()?;
-    let mut loader = EbpfLoader::new();
-    // No CO-RE relocations to resolve: offsets come in as the OFFSETS global.
-    loader.btf(None);
-    loader.override_global("OFFSETS", &layout.offsets, true);
-    let ebpf = loader
-        .load(EBPF_OBJECT)
-        .map_err(|e| Error::Load(format!("{e:#}")))?;
-    Ok((ebpf, layout, btf))
+    let sizes = capacity.sizes();
+    // The attach-id BTF (~5 ms to build and parse) is first needed when a program
+    // loads: it is made on a second thread while the maps are created.
+    std::thread::scope(|scope| {
+        let skeleton = scope.spawn(|| layout.attach.skeleton_btf());
+        let mut loader = EbpfLoader::new();
+        // No CO-RE relocations to resolve: offsets come in as the OFFSETS global.
+        loader.btf(None);
+        loader.override_global("OFFSETS", &layout.offsets, true);
+        for &(map, entries) in &sizes {
+            loader.map_max_entries(map, entries);
+        }
+        let ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|e| Error::Load(format!("{e:#}")));
+        let btf = skeleton
+            .join()
+            .unwrap_or_else(|_| Err(Error::Btf("building the attach-id BTF panicked".into())))?;
+        Ok((ebpf?, layout, btf))
+    })
 }
 
 /// Loads the tp_btf program `name` on the syscall hook and attaches it.

@@ -93,6 +93,43 @@ fn fifteen_hundred_fds_and_fd_numbers_near_rlimit_are_all_reported() {
     check_topology(&["bigfd"]);
 }
 
+/// A one-shot command sizes its maps for the machine; when a walk still fills
+/// one (here a 64-entry fd map against 1500 fds), it loads full-size maps and walks
+/// again: the answer is as complete as ever.
+#[test]
+fn one_shot_maps_too_small_for_the_machine_are_walked_again_at_full_size() {
+    setup();
+    let w = Workload::spawn(WL, &["bigfd"]).unwrap();
+    let before = Truth::of_tree(w.pid).unwrap();
+    let root = w.pid.to_string();
+    let args = [
+        "monitor",
+        "--once",
+        "--json",
+        "-vv",
+        "--tree",
+        root.as_str(),
+    ];
+    let out = ckpt::run_timeout_env(
+        &args,
+        &[("CKPT_ONESHOT_FD_ENTRIES", "64")],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("too small"),
+        "the 64-entry map did not fill up, so the retry was not exercised:\n{}",
+        out.describe()
+    );
+    let got = doc::parse(&out.stdout).unwrap();
+    let after = Truth::of_tree(w.pid).unwrap();
+    before.same_state(&after).unwrap();
+    if let Err(e) = doc::check(&got, &after, CheckOpts::FULL) {
+        panic!("{e:#}");
+    }
+}
+
 #[test]
 fn clone_files_processes_sharing_one_fd_table_match_the_kernel() {
     check_topology(&["clone_files"]);
