@@ -5,6 +5,8 @@
 //! The thread must be in a ptrace stop. Its registers and the bytes at its
 //! instruction pointer are saved, `syscall; int3` is written there, the registers
 //! are set for the call, the thread runs until the trap, and everything is put back.
+//! A thread stopped on the last bytes of its code mapping gets ckpt's code at the
+//! start of an executable mapping instead (see [`RemoteThread::code_site`]).
 
 use nix::{
     sys::{
@@ -76,10 +78,11 @@ impl RemoteThread {
             ))
         };
         let saved = ptrace::getregs(self.tid).map_err(|e| ctx("PTRACE_GETREGS", e))?;
-        let ip = saved.rip as ptrace::AddressType;
-        let code = ptrace::read(self.tid, ip).map_err(|e| ctx("reading code", e))?;
+        let (site, old_code) = self.code_site(saved.rip, 8)?;
+        let ip = site as ptrace::AddressType;
         ptrace::write(self.tid, ip, SYSCALL_TRAP as i64).map_err(|e| ctx("writing code", e))?;
         let mut regs = saved;
+        regs.rip = site;
         regs.rax = nr as u64;
         regs.orig_rax = u64::MAX; // not in a syscall: no restart logic on resume
         let slots = [
@@ -96,10 +99,10 @@ impl RemoteThread {
         let mut deferred: Vec<Signal> = Vec::new();
         // `syscall` is 2 bytes, then the int3 traps.
         let result = self
-            .run_to(regs, saved.rip + 3, &mut deferred)
+            .run_to(regs, site + 3, &mut deferred)
             .map(|after| after.rax as i64);
         // Put everything back whatever happened.
-        let _ = ptrace::write(self.tid, ip, code);
+        let _ = ptrace::write(self.tid, ip, old_code[0]);
         let _ = ptrace::setregs(self.tid, saved);
         self.requeue(deferred);
         result
@@ -137,13 +140,8 @@ impl RemoteThread {
         let base = (saved.rsp - 128 - size as u64) & !15;
         let mut old_stack = vec![0u8; size];
         self.read_mem(base, &mut old_stack)?;
-        let ip = saved.rip;
         let words = TRAMPOLINE_CODE.len().div_ceil(8);
-        let mut old_code = Vec::with_capacity(words);
-        for i in 0..words {
-            let at = (ip + 8 * i as u64) as ptrace::AddressType;
-            old_code.push(ptrace::read(self.tid, at).map_err(|e| ctx("reading code", e))?);
-        }
+        let (ip, old_code) = self.code_site(saved.rip, words * 8)?;
         let mut deferred: Vec<Signal> = Vec::new();
         let result = (|| -> Result<Vec<(i64, Vec<u8>)>> {
             let mut code = TRAMPOLINE_CODE.to_vec();
@@ -213,6 +211,47 @@ impl RemoteThread {
         let _ = ptrace::setregs(self.tid, saved);
         self.requeue(deferred);
         result
+    }
+
+    /// Where `len` bytes of ckpt's code go, and the words they replace: at `rip`
+    /// when they fit in its mapping, else at the start of an executable mapping
+    /// that holds them (the one of `rip` first). Why: a thread may be stopped on
+    /// the last instructions of its code, and ptrace cannot write past a mapping's
+    /// end. The thread runs ckpt's code wherever it is (its registers say where)
+    /// and gets its own registers and bytes back afterwards.
+    fn code_site(&self, rip: u64, len: usize) -> Result<(u64, Vec<i64>)> {
+        let words = len.div_ceil(8);
+        let read_at = |at: u64| -> nix::Result<Vec<i64>> {
+            (0..words)
+                .map(|i| ptrace::read(self.tid, (at + 8 * i as u64) as ptrace::AddressType))
+                .collect()
+        };
+        if let Ok(old) = read_at(rip) {
+            return Ok((rip, old));
+        }
+        let maps = crate::memory::mappings(self.tid.as_raw())?;
+        let exec = ckpt_common::image::records::prot::EXEC;
+        let mut sites: Vec<u64> = maps
+            .iter()
+            .filter(|m| m.prot & exec != 0 && m.end - m.start >= (words * 8) as u64)
+            .map(|m| m.start)
+            .collect();
+        // The mapping of rip first: the closest to where the thread is.
+        sites.sort_by_key(|&start| {
+            !maps
+                .iter()
+                .any(|m| m.start == start && (m.start..m.end).contains(&rip))
+        });
+        for site in sites {
+            if let Ok(old) = read_at(site) {
+                return Ok((site, old));
+            }
+        }
+        Err(Error::Other(format!(
+            "thread {}: no executable mapping can hold {len} bytes of ckpt's code (it \
+             stopped at {rip:#x})",
+            self.tid
+        )))
     }
 
     /// Lets the thread run with `regs` until it traps with its instruction pointer

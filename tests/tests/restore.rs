@@ -425,6 +425,13 @@ fn deleted_files_and_memfds_come_back_with_their_contents() {
     scenario("ghosts", &["ghosts"]);
 }
 
+/// ckpt runs its injected code elsewhere when the thread's own code mapping ends
+/// right after its instruction pointer (dump and restore both inject).
+#[test]
+fn a_thread_stopped_at_the_end_of_its_code_mapping() {
+    scenario("codeend", &["codeend"]);
+}
+
 #[test]
 fn nanosleep_and_blocked_read_restart() {
     scenario("restart", &["sleeper", "reader"]);

@@ -213,6 +213,7 @@ fn main() {
         "stopped" => stopped(),
         "ptimers" => ptimers(),
         "ghosts" => ghosts(),
+        "codeend" => codeend(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -1696,6 +1697,75 @@ fn ghosts() {
         "memfd seals",
         seals,
         libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+    );
+    finish(&[]);
+}
+
+/// Where `codeend` maps its code: far from every other mapping, so that the page
+/// after it is unmapped.
+const CODEEND_AT: usize = 0x6000_0000_0000;
+
+extern "C" fn note_signal(_: libc::c_int) {}
+
+/// 19. The main thread sleeps in pause(2) issued by the last 8 bytes of its code
+///     mapping (`mov eax, 34; syscall; ret`, the page after unmapped), so ckpt cannot
+///     write its injected code at the thread's instruction pointer. After restore a
+///     second thread interrupts the pause with SIGUSR2: pause returns EINTR to the
+///     code at the mapping's end, which returns here.
+fn codeend() {
+    const CODE: [u8; 8] = [0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xc3];
+    // SAFETY: a fresh private mapping at an address nothing else uses; the code is
+    // written before the page becomes executable.
+    let pause_at_end: extern "C" fn() -> i64 = unsafe {
+        let page = libc::mmap(
+            CODEEND_AT as *mut libc::c_void,
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        );
+        assert!(
+            page as usize == CODEEND_AT,
+            "mmap at {CODEEND_AT:#x} failed"
+        );
+        let at = (page as *mut u8).add(4096 - CODE.len());
+        std::ptr::copy_nonoverlapping(CODE.as_ptr(), at, CODE.len());
+        check(
+            libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC),
+            "mprotect",
+        );
+        std::mem::transmute::<*mut u8, extern "C" fn() -> i64>(at)
+    };
+    // SAFETY: a handler that does nothing, without SA_RESTART: pause returns EINTR.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = note_signal as *const () as usize;
+        check(
+            libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()),
+            "sigaction",
+        );
+    }
+    let main_tid = getpid();
+    let waker = std::thread::spawn(move || {
+        wait_go();
+        // The main thread may not be back in pause yet right after restore: wake
+        // it until it has returned.
+        while !exists("codeend-returned") {
+            // SAFETY: a signal to a thread of this process.
+            unsafe { libc::syscall(libc::SYS_tgkill, main_tid, main_tid, libc::SIGUSR2) };
+            sleep_ms(20);
+        }
+    });
+    ready(&[getpid()]);
+    let rc = pause_at_end();
+    std::fs::write(path("codeend-returned"), "").expect("codeend-returned");
+    let _ = waker.join();
+    expect_eq(
+        "codeend",
+        "pause at the end of the code mapping returned",
+        rc,
+        -(libc::EINTR as i64),
     );
     finish(&[]);
 }
