@@ -30,9 +30,15 @@ pub fn check(path: &Path, rdev: u64) -> Result<()> {
 }
 
 /// Restore: a new open file description of the device node `path`.
-pub fn restore_open(path: &Path, flags: u32, pos: i64, rdev: u64) -> Result<OwnedFd> {
+pub fn restore_open(
+    dirs: &regular::Dirs,
+    path: &Path,
+    flags: u32,
+    pos: i64,
+    rdev: u64,
+) -> Result<OwnedFd> {
     check(path, rdev)?;
-    let fd = regular::open_path(path, flags)?;
+    let fd = dirs.open(path, flags)?;
     if !regular::is_path_only(flags) {
         regular::seek(&fd, pos, path)?;
     }

@@ -21,8 +21,8 @@ pub fn check(path: &Path) -> Result<()> {
 }
 
 /// Restore: a new open file description of the directory `path`.
-pub fn restore_open(path: &Path, flags: u32, pos: i64) -> Result<OwnedFd> {
-    let fd = regular::open_path(path, flags)?;
+pub fn restore_open(dirs: &regular::Dirs, path: &Path, flags: u32, pos: i64) -> Result<OwnedFd> {
+    let fd = dirs.open(path, flags)?;
     if !regular::is_path_only(flags) {
         regular::seek(&fd, pos, path)?;
     }

@@ -162,8 +162,10 @@ impl OpenFiles {
             }
             self.files.deposit(of.objref, fd);
         }
+        // Directories holding 16 or more of these files are opened once.
+        let dirs = regular::Dirs::holding(by_path.iter().filter_map(|(_, _, i)| path_of(i)), 16);
         let opened = crate::parallel::map(&by_path, 512, |&(f, of, inode)| {
-            open_by_path(of, inode)
+            open_by_path(&dirs, of, inode)
                 .and_then(|fd| set_flags(&fd, of, true).map(|()| fd))
                 .map_err(in_context(f))
         });
@@ -394,7 +396,7 @@ fn opens_by_path(kind: &InodeKind) -> bool {
 
 /// A new open file description of an [`opens_by_path`] object, with its saved
 /// flags and position.
-fn open_by_path(of: &OpenFileRecord, inode: &InodeRecord) -> Result<OwnedFd> {
+fn open_by_path(dirs: &regular::Dirs, of: &OpenFileRecord, inode: &InodeRecord) -> Result<OwnedFd> {
     match &inode.kind {
         InodeKind::Regular {
             path,
@@ -402,15 +404,26 @@ fn open_by_path(of: &OpenFileRecord, inode: &InodeRecord) -> Result<OwnedFd> {
             ino,
             dev,
             ..
-        } => regular::restore_open(path, of.flags, of.pos, *size, *ino, *dev),
-        InodeKind::Directory { path } => dir::restore_open(path, of.flags, of.pos),
+        } => regular::restore_open(dirs, path, of.flags, of.pos, *size, *ino, *dev),
+        InodeKind::Directory { path } => dir::restore_open(dirs, path, of.flags, of.pos),
         InodeKind::CharDevice { path, rdev } | InodeKind::BlockDevice { path, rdev } => {
-            device::restore_open(path, of.flags, of.pos, *rdev)
+            device::restore_open(dirs, path, of.flags, of.pos, *rdev)
         }
         other => Err(Error::Other(format!(
             "internal: a {} is not opened by path",
             other.name()
         ))),
+    }
+}
+
+/// The path an [`opens_by_path`] object is opened by.
+fn path_of(inode: &InodeRecord) -> Option<&std::path::Path> {
+    match &inode.kind {
+        InodeKind::Regular { path, .. }
+        | InodeKind::Directory { path }
+        | InodeKind::CharDevice { path, .. }
+        | InodeKind::BlockDevice { path, .. } => Some(path),
+        _ => None,
     }
 }
 
