@@ -5,7 +5,10 @@
 
 mod common;
 
-use ckpt_common::image::{AreaKind, FdRecord, Image, ImageError, ObjRef, PageRun, Record};
+use ckpt_common::image::{
+    AreaKind, FdRecord, Image, ImageError, InodeKind, InodeRecord, ObjRef, PageRun, Record,
+    SocketMessage,
+};
 use common::{PAGE, area, frames, sample_image, thread};
 
 /// Applies `edit` to the sample's records, validates, and returns the error, after
@@ -266,4 +269,66 @@ fn a_thread_name_longer_than_the_kernel_keeps_is_named() {
         msg.contains("\"sixteen-bytes-xx\" is not a thread name"),
         "{msg}"
     );
+}
+
+/// A unix socket inode record (objref `r`) of `sock_type`, naming `peer`.
+fn socket(r: u32, sock_type: u32, peer: Option<u32>) -> Record {
+    Record::Inode(InodeRecord {
+        objref: ObjRef(r),
+        kind: InodeKind::UnixSocket {
+            sock_type,
+            peer: peer.map(ObjRef),
+            sndbuf: 4608,
+            rcvbuf: 4608,
+            queue: vec![SocketMessage {
+                data: b"q".to_vec(),
+            }],
+        },
+    })
+}
+
+/// Where socket records go in the sample: right after its first inode record.
+fn after_first_inode() -> usize {
+    find(|r| matches!(r, Record::Inode(_))) + 1
+}
+
+#[test]
+fn a_unix_socket_pair_names_its_peer_once() {
+    let at = after_first_inode();
+    let (mut image, _) = sample_image();
+    image.records.insert(at, socket(50, 1, None));
+    image.records.insert(at + 1, socket(51, 1, Some(50)));
+    image.validate().expect("a pair is valid");
+
+    let msg = broken(at + 2, "inode", |r| {
+        r.insert(at, socket(50, 1, None));
+        r.insert(at + 1, socket(51, 1, Some(50)));
+        r.insert(at + 2, socket(52, 1, Some(50)));
+    });
+    assert!(msg.contains("another socket already names"), "{msg}");
+}
+
+#[test]
+fn a_unix_socket_that_no_later_socket_names_is_named() {
+    let at = after_first_inode();
+    let msg = broken(at, "inode", |r| r.insert(at, socket(50, 2, None)));
+    assert!(msg.contains("has no peer"), "{msg}");
+}
+
+#[test]
+fn a_unix_socket_peer_must_be_a_socket_of_the_same_type() {
+    let at = after_first_inode();
+    let msg = broken(at + 1, "inode", |r| {
+        r.insert(at, socket(50, 1, None));
+        r.insert(at + 1, socket(51, 5, Some(50)));
+    });
+    assert!(msg.contains("a unix socket of another type"), "{msg}");
+    let first_inode = match &sample()[at - 1] {
+        Record::Inode(n) => n.objref.0,
+        _ => unreachable!(),
+    };
+    let msg = broken(at, "inode", |r| {
+        r.insert(at, socket(51, 1, Some(first_inode)))
+    });
+    assert!(msg.contains("as a unix socket, but record"), "{msg}");
 }

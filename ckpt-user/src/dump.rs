@@ -235,6 +235,8 @@ struct Collector<'a> {
     progress: Progress,
     objrefs: ObjRefTable<ObjKey>,
     pidfds: HashMap<i32, OwnedFd>,
+    /// The machine's unix sockets (sock_diag), read at the first socket met.
+    unix_sockets: Option<HashMap<u64, kinds::socket::UnixSocketInfo>>,
     report: &'a mut DumpReport,
 }
 
@@ -266,6 +268,7 @@ fn collect_and_write(
         objrefs: ObjRefTable::new(),
         progress: Progress::new(),
         pidfds: HashMap::new(),
+        unix_sockets: None,
         report: &mut report,
     };
     let order = tree.topological();
@@ -329,11 +332,30 @@ fn refuse_shared_fd_tables(
     Ok(())
 }
 
+/// The machine's unix sockets (sock_diag), and the socket inodes `table` holds.
+fn tree_sockets(
+    table: &SharingTable,
+) -> (
+    Result<HashMap<u64, kinds::socket::UnixSocketInfo>>,
+    std::collections::HashSet<u64>,
+) {
+    let held = table
+        .fds
+        .iter()
+        .filter_map(|fd| table.file(fd.file))
+        .filter(|f| f.kind == ObjectKind::Socket)
+        .filter_map(|f| table.inode(f.inode).map(|i| i.ino))
+        .collect();
+    (kinds::socket::unix_sockets(), held)
+}
+
 /// Kinds of fds restore cannot bring back yet: refused while the tree is frozen.
 fn refuse_unsupported(table: &SharingTable) -> Result<()> {
     // A table built without paths (the check before the freeze) reads them here, only
     // where needed: for a message, and once per regular file's inode.
     let mut inodes_checked = std::collections::HashSet::new();
+    // Unix sockets are looked up (one sock_diag dump) only when the tree has some.
+    let mut sockets = None;
     for fd in &table.fds {
         let Some(f) = table.file(fd.file) else {
             continue;
@@ -352,6 +374,24 @@ fn refuse_unsupported(table: &SharingTable) -> Result<()> {
             | ObjectKind::Directory
             | ObjectKind::CharDevice => true,
             ObjectKind::AnonInode => crate::kinds::restorable_anon(&path()),
+            ObjectKind::Socket => {
+                let sockets = sockets.get_or_insert_with(|| tree_sockets(table));
+                let ino = table.inode(f.inode).map_or(0, |i| i.ino);
+                let info = sockets
+                    .0
+                    .as_ref()
+                    .map_err(|e| Error::Other(e.to_string()))?
+                    .get(&ino);
+                if let Some(why) = kinds::socket::refuse_reason(info, &sockets.1) {
+                    return Err(Error::Other(format!(
+                        "pid {} fd {} is {why} ({}): not yet supported by ckpt dump",
+                        fd.pid,
+                        fd.fd,
+                        path()
+                    )));
+                }
+                true
+            }
             _ => false,
         };
         if !supported {
@@ -640,6 +680,38 @@ impl Collector<'_> {
                 path: PathBuf::from(&f.path),
                 rdev: meta.rdev(),
             },
+            ObjectKind::Socket => {
+                let ctx =
+                    |e: Error| Error::Other(format!("pid {pid} fd {fd} (a unix socket): {e}"));
+                if self.unix_sockets.is_none() {
+                    self.unix_sockets = Some(kinds::socket::unix_sockets().map_err(ctx)?);
+                }
+                let node = table
+                    .inode(f.inode)
+                    .ok_or_else(|| Error::Other(format!("pid {pid} fd {fd}: no inode")))?;
+                let info = self
+                    .unix_sockets
+                    .as_ref()
+                    .and_then(|all| all.get(&node.ino))
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Other(format!("pid {pid} fd {fd}: not a unix socket any more"))
+                    })?;
+                let copy = self.steal(pid, fd)?;
+                let (sndbuf, rcvbuf, queue) =
+                    kinds::socket::dump(&copy, info.sock_type).map_err(ctx)?;
+                // The end met second names the first (met already: it has an objref).
+                let peer = info
+                    .peer
+                    .and_then(|p| self.objrefs.get(&ObjKey::Inode(node.dev, p)));
+                InodeKind::UnixSocket {
+                    sock_type: info.sock_type,
+                    peer,
+                    sndbuf,
+                    rcvbuf,
+                    queue,
+                }
+            }
             ObjectKind::AnonInode => {
                 let path = format!("/proc/{pid}/fdinfo/{fd}");
                 let fdinfo = fs::read_to_string(&path)

@@ -194,7 +194,8 @@ impl<'a> Index<'a> {
                 InodeKind::EventFd { .. }
                 | InodeKind::SignalFd { .. }
                 | InodeKind::TimerFd { .. }
-                | InodeKind::Epoll { .. } => format!("{} {objref}", n.kind.name()),
+                | InodeKind::Epoll { .. }
+                | InodeKind::UnixSocket { .. } => format!("{} {objref}", n.kind.name()),
                 InodeKind::DeletedFile { path, .. } => {
                     format!("deleted file {objref} {}", path.display())
                 }
@@ -431,6 +432,24 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                     if *semaphore { ", semaphore" } else { "" }
                 ),
                 InodeKind::SignalFd { mask } => format!("signalfd: signals {mask:#x}"),
+                InodeKind::UnixSocket {
+                    sock_type,
+                    peer,
+                    queue,
+                    ..
+                } => format!(
+                    "unix socket ({}){}: {} messages, {} bytes queued",
+                    match *sock_type as i32 {
+                        libc::SOCK_STREAM => "stream",
+                        libc::SOCK_DGRAM => "datagram",
+                        libc::SOCK_SEQPACKET => "seqpacket",
+                        _ => "?",
+                    },
+                    peer.map(|p| format!(", the peer of {}", ix.object_name(p)))
+                        .unwrap_or_default(),
+                    queue.len(),
+                    queue.iter().map(|m| m.data.len()).sum::<usize>()
+                ),
                 InodeKind::DeletedFile {
                     path, size, pages, ..
                 } => format!(

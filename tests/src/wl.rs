@@ -59,6 +59,17 @@ pub fn pipe2(flags: libc::c_int) -> (i32, i32) {
     (fds[0], fds[1])
 }
 
+/// A connected AF_UNIX socket pair of `sock_type` (`libc::SOCK_STREAM`, ...).
+pub fn socketpair(sock_type: libc::c_int) -> (i32, i32) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-int array.
+    check(
+        unsafe { libc::socketpair(libc::AF_UNIX, sock_type, 0, fds.as_mut_ptr()) },
+        "socketpair",
+    );
+    (fds[0], fds[1])
+}
+
 pub fn dup(fd: i32) -> i32 {
     // SAFETY: plain syscall.
     check(unsafe { libc::dup(fd) }, "dup")

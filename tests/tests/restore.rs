@@ -425,6 +425,11 @@ fn deleted_files_and_memfds_come_back_with_their_contents() {
     scenario("ghosts", &["ghosts"]);
 }
 
+#[test]
+fn unix_socketpairs_come_back_with_queued_data() {
+    scenario("sockets", &["sockets-parent", "sockets-child"]);
+}
+
 /// ckpt runs its injected code elsewhere when the thread's own code mapping ends
 /// right after its instruction pointer (dump and restore both inject).
 #[test]

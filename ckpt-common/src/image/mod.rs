@@ -45,7 +45,7 @@ pub use records::{
     AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, Itimer,
     MemoryAreaRecord, MmState, OpenFileRecord, PageRun, PosixTimer, ProcessAttrs, ProcessRecord,
     ProcessState, Record, RecordType, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord,
-    SigAction, SigAltStack, Siginfo, SyscallState, ThreadRecord,
+    SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
 };
 pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};
@@ -57,7 +57,7 @@ pub const PAGES_FILE: &str = "pages.img";
 /// First eight bytes of `ckpt.img`.
 pub const MAGIC: [u8; 8] = *b"CKPTIMG\0";
 /// The one format version this code reads and writes (see "Versioning" in IMAGE.md).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// An object reference: the number under which one shared object is saved.
 ///

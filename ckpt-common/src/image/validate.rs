@@ -30,14 +30,21 @@ use super::{
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Defined {
     Inode,
+    /// An inode that is one end of a unix socket pair, of this type.
+    UnixSocket {
+        sock_type: u32,
+    },
     OpenFile,
-    SharedMemory { size: u64 },
+    SharedMemory {
+        size: u64,
+    },
 }
 
 impl Defined {
     fn name(self) -> &'static str {
         match self {
             Defined::Inode => "an inode",
+            Defined::UnixSocket { .. } => "a unix socket",
             Defined::OpenFile => "an open file",
             Defined::SharedMemory { .. } => "shared memory",
         }
@@ -58,6 +65,11 @@ struct Pass {
     processes: HashMap<i32, Process>,
     tids: HashSet<i32>,
     fds: HashSet<(i32, i32)>,
+    /// Unix sockets already named as some socket's peer (each pairs once).
+    paired: HashSet<ObjRef>,
+    /// Unix sockets that name no peer (record index, objref): a later one must
+    /// name them.
+    first_ends: Vec<(usize, ObjRef)>,
 }
 
 impl Pass {
@@ -118,6 +130,16 @@ pub(crate) fn validate(image: &Image) -> Result<(), ImageError> {
                 offset(index),
             )
         })?;
+    }
+    if let Some(&(index, objref)) = pass
+        .first_ends
+        .iter()
+        .find(|(_, r)| !pass.paired.contains(r))
+    {
+        return Err(ImageError::malformed(format!(
+            "unix socket {objref} has no peer: no later socket names it"
+        ))
+        .in_record(index, RecordType::Inode as u16, offset(index)));
     }
     if pass.processes.is_empty() {
         return Err(ImageError::Invalid("the image holds no process".into()));
@@ -299,10 +321,57 @@ fn check_record(
             {
                 check_runs(pages, size.div_ceil(page_size), page_size, pages_len)?;
             }
-            pass.define(index, n.objref, Defined::Inode)?;
+            if let InodeKind::UnixSocket {
+                sock_type, peer, ..
+            } = &n.kind
+            {
+                if ![1, 2, 5].contains(sock_type) {
+                    return Err(format!(
+                        "unix socket type {sock_type} is not SOCK_STREAM (1), SOCK_DGRAM (2) or \
+                         SOCK_SEQPACKET (5)"
+                    ));
+                }
+                if peer.is_none() {
+                    pass.first_ends.push((index, n.objref));
+                }
+                if let Some(peer) = *peer {
+                    let want = *sock_type;
+                    let d = pass.refer(
+                        peer,
+                        "peer",
+                        |d| matches!(d, Defined::UnixSocket { .. }),
+                        "a unix socket",
+                    )?;
+                    if d != (Defined::UnixSocket { sock_type: want }) {
+                        return Err(format!(
+                            "`peer` refers to objref {peer}, a unix socket of another type"
+                        ));
+                    }
+                    if !pass.paired.insert(peer) {
+                        return Err(format!(
+                            "`peer` refers to objref {peer}, which another socket already names \
+                             as its peer"
+                        ));
+                    }
+                }
+                pass.define(
+                    index,
+                    n.objref,
+                    Defined::UnixSocket {
+                        sock_type: *sock_type,
+                    },
+                )?;
+            } else {
+                pass.define(index, n.objref, Defined::Inode)?;
+            }
         }
         Record::OpenFile(f) => {
-            pass.refer(f.inode, "inode", |d| d == Defined::Inode, "an inode")?;
+            pass.refer(
+                f.inode,
+                "inode",
+                |d| matches!(d, Defined::Inode | Defined::UnixSocket { .. }),
+                "an inode",
+            )?;
             pass.define(index, f.objref, Defined::OpenFile)?;
         }
         Record::Fd(d) => {

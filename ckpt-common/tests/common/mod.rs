@@ -13,7 +13,7 @@ use ckpt_common::image::{
     AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
     Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, PosixTimer, ProcessAttrs,
     ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
-    SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SyscallState, ThreadRecord,
+    SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
     records::{map, prot},
 };
 
@@ -223,7 +223,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(15) {
+            kind: match r.below(16) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -288,6 +288,16 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     settime_flags: r.u32(),
                     value_ns: r.next(),
                     interval_ns: r.next(),
+                },
+                14 => InodeKind::UnixSocket {
+                    sock_type: r.u32(),
+                    // Objref 0 means no peer on the wire: never generate it.
+                    peer: (r.below(2) == 0).then(|| r.objref()),
+                    sndbuf: r.u32(),
+                    rcvbuf: r.u32(),
+                    queue: (0..r.below(3))
+                        .map(|_| SocketMessage { data: r.bytes(300) })
+                        .collect(),
                 },
                 _ => InodeKind::Other {
                     mode: r.u32(),

@@ -12,6 +12,7 @@ pub mod memfd;
 pub mod pipe;
 pub mod regular;
 pub mod signalfd;
+pub mod socket;
 pub mod timerfd;
 
 /// anon_inode objects ckpt saves and restores, by the name /proc gives their fds.

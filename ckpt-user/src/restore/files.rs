@@ -29,7 +29,9 @@ use log::warn;
 
 use crate::{
     error::{Error, Result},
-    kinds::{deleted, device, dir, epoll, eventfd, memfd, pipe, regular, signalfd, timerfd},
+    kinds::{
+        deleted, device, dir, epoll, eventfd, memfd, pipe, regular, signalfd, socket, timerfd,
+    },
     memory::PageReader,
     objref::Deposits,
     restore::plan::Plan,
@@ -155,7 +157,7 @@ impl OpenFiles {
                 by_path.push((f, of, inode));
                 continue;
             }
-            let fd = self.open(of, inode, pages).map_err(in_context(f))?;
+            let fd = self.open(plan, of, inode, pages).map_err(in_context(f))?;
             set_flags(&fd, of, false).map_err(in_context(f))?;
             if matches!(inode.kind, InodeKind::Pipe { .. } | InodeKind::Fifo { .. }) {
                 self.on_inode.entry(of.inode).or_insert(fd.as_raw_fd());
@@ -178,6 +180,7 @@ impl OpenFiles {
     /// Creates the open file `of` (first encounter of its objref).
     fn open(
         &mut self,
+        plan: &Plan,
         of: &OpenFileRecord,
         inode: &InodeRecord,
         pages: &PageReader,
@@ -239,6 +242,25 @@ impl OpenFiles {
                     self.spare.deposit(inode.objref, anchor);
                 }
                 self.claim_or_reopen(inode.objref, accmode_of(of.mode), Some(path.clone()))
+            }
+            InodeKind::UnixSocket { sock_type, .. } => {
+                // The end its peer's first encounter made, or a new pair.
+                if let Some(end) = self.spare.take(inode.objref) {
+                    return Ok(end);
+                }
+                let peer = plan.socket_peers.get(&inode.objref).ok_or_else(|| {
+                    Error::Other(format!(
+                        "unix socket {}: no peer in the image",
+                        inode.objref
+                    ))
+                })?;
+                let (mine, theirs) = socket::restore_pair(
+                    *sock_type,
+                    &socket::EndState::of(inode)?,
+                    &socket::EndState::of(plan.inodes[peer])?,
+                )?;
+                self.spare.deposit(*peer, park(theirs, self.high)?);
+                Ok(mine)
             }
             InodeKind::EventFd { count, semaphore } => eventfd::restore_open(*count, *semaphore),
             InodeKind::SignalFd { mask } => signalfd::restore_open(*mask),

@@ -80,6 +80,8 @@ pub struct Plan<'a> {
     pub shared: Vec<&'a SharedMemoryRecord>,
     /// Fd records in image order (the objref walk follows it).
     pub fds: Vec<&'a FdRecord>,
+    /// Each unix socket's peer, both ways (the image records it on one end).
+    pub socket_peers: HashMap<ObjRef, ObjRef>,
     /// Where every helper maps its trampoline: free in ckpt and in every saved
     /// address space.
     pub trampoline: u64,
@@ -117,6 +119,7 @@ impl<'a> Plan<'a> {
         let mut open_files = HashMap::new();
         let mut shared = Vec::new();
         let mut fds = Vec::new();
+        let mut socket_peers = HashMap::new();
         for r in &image.records {
             match r {
                 Record::Process(p) => {
@@ -144,6 +147,13 @@ impl<'a> Plan<'a> {
                     fds.push(f);
                 }
                 Record::Inode(n) => {
+                    if let InodeKind::UnixSocket {
+                        peer: Some(peer), ..
+                    } = n.kind
+                    {
+                        socket_peers.insert(n.objref, peer);
+                        socket_peers.insert(peer, n.objref);
+                    }
                     inodes.insert(n.objref, n);
                 }
                 Record::OpenFile(f) => {
@@ -160,6 +170,7 @@ impl<'a> Plan<'a> {
             open_files,
             shared,
             fds,
+            socket_peers,
             trampoline: 0,
         };
         plan.check_machine()?;
@@ -454,10 +465,12 @@ impl<'a> Plan<'a> {
                 InodeKind::Other { description, mode } => {
                     return refuse(&format!("an object of mode {mode:o} ({description})"));
                 }
-                // Created from their saved state alone.
+                // Created from their saved state alone (a socket with its peer,
+                // which the image validation proved is there).
                 InodeKind::EventFd { .. }
                 | InodeKind::SignalFd { .. }
-                | InodeKind::TimerFd { .. } => {}
+                | InodeKind::TimerFd { .. }
+                | InodeKind::UnixSocket { .. } => {}
                 InodeKind::DeletedFile { path, .. } => {
                     // Recreated, unnamed, in the directory it was in.
                     let dir = path.parent().unwrap_or(std::path::Path::new("/"));

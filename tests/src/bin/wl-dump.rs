@@ -38,6 +38,8 @@ fn main() {
         "uts-ns" => uts_ns(),
         "posix-timer" => posix_timer(),
         "socket" => socket(),
+        "scm-inflight" => scm_inflight(),
+        "socket-outside" => socket_outside(),
         "deleted" => deleted(),
         "deleted-big" => deleted_big(),
         "signals" => signals(),
@@ -161,21 +163,10 @@ fn pipes() {
 /// closes its write end; the child writes pattern(4, 500) into the received write
 /// end; then both close their sockets: only pipes remain, shared without fork.
 fn scm_closed() {
-    use nix::sys::socket::{
-        AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-        sendmsg, socketpair,
-    };
+    use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
     use std::io::{IoSlice, IoSliceMut};
-    use std::os::fd::IntoRawFd as _;
 
-    let (s0, s1) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::empty(),
-    )
-    .expect("socketpair");
-    let (s0, s1) = (s0.into_raw_fd(), s1.into_raw_fd());
+    let (s0, s1) = wl::socketpair(libc::SOCK_STREAM);
     let mut child = wl::fork_child(
         false,
         || {
@@ -518,21 +509,103 @@ fn posix_timer() {
     ready_and_serve(&[]);
 }
 
-/// A unix socketpair, both ends inherited by a child.
+/// Sockets ckpt does not restore, inherited by a child: `s0` a UDP socket bound to
+/// 127.0.0.1, `s1` a unix socket listening on an abstract name.
 fn socket() {
-    let mut sp = [0; 2];
-    // SAFETY: sp is a valid 2-int array.
-    wl::check(
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sp.as_mut_ptr()) },
-        "socketpair",
-    );
+    // SAFETY: plain socket calls on fds we own; the addresses are valid structs.
+    let (s0, s1) = unsafe {
+        let s0 = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        wl::check(s0, "socket(AF_INET)");
+        let mut a: libc::sockaddr_in = std::mem::zeroed();
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        wl::check(
+            libc::bind(
+                s0,
+                (&raw const a).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            "bind(127.0.0.1)",
+        );
+        let s1 = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        wl::check(s1, "socket(AF_UNIX)");
+        let mut u: libc::sockaddr_un = std::mem::zeroed();
+        u.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let name = format!("ckpt-wl-listen-{}", wl::getpid());
+        for (i, b) in name.bytes().enumerate() {
+            u.sun_path[i + 1] = b as libc::c_char; // sun_path[0] = 0: abstract
+        }
+        let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+        wl::check(
+            libc::bind(s1, (&raw const u).cast(), len as libc::socklen_t),
+            "bind(abstract)",
+        );
+        wl::check(libc::listen(s1, 4), "listen");
+        (s0, s1)
+    };
     let mut child = wl::fork_child(false, || {}, |_| Err("no commands".into()));
     child.wait_ready();
-    wl::say(&format!(
-        "INFO child={} s0={} s1={}",
-        child.pid, sp[0], sp[1]
-    ));
+    wl::say(&format!("INFO child={} s0={s0} s1={s1}", child.pid));
     ready_and_serve(&[child.pid]);
+}
+
+/// A unix socketpair held by the root whose queue carries a pipe's ends, sent with
+/// SCM_RIGHTS and never received (`s0` sent them, `s1` would receive them).
+fn scm_inflight() {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::io::IoSlice;
+
+    let (s0, s1) = wl::socketpair(libc::SOCK_STREAM);
+    let (r, w) = wl::pipe2(0);
+    sendmsg::<()>(
+        s0,
+        &[IoSlice::new(b"x")],
+        &[ControlMessage::ScmRights(&[r, w])],
+        MsgFlags::empty(),
+        None,
+    )
+    .expect("sendmsg");
+    wl::close(r);
+    wl::close(w);
+    wl::say(&format!("INFO s0={s0} s1={s1}"));
+    ready_and_serve(&[]);
+}
+
+/// A unix socketpair whose other end is held outside the tree: by a grandchild
+/// whose parent exited (so it was reparented away). The root holds `s0`; the
+/// holder leaves once the root's end is closed.
+fn socket_outside() {
+    let (s0, s1) = wl::socketpair(libc::SOCK_STREAM);
+    let sp = [s0, s1];
+    let (sync_r, sync_w) = wl::pipe2(libc::O_CLOEXEC);
+    let mid = wl::fork();
+    if mid == 0 {
+        if wl::fork() == 0 {
+            wl::close(sp[0]);
+            wl::close(sync_r);
+            // Report only once reparented, so the root's tree is final at READY.
+            while wl::getppid() == mid {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            wl::write_all(sync_w, b"k");
+            wl::close(sync_w);
+            let mut b = [0u8; 1];
+            // SAFETY: a blocking read into a 1-byte buffer; 0 once the root is gone.
+            while unsafe { libc::read(sp[1], b.as_mut_ptr().cast(), 1) } > 0 {}
+            // SAFETY: leave at once.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: leave at once, orphaning the holder.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: reap `mid`.
+    unsafe { libc::waitpid(mid, std::ptr::null_mut(), 0) };
+    wl::close(sp[1]);
+    wl::close(sync_w);
+    let _ = wl::read_exact(sync_r, 1);
+    wl::close(sync_r);
+    wl::say(&format!("INFO s0={}", sp[0]));
+    ready_and_serve(&[]);
 }
 
 /// A pipe whose only reader is *outside* the tree: a grandchild that was reparented

@@ -214,6 +214,7 @@ fn main() {
         "ptimers" => ptimers(),
         "ghosts" => ghosts(),
         "codeend" => codeend(),
+        "sockets" => sockets(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -1768,4 +1769,195 @@ fn codeend() {
         -(libc::EINTR as i64),
     );
     finish(&[]);
+}
+
+/// Byte `i` of what the parent (`from_parent`) or the child sends on the stream pair.
+fn sock_byte(from_parent: bool, i: usize) -> u8 {
+    if from_parent {
+        (i * 7 + 1) as u8
+    } else {
+        (i * 13 + 5) as u8
+    }
+}
+
+/// The (length, fill byte) of the [seqpacket, dgram] messages the parent
+/// (`from_parent`) or the child sends before the dump.
+fn sock_msgs(from_parent: bool) -> [&'static [(usize, u8)]; 2] {
+    if from_parent {
+        [
+            &[(1, b'a'), (1000, b'b'), (5000, b'c')],
+            &[(5, b'f'), (600, b'g'), (7000, b'h')],
+        ]
+    } else {
+        [&[(17, b'd'), (3000, b'e')], &[(1, b'i'), (9000, b'j')]]
+    }
+}
+
+/// One recv(2) into a 64 KiB buffer, after waiting up to 10 s for `fd` to be
+/// readable when `wait` (else at once: EAGAIN is an answer).
+fn recv_msg(fd: i32, wait: bool) -> Result<Vec<u8>, io::Error> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if wait && unsafe { libc::poll(&mut p, 1, 10_000) } != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("nothing to receive on fd {fd} within 10 s"),
+        ));
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: buf is valid for its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Checks that `fds` (stream, seqpacket, dgram) hold exactly what the other side
+/// (the parent when `from_parent`) queued before the dump: `stream_len` bytes, then
+/// its messages one per recv, then nothing more.
+fn sockets_queued(who: &str, fds: [i32; 3], from_parent: bool, stream_len: usize) -> bool {
+    let mut buf = vec![0u8; stream_len];
+    let got = read_full(fds[0], &mut buf, 10_000);
+    let bad = (0..stream_len).find(|&i| buf[i] != sock_byte(from_parent, i));
+    let mut ok = expect_eq(
+        who,
+        "queued stream bytes (count, first differing byte)",
+        (got, bad),
+        (Ok(stream_len), None),
+    );
+    let msgs = sock_msgs(from_parent);
+    for (kind, fd, list) in [("seqpacket", fds[1], msgs[0]), ("dgram", fds[2], msgs[1])] {
+        for (k, &(len, fill)) in list.iter().enumerate() {
+            let got = recv_msg(fd, true)
+                .map(|m| (m.len(), m.iter().all(|&b| b == fill)))
+                .map_err(|e| e.to_string());
+            let what = format!("{kind} message #{k} (length, all bytes {:?})", fill as char);
+            ok &= expect_eq(who, &what, got, Ok((len, true)));
+        }
+        let rest = recv_msg(fd, false).map(|m| m.len()).map_err(|e| e.kind());
+        let what = format!("{kind} recv once all is read (EAGAIN)");
+        ok &= expect_eq(who, &what, rest, Err(io::ErrorKind::WouldBlock));
+    }
+    ok
+}
+
+/// 20. Connected AF_UNIX socketpairs (stream, seqpacket, dgram) split between parent
+///     and child, with unread data both ways at the dump (65536 and 40000 stream
+///     bytes; 3 and 2 messages on each of the others) and the parent's stream end
+///     O_NONBLOCK. After restore each side receives exactly what was queued for it,
+///     the O_NONBLOCK flags are as set, fresh messages pass both ways, and the
+///     child's close of its stream end gives the parent EOF.
+fn sockets() {
+    const PARENT_STREAM: usize = 65536;
+    const CHILD_STREAM: usize = 40000;
+    let mut pairs = [[0; 2]; 3];
+    let types = [libc::SOCK_STREAM, libc::SOCK_SEQPACKET, libc::SOCK_DGRAM];
+    for (pair, ty) in pairs.iter_mut().zip(types) {
+        // SAFETY: pair is a valid 2-int array.
+        check(
+            unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, pair.as_mut_ptr()) },
+            "socketpair",
+        );
+    }
+    // The stream goes last: once it is all queued, the messages are too. write(2)
+    // on a message socket sends one whole message.
+    let send_all = |fds: [i32; 3], from_parent: bool, stream_len: usize| {
+        let msgs = sock_msgs(from_parent);
+        for (fd, list) in [(fds[1], msgs[0]), (fds[2], msgs[1])] {
+            for &(len, fill) in list {
+                write_all(fd, &vec![fill; len]);
+            }
+        }
+        let data: Vec<u8> = (0..stream_len).map(|i| sock_byte(from_parent, i)).collect();
+        write_all(fds[0], &data);
+    };
+    let root = getpid();
+    let child = fork();
+    if child == 0 {
+        let who = "sockets-child";
+        let fds = pairs.map(|p| p[1]);
+        for p in pairs {
+            close(p[0]);
+        }
+        send_all(fds, false, CHILD_STREAM);
+        wait_go();
+        let mut ok = sockets_queued(who, fds, true, PARENT_STREAM);
+        let nonblock = getfl(fds[0]) & libc::O_NONBLOCK != 0;
+        ok &= expect_eq(who, "O_NONBLOCK on the stream end", nonblock, false);
+        write_all(fds[0], b"after-go!!");
+        let pong = recv_msg(fds[1], true)
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .map_err(|e| e.to_string());
+        ok &= expect_eq(who, "fresh seqpacket message", pong, Ok("pong".to_string()));
+        close(fds[0]);
+        child_exit(ok);
+    }
+    let who = "sockets-parent";
+    let fds = pairs.map(|p| p[0]);
+    for p in pairs {
+        close(p[1]);
+    }
+    send_all(fds, true, PARENT_STREAM);
+    // SAFETY: plain fcntl.
+    check(
+        unsafe { libc::fcntl(fds[0], libc::F_SETFL, getfl(fds[0]) | libc::O_NONBLOCK) },
+        "F_SETFL",
+    );
+    // The child has sent everything once its whole stream is queued here.
+    let t0 = Instant::now();
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        unsafe { libc::ioctl(fds[0], libc::FIONREAD, &mut queued) };
+        if queued as usize >= CHILD_STREAM {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the child's stream bytes never arrived ({queued} of {CHILD_STREAM})"
+        );
+        sleep_ms(2);
+    }
+    ready(&[root, child]);
+    wait_go();
+    sockets_queued(who, fds, false, CHILD_STREAM);
+    let nonblock = getfl(fds[0]) & libc::O_NONBLOCK != 0;
+    expect_eq(who, "O_NONBLOCK on the stream end", nonblock, true);
+    let mut fresh = [0u8; 10];
+    let got = read_full(fds[0], &mut fresh, 10_000)
+        .map(|n| String::from_utf8_lossy(&fresh[..n]).into_owned());
+    expect_eq(
+        who,
+        "fresh stream message",
+        got,
+        Ok("after-go!!".to_string()),
+    );
+    write_all(fds[1], b"pong");
+    let t0 = Instant::now();
+    let eof = loop {
+        let mut b = [0u8; 64];
+        // SAFETY: b is valid for its length.
+        let n = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), b.len()) };
+        let e = io::Error::last_os_error();
+        match n {
+            0 => break Ok(()),
+            1.. => break Err(format!("{n} more bytes")),
+            _ if e.raw_os_error() != Some(libc::EAGAIN) => break Err(e.to_string()),
+            _ if t0.elapsed() > Duration::from_secs(5) => break Err("EAGAIN for 5 s".to_string()),
+            _ => sleep_ms(5),
+        }
+    };
+    expect_eq(
+        who,
+        "stream read once the child closed its end (EOF)",
+        eof,
+        Ok(()),
+    );
+    finish(&[(child, "sockets-child")]);
 }

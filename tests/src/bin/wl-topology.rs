@@ -255,11 +255,8 @@ fn make_kinds() -> String {
         unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) },
         "socket",
     );
-    let mut sp = [0; 2];
-    wl::check(
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sp.as_mut_ptr()) },
-        "socketpair",
-    );
+    let (s0, s1) = wl::socketpair(libc::SOCK_STREAM);
+    let sp = [s0, s1];
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let addr = listener.local_addr().expect("addr");
     let client = std::net::TcpStream::connect(addr).expect("connect");
@@ -482,21 +479,10 @@ fn crosswise() {
 /// with SCM_RIGHTS, keeps the read end and closes its write end. The child's received
 /// read end shares the parent's open file description without any fork inheritance.
 fn scm() {
-    use nix::sys::socket::{
-        AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-        sendmsg, socketpair,
-    };
+    use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
     use std::io::{IoSlice, IoSliceMut};
-    use std::os::fd::IntoRawFd as _;
 
-    let (s0, s1) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::empty(),
-    )
-    .expect("socketpair");
-    let (s0, s1) = (s0.into_raw_fd(), s1.into_raw_fd());
+    let (s0, s1) = wl::socketpair(libc::SOCK_STREAM);
     let mut child = wl::fork_child(
         false,
         || {
@@ -941,11 +927,8 @@ fn kinds() {
     );
     wl::write_all(memfd, &[0x5a; 4096]);
     wl::lseek(memfd, 100);
-    let mut sp = [0; 2];
-    wl::check(
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sp.as_mut_ptr()) },
-        "socketpair",
-    );
+    let (s0, s1) = wl::socketpair(libc::SOCK_STREAM);
+    let sp = [s0, s1];
     let tcp = wl::check(
         unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) },
         "socket tcp",

@@ -17,7 +17,9 @@ use bytes::BytesMut;
 
 use super::{ImageError, Wire, wire};
 
-pub use files::{EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord};
+pub use files::{
+    EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord, SocketMessage,
+};
 pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
 pub use process::{
     Credentials, Itimer, MAX_XSAVE_SIZE, MmState, PosixTimer, ProcessAttrs, ProcessRecord,

@@ -1,0 +1,393 @@
+//! Unix socket pairs: two connected AF_UNIX sockets (socketpair(2)), both ends
+//! held inside the dumped tree.
+//!
+//! Each end is a socket inode of its own, like each pipe end is an open file of one
+//! pipe inode: the first end met is saved as it is, the second names the first as
+//! its peer. What sits in each end's receive queue is read without consuming it
+//! (MSG_PEEK, walking the queue with SO_PEEK_OFF), message by message, so that
+//! datagram and seqpacket boundaries survive. On restore the first encounter of
+//! either end creates the pair, puts back each end's queue by sending it from the
+//! other end, and deposits the other end under its objref for the fd that names it.
+//!
+//! Refused, naming pid and fd: sockets of other families, listening sockets,
+//! sockets bound to a name, sockets whose peer is outside the tree (or that have
+//! none), sockets shut down in either direction, and queues carrying file
+//! descriptors (SCM_RIGHTS) — restore cannot recreate any of those yet.
+
+use std::{
+    collections::HashMap,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+};
+
+use ckpt_common::image::SocketMessage;
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    unix::{ShowFlags, StateFlags, UnixRequest, nlas::UnixDiagName},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+
+use crate::error::{Error, Result};
+
+/// What sock_diag tells about one unix socket.
+#[derive(Clone, Debug)]
+pub struct UnixSocketInfo {
+    pub sock_type: u32,
+    pub listening: bool,
+    pub peer: Option<u64>,
+    /// The name it is bound to (a path, or `@name` for the abstract namespace).
+    pub name: Option<String>,
+    /// SHUT_RD (1) / SHUT_WR (2) bits.
+    pub shutdown: u8,
+}
+
+const TCP_LISTEN: u8 = 10;
+
+/// Every unix socket of the machine, by inode number (one sock_diag dump).
+pub fn unix_sockets() -> Result<HashMap<u64, UnixSocketInfo>> {
+    let err = |what: &str, e: std::io::Error| Error::io(format!("sock_diag: {what}"), e);
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| err("socket", e))?;
+    socket.bind_auto().map_err(|e| err("bind", e))?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(|e| err("connect", e))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut request = NetlinkMessage::new(
+        header,
+        SockDiagMessage::UnixRequest(UnixRequest {
+            // Every state: a connected datagram socket is not "established" on
+            // every kernel.
+            state_flags: StateFlags::from_bits_retain(u32::MAX),
+            inode: 0,
+            // The shutdown state is always reported.
+            show_flags: ShowFlags::NAME | ShowFlags::PEER,
+            cookie: [0xff; 8],
+        })
+        .into(),
+    );
+    request.finalize();
+    let mut buf = vec![0u8; request.buffer_len()];
+    request.serialize(&mut buf);
+    socket.send(&buf, 0).map_err(|e| err("send", e))?;
+
+    let mut out = HashMap::new();
+    let mut rx = vec![0u8; 64 << 10];
+    loop {
+        let n = socket
+            .recv(&mut &mut rx[..], 0)
+            .map_err(|e| err("recv", e))?;
+        let mut at = 0;
+        while at < n {
+            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[at..n])
+                .map_err(|e| Error::Other(format!("sock_diag: malformed reply: {e}")))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    return Err(Error::Other(format!("sock_diag: the kernel answered {e}")));
+                }
+                NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) => {
+                    let name = r.name().map(|n| match n {
+                        UnixDiagName::Pathname(p) => p.to_string_lossy().into_owned(),
+                        UnixDiagName::Abstract(a) => {
+                            format!("@{}", String::from_utf8_lossy(a))
+                        }
+                    });
+                    out.insert(
+                        u64::from(r.header.inode),
+                        UnixSocketInfo {
+                            sock_type: u32::from(r.header.kind),
+                            listening: r.header.state == TCP_LISTEN,
+                            peer: r.peer().filter(|&p| p != 0).map(u64::from),
+                            name,
+                            shutdown: r.shutdown_state().unwrap_or(0),
+                        },
+                    );
+                }
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            at += len;
+        }
+    }
+}
+
+/// Why the unix socket `info` (the socket of inode `ino`) cannot be saved, given
+/// the socket inodes the tree holds; `None` when it can.
+pub fn refuse_reason(
+    info: Option<&UnixSocketInfo>,
+    tree_sockets: &std::collections::HashSet<u64>,
+) -> Option<String> {
+    let Some(info) = info else {
+        return Some("a socket that is not AF_UNIX (network sockets are not restored)".into());
+    };
+    if info.listening {
+        return Some("a listening unix socket".into());
+    }
+    if let Some(name) = &info.name {
+        return Some(format!("a unix socket bound to {name}"));
+    }
+    match info.peer {
+        None => return Some("a unix socket connected to nothing".into()),
+        Some(p) if !tree_sockets.contains(&p) => {
+            return Some(format!(
+                "a unix socket whose peer (socket:[{p}]) is held outside the dumped tree"
+            ));
+        }
+        Some(_) => {}
+    }
+    if info.shutdown != 0 {
+        return Some(format!(
+            "a unix socket shut down for {}",
+            match info.shutdown {
+                1 => "reading",
+                2 => "writing",
+                _ => "reading and writing",
+            }
+        ));
+    }
+    if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET]
+        .contains(&(info.sock_type as i32))
+    {
+        return Some(format!("a unix socket of type {}", info.sock_type));
+    }
+    None
+}
+
+fn getsockopt_int(fd: RawFd, level: i32, name: i32, what: &str) -> Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into an int of the size passed.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut v).cast(), &mut len) };
+    if rc < 0 {
+        return Err(Error::io(
+            format!("getsockopt({what})"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(v)
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, v: i32, what: &str) -> Result<()> {
+    // SAFETY: setsockopt from an int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::io(
+            format!("setsockopt({what}, {v})"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Dump: (SO_SNDBUF, SO_RCVBUF, receive queue) of a unix socket, through a copy of
+/// one of its fds. The queue is peeked, never consumed; SO_PEEK_OFF is put back.
+pub fn dump(copy: &OwnedFd, sock_type: u32) -> Result<(u32, u32, Vec<SocketMessage>)> {
+    let fd = copy.as_raw_fd();
+    let sndbuf = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")?;
+    let rcvbuf = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")?;
+    let peek_off = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, "SO_PEEK_OFF")?;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0, "SO_PEEK_OFF")?;
+    let queue = peek_queue(fd, sock_type == libc::SOCK_STREAM as u32);
+    let restored = setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_PEEK_OFF,
+        peek_off,
+        "SO_PEEK_OFF",
+    );
+    let queue = queue?;
+    restored?;
+    Ok((sndbuf as u32, rcvbuf as u32, queue))
+}
+
+/// Every message queued on `fd`, peeked in order (SO_PEEK_OFF is 0 and advances
+/// with each peek). A stream's bytes come back as one message.
+fn peek_queue(fd: RawFd, stream: bool) -> Result<Vec<SocketMessage>> {
+    // Larger than any unix datagram (bounded by the sender's SO_SNDBUF, 4 MiB at most
+    // without CAP_NET_ADMIN's override).
+    let mut buf = vec![0u8; 8 << 20];
+    let mut control = [0u64; 64];
+    let mut out: Vec<SocketMessage> = Vec::new();
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: recvmsg into the buffers described by msg.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EAGAIN) {
+                return Ok(out);
+            }
+            return Err(Error::io("peeking at the socket's queue", e));
+        }
+        if n == 0 && stream {
+            return Ok(out); // nothing queued and the peer is gone
+        }
+        let passed = close_passed_fds(&msg);
+        if passed > 0 || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(Error::Other(format!(
+                "its queue carries file descriptors (SCM_RIGHTS, {passed} in one message): \
+                 not yet supported"
+            )));
+        }
+        if msg.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(Error::Other(format!(
+                "a queued message is larger than the {} bytes ckpt reads",
+                buf.len()
+            )));
+        }
+        let data = buf[..n as usize].to_vec();
+        match out.last_mut() {
+            Some(last) if stream => last.data.extend_from_slice(&data),
+            _ => out.push(SocketMessage { data }),
+        }
+    }
+}
+
+/// Closes the fds a peek received through SCM_RIGHTS; returns how many there were.
+fn close_passed_fds(msg: &libc::msghdr) -> usize {
+    let mut count = 0;
+    // SAFETY: walking the control buffer recvmsg filled, with the libc macros.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    libc::close(data.add(i).read_unaligned());
+                    count += 1;
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    count
+}
+
+/// One end of a pair to restore: its buffer sizes and what it must find queued.
+pub struct EndState<'a> {
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    pub queue: &'a [SocketMessage],
+}
+
+impl<'a> EndState<'a> {
+    /// The state the image saved for the unix socket `inode`.
+    pub fn of(inode: &'a ckpt_common::image::InodeRecord) -> Result<EndState<'a>> {
+        match &inode.kind {
+            ckpt_common::image::InodeKind::UnixSocket {
+                sndbuf,
+                rcvbuf,
+                queue,
+                ..
+            } => Ok(EndState {
+                sndbuf: *sndbuf,
+                rcvbuf: *rcvbuf,
+                queue,
+            }),
+            other => Err(Error::Other(format!(
+                "{} is a {}, not a unix socket",
+                inode.objref,
+                other.name()
+            ))),
+        }
+    }
+}
+
+/// Restore: a connected pair of `sock_type` with each end's buffer sizes and
+/// queue; returns (a, b). Each end's queue is sent from the other end.
+pub fn restore_pair(sock_type: u32, a: &EndState, b: &EndState) -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two ints.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            sock_type as i32 | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(Error::io(
+            format!("socketpair(AF_UNIX, type {sock_type})"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: two new fds we own.
+    let (fa, fb) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for (fd, end) in [(&fa, a), (&fb, b)] {
+        // getsockopt reports twice what was set (the kernel's bookkeeping share):
+        // set half. The FORCE variants pass rmem_max/wmem_max (ckpt is root).
+        let fd = fd.as_raw_fd();
+        setsockopt_int(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            (end.sndbuf / 2) as i32,
+            "SO_SNDBUFFORCE",
+        )?;
+        setsockopt_int(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (end.rcvbuf / 2) as i32,
+            "SO_RCVBUFFORCE",
+        )?;
+    }
+    send_queue(&fb, a.queue)?;
+    send_queue(&fa, b.queue)?;
+    Ok((fa, fb))
+}
+
+/// Sends `queue` from `from`, message by message, without blocking.
+fn send_queue(from: &OwnedFd, queue: &[SocketMessage]) -> Result<()> {
+    for m in queue {
+        let mut sent = 0;
+        // A stream's bytes may go in several sends; a message goes whole.
+        while sent < m.data.len() || (m.data.is_empty() && sent == 0) {
+            // SAFETY: send from a buffer we own.
+            let n = unsafe {
+                libc::send(
+                    from.as_raw_fd(),
+                    m.data[sent..].as_ptr().cast(),
+                    m.data.len() - sent,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                return Err(Error::io(
+                    format!("putting back {} queued bytes ({sent} sent)", m.data.len()),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            if m.data.is_empty() {
+                break;
+            }
+            sent += n as usize;
+        }
+    }
+    Ok(())
+}
