@@ -6,8 +6,8 @@
 mod common;
 
 use ckpt_common::image::{
-    AreaKind, FdRecord, Image, ImageError, InodeKind, InodeRecord, ObjRef, PageRun, Record,
-    SocketMessage,
+    AreaKind, FdRecord, Image, ImageError, InodeKind, InodeRecord, InotifyWatch, ObjRef, PageRun,
+    Record, SocketMessage,
 };
 use common::{PAGE, area, frames, sample_image, thread};
 
@@ -331,4 +331,34 @@ fn a_unix_socket_peer_must_be_a_socket_of_the_same_type() {
         r.insert(at, socket(51, 1, Some(first_inode)))
     });
     assert!(msg.contains("as a unix socket, but record"), "{msg}");
+}
+
+#[test]
+fn inotify_watch_descriptors_must_be_positive_and_increasing() {
+    let at = after_first_inode();
+    let watch = |wd| InotifyWatch {
+        wd,
+        mask: 2,
+        path: "/tmp/x".into(),
+        ino: 1,
+        dev: 2,
+    };
+    let inotify = |wds: &[i32]| {
+        Record::Inode(InodeRecord {
+            objref: ObjRef(60),
+            kind: InodeKind::Inotify {
+                watches: wds.iter().map(|&wd| watch(wd)).collect(),
+            },
+        })
+    };
+    let (mut image, _) = sample_image();
+    image.records.insert(at, inotify(&[1, 3]));
+    image.validate().expect("increasing descriptors are valid");
+    for bad in [&[0][..], &[2, 2], &[3, 1]] {
+        let msg = broken(at, "inode", |r| r.insert(at, inotify(bad)));
+        assert!(
+            msg.contains("not positive or not in increasing order"),
+            "{msg}"
+        );
+    }
 }

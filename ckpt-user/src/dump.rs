@@ -721,6 +721,7 @@ impl Collector<'_> {
                     "anon_inode:[signalfd]" => kinds::signalfd::dump(&fdinfo),
                     "anon_inode:[timerfd]" => kinds::timerfd::dump(&fdinfo),
                     "anon_inode:[eventpoll]" => kinds::epoll::dump(pid, &fdinfo),
+                    "anon_inode:inotify" => kinds::inotify::dump(&self.steal(pid, fd)?, &fdinfo),
                     other => {
                         return Err(Error::Other(format!(
                             "pid {pid} fd {fd} is an anon inode ({other}): not yet supported by \

@@ -195,7 +195,8 @@ impl<'a> Index<'a> {
                 | InodeKind::SignalFd { .. }
                 | InodeKind::TimerFd { .. }
                 | InodeKind::Epoll { .. }
-                | InodeKind::UnixSocket { .. } => format!("{} {objref}", n.kind.name()),
+                | InodeKind::UnixSocket { .. }
+                | InodeKind::Inotify { .. } => format!("{} {objref}", n.kind.name()),
                 InodeKind::DeletedFile { path, .. } => {
                     format!("deleted file {objref} {}", path.display())
                 }
@@ -432,6 +433,20 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                     if *semaphore { ", semaphore" } else { "" }
                 ),
                 InodeKind::SignalFd { mask } => format!("signalfd: signals {mask:#x}"),
+                InodeKind::Inotify { watches } => format!(
+                    "inotify: {}",
+                    if watches.is_empty() {
+                        "no watches".to_string()
+                    } else {
+                        watches
+                            .iter()
+                            .map(|w| {
+                                format!("wd {} {} (mask {:#x})", w.wd, w.path.display(), w.mask)
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
                 InodeKind::UnixSocket {
                     sock_type,
                     peer,

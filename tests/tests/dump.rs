@@ -1445,8 +1445,13 @@ fn refused_for_fd(mode: &str, fd_keys: &[&str], kind_words: &[&str]) {
 }
 
 #[test]
-fn refuses_an_inotify_instance_naming_pid_fd_and_kind() {
-    refused_for_fd("inotify", &["ino"], &["inotify", "anon"]);
+fn refuses_a_fanotify_instance_naming_pid_fd_and_kind() {
+    refused_for_fd("fanotify", &["fan"], &["fanotify", "anon"]);
+}
+
+#[test]
+fn refuses_an_inotify_instance_with_unread_events_naming_pid_fd() {
+    refused_for_fd("inotify-pending", &["ino"], &["unread"]);
 }
 
 #[test]

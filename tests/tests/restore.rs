@@ -430,6 +430,11 @@ fn unix_socketpairs_come_back_with_queued_data() {
     scenario("sockets", &["sockets-parent", "sockets-child"]);
 }
 
+#[test]
+fn inotify_watches_come_back_with_their_watch_descriptors() {
+    scenario("inotify", &["inotify"]);
+}
+
 /// ckpt runs its injected code elsewhere when the thread's own code mapping ends
 /// right after its instruction pointer (dump and restore both inject).
 #[test]

@@ -321,6 +321,18 @@ fn check_record(
             {
                 check_runs(pages, size.div_ceil(page_size), page_size, pages_len)?;
             }
+            if let InodeKind::Inotify { watches } = &n.kind
+                && let Some(w) = watches
+                    .iter()
+                    .enumerate()
+                    .find(|&(i, w)| w.wd < 1 || (i > 0 && w.wd <= watches[i - 1].wd))
+                    .map(|(_, w)| w)
+            {
+                return Err(format!(
+                    "inotify watch descriptor {} is not positive or not in increasing order",
+                    w.wd
+                ));
+            }
             if let InodeKind::UnixSocket {
                 sock_type, peer, ..
             } = &n.kind

@@ -11,8 +11,8 @@ use std::{
 
 use ckpt_common::image::{
     AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
-    Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, PosixTimer, ProcessAttrs,
-    ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
+    InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, PosixTimer,
+    ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
     SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
     records::{map, prot},
 };
@@ -223,7 +223,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(16) {
+            kind: match r.below(17) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -288,6 +288,17 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     settime_flags: r.u32(),
                     value_ns: r.next(),
                     interval_ns: r.next(),
+                },
+                15 => InodeKind::Inotify {
+                    watches: (0..r.below(3))
+                        .map(|_| InotifyWatch {
+                            wd: r.i32(),
+                            mask: r.u32(),
+                            path: r.path(),
+                            ino: r.next(),
+                            dev: r.next(),
+                        })
+                        .collect(),
                 },
                 14 => InodeKind::UnixSocket {
                     sock_type: r.u32(),

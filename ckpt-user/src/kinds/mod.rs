@@ -8,6 +8,7 @@ pub mod device;
 pub mod dir;
 pub mod epoll;
 pub mod eventfd;
+pub mod inotify;
 pub mod memfd;
 pub mod pipe;
 pub mod regular;
@@ -23,6 +24,7 @@ pub fn restorable_anon(path: &str) -> bool {
             | "anon_inode:[signalfd]"
             | "anon_inode:[timerfd]"
             | "anon_inode:[eventpoll]"
+            | "anon_inode:inotify"
     )
 }
 

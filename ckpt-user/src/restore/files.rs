@@ -30,7 +30,8 @@ use log::warn;
 use crate::{
     error::{Error, Result},
     kinds::{
-        deleted, device, dir, epoll, eventfd, memfd, pipe, regular, signalfd, socket, timerfd,
+        deleted, device, dir, epoll, eventfd, inotify, memfd, pipe, regular, signalfd, socket,
+        timerfd,
     },
     memory::PageReader,
     objref::Deposits,
@@ -263,6 +264,7 @@ impl OpenFiles {
                 Ok(mine)
             }
             InodeKind::EventFd { count, semaphore } => eventfd::restore_open(*count, *semaphore),
+            InodeKind::Inotify { watches } => inotify::restore_open(watches),
             InodeKind::SignalFd { mask } => signalfd::restore_open(*mask),
             InodeKind::Epoll { .. } => epoll::restore_open(),
             InodeKind::TimerFd {

@@ -471,6 +471,14 @@ impl<'a> Plan<'a> {
                 | InodeKind::SignalFd { .. }
                 | InodeKind::TimerFd { .. }
                 | InodeKind::UnixSocket { .. } => {}
+                // Each watched path must still name the watched object.
+                InodeKind::Inotify { watches } => {
+                    for w in watches {
+                        regular::check_unchanged(&w.path, None, w.ino, w.dev).map_err(|e| {
+                            Error::Other(format!("{who}: inotify watch {}: {e}", w.wd))
+                        })?;
+                    }
+                }
                 InodeKind::DeletedFile { path, .. } => {
                     // Recreated, unnamed, in the directory it was in.
                     let dir = path.parent().unwrap_or(std::path::Path::new("/"));

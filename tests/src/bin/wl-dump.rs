@@ -34,7 +34,8 @@ fn main() {
         "eventfd" => eventfd(),
         "epoll" => epoll(false),
         "epoll-closed" => epoll(true),
-        "inotify" => inotify(),
+        "inotify-pending" => inotify_pending(),
+        "fanotify" => fanotify(),
         "uts-ns" => uts_ns(),
         "posix-timer" => posix_timer(),
         "socket" => socket(),
@@ -475,11 +476,39 @@ fn epoll(close_target: bool) {
     ready_and_serve(&[child.pid]);
 }
 
-/// An inotify instance (an anon inode ckpt does not restore).
-fn inotify() {
+/// An inotify instance watching a file (IN_MODIFY) that was then appended to: one
+/// event queued, unread (dump refuses it: it cannot put the event back).
+fn inotify_pending() {
+    let path = format!("{}/watched", wl::temp_dir());
+    wl::make_file(&path, 10);
     // SAFETY: plain syscall.
     let ino = wl::check(unsafe { libc::inotify_init1(0) }, "inotify_init1");
+    let c = std::ffi::CString::new(path.clone()).expect("path");
+    // SAFETY: a NUL-terminated path.
+    wl::check(
+        unsafe { libc::inotify_add_watch(ino, c.as_ptr(), libc::IN_MODIFY) },
+        "inotify_add_watch",
+    );
+    let fd = wl::open(&path, libc::O_WRONLY | libc::O_APPEND, 0);
+    wl::write_all(fd, b"+");
+    wl::close(fd);
     wl::say(&format!("INFO ino={ino}"));
+    ready_and_serve(&[]);
+}
+
+/// A fanotify instance (an anon inode ckpt does not restore).
+fn fanotify() {
+    // SAFETY: plain syscall (the workloads run as root).
+    let fan = wl::check(
+        unsafe {
+            libc::fanotify_init(
+                libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC,
+                libc::O_RDONLY as libc::c_uint,
+            )
+        },
+        "fanotify_init",
+    );
+    wl::say(&format!("INFO fan={fan}"));
     ready_and_serve(&[]);
 }
 

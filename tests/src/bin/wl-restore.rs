@@ -119,26 +119,31 @@ fn child_exit(ok: bool) -> ! {
     unsafe { libc::_exit(if ok { 0 } else { 1 }) }
 }
 
-/// Reads until `buf` is full or EOF, with a poll timeout per read (so a lost wakeup
-/// fails instead of hanging). Returns the bytes read, or an error message.
-fn read_full(fd: i32, buf: &mut [u8], timeout_ms: i32) -> Result<usize, String> {
-    let mut off = 0;
-    while off < buf.len() {
+/// Waits up to `timeout_ms` for `fd` to be readable: whether it became so.
+fn readable_within(fd: i32, timeout_ms: i32) -> Result<bool, String> {
+    loop {
         let mut p = libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-        if r == 0 {
-            return Err(format!("no data on fd {fd} for {timeout_ms} ms"));
+        match unsafe { libc::poll(&mut p, 1, timeout_ms) } {
+            0 => return Ok(false),
+            r if r > 0 => return Ok(true),
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
+            _ => return Err(format!("poll fd {fd}: {}", io::Error::last_os_error())),
         }
-        if r < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(format!("poll fd {fd}: {}", io::Error::last_os_error()));
+    }
+}
+
+/// Reads until `buf` is full or EOF, with a poll timeout per read (so a lost wakeup
+/// fails instead of hanging). Returns the bytes read, or an error message.
+fn read_full(fd: i32, buf: &mut [u8], timeout_ms: i32) -> Result<usize, String> {
+    let mut off = 0;
+    while off < buf.len() {
+        if !readable_within(fd, timeout_ms)? {
+            return Err(format!("no data on fd {fd} for {timeout_ms} ms"));
         }
         // SAFETY: buf is valid for its length.
         let n = unsafe { libc::read(fd, buf[off..].as_mut_ptr().cast(), buf.len() - off) };
@@ -215,6 +220,7 @@ fn main() {
         "ghosts" => ghosts(),
         "codeend" => codeend(),
         "sockets" => sockets(),
+        "inotify" => inotify(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -1796,13 +1802,7 @@ fn sock_msgs(from_parent: bool) -> [&'static [(usize, u8)]; 2] {
 /// One recv(2) into a 64 KiB buffer, after waiting up to 10 s for `fd` to be
 /// readable when `wait` (else at once: EAGAIN is an answer).
 fn recv_msg(fd: i32, wait: bool) -> Result<Vec<u8>, io::Error> {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    if wait && unsafe { libc::poll(&mut p, 1, 10_000) } != 1 {
+    if wait && !readable_within(fd, 10_000).map_err(io::Error::other)? {
         return Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("nothing to receive on fd {fd} within 10 s"),
@@ -1960,4 +1960,138 @@ fn sockets() {
         Ok(()),
     );
     finish(&[(child, "sockets-child")]);
+}
+
+/// One inotify event: (watch descriptor, mask, name without its NUL padding).
+type InotifyEvent = (i32, u32, String);
+
+/// The events one read(2) of inotify fd `fd` gives, after waiting up to `timeout_ms`
+/// for it to be readable (none if nothing arrives by then).
+fn inotify_events(fd: i32, timeout_ms: i32) -> Result<Vec<InotifyEvent>, String> {
+    if !readable_within(fd, timeout_ms)? {
+        return Ok(Vec::new());
+    }
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: buf is valid for its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(format!("read fd {fd}: {}", io::Error::last_os_error()));
+    }
+    let head = std::mem::size_of::<libc::inotify_event>();
+    let (n, mut off, mut events) = (n as usize, 0, Vec::new());
+    while off + head <= n {
+        // SAFETY: `head` bytes of the buffer at `off`, read unaligned.
+        let ev: libc::inotify_event =
+            unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
+        let end = (off + head + ev.len as usize).min(n);
+        let name = &buf[off + head..end];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        events.push((ev.wd, ev.mask, String::from_utf8_lossy(name).into_owned()));
+        off = end;
+    }
+    Ok(events)
+}
+
+/// inotify_add_watch(`fd`, `path`, `mask`): the watch descriptor, or -1.
+fn add_watch(fd: i32, path: &str, mask: u32) -> i32 {
+    let c = std::ffi::CString::new(path).expect("path");
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) }
+}
+
+/// Appends one byte to `path`.
+fn append_byte(path: &str) {
+    let fd = open(path, libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC, 0);
+    write_all(fd, b"+");
+    close(fd);
+}
+
+/// 21. An O_NONBLOCK inotify instance (and a dup of its fd) watching `watched/a`
+///     (IN_MODIFY, wd 1) and the directory `watched` (IN_CREATE | IN_ONLYDIR, wd 3);
+///     wd 2 watched `watched/b` and was removed (its IN_IGNORED event read), so no
+///     event is queued at the dump. After restore: O_NONBLOCK and nothing to read;
+///     each watch reports under its wd, the removed one not at all; a new watch gets
+///     wd 4; the dup reads from the same instance.
+fn inotify() {
+    let who = "inotify";
+    let watched = path("watched");
+    let (a, b, c) = (
+        format!("{watched}/a"),
+        format!("{watched}/b"),
+        format!("{watched}/c"),
+    );
+    std::fs::create_dir(&watched).expect("watched");
+    std::fs::write(&a, "").expect("watched/a");
+    std::fs::write(&b, "").expect("watched/b");
+    // SAFETY: plain syscall.
+    let ino = check(
+        unsafe { libc::inotify_init1(libc::IN_NONBLOCK) },
+        "inotify_init1",
+    );
+    let wd_a = add_watch(ino, &a, libc::IN_MODIFY);
+    let wd_b = add_watch(ino, &b, libc::IN_MODIFY);
+    // SAFETY: plain syscall on our own instance.
+    let rm = unsafe { libc::inotify_rm_watch(ino, wd_b) };
+    // The removal queues IN_IGNORED for wd 2: read it, so nothing is unread at the dump.
+    let ignored = inotify_events(ino, 5_000);
+    let wd_dir = add_watch(ino, &watched, libc::IN_CREATE | libc::IN_ONLYDIR);
+    let dup_fd = dup(ino);
+    ready(&[getpid()]);
+    wait_go();
+    expect_eq(
+        who,
+        "wds of a, b and the directory, inotify_rm_watch of b, and the events it queued",
+        (wd_a, wd_b, wd_dir, rm, ignored),
+        (1, 2, 3, 0, Ok(vec![(2, libc::IN_IGNORED, String::new())])),
+    );
+    let mut byte = [0u8; 1];
+    // SAFETY: reads at most one byte into a live buffer.
+    let n = unsafe { libc::read(ino, byte.as_mut_ptr().cast(), 1) };
+    let err = io::Error::last_os_error().raw_os_error();
+    expect_eq(
+        who,
+        "O_NONBLOCK, and a read before anything changed (EAGAIN)",
+        (getfl(ino) & libc::O_NONBLOCK != 0, n, err),
+        (true, -1, Some(libc::EAGAIN)),
+    );
+    append_byte(&a);
+    expect_eq(
+        who,
+        "events once watched/a is appended to",
+        inotify_events(ino, 5_000),
+        Ok(vec![(1, libc::IN_MODIFY, String::new())]),
+    );
+    let fd = open(&c, libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+    close(fd);
+    expect_eq(
+        who,
+        "events once watched/c is created",
+        inotify_events(ino, 5_000),
+        Ok(vec![(3, libc::IN_CREATE, "c".to_string())]),
+    );
+    append_byte(&b);
+    expect_eq(
+        who,
+        "events within 200 ms of appending to watched/b (its watch was removed)",
+        inotify_events(ino, 200),
+        Ok(vec![]),
+    );
+    expect_eq(
+        who,
+        "wd of a new watch on watched/c",
+        add_watch(ino, &c, libc::IN_MODIFY),
+        4,
+    );
+    append_byte(&c);
+    expect_eq(
+        who,
+        "kcmp(inotify fd, its dup), and the events read through the dup once watched/c \
+         is appended to",
+        (
+            kcmp_file(getpid(), getpid(), ino, dup_fd),
+            inotify_events(dup_fd, 5_000),
+        ),
+        (0, Ok(vec![(4, libc::IN_MODIFY, String::new())])),
+    );
+    finish(&[]);
 }

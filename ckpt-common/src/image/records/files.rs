@@ -129,8 +129,47 @@ pub enum InodeKind {
         rcvbuf: u32,
         queue: Vec<SocketMessage>,
     },
+    /// An inotify instance: its watches, by watch descriptor. Like every anon_inode
+    /// object its state belongs to the open file description.
+    #[serde(rename = "inotify")]
+    Inotify { watches: Vec<InotifyWatch> },
     /// Anything else: its `i_mode` and a description.
     Other { mode: u32, description: String },
+}
+
+/// One watch of an inotify instance: its descriptor, event mask (as
+/// inotify_add_watch takes it), and the watched object's path, inode and device
+/// (`st_dev`), so restore can tell the path still names it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub mask: u32,
+    #[serde(serialize_with = "ser::path")]
+    pub path: PathBuf,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Wire for InotifyWatch {
+    const MIN_SIZE: usize = 4 + 4 + 4 + 8 + 8;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i32_le(self.wd);
+        out.put_u32_le(self.mask);
+        wire::put_path(out, &self.path);
+        out.put_u64_le(self.ino);
+        out.put_u64_le(self.dev);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(InotifyWatch {
+            wd: wire::i32(buf, "watch.wd")?,
+            mask: wire::u32(buf, "watch.mask")?,
+            path: wire::path(buf, "watch.path")?,
+            ino: wire::u64(buf, "watch.ino")?,
+            dev: wire::u64(buf, "watch.dev")?,
+        })
+    }
 }
 
 /// One message queued on a socket (for a stream socket, all its queued bytes).
@@ -172,6 +211,7 @@ impl InodeKind {
             InodeKind::DeletedFile { .. } => "deleted-file",
             InodeKind::MemFd { .. } => "memfd",
             InodeKind::UnixSocket { .. } => "unix-socket",
+            InodeKind::Inotify { .. } => "inotify",
             InodeKind::Other { .. } => "other",
         }
     }
@@ -333,6 +373,10 @@ impl Wire for InodeRecord {
                 out.put_u32_le(*rcvbuf);
                 wire::put_list(out, queue);
             }
+            InodeKind::Inotify { watches } => {
+                out.put_u8(17);
+                wire::put_list(out, watches);
+            }
         }
     }
 
@@ -415,6 +459,9 @@ impl Wire for InodeRecord {
                 sndbuf: wire::u32(buf, "sndbuf")?,
                 rcvbuf: wire::u32(buf, "rcvbuf")?,
                 queue: wire::list(buf, "queue")?,
+            },
+            17 => InodeKind::Inotify {
+                watches: wire::list(buf, "watches")?,
             },
             v => {
                 return Err(ImageError::malformed(format!(

@@ -18,7 +18,8 @@ use bytes::BytesMut;
 use super::{ImageError, Wire, wire};
 
 pub use files::{
-    EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, OpenFileRecord, SocketMessage,
+    EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
+    SocketMessage,
 };
 pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
 pub use process::{
