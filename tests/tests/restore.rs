@@ -16,6 +16,7 @@
 
 use std::{
     fs,
+    io::Write as _,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -518,6 +519,56 @@ fn shell_pipeline() {
     w.go();
     let text = w.wait_result(Duration::from_secs(30));
     w.check_result(&text, &["shell"]);
+}
+
+/// Reads lines until `END` (a shell `read` takes one line at a time from a pipe, where
+/// awk would wait for a full buffer): they must be 0, 1, 2, ... in order.
+const FOLLOW_SH: &str = r#"n=0; bad=0
+while read -r l; do
+  if [ "$l" = END ]; then
+    if [ $bad = 0 ]; then echo "PASS tail: $n lines in order" >> result
+    else echo "FAIL tail: lines out of order ($n read)" >> result; fi
+    echo DONE >> result; exit $bad
+  fi
+  [ "$l" = "$n" ] || bad=1
+  n=$((n+1))
+done
+"#;
+
+/// `tail -f input | sh`: tail follows the file with inotify, so after restore the
+/// lines appended to it come through only if tail's inotify watch came back.
+#[test]
+fn tail_follow_pipeline() {
+    setup();
+    let mut w = Wl::start_with("tail", |dir| {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("follow.sh"), FOLLOW_SH).unwrap();
+        let lines: String = (0..10).map(|i| format!("{i}\n")).collect();
+        fs::write(dir.join("input"), lines).unwrap();
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(
+            "echo \"READY $$\" > ready.tmp && mv ready.tmp ready; \
+             tail -n +1 -f input | sh follow.sh",
+        );
+        (c, true)
+    });
+    // tail has read the ten lines and waits on its inotify watch.
+    thread::sleep(Duration::from_millis(500));
+    w.dump();
+    w.restore_detached();
+    let mut input = fs::OpenOptions::new()
+        .append(true)
+        .open(w.dir.join("input"))
+        .unwrap();
+    for i in 10..20 {
+        writeln!(input, "{i}").unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    writeln!(input, "END").unwrap();
+    drop(input);
+    let text = w.wait_result(Duration::from_secs(30));
+    w.check_result(&text, &["tail"]);
+    assert!(text.contains("PASS tail: 20 lines"), "{text}");
 }
 
 /// Same pids, parents, groups and sessions after restore -d, read from /proc.
