@@ -214,6 +214,27 @@ pub fn run() -> CheckReport {
             ))
         }
     }));
+    checks.push(check(
+        "unix socket peers (sock_diag)",
+        false,
+        match crate::kinds::socket::unix_sockets() {
+            Ok(all) => Ok(format!(
+                "{} unix sockets seen; connected pairs can be dumped",
+                all.len()
+            )),
+            Err(e) => Err(format!("{e}: trees holding unix sockets are refused")),
+        },
+    ));
+    checks.push(check(
+        "inotify watch descriptors (INOTIFY_IOC_SETNEXTWD)",
+        false,
+        match crate::kinds::inotify::can_set_next_wd() {
+            Ok(()) => Ok("watches are restored under their descriptors".into()),
+            Err(e) => Err(format!(
+                "{e}: inotify instances cannot be restored (needs CONFIG_CHECKPOINT_RESTORE)"
+            )),
+        },
+    ));
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();

@@ -189,6 +189,32 @@ pub fn restore_open(watches: &[InotifyWatch]) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Whether this kernel takes INOTIFY_IOC_SETNEXTWD (`ckpt check`).
+pub fn can_set_next_wd() -> Result<()> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::io("inotify_init1", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the ioctl takes the descriptor by value.
+    if unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            INOTIFY_IOC_SETNEXTWD as _,
+            7 as libc::c_long,
+        )
+    } < 0
+    {
+        return Err(Error::io(
+            "INOTIFY_IOC_SETNEXTWD",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 fn add_watch(fd: &OwnedFd, w: &InotifyWatch) -> Result<()> {
     let what = format!("inotify watch {} on {}", w.wd, w.path.display());
     // SAFETY: the ioctl takes the descriptor by value.
