@@ -362,3 +362,28 @@ fn inotify_watch_descriptors_must_be_positive_and_increasing() {
         );
     }
 }
+
+#[test]
+fn only_a_datagram_socket_alone_may_be_connected_by_path() {
+    let at = after_first_inode();
+    let alone = |sock_type, connect_to: Option<&str>| {
+        Record::Inode(InodeRecord {
+            objref: ObjRef(70),
+            kind: InodeKind::UnixSocketAlone {
+                sock_type,
+                connect_to: connect_to.map(Into::into),
+                sndbuf: 4608,
+                rcvbuf: 4608,
+            },
+        })
+    };
+    let (mut image, _) = sample_image();
+    image.records.insert(at, alone(2, Some("/dev/log")));
+    image
+        .validate()
+        .expect("a datagram socket connected by path is valid");
+    let msg = broken(at, "inode", |r| r.insert(at, alone(1, Some("/dev/log"))));
+    assert!(msg.contains("only datagram sockets"), "{msg}");
+    let msg = broken(at, "inode", |r| r.insert(at, alone(9, None)));
+    assert!(msg.contains("is not SOCK_STREAM"), "{msg}");
+}

@@ -235,8 +235,12 @@ struct Collector<'a> {
     progress: Progress,
     objrefs: ObjRefTable<ObjKey>,
     pidfds: HashMap<i32, OwnedFd>,
-    /// The machine's unix sockets (sock_diag), read at the first socket met.
-    unix_sockets: Option<HashMap<u64, kinds::socket::UnixSocketInfo>>,
+    /// The machine's unix sockets (sock_diag) and the socket inodes the tree
+    /// holds, read at the first socket met.
+    unix_sockets: Option<(
+        HashMap<u64, kinds::socket::UnixSocketInfo>,
+        std::collections::HashSet<u64>,
+    )>,
     report: &'a mut DumpReport,
 }
 
@@ -377,12 +381,11 @@ fn refuse_unsupported(table: &SharingTable) -> Result<()> {
             ObjectKind::Socket => {
                 let sockets = sockets.get_or_insert_with(|| tree_sockets(table));
                 let ino = table.inode(f.inode).map_or(0, |i| i.ino);
-                let info = sockets
+                let all = sockets
                     .0
                     .as_ref()
-                    .map_err(|e| Error::Other(e.to_string()))?
-                    .get(&ino);
-                if let Some(why) = kinds::socket::refuse_reason(info, &sockets.1) {
+                    .map_err(|e| Error::Other(e.to_string()))?;
+                if let Some(why) = kinds::socket::refuse_reason(all.get(&ino), all, &sockets.1) {
                     return Err(Error::Other(format!(
                         "pid {} fd {} is {why} ({}): not yet supported by ckpt dump",
                         fd.pid,
@@ -684,32 +687,48 @@ impl Collector<'_> {
                 let ctx =
                     |e: Error| Error::Other(format!("pid {pid} fd {fd} (a unix socket): {e}"));
                 if self.unix_sockets.is_none() {
-                    self.unix_sockets = Some(kinds::socket::unix_sockets().map_err(ctx)?);
+                    let (all, held) = tree_sockets(table);
+                    self.unix_sockets = Some((all.map_err(ctx)?, held));
                 }
                 let node = table
                     .inode(f.inode)
                     .ok_or_else(|| Error::Other(format!("pid {pid} fd {fd}: no inode")))?;
-                let info = self
-                    .unix_sockets
-                    .as_ref()
-                    .and_then(|all| all.get(&node.ino))
-                    .cloned()
-                    .ok_or_else(|| {
-                        Error::Other(format!("pid {pid} fd {fd}: not a unix socket any more"))
-                    })?;
+                let (all, held) = self.unix_sockets.as_ref().expect("read above");
+                let info = all.get(&node.ino).cloned().ok_or_else(|| {
+                    Error::Other(format!("pid {pid} fd {fd}: not a unix socket any more"))
+                })?;
+                let link = kinds::socket::link(&info, all, held)
+                    .map_err(|why| Error::Other(format!("pid {pid} fd {fd} is {why}")))?;
                 let copy = self.steal(pid, fd)?;
                 let (sndbuf, rcvbuf, queue) =
-                    kinds::socket::dump(&copy, info.sock_type).map_err(ctx)?;
-                // The end met second names the first (met already: it has an objref).
-                let peer = info
-                    .peer
-                    .and_then(|p| self.objrefs.get(&ObjKey::Inode(node.dev, p)));
-                InodeKind::UnixSocket {
-                    sock_type: info.sock_type,
-                    peer,
-                    sndbuf,
-                    rcvbuf,
-                    queue,
+                    kinds::socket::dump(&copy, info.sock_type, &link).map_err(ctx)?;
+                match link {
+                    kinds::socket::Link::Pair(peer_ino) => InodeKind::UnixSocket {
+                        sock_type: info.sock_type,
+                        // The end met second names the first (which has an objref).
+                        peer: self.objrefs.get(&ObjKey::Inode(node.dev, peer_ino)),
+                        sndbuf,
+                        rcvbuf,
+                        queue,
+                    },
+                    lone => {
+                        if !queue.is_empty() {
+                            return Err(ctx(Error::Other(format!(
+                                "{} messages are queued on a socket with no peer in the \
+                                 tree: not yet supported",
+                                queue.len()
+                            ))));
+                        }
+                        InodeKind::UnixSocketAlone {
+                            sock_type: info.sock_type,
+                            connect_to: match lone {
+                                kinds::socket::Link::BoundPath(p) => Some(p),
+                                _ => None,
+                            },
+                            sndbuf,
+                            rcvbuf,
+                        }
+                    }
                 }
             }
             ObjectKind::AnonInode => {

@@ -196,7 +196,8 @@ impl<'a> Index<'a> {
                 | InodeKind::TimerFd { .. }
                 | InodeKind::Epoll { .. }
                 | InodeKind::UnixSocket { .. }
-                | InodeKind::Inotify { .. } => format!("{} {objref}", n.kind.name()),
+                | InodeKind::Inotify { .. }
+                | InodeKind::UnixSocketAlone { .. } => format!("{} {objref}", n.kind.name()),
                 InodeKind::DeletedFile { path, .. } => {
                     format!("deleted file {objref} {}", path.display())
                 }
@@ -433,6 +434,17 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                     if *semaphore { ", semaphore" } else { "" }
                 ),
                 InodeKind::SignalFd { mask } => format!("signalfd: signals {mask:#x}"),
+                InodeKind::UnixSocketAlone {
+                    sock_type,
+                    connect_to,
+                    ..
+                } => format!(
+                    "unix socket (type {sock_type}), {}",
+                    match connect_to {
+                        Some(p) => format!("connected to {} outside the tree", p.display()),
+                        None => "not connected".into(),
+                    }
+                ),
                 InodeKind::Inotify { watches } => format!(
                     "inotify: {}",
                     if watches.is_empty() {

@@ -104,7 +104,13 @@ struct Wl {
 
 impl Wl {
     fn bin(scenario: &str) -> Wl {
+        Self::bin_prepared(scenario, |_| {})
+    }
+
+    /// [`Wl::bin`], after `prepare` has set up the scenario's directory.
+    fn bin_prepared(scenario: &str, prepare: impl FnOnce(&Path)) -> Wl {
         Self::start_with(scenario, |dir| {
+            prepare(dir);
             // A private copy: a concurrent `cargo build` replacing the binary would
             // make the workload run a deleted executable, which dump refuses.
             let exe = dir.join("wl-restore");
@@ -519,6 +525,38 @@ fn shell_pipeline() {
     w.go();
     let text = w.wait_result(Duration::from_secs(30));
     w.check_result(&text, &["shell"]);
+}
+
+/// A syslog-style client: a datagram socket connected to a socket bound to a path
+/// outside the tree (this test's), and an unconnected one that sends with sendto.
+/// After restore both reach this test's socket again.
+#[test]
+fn datagram_sockets_reconnect_to_a_bound_socket_outside_the_tree() {
+    setup();
+    let mut server = None;
+    let mut w = Wl::bin_prepared("syslog", |dir| {
+        server = Some(std::os::unix::net::UnixDatagram::bind(dir.join("syslog.sock")).unwrap());
+    });
+    let server = server.expect("bound");
+    thread::sleep(Duration::from_millis(300));
+    w.dump_restore_check(&["syslog"]);
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < 3 {
+        match server.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => panic!("the log socket received {got:?}, then: {e}"),
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        ["after-connected", "after-sendto", "before"],
+        "{got:?}"
+    );
 }
 
 /// Reads lines until `END` (a shell `read` takes one line at a time from a pipe, where

@@ -333,16 +333,25 @@ fn check_record(
                     w.wd
                 ));
             }
+            if let InodeKind::UnixSocketAlone {
+                sock_type,
+                connect_to,
+                ..
+            } = &n.kind
+            {
+                check_socket_type(*sock_type)?;
+                if connect_to.is_some() && *sock_type != 2 {
+                    return Err(format!(
+                        "a unix socket of type {sock_type} connected by path: only datagram \
+                         sockets (2) are"
+                    ));
+                }
+            }
             if let InodeKind::UnixSocket {
                 sock_type, peer, ..
             } = &n.kind
             {
-                if ![1, 2, 5].contains(sock_type) {
-                    return Err(format!(
-                        "unix socket type {sock_type} is not SOCK_STREAM (1), SOCK_DGRAM (2) or \
-                         SOCK_SEQPACKET (5)"
-                    ));
-                }
+                check_socket_type(*sock_type)?;
                 if peer.is_none() {
                     pass.first_ends.push((index, n.objref));
                 }
@@ -398,6 +407,17 @@ fn check_record(
         }
     }
     Ok(())
+}
+
+fn check_socket_type(sock_type: u32) -> Result<(), String> {
+    if [1, 2, 5].contains(&sock_type) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unix socket type {sock_type} is not SOCK_STREAM (1), SOCK_DGRAM (2) or \
+             SOCK_SEQPACKET (5)"
+        ))
+    }
 }
 
 /// Checks the page runs of an area or shared object of `pages` pages.

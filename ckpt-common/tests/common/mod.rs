@@ -223,7 +223,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(17) {
+            kind: match r.below(18) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -288,6 +288,13 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     settime_flags: r.u32(),
                     value_ns: r.next(),
                     interval_ns: r.next(),
+                },
+                16 => InodeKind::UnixSocketAlone {
+                    sock_type: r.u32(),
+                    // Never empty: an empty path means "not connected" on the wire.
+                    connect_to: (r.below(2) == 0).then(|| PathBuf::from("/").join(r.path())),
+                    sndbuf: r.u32(),
+                    rcvbuf: r.u32(),
                 },
                 15 => InodeKind::Inotify {
                     watches: (0..r.below(3))

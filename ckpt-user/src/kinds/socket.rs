@@ -9,14 +9,20 @@
 //! either end creates the pair, puts back each end's queue by sending it from the
 //! other end, and deposits the other end under its objref for the fd that names it.
 //!
+//! Two more unix sockets come back alone: an unconnected one (made again), and a
+//! datagram socket connected to a socket bound to a path outside the tree (a
+//! syslog client's /dev/log), connected again to that path.
+//!
 //! Refused, naming pid and fd: sockets of other families, listening sockets,
-//! sockets bound to a name, sockets whose peer is outside the tree (or that have
-//! none), sockets shut down in either direction, and queues carrying file
-//! descriptors (SCM_RIGHTS) — restore cannot recreate any of those yet.
+//! sockets bound to a name, sockets whose peer is outside the tree (but for the
+//! datagram case above), sockets shut down in either direction, lone sockets with
+//! something queued, and queues carrying file descriptors (SCM_RIGHTS) — restore
+//! cannot recreate any of those yet.
 
 use std::{
     collections::HashMap,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    path::{Path, PathBuf},
 };
 
 use ckpt_common::image::SocketMessage;
@@ -117,10 +123,48 @@ pub fn unix_sockets() -> Result<HashMap<u64, UnixSocketInfo>> {
     }
 }
 
-/// Why the unix socket `info` (the socket of inode `ino`) cannot be saved, given
-/// the socket inodes the tree holds; `None` when it can.
+/// How a unix socket the tree holds is connected, as the dump saves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// One end of a pair whose other end (this inode) the tree holds too.
+    Pair(u64),
+    /// Not connected.
+    Unconnected,
+    /// A datagram socket connected to the socket bound at this path, outside the tree.
+    BoundPath(PathBuf),
+}
+
+/// How `info` is connected, or why ckpt cannot save it.
+pub fn link(
+    info: &UnixSocketInfo,
+    all: &HashMap<u64, UnixSocketInfo>,
+    tree_sockets: &std::collections::HashSet<u64>,
+) -> std::result::Result<Link, String> {
+    match info.peer {
+        None => Ok(Link::Unconnected),
+        Some(p) if tree_sockets.contains(&p) => Ok(Link::Pair(p)),
+        Some(p) => {
+            let path = all
+                .get(&p)
+                .and_then(|peer| peer.name.as_deref())
+                .filter(|n| n.starts_with('/'));
+            match path {
+                Some(path) if info.sock_type == libc::SOCK_DGRAM as u32 => {
+                    Ok(Link::BoundPath(PathBuf::from(path)))
+                }
+                _ => Err(format!(
+                    "a unix socket whose peer (socket:[{p}]) is held outside the dumped tree"
+                )),
+            }
+        }
+    }
+}
+
+/// Why the unix socket `info` cannot be saved, given every unix socket of the
+/// machine and the socket inodes the tree holds; `None` when it can.
 pub fn refuse_reason(
     info: Option<&UnixSocketInfo>,
+    all: &HashMap<u64, UnixSocketInfo>,
     tree_sockets: &std::collections::HashSet<u64>,
 ) -> Option<String> {
     let Some(info) = info else {
@@ -132,14 +176,8 @@ pub fn refuse_reason(
     if let Some(name) = &info.name {
         return Some(format!("a unix socket bound to {name}"));
     }
-    match info.peer {
-        None => return Some("a unix socket connected to nothing".into()),
-        Some(p) if !tree_sockets.contains(&p) => {
-            return Some(format!(
-                "a unix socket whose peer (socket:[{p}]) is held outside the dumped tree"
-            ));
-        }
-        Some(_) => {}
+    if let Err(why) = link(info, all, tree_sockets) {
+        return Some(why);
     }
     if info.shutdown != 0 {
         return Some(format!(
@@ -193,12 +231,18 @@ fn setsockopt_int(fd: RawFd, level: i32, name: i32, v: i32, what: &str) -> Resul
     Ok(())
 }
 
-/// Dump: (SO_SNDBUF, SO_RCVBUF, receive queue) of a unix socket, through a copy of
-/// one of its fds. The queue is peeked, never consumed; SO_PEEK_OFF is put back.
-pub fn dump(copy: &OwnedFd, sock_type: u32) -> Result<(u32, u32, Vec<SocketMessage>)> {
+/// Dump: (SO_SNDBUF, SO_RCVBUF, receive queue) of a unix socket connected as
+/// `link` says, through a copy of one of its fds. The queue is peeked, never
+/// consumed; SO_PEEK_OFF is put back.
+pub fn dump(copy: &OwnedFd, sock_type: u32, link: &Link) -> Result<(u32, u32, Vec<SocketMessage>)> {
     let fd = copy.as_raw_fd();
     let sndbuf = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")?;
     let rcvbuf = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")?;
+    // An unconnected stream or seqpacket socket has no queue (and recvmsg on one
+    // is EINVAL); an unconnected datagram socket may, if something sent to it.
+    if *link == Link::Unconnected && sock_type != libc::SOCK_DGRAM as u32 {
+        return Ok((sndbuf as u32, rcvbuf as u32, Vec::new()));
+    }
     let peek_off = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, "SO_PEEK_OFF")?;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0, "SO_PEEK_OFF")?;
     let queue = peek_queue(fd, sock_type == libc::SOCK_STREAM as u32);
@@ -338,28 +382,68 @@ pub fn restore_pair(sock_type: u32, a: &EndState, b: &EndState) -> Result<(Owned
     }
     // SAFETY: two new fds we own.
     let (fa, fb) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    for (fd, end) in [(&fa, a), (&fb, b)] {
-        // getsockopt reports twice what was set (the kernel's bookkeeping share):
-        // set half. The FORCE variants pass rmem_max/wmem_max (ckpt is root).
-        let fd = fd.as_raw_fd();
-        setsockopt_int(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            (end.sndbuf / 2) as i32,
-            "SO_SNDBUFFORCE",
-        )?;
-        setsockopt_int(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (end.rcvbuf / 2) as i32,
-            "SO_RCVBUFFORCE",
-        )?;
-    }
+    set_buffers(&fa, a)?;
+    set_buffers(&fb, b)?;
     send_queue(&fb, a.queue)?;
     send_queue(&fa, b.queue)?;
     Ok((fa, fb))
+}
+
+/// Restore: a unix socket of `sock_type` alone, with its buffer sizes, connected to
+/// the socket bound at `connect_to` when there is one.
+pub fn restore_alone(
+    sock_type: u32,
+    connect_to: Option<&Path>,
+    sndbuf: u32,
+    rcvbuf: u32,
+) -> Result<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, sock_type as i32 | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::io(
+            format!("socket(AF_UNIX, type {sock_type})"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a new fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_buffers(
+        &fd,
+        &EndState {
+            sndbuf,
+            rcvbuf,
+            queue: &[],
+        },
+    )?;
+    if let Some(path) = connect_to {
+        let addr = nix::sys::socket::UnixAddr::new(path)
+            .map_err(|e| Error::Other(format!("address {}: {e}", path.display())))?;
+        nix::sys::socket::connect(fd.as_raw_fd(), &addr)
+            .map_err(|e| Error::io(format!("connecting to {}", path.display()), e.into()))?;
+    }
+    Ok(fd)
+}
+
+/// SO_SNDBUF and SO_RCVBUF as `end` saved them.
+fn set_buffers(fd: &OwnedFd, end: &EndState) -> Result<()> {
+    // getsockopt reports twice what was set (the kernel's bookkeeping share): set
+    // half. The FORCE variants pass rmem_max/wmem_max (ckpt is root).
+    let fd = fd.as_raw_fd();
+    let half = |v: u32| (v / 2) as i32;
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        half(end.sndbuf),
+        "SO_SNDBUFFORCE",
+    )?;
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        half(end.rcvbuf),
+        "SO_RCVBUFFORCE",
+    )
 }
 
 /// Sends `queue` from `from`, message by message, without blocking.

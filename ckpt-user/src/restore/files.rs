@@ -265,6 +265,12 @@ impl OpenFiles {
             }
             InodeKind::EventFd { count, semaphore } => eventfd::restore_open(*count, *semaphore),
             InodeKind::Inotify { watches } => inotify::restore_open(watches),
+            InodeKind::UnixSocketAlone {
+                sock_type,
+                connect_to,
+                sndbuf,
+                rcvbuf,
+            } => socket::restore_alone(*sock_type, connect_to.as_deref(), *sndbuf, *rcvbuf),
             InodeKind::SignalFd { mask } => signalfd::restore_open(*mask),
             InodeKind::Epoll { .. } => epoll::restore_open(),
             InodeKind::TimerFd {

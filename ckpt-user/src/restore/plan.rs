@@ -471,6 +471,19 @@ impl<'a> Plan<'a> {
                 | InodeKind::SignalFd { .. }
                 | InodeKind::TimerFd { .. }
                 | InodeKind::UnixSocket { .. } => {}
+                InodeKind::UnixSocketAlone { connect_to, .. } => {
+                    if let Some(path) = connect_to {
+                        let is_socket =
+                            std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket());
+                        if !is_socket {
+                            return Err(Error::Other(format!(
+                                "{who}: a unix socket connected to {}, which is no longer a \
+                                 socket",
+                                path.display()
+                            )));
+                        }
+                    }
+                }
                 // Each watched path must still name the watched object.
                 InodeKind::Inotify { watches } => {
                     for w in watches {

@@ -221,6 +221,7 @@ fn main() {
         "codeend" => codeend(),
         "sockets" => sockets(),
         "inotify" => inotify(),
+        "syslog" => syslog(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -2092,6 +2093,116 @@ fn inotify() {
             inotify_events(dup_fd, 5_000),
         ),
         (0, Ok(vec![(4, libc::IN_MODIFY, String::new())])),
+    );
+    finish(&[]);
+}
+
+/// A unix socket of `sock_type`, unbound and unconnected.
+fn unix_socket(sock_type: libc::c_int) -> i32 {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, sock_type, 0) };
+    check(fd, "socket(AF_UNIX)");
+    fd
+}
+
+/// `path` as a sockaddr_un and its length.
+fn unix_addr(path: &str) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: sockaddr_un is plain data.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (i, b) in path.bytes().enumerate() {
+        a.sun_path[i] = b as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + path.len() + 1;
+    (a, len as libc::socklen_t)
+}
+
+/// 22. A syslog-style client of `<dir>/syslog.sock` (a datagram socket the test binds,
+///     outside the tree): one socket connected to it (it sends "before" first), one
+///     unconnected datagram socket that uses sendto, and an unconnected stream
+///     socket. After restore: the connected one still sends to the log socket and
+///     names it as its peer, the unconnected ones are still unconnected and of
+///     their type, and sendto still reaches the log socket.
+fn syslog() {
+    let log = path("syslog.sock");
+    let (addr, len) = unix_addr(&log);
+    let connected = unix_socket(libc::SOCK_DGRAM);
+    // SAFETY: a valid sockaddr_un of `len` bytes.
+    check(
+        unsafe { libc::connect(connected, (&raw const addr).cast(), len) },
+        "connect",
+    );
+    // SAFETY: send from a live buffer.
+    let sent = unsafe { libc::send(connected, b"before".as_ptr().cast(), 6, 0) };
+    check(sent as i32, "send");
+    let free = unix_socket(libc::SOCK_DGRAM);
+    let stream = unix_socket(libc::SOCK_STREAM);
+    ready(&[getpid()]);
+    wait_go();
+    // SAFETY: send from a live buffer.
+    let n = unsafe { libc::send(connected, b"after-connected".as_ptr().cast(), 15, 0) };
+    expect_eq("syslog", "send on the connected socket", n, 15);
+    // SAFETY: sendto from a live buffer to a valid address.
+    let n = unsafe {
+        libc::sendto(
+            free,
+            b"after-sendto".as_ptr().cast(),
+            12,
+            0,
+            (&raw const addr).cast(),
+            len,
+        )
+    };
+    expect_eq("syslog", "sendto on the unconnected socket", n, 12);
+    let peer = |fd: i32| {
+        // SAFETY: getpeername into a sockaddr_un of its size.
+        unsafe {
+            let mut a: libc::sockaddr_un = std::mem::zeroed();
+            let mut l = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if libc::getpeername(fd, (&raw mut a).cast(), &mut l) < 0 {
+                return Err(io::Error::last_os_error().raw_os_error());
+            }
+            let name: Vec<u8> = a
+                .sun_path
+                .iter()
+                .take_while(|&&c| c != 0)
+                .map(|&c| c as u8)
+                .collect();
+            Ok(String::from_utf8_lossy(&name).into_owned())
+        }
+    };
+    expect_eq(
+        "syslog",
+        "peer of the connected socket",
+        peer(connected),
+        Ok(log.clone()),
+    );
+    expect_eq(
+        "syslog",
+        "peer of the unconnected sockets",
+        (peer(free), peer(stream)),
+        (Err(Some(libc::ENOTCONN)), Err(Some(libc::ENOTCONN))),
+    );
+    let sock_type = |fd: i32| {
+        let mut v: libc::c_int = 0;
+        let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into an int of its size.
+        unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TYPE,
+                (&raw mut v).cast(),
+                &mut l,
+            )
+        };
+        v
+    };
+    expect_eq(
+        "syslog",
+        "types of the three sockets",
+        (sock_type(connected), sock_type(free), sock_type(stream)),
+        (libc::SOCK_DGRAM, libc::SOCK_DGRAM, libc::SOCK_STREAM),
     );
     finish(&[]);
 }

@@ -7,7 +7,11 @@
 //! - an [`FdRecord`] is a process's fd slot and only refers to an open file, so fds
 //!   shared by `dup` or `fork` are one open file referred to twice.
 
-use crate::image::std::{format, path::PathBuf, prelude::rust_2024::*};
+use crate::image::std::{
+    format,
+    path::{Path, PathBuf},
+    prelude::rust_2024::*,
+};
 
 use bytes::{BufMut, BytesMut};
 
@@ -129,6 +133,18 @@ pub enum InodeKind {
         rcvbuf: u32,
         queue: Vec<SocketMessage>,
     },
+    /// A unix socket with no peer in the image: unconnected (`connect_to` none), or
+    /// a datagram socket connected to the socket bound at `connect_to`, which is
+    /// outside the dumped tree (a syslog client's /dev/log). Its type and buffer
+    /// sizes; nothing can be queued on it.
+    #[serde(rename = "unix-socket-alone")]
+    UnixSocketAlone {
+        sock_type: u32,
+        #[serde(serialize_with = "ser::opt_path")]
+        connect_to: Option<PathBuf>,
+        sndbuf: u32,
+        rcvbuf: u32,
+    },
     /// An inotify instance: its watches, by watch descriptor. Like every anon_inode
     /// object its state belongs to the open file description.
     #[serde(rename = "inotify")]
@@ -212,6 +228,7 @@ impl InodeKind {
             InodeKind::MemFd { .. } => "memfd",
             InodeKind::UnixSocket { .. } => "unix-socket",
             InodeKind::Inotify { .. } => "inotify",
+            InodeKind::UnixSocketAlone { .. } => "unix-socket-alone",
             InodeKind::Other { .. } => "other",
         }
     }
@@ -377,6 +394,19 @@ impl Wire for InodeRecord {
                 out.put_u8(17);
                 wire::put_list(out, watches);
             }
+            InodeKind::UnixSocketAlone {
+                sock_type,
+                connect_to,
+                sndbuf,
+                rcvbuf,
+            } => {
+                out.put_u8(18);
+                out.put_u32_le(*sock_type);
+                // An empty path: not connected.
+                wire::put_path(out, connect_to.as_deref().unwrap_or(Path::new("")));
+                out.put_u32_le(*sndbuf);
+                out.put_u32_le(*rcvbuf);
+            }
         }
     }
 
@@ -462,6 +492,13 @@ impl Wire for InodeRecord {
             },
             17 => InodeKind::Inotify {
                 watches: wire::list(buf, "watches")?,
+            },
+            18 => InodeKind::UnixSocketAlone {
+                sock_type: wire::u32(buf, "sock_type")?,
+                connect_to: Some(wire::path(buf, "connect_to")?)
+                    .filter(|p| !p.as_os_str().is_empty()),
+                sndbuf: wire::u32(buf, "sndbuf")?,
+                rcvbuf: wire::u32(buf, "rcvbuf")?,
             },
             v => {
                 return Err(ImageError::malformed(format!(

@@ -171,6 +171,16 @@ pub(crate) mod ser {
         s.serialize_str(&p.to_string_lossy())
     }
 
+    pub fn opt_path<S: serde::Serializer>(
+        p: &Option<crate::image::std::path::PathBuf>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => s.serialize_some(&p.to_string_lossy()),
+            None => s.serialize_none(),
+        }
+    }
+
     pub fn hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&to_hex(b))
     }
