@@ -464,6 +464,42 @@ impl Collector<'_> {
         Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
     }
 
+    /// The inode record of a deleted file or memfd (`shown` as /proc shows it),
+    /// opened through `proc_path`: nothing names it any more, so its contents go
+    /// into the image.
+    fn unlinked_file(&mut self, proc_path: &str, shown: &str) -> Result<InodeKind> {
+        let file =
+            fs::File::open(proc_path).map_err(|e| Error::io(format!("opening {proc_path}"), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("fstat of {proc_path}"), e))?;
+        if meta.len() > kinds::deleted::MAX_SIZE {
+            return Err(Error::Other(format!(
+                "{shown} holds {} bytes, more than the {} ckpt dump saves",
+                meta.len(),
+                kinds::deleted::MAX_SIZE
+            )));
+        }
+        let mode = meta.mode();
+        let writer = &mut self.writer;
+        let (size, pages) =
+            memory::save_file_pages(&file, shown, |i, d| Ok(writer.write_pages(i, d)?))?;
+        Ok(match kinds::memfd::name_of(shown) {
+            Some(name) => InodeKind::MemFd {
+                name: name.to_string(),
+                size,
+                seals: kinds::memfd::seals(&file)?,
+                pages,
+            },
+            None => InodeKind::DeletedFile {
+                path: PathBuf::from(shown.strip_suffix(kinds::deleted::SUFFIX).unwrap_or(shown)),
+                mode,
+                size,
+                pages,
+            },
+        })
+    }
+
     fn memory(&mut self, pid: i32) -> Result<()> {
         let maps = memory::mappings(pid)?;
         let pagemap = fs::File::open(format!("/proc/{pid}/pagemap"))
@@ -478,7 +514,27 @@ impl Collector<'_> {
                 match self.objrefs.encounter(ObjKey::Inode(dev, m.inode)) {
                     Encounter::First(r) => {
                         objref = Some(r);
-                        if class == MappingClass::File {
+                        if class == MappingClass::File && m.path.ends_with(kinds::deleted::SUFFIX) {
+                            // A memfd or deleted file mapped shared (a POSIX
+                            // semaphore, shm_open then unlink): saved whole, as an
+                            // fd holding it would save it; restore maps the
+                            // recreated file. Private mappings of one would need
+                            // the file's pages under every private copy: refused.
+                            let what =
+                                format!("pid {pid}: mapping at {:#x} of {}", m.start, m.path);
+                            if !m.shared {
+                                return Err(Error::Other(format!(
+                                    "{what}, private: not yet supported"
+                                )));
+                            }
+                            let proc_path =
+                                format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+                            let kind = self
+                                .unlinked_file(&proc_path, &m.path)
+                                .map_err(|e| Error::Other(format!("{what}: {e}")))?;
+                            self.writer
+                                .write(&Record::Inode(InodeRecord { objref: r, kind }))?;
+                        } else if class == MappingClass::File {
                             let path = PathBuf::from(&m.path);
                             let meta = fs::metadata(format!(
                                 "/proc/{pid}/map_files/{:x}-{:x}",
@@ -490,12 +546,6 @@ impl Collector<'_> {
                                     e,
                                 )
                             })?;
-                            if m.path.ends_with(" (deleted)") {
-                                return Err(Error::Other(format!(
-                                    "pid {pid}: mapping at {:#x} of a deleted file ({}): not yet supported",
-                                    m.start, m.path
-                                )));
-                            }
                             self.writer.write(&Record::Inode(InodeRecord {
                                 objref: r,
                                 kind: InodeKind::Regular {
@@ -641,34 +691,9 @@ impl Collector<'_> {
                     }
                 }
             }
-            ObjectKind::Regular if f.path.ends_with(kinds::deleted::SUFFIX) => {
-                // Nothing names it any more: its contents go into the image.
-                let file = fs::File::open(&proc_path)
-                    .map_err(|e| Error::io(format!("pid {pid} fd {fd}: opening {proc_path}"), e))?;
-                let writer = &mut self.writer;
-                let (size, pages) =
-                    memory::save_file_pages(&file, &f.path, |i, d| Ok(writer.write_pages(i, d)?))
-                        .map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")))?;
-                match kinds::memfd::name_of(&f.path) {
-                    Some(name) => InodeKind::MemFd {
-                        name: name.to_string(),
-                        size,
-                        seals: kinds::memfd::seals(&file)
-                            .map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")))?,
-                        pages,
-                    },
-                    None => InodeKind::DeletedFile {
-                        path: PathBuf::from(
-                            f.path
-                                .strip_suffix(kinds::deleted::SUFFIX)
-                                .unwrap_or(&f.path),
-                        ),
-                        mode: meta.mode(),
-                        size,
-                        pages,
-                    },
-                }
-            }
+            ObjectKind::Regular if f.path.ends_with(kinds::deleted::SUFFIX) => self
+                .unlinked_file(&proc_path, &f.path)
+                .map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")))?,
             ObjectKind::Regular => InodeKind::Regular {
                 path: PathBuf::from(&f.path),
                 size: meta.size(),

@@ -51,11 +51,10 @@ impl Mapping {
             "[vvar_vclock]" => MappingClass::VvarVclock,
             "[vsyscall]" => MappingClass::Vsyscall,
             _ if self.inode == 0 => MappingClass::Anon,
-            p if self.shared
-                && (p.starts_with("/dev/zero")
-                    || p.starts_with("/SYSV")
-                    || p.starts_with("/memfd:")) =>
-            {
+            // Shared anonymous memory and SysV segments: objects only mappings name.
+            // (A memfd is a file: an fd may hold it too, and it keeps its name
+            // and seals.)
+            p if self.shared && (p.starts_with("/dev/zero") || p.starts_with("/SYSV")) => {
                 MappingClass::SharedAnon
             }
             _ => MappingClass::File,
@@ -570,6 +569,9 @@ pub struct AreaSources<'a> {
     pub shared: &'a HashMap<ObjRef, (u64, u64)>,
     pub ckpt_pid: i32,
     pub pages: &'a PageReader,
+    /// Recreated deleted files and memfds, by inode objref: where a helper opens
+    /// ckpt's anchor (/proc/<ckpt>/fd/N).
+    pub anchors: &'a HashMap<ObjRef, std::path::PathBuf>,
 }
 
 /// Restore: rebuilds the whole address space of the stopped helper behind `remote`
@@ -720,6 +722,11 @@ fn backing_of(a: &MemoryAreaRecord, src: &AreaSources, pid: i32) -> Result<Optio
         AreaKind::File { objref } => {
             let path = match &src.inodes[&objref].kind {
                 InodeKind::Regular { path, .. } => path.clone(),
+                InodeKind::DeletedFile { .. } | InodeKind::MemFd { .. } => src
+                    .anchors
+                    .get(&objref)
+                    .cloned()
+                    .ok_or_else(|| Error::Other(format!("{objref}: not recreated")))?,
                 other => {
                     return Err(Error::Other(format!(
                         "pid {pid}: area {:#x}-{:#x}: not yet supported: a mapping of a {}",

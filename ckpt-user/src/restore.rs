@@ -113,11 +113,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         require_single_thread()?;
         helpers.spawn(&files, &mut created)?;
         stages.done("create processes");
+        let anchors = files.anchor_paths();
         let src = AreaSources {
             inodes: &plan.inodes,
             shared: &shared.ranges,
             ckpt_pid: std::process::id() as i32,
             pages: &pages,
+            anchors: &anchors,
         };
         let procs: Vec<&plan::ProcPlan> = plan.procs.iter().filter(|p| !p.is_zombie()).collect();
         // With --detach ckpt, the root's parent, leaves at once: the root's

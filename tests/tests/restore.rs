@@ -501,6 +501,119 @@ fn python_interpreter() {
     w.check_result(&text, &["python"]);
 }
 
+/// multiprocessing: a Pipe (a unix socket pair) to a worker process, results back
+/// through a Queue (a pipe, a feeder thread and POSIX semaphores: files in /dev/shm,
+/// unlinked, mapped shared by both processes).
+const PYTHON_MP: &str = r#"
+import multiprocessing as mp, os, sys, time
+def worker(conn, q):
+    while True:
+        x = conn.recv()
+        if x is None:
+            break
+        q.put(x * 2)
+if __name__ == "__main__":
+    a, b = mp.Pipe()
+    q = mp.Queue()
+    p = mp.Process(target=worker, args=(b, q))
+    p.start()
+    for i in range(5):
+        a.send(i)
+    got = [q.get() for _ in range(5)]
+    with open("ready.tmp", "w") as r:
+        r.write("READY %d %d\n" % (os.getpid(), p.pid))
+    os.rename("ready.tmp", "ready")
+    while not os.path.exists("go"):
+        time.sleep(0.01)
+    for i in range(5, 10):
+        a.send(i)
+    got += [q.get(timeout=10) for _ in range(5)]
+    a.send(None)
+    p.join(10)
+    ok = got == [2 * i for i in range(10)] and p.exitcode == 0
+    with open("result", "a") as r:
+        r.write("%s multiprocessing: got %s, worker exit %s\n" % ("PASS" if ok else "FAIL", got, p.exitcode))
+        r.write("DONE\n")
+    sys.exit(0 if ok else 1)
+"#;
+
+#[test]
+fn python_multiprocessing_pipe_and_queue() {
+    setup();
+    let mut w = Wl::start_with("python-mp", |_| {
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(PYTHON_MP);
+        (c, true)
+    });
+    thread::sleep(Duration::from_millis(300));
+    w.dump();
+    w.restore_detached();
+    thread::sleep(Duration::from_millis(300));
+    w.go();
+    let text = w.wait_result(Duration::from_secs(30));
+    w.check_result(&text, &["multiprocessing"]);
+}
+
+/// A memfd held by an fd and mapped shared, and a file in /dev/shm mapped shared
+/// and unlinked (no fd left), both shared by a parent and its child: after
+/// restore each is still one file, seen the same through every fd and mapping.
+const PYTHON_SHM: &str = r#"
+import mmap, os, sys, time
+fd = os.memfd_create("ckpt-test")
+os.ftruncate(fd, 8192)
+m = mmap.mmap(fd, 8192, mmap.MAP_SHARED)
+path = "/dev/shm/ckpt-test-%d" % os.getpid()
+f = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+os.ftruncate(f, 4096)
+s = mmap.mmap(f, 4096, mmap.MAP_SHARED)
+os.close(f)
+os.unlink(path)
+m[0:5] = b"start"
+s[0:5] = b"start"
+child = os.fork()
+if child == 0:
+    while not os.path.exists("go"):
+        time.sleep(0.01)
+    for _ in range(500):
+        if m[0:6] == b"parent" and s[0:6] == b"parent":
+            break
+        time.sleep(0.01)
+    ok = m[0:6] == b"parent" and s[0:6] == b"parent"
+    m[100:105] = b"child"
+    s[100:105] = b"child"
+    os._exit(0 if ok else 1)
+with open("ready.tmp", "w") as r:
+    r.write("READY %d %d\n" % (os.getpid(), child))
+os.rename("ready.tmp", "ready")
+while not os.path.exists("go"):
+    time.sleep(0.01)
+os.pwrite(fd, b"parent", 0)
+s[0:6] = b"parent"
+_, status = os.waitpid(child, 0)
+ok = os.waitstatus_to_exitcode(status) == 0 and os.pread(fd, 5, 100) == b"child" and s[100:105] == b"child"
+with open("result", "a") as r:
+    r.write("%s shm: child exit %d, memfd %r, shm %r\n" % ("PASS" if ok else "FAIL", os.waitstatus_to_exitcode(status), os.pread(fd, 5, 100), s[100:105]))
+    r.write("DONE\n")
+sys.exit(0 if ok else 1)
+"#;
+
+#[test]
+fn memfd_and_unlinked_shm_file_mapped_shared_by_two_processes() {
+    setup();
+    let mut w = Wl::start_with("python-shm", |_| {
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(PYTHON_SHM);
+        (c, true)
+    });
+    thread::sleep(Duration::from_millis(300));
+    w.dump();
+    w.restore_detached();
+    thread::sleep(Duration::from_millis(300));
+    w.go();
+    let text = w.wait_result(Duration::from_secs(30));
+    w.check_result(&text, &["shm"]);
+}
+
 const AWK: &str = r#"{ if ($1 != n) { print "FAIL shell: expected " n " got " $1 >> "result"; bad = 1; exit 1 } n++ }
 END { if (!bad) print "PASS shell: " n " lines in order" >> "result"; print "DONE" >> "result"; exit bad }
 "#;

@@ -258,15 +258,27 @@ pub fn dump(copy: &OwnedFd, sock_type: u32, link: &Link) -> Result<(u32, u32, Ve
     Ok((sndbuf as u32, rcvbuf as u32, queue))
 }
 
+/// More messages than a unix socket queue holds (net.unix.max_dgram_qlen is 512 at
+/// most by default; a stream is one message).
+const MAX_QUEUED_MESSAGES: usize = 1 << 16;
+
 /// Every message queued on `fd`, peeked in order (SO_PEEK_OFF is 0 and advances
 /// with each peek). A stream's bytes come back as one message.
 fn peek_queue(fd: RawFd, stream: bool) -> Result<Vec<SocketMessage>> {
-    // Larger than any unix datagram (bounded by the sender's SO_SNDBUF, 4 MiB at most
-    // without CAP_NET_ADMIN's override).
+    // A unix datagram is at most its sender's SO_SNDBUF (net.core.wmem_max unless
+    // forced higher): 8 MiB holds any sensible one; a larger one is refused below
+    // (MSG_TRUNC) rather than cut.
     let mut buf = vec![0u8; 8 << 20];
     let mut control = [0u64; 64];
     let mut out: Vec<SocketMessage> = Vec::new();
     loop {
+        // Each peek moves SO_PEEK_OFF past what it returned; a bound keeps a kernel
+        // that did not (an empty datagram peeked forever) from looping.
+        if out.len() > MAX_QUEUED_MESSAGES {
+            return Err(Error::Other(format!(
+                "more than {MAX_QUEUED_MESSAGES} messages queued"
+            )));
+        }
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),

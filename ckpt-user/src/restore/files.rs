@@ -122,7 +122,9 @@ impl OpenFiles {
             anchors: HashMap::new(),
             high: plan.max_fd() + 1,
         };
-        let made = me.create_all(plan, pages);
+        let made = me
+            .create_all(plan, pages)
+            .and_then(|()| me.create_mapped_anchors(plan, pages));
         // Whether or not all were made, no restored name may stay on disk.
         me.unlink_restored_names();
         made?;
@@ -186,37 +188,15 @@ impl OpenFiles {
         inode: &InodeRecord,
         pages: &PageReader,
     ) -> Result<OwnedFd> {
+        if matches!(
+            inode.kind,
+            InodeKind::DeletedFile { .. } | InodeKind::MemFd { .. }
+        ) {
+            self.create_anchor(inode, pages)?;
+            return self.reopen_anchor(inode.objref, of);
+        }
         let first = self.created.insert(inode.objref);
         match &inode.kind {
-            InodeKind::DeletedFile {
-                path,
-                mode,
-                size,
-                pages: runs,
-            } => {
-                if first {
-                    let (anchor, linked) =
-                        deleted::restore_create(path, *mode, *size, runs, pages)?;
-                    self.anchors.insert(
-                        inode.objref,
-                        (park(anchor, self.high)?, linked.then(|| path.clone())),
-                    );
-                }
-                self.reopen_anchor(inode.objref, of)
-            }
-            InodeKind::MemFd {
-                name,
-                size,
-                seals,
-                pages: runs,
-            } => {
-                if first {
-                    let anchor = memfd::restore_create(name, *size, *seals, runs, pages)?;
-                    self.anchors
-                        .insert(inode.objref, (park(anchor, self.high)?, None));
-                }
-                self.reopen_anchor(inode.objref, of)
-            }
             InodeKind::Pipe { pipe_size, data } => {
                 if first {
                     let (r, w) = pipe::restore_pipe(*pipe_size, data)?;
@@ -285,6 +265,86 @@ impl OpenFiles {
                 other.name()
             ))),
         }
+    }
+
+    /// Recreates the deleted file or memfd `inode` (once), held by ckpt as its anchor.
+    fn create_anchor(&mut self, inode: &InodeRecord, pages: &PageReader) -> Result<()> {
+        if !self.created.insert(inode.objref) {
+            return Ok(());
+        }
+        let anchor = match &inode.kind {
+            InodeKind::DeletedFile {
+                path,
+                mode,
+                size,
+                pages: runs,
+            } => {
+                let (anchor, linked) = deleted::restore_create(path, *mode, *size, runs, pages)?;
+                (park(anchor, self.high)?, linked.then(|| path.clone()))
+            }
+            InodeKind::MemFd {
+                name,
+                size,
+                seals,
+                pages: runs,
+            } => (
+                park(
+                    memfd::restore_create(name, *size, *seals, runs, pages)?,
+                    self.high,
+                )?,
+                None,
+            ),
+            other => {
+                return Err(Error::Other(format!(
+                    "internal: a {} has no anchor",
+                    other.name()
+                )));
+            }
+        };
+        self.anchors.insert(inode.objref, anchor);
+        Ok(())
+    }
+
+    /// Anchors for the deleted files and memfds that areas map and no fd holds
+    /// (a POSIX semaphore's file): the helpers map them through /proc.
+    fn create_mapped_anchors(&mut self, plan: &Plan, pages: &PageReader) -> Result<()> {
+        for p in &plan.procs {
+            for a in &p.areas {
+                let ckpt_common::image::AreaKind::File { objref } = a.kind else {
+                    continue;
+                };
+                let inode = plan.inodes[&objref];
+                if matches!(
+                    inode.kind,
+                    InodeKind::DeletedFile { .. } | InodeKind::MemFd { .. }
+                ) {
+                    self.create_anchor(inode, pages).map_err(|e| {
+                        Error::Other(format!(
+                            "pid {} area {:#x}-{:#x}: {e}",
+                            p.pid(),
+                            a.start,
+                            a.end
+                        ))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a helper opens each recreated deleted file and memfd: ckpt's anchor
+    /// through /proc, by inode objref.
+    pub fn anchor_paths(&self) -> HashMap<ObjRef, PathBuf> {
+        let me = std::process::id();
+        self.anchors
+            .iter()
+            .map(|(r, (fd, _))| {
+                (
+                    *r,
+                    PathBuf::from(format!("/proc/{me}/fd/{}", fd.as_raw_fd())),
+                )
+            })
+            .collect()
     }
 
     /// A later open file of a pipe or FIFO: the deposited end if its access mode

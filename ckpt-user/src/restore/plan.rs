@@ -595,8 +595,15 @@ impl<'a> Plan<'a> {
                         }
                     }
                 }
+                // Deleted files and memfds are recreated, then mapped shared from
+                // ckpt's anchor; dump refuses private mappings of them.
                 if let AreaKind::File { objref } = a.kind
-                    && !matches!(self.inodes[&objref].kind, InodeKind::Regular { .. })
+                    && !matches!(
+                        self.inodes[&objref].kind,
+                        InodeKind::Regular { .. }
+                            | InodeKind::DeletedFile { .. }
+                            | InodeKind::MemFd { .. }
+                    )
                 {
                     return Err(Error::Other(format!(
                         "not yet supported: {area} maps a {}",
