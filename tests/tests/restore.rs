@@ -486,10 +486,16 @@ sys.exit(1 if bad or len(lines) != i else 0)
 
 #[test]
 fn python_interpreter() {
+    python_scenario("python", PYTHON, "python");
+}
+
+/// Runs `script` with python3 in a fresh directory, dumps and restores it (-d), lets
+/// it go and requires its `PASS <who>:` line.
+fn python_scenario(name: &str, script: &str, who: &str) {
     setup();
-    let mut w = Wl::start_with("python", |_| {
+    let mut w = Wl::start_with(name, |_| {
         let mut c = Command::new("python3");
-        c.arg("-c").arg(PYTHON);
+        c.arg("-c").arg(script);
         (c, true)
     });
     thread::sleep(Duration::from_millis(300));
@@ -498,7 +504,7 @@ fn python_interpreter() {
     thread::sleep(Duration::from_millis(300));
     w.go();
     let text = w.wait_result(Duration::from_secs(30));
-    w.check_result(&text, &["python"]);
+    w.check_result(&text, &[who]);
 }
 
 /// multiprocessing: a Pipe (a unix socket pair) to a worker process, results back
@@ -539,19 +545,7 @@ if __name__ == "__main__":
 
 #[test]
 fn python_multiprocessing_pipe_and_queue() {
-    setup();
-    let mut w = Wl::start_with("python-mp", |_| {
-        let mut c = Command::new("python3");
-        c.arg("-c").arg(PYTHON_MP);
-        (c, true)
-    });
-    thread::sleep(Duration::from_millis(300));
-    w.dump();
-    w.restore_detached();
-    thread::sleep(Duration::from_millis(300));
-    w.go();
-    let text = w.wait_result(Duration::from_secs(30));
-    w.check_result(&text, &["multiprocessing"]);
+    python_scenario("python-mp", PYTHON_MP, "multiprocessing");
 }
 
 /// A memfd held by an fd and mapped shared, and a file in /dev/shm mapped shared
@@ -599,19 +593,7 @@ sys.exit(0 if ok else 1)
 
 #[test]
 fn memfd_and_unlinked_shm_file_mapped_shared_by_two_processes() {
-    setup();
-    let mut w = Wl::start_with("python-shm", |_| {
-        let mut c = Command::new("python3");
-        c.arg("-c").arg(PYTHON_SHM);
-        (c, true)
-    });
-    thread::sleep(Duration::from_millis(300));
-    w.dump();
-    w.restore_detached();
-    thread::sleep(Duration::from_millis(300));
-    w.go();
-    let text = w.wait_result(Duration::from_secs(30));
-    w.check_result(&text, &["shm"]);
+    python_scenario("python-shm", PYTHON_SHM, "shm");
 }
 
 const AWK: &str = r#"{ if ($1 != n) { print "FAIL shell: expected " n " got " $1 >> "result"; bad = 1; exit 1 } n++ }
