@@ -515,18 +515,14 @@ impl Collector<'_> {
                     Encounter::First(r) => {
                         objref = Some(r);
                         if class == MappingClass::File && m.path.ends_with(kinds::deleted::SUFFIX) {
-                            // A memfd or deleted file mapped shared (a POSIX
-                            // semaphore, shm_open then unlink): saved whole, as an
-                            // fd holding it would save it; restore maps the
-                            // recreated file. Private mappings of one would need
-                            // the file's pages under every private copy: refused.
+                            // A memfd or deleted file mapped (a POSIX semaphore,
+                            // shm_open then unlink; an executable or library
+                            // replaced by an upgrade): saved whole, as an fd
+                            // holding it would save it. Restore maps the recreated
+                            // file; a private mapping's own copies of pages are
+                            // saved with the area, as for any file.
                             let what =
                                 format!("pid {pid}: mapping at {:#x} of {}", m.start, m.path);
-                            if !m.shared {
-                                return Err(Error::Other(format!(
-                                    "{what}, private: not yet supported"
-                                )));
-                            }
                             let proc_path =
                                 format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
                             let kind = self

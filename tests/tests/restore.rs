@@ -111,8 +111,9 @@ impl Wl {
     fn bin_prepared(scenario: &str, prepare: impl FnOnce(&Path)) -> Wl {
         Self::start_with(scenario, |dir| {
             prepare(dir);
-            // A private copy: a concurrent `cargo build` replacing the binary would
-            // make the workload run a deleted executable, which dump refuses.
+            // A private copy: a concurrent `cargo build` must not replace the binary
+            // under a running workload (the deleted-executable test deletes its
+            // copy on purpose).
             let exe = dir.join("wl-restore");
             fs::copy(WL, &exe).unwrap();
             let mut c = Command::new(exe);
@@ -620,6 +621,23 @@ fn shell_pipeline() {
     w.go();
     let text = w.wait_result(Duration::from_secs(30));
     w.check_result(&text, &["shell"]);
+}
+
+/// The workload's executable is deleted before the dump (as a package upgrade
+/// does to a daemon): it comes back from the image, mapped and as /proc/PID/exe.
+#[test]
+fn a_process_whose_executable_was_deleted() {
+    setup();
+    let mut w = Wl::bin("counter");
+    fs::remove_file(w.dir.join("wl-restore")).unwrap();
+    let exe = fs::read_link(format!("/proc/{}/exe", w.pid)).unwrap();
+    assert!(
+        exe.to_string_lossy().ends_with(" (deleted)"),
+        "{}",
+        exe.display()
+    );
+    thread::sleep(Duration::from_millis(300));
+    w.dump_restore_check(&["counter"]);
 }
 
 /// A syslog-style client: a datagram socket connected to a socket bound to a path

@@ -301,7 +301,16 @@ impl OpenFiles {
                 )));
             }
         };
-        self.anchors.insert(inode.objref, anchor);
+        // Filled: ckpt keeps it read-only. A writer anywhere would forbid it as an
+        // executable (PR_SET_MM_MAP's exe_fd needs deny_write_access), and the
+        // restored opens and mappings reopen it with their own modes.
+        let (rw, name) = anchor;
+        let ro = park(
+            regular::open_path(&proc_fd(rw.as_raw_fd()), libc::O_RDONLY as u32)?,
+            self.high,
+        )?;
+        drop(rw);
+        self.anchors.insert(inode.objref, (ro, name));
         Ok(())
     }
 

@@ -41,6 +41,9 @@ pub struct ProcPlan<'a> {
     /// restored root is ckpt's child, like a job started from ckpt's shell).
     pub pgid: i32,
     pub sid: i32,
+    /// The deleted file it runs, when its executable was deleted (see
+    /// [`Plan::deleted_exe`]).
+    pub deleted_exe: Option<ObjRef>,
 }
 
 impl ProcPlan<'_> {
@@ -68,6 +71,9 @@ impl std::fmt::Display for User {
         }
     }
 }
+
+/// How /proc names a file that was deleted.
+const DELETED: &str = " (deleted)";
 
 /// The image regrouped for restore.
 pub struct Plan<'a> {
@@ -138,6 +144,7 @@ impl<'a> Plan<'a> {
                         fds: Vec::new(),
                         pgid: p.pgid,
                         sid: p.sid,
+                        deleted_exe: None,
                     });
                 }
                 Record::Thread(t) => procs[index[&t.pid]].threads.push(t),
@@ -173,6 +180,10 @@ impl<'a> Plan<'a> {
             socket_peers,
             trampoline: 0,
         };
+        let exes: Vec<Option<ObjRef>> = plan.procs.iter().map(|p| plan.deleted_exe(p)).collect();
+        for (p, exe) in plan.procs.iter_mut().zip(exes) {
+            p.deleted_exe = exe;
+        }
         plan.check_machine()?;
         plan.map_sessions()?;
         plan.check_processes()?;
@@ -315,9 +326,10 @@ impl<'a> Plan<'a> {
             if p.is_zombie() {
                 continue;
             }
-            if p.rec.exe.to_string_lossy().ends_with(" (deleted)") {
+            if p.rec.exe.to_string_lossy().ends_with(DELETED) && self.deleted_exe(p).is_none() {
                 return Err(Error::Other(format!(
-                    "not yet supported: pid {pid} runs a deleted executable ({})",
+                    "not yet supported: pid {pid} runs a deleted executable ({}) that it \
+                     does not map",
                     p.rec.exe.display()
                 )));
             }
@@ -616,6 +628,20 @@ impl<'a> Plan<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The inode of `p`'s deleted executable: the deleted file one of its areas
+    /// maps under the exe link's name.
+    pub fn deleted_exe(&self, p: &ProcPlan) -> Option<ObjRef> {
+        let exe = p.rec.exe.to_string_lossy();
+        let path = std::path::Path::new(exe.strip_suffix(DELETED)?);
+        p.areas.iter().find_map(|a| match a.kind {
+            AreaKind::File { objref } => match &self.inodes.get(&objref)?.kind {
+                InodeKind::DeletedFile { path: p, .. } if p == path => Some(objref),
+                _ => None,
+            },
+            _ => None,
+        })
     }
 
     /// An address range free in ckpt (which every helper starts as a copy of) and in

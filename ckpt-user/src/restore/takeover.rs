@@ -100,9 +100,17 @@ pub fn take_over(
         main.syscall(libc::SYS_close, &[report_fd as u64])?;
         Ok(())
     })?;
+    // A deleted executable is the file ckpt recreated for its mapping.
+    let exe =
+        match p.deleted_exe {
+            Some(objref) => src.anchors.get(&objref).cloned().ok_or_else(|| {
+                Error::Other(format!("pid {pid}: executable {objref} not recreated"))
+            })?,
+            None => p.rec.exe.clone(),
+        };
     step(pid, "memory", || {
         memory::restore_address_space(&main, &p.areas, src)?;
-        memory::restore_mm(&main, &p.rec.mm, &p.rec.exe)
+        memory::restore_mm(&main, &p.rec.mm, &exe)
     })?;
     step(pid, "signal handlers", || {
         process::restore_sigactions(&main, &p.rec.sigactions)
