@@ -280,6 +280,7 @@ fn socket(r: u32, sock_type: u32, peer: Option<u32>) -> Record {
             peer: peer.map(ObjRef),
             sndbuf: 4608,
             rcvbuf: 4608,
+            shutdown: 0,
             queue: vec![SocketMessage {
                 data: b"q".to_vec(),
             }],

@@ -730,6 +730,7 @@ impl Collector<'_> {
                         peer: self.objrefs.get(&ObjKey::Inode(node.dev, peer_ino)),
                         sndbuf,
                         rcvbuf,
+                        shutdown: info.shutdown,
                         queue,
                     },
                     lone => {

@@ -348,10 +348,16 @@ fn check_record(
                 }
             }
             if let InodeKind::UnixSocket {
-                sock_type, peer, ..
+                sock_type,
+                peer,
+                shutdown,
+                ..
             } = &n.kind
             {
                 check_socket_type(*sock_type)?;
+                if *shutdown > 3 {
+                    return Err(format!("shutdown state {shutdown} is not 0 to 3"));
+                }
                 if peer.is_none() {
                     pass.first_ends.push((index, n.objref));
                 }

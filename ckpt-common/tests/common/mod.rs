@@ -313,6 +313,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     peer: (r.below(2) == 0).then(|| r.objref()),
                     sndbuf: r.u32(),
                     rcvbuf: r.u32(),
+                    shutdown: r.below(4) as u8,
                     queue: (0..r.below(3))
                         .map(|_| SocketMessage { data: r.bytes(300) })
                         .collect(),

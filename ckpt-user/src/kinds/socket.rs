@@ -15,7 +15,8 @@
 //!
 //! Refused, naming pid and fd: sockets of other families, listening sockets,
 //! sockets bound to a name, sockets whose peer is outside the tree (but for the
-//! datagram case above), sockets shut down in either direction, lone sockets with
+//! datagram case above), shut-down sockets other than stream pairs (a half-closed
+//! stream pair comes back half-closed), lone sockets with
 //! something queued, and queues carrying file descriptors (SCM_RIGHTS) — restore
 //! cannot recreate any of those yet.
 
@@ -176,10 +177,14 @@ pub fn refuse_reason(
     if let Some(name) = &info.name {
         return Some(format!("a unix socket bound to {name}"));
     }
-    if let Err(why) = link(info, all, tree_sockets) {
-        return Some(why);
-    }
-    if info.shutdown != 0 {
+    let linked = match link(info, all, tree_sockets) {
+        Ok(l) => l,
+        Err(why) => return Some(why),
+    };
+    // A half-closed stream pair comes back half-closed; elsewhere a shutdown
+    // cannot be told from a queued empty message when peeking.
+    let pair_stream = matches!(linked, Link::Pair(_)) && info.sock_type == libc::SOCK_STREAM as u32;
+    if info.shutdown != 0 && !pair_stream {
         return Some(format!(
             "a unix socket shut down for {}",
             match info.shutdown {
@@ -343,10 +348,12 @@ fn close_passed_fds(msg: &libc::msghdr) -> usize {
     count
 }
 
-/// One end of a pair to restore: its buffer sizes and what it must find queued.
+/// One end of a pair to restore: its buffer sizes, shutdown state and what it
+/// must find queued.
 pub struct EndState<'a> {
     pub sndbuf: u32,
     pub rcvbuf: u32,
+    pub shutdown: u8,
     pub queue: &'a [SocketMessage],
 }
 
@@ -357,11 +364,13 @@ impl<'a> EndState<'a> {
             ckpt_common::image::InodeKind::UnixSocket {
                 sndbuf,
                 rcvbuf,
+                shutdown,
                 queue,
                 ..
             } => Ok(EndState {
                 sndbuf: *sndbuf,
                 rcvbuf: *rcvbuf,
+                shutdown: *shutdown,
                 queue,
             }),
             other => Err(Error::Other(format!(
@@ -398,6 +407,24 @@ pub fn restore_pair(sock_type: u32, a: &EndState, b: &EndState) -> Result<(Owned
     set_buffers(&fb, b)?;
     send_queue(&fb, a.queue)?;
     send_queue(&fa, b.queue)?;
+    // Each end shut down as it was, once its queue is back. A stream shutdown also
+    // marks the peer (its send side shuts the peer's receive side): each end's
+    // state already holds its peer's mark, so the result is the dumped state.
+    for (fd, end) in [(&fa, a), (&fb, b)] {
+        let how = match end.shutdown & 3 {
+            0 => continue,
+            1 => libc::SHUT_RD,
+            2 => libc::SHUT_WR,
+            _ => libc::SHUT_RDWR,
+        };
+        // SAFETY: shutdown of a socket we own.
+        if unsafe { libc::shutdown(fd.as_raw_fd(), how) } < 0 {
+            return Err(Error::io(
+                format!("shutdown({how}) of a restored socket"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
     Ok((fa, fb))
 }
 
@@ -424,6 +451,7 @@ pub fn restore_alone(
         &EndState {
             sndbuf,
             rcvbuf,
+            shutdown: 0,
             queue: &[],
         },
     )?;

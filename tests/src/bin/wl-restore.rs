@@ -1878,6 +1878,14 @@ fn sockets() {
         let data: Vec<u8> = (0..stream_len).map(|i| sock_byte(from_parent, i)).collect();
         write_all(fds[0], &data);
     };
+    // A fourth stream pair, half-closed: the child sends "last words" and shuts
+    // its sending side down; the parent's side can still send.
+    let mut half = [0; 2];
+    // SAFETY: half is a valid 2-int array.
+    check(
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, half.as_mut_ptr()) },
+        "socketpair",
+    );
     let root = getpid();
     let child = fork();
     if child == 0 {
@@ -1886,6 +1894,13 @@ fn sockets() {
         for p in pairs {
             close(p[0]);
         }
+        close(half[0]);
+        write_all(half[1], b"last words");
+        // SAFETY: shutdown of our own socket.
+        check(
+            unsafe { libc::shutdown(half[1], libc::SHUT_WR) },
+            "shutdown",
+        );
         send_all(fds, false, CHILD_STREAM);
         wait_go();
         let mut ok = sockets_queued(who, fds, true, PARENT_STREAM);
@@ -1896,6 +1911,15 @@ fn sockets() {
             .map(|m| String::from_utf8_lossy(&m).into_owned())
             .map_err(|e| e.to_string());
         ok &= expect_eq(who, "fresh seqpacket message", pong, Ok("pong".to_string()));
+        let mut reply = [0u8; 5];
+        let got = read_full(half[1], &mut reply, 10_000)
+            .map(|n| String::from_utf8_lossy(&reply[..n]).into_owned());
+        ok &= expect_eq(
+            who,
+            "reply on the half-closed pair (its receiving side is open)",
+            got,
+            Ok("reply".to_string()),
+        );
         close(fds[0]);
         child_exit(ok);
     }
@@ -1904,6 +1928,7 @@ fn sockets() {
     for p in pairs {
         close(p[1]);
     }
+    close(half[1]);
     send_all(fds, true, PARENT_STREAM);
     // SAFETY: plain fcntl.
     check(
@@ -1940,6 +1965,16 @@ fn sockets() {
         Ok("after-go!!".to_string()),
     );
     write_all(fds[1], b"pong");
+    let mut last = [0u8; 64];
+    let got = read_full(half[0], &mut last, 10_000)
+        .map(|n| String::from_utf8_lossy(&last[..n]).into_owned());
+    expect_eq(
+        who,
+        "half-closed pair: the queued bytes, then EOF",
+        got,
+        Ok("last words".to_string()),
+    );
+    write_all(half[0], b"reply");
     let t0 = Instant::now();
     let eof = loop {
         let mut b = [0u8; 64];

@@ -122,7 +122,8 @@ pub enum InodeKind {
     },
     /// One end of a connected AF_UNIX socket pair: its type (`SOCK_STREAM`,
     /// `SOCK_DGRAM`, `SOCK_SEQPACKET`), its buffer sizes (SO_SNDBUF, SO_RCVBUF as
-    /// getsockopt reports them), what was queued for it to receive (each message;
+    /// getsockopt reports them), its shutdown state (1 receive, 2 send, as the
+    /// kernel's `sk_shutdown`), what was queued for it to receive (each message;
     /// a stream's bytes as one) and, on the end met second, its peer: the objref of
     /// the end met first. Each end is a socket inode of its own.
     #[serde(rename = "unix-socket")]
@@ -131,6 +132,7 @@ pub enum InodeKind {
         peer: Option<ObjRef>,
         sndbuf: u32,
         rcvbuf: u32,
+        shutdown: u8,
         queue: Vec<SocketMessage>,
     },
     /// A unix socket with no peer in the image: unconnected (`connect_to` none), or
@@ -380,6 +382,7 @@ impl Wire for InodeRecord {
                 peer,
                 sndbuf,
                 rcvbuf,
+                shutdown,
                 queue,
             } => {
                 out.put_u8(16);
@@ -388,6 +391,7 @@ impl Wire for InodeRecord {
                 out.put_u32_le(peer.map_or(0, |p| p.0));
                 out.put_u32_le(*sndbuf);
                 out.put_u32_le(*rcvbuf);
+                out.put_u8(*shutdown);
                 wire::put_list(out, queue);
             }
             InodeKind::Inotify { watches } => {
@@ -488,6 +492,7 @@ impl Wire for InodeRecord {
                 },
                 sndbuf: wire::u32(buf, "sndbuf")?,
                 rcvbuf: wire::u32(buf, "rcvbuf")?,
+                shutdown: wire::u8(buf, "shutdown")?,
                 queue: wire::list(buf, "queue")?,
             },
             17 => InodeKind::Inotify {
