@@ -235,12 +235,8 @@ struct Collector<'a> {
     progress: Progress,
     objrefs: ObjRefTable<ObjKey>,
     pidfds: HashMap<i32, OwnedFd>,
-    /// The machine's unix sockets (sock_diag) and the socket inodes the tree
-    /// holds, read at the first socket met.
-    unix_sockets: Option<(
-        HashMap<u64, kinds::socket::UnixSocketInfo>,
-        std::collections::HashSet<u64>,
-    )>,
+    /// The machine's unix sockets and the tree's, read at the first socket met.
+    unix_sockets: Option<kinds::socket::UnixSockets>,
     report: &'a mut DumpReport,
 }
 
@@ -336,13 +332,8 @@ fn refuse_shared_fd_tables(
     Ok(())
 }
 
-/// The machine's unix sockets (sock_diag), and the socket inodes `table` holds.
-fn tree_sockets(
-    table: &SharingTable,
-) -> (
-    Result<HashMap<u64, kinds::socket::UnixSocketInfo>>,
-    std::collections::HashSet<u64>,
-) {
+/// The machine's unix sockets (sock_diag), with the socket inodes `table` holds.
+fn tree_sockets(table: &SharingTable) -> Result<kinds::socket::UnixSockets> {
     let held = table
         .fds
         .iter()
@@ -350,7 +341,7 @@ fn tree_sockets(
         .filter(|f| f.kind == ObjectKind::Socket)
         .filter_map(|f| table.inode(f.inode).map(|i| i.ino))
         .collect();
-    (kinds::socket::unix_sockets(), held)
+    kinds::socket::UnixSockets::read(held)
 }
 
 /// Kinds of fds restore cannot bring back yet: refused while the tree is frozen.
@@ -379,13 +370,12 @@ fn refuse_unsupported(table: &SharingTable) -> Result<()> {
             | ObjectKind::CharDevice => true,
             ObjectKind::AnonInode => crate::kinds::restorable_anon(&path()),
             ObjectKind::Socket => {
-                let sockets = sockets.get_or_insert_with(|| tree_sockets(table));
+                if sockets.is_none() {
+                    sockets = Some(tree_sockets(table)?);
+                }
                 let ino = table.inode(f.inode).map_or(0, |i| i.ino);
-                let all = sockets
-                    .0
-                    .as_ref()
-                    .map_err(|e| Error::Other(e.to_string()))?;
-                if let Some(why) = kinds::socket::refuse_reason(all.get(&ino), all, &sockets.1) {
+                let why = sockets.as_ref().and_then(|s| s.refuse_reason(ino));
+                if let Some(why) = why {
                     return Err(Error::Other(format!(
                         "pid {} fd {} is {why} ({}): not yet supported by ckpt dump",
                         fd.pid,
@@ -708,18 +698,16 @@ impl Collector<'_> {
                 let ctx =
                     |e: Error| Error::Other(format!("pid {pid} fd {fd} (a unix socket): {e}"));
                 if self.unix_sockets.is_none() {
-                    let (all, held) = tree_sockets(table);
-                    self.unix_sockets = Some((all.map_err(ctx)?, held));
+                    self.unix_sockets = Some(tree_sockets(table).map_err(ctx)?);
                 }
                 let node = table
                     .inode(f.inode)
                     .ok_or_else(|| Error::Other(format!("pid {pid} fd {fd}: no inode")))?;
-                let (all, held) = self.unix_sockets.as_ref().expect("read above");
-                let info = all.get(&node.ino).cloned().ok_or_else(|| {
-                    Error::Other(format!("pid {pid} fd {fd}: not a unix socket any more"))
-                })?;
-                let link = kinds::socket::link(&info, all, held)
-                    .map_err(|why| Error::Other(format!("pid {pid} fd {fd} is {why}")))?;
+                let (info, link) = self
+                    .unix_sockets
+                    .as_ref()
+                    .map_or(Err("not read".to_string()), |s| s.link(node.ino))
+                    .map_err(|why| Error::Other(format!("pid {pid} fd {fd}: {why}")))?;
                 let copy = self.steal(pid, fd)?;
                 let (sndbuf, rcvbuf, queue) =
                     kinds::socket::dump(&copy, info.sock_type, &link).map_err(ctx)?;

@@ -124,6 +124,38 @@ pub fn unix_sockets() -> Result<HashMap<u64, UnixSocketInfo>> {
     }
 }
 
+/// The machine's unix sockets (one sock_diag dump) and the socket inodes the
+/// dumped tree holds: all that decides how each socket is saved, or why not.
+pub struct UnixSockets {
+    pub all: HashMap<u64, UnixSocketInfo>,
+    pub held: std::collections::HashSet<u64>,
+}
+
+impl UnixSockets {
+    pub fn read(held: std::collections::HashSet<u64>) -> Result<UnixSockets> {
+        Ok(UnixSockets {
+            all: unix_sockets()?,
+            held,
+        })
+    }
+
+    /// Why the socket of inode `ino` cannot be saved; `None` when it can.
+    pub fn refuse_reason(&self, ino: u64) -> Option<String> {
+        refuse_reason(self.all.get(&ino), &self.all, &self.held)
+    }
+
+    /// How the socket of inode `ino` is connected (and what sock_diag says of it).
+    pub fn link(&self, ino: u64) -> std::result::Result<(UnixSocketInfo, Link), String> {
+        let info = self
+            .all
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| "no longer a unix socket".to_string())?;
+        let l = link(&info, &self.all, &self.held)?;
+        Ok((info, l))
+    }
+}
+
 /// How a unix socket the tree holds is connected, as the dump saves it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Link {
@@ -136,7 +168,7 @@ pub enum Link {
 }
 
 /// How `info` is connected, or why ckpt cannot save it.
-pub fn link(
+fn link(
     info: &UnixSocketInfo,
     all: &HashMap<u64, UnixSocketInfo>,
     tree_sockets: &std::collections::HashSet<u64>,
@@ -163,7 +195,7 @@ pub fn link(
 
 /// Why the unix socket `info` cannot be saved, given every unix socket of the
 /// machine and the socket inodes the tree holds; `None` when it can.
-pub fn refuse_reason(
+fn refuse_reason(
     info: Option<&UnixSocketInfo>,
     all: &HashMap<u64, UnixSocketInfo>,
     tree_sockets: &std::collections::HashSet<u64>,
