@@ -623,6 +623,26 @@ fn shell_pipeline() {
     w.check_result(&text, &["shell"]);
 }
 
+/// `dump --leave-running` peeks at socket queues without consuming them: the
+/// workload, left running, then finds every queued byte and message itself.
+#[test]
+fn dump_leave_running_consumes_nothing_from_socket_queues() {
+    setup();
+    let w = Wl::bin("sockets");
+    thread::sleep(Duration::from_millis(300));
+    let pid_s = w.pid.to_string();
+    let img = w.img();
+    let out = ckpt::run_timeout(
+        &["dump", "-t", &pid_s, "-D", &img, "--leave-running"],
+        CKPT_TIMEOUT,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", out.describe());
+    w.go();
+    let text = w.wait_result(Duration::from_secs(30));
+    w.check_result(&text, &["sockets-parent", "sockets-child"]);
+}
+
 /// The workload's executable is deleted before the dump (as a package upgrade
 /// does to a daemon): it comes back from the image, mapped and as /proc/PID/exe.
 #[test]
