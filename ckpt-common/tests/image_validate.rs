@@ -281,6 +281,8 @@ fn socket(r: u32, sock_type: u32, peer: Option<u32>) -> Record {
             sndbuf: 4608,
             rcvbuf: 4608,
             shutdown: 0,
+            passcred: false,
+            peek_off: -1,
             queue: vec![SocketMessage {
                 data: b"q".to_vec(),
             }],

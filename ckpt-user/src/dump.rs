@@ -709,24 +709,25 @@ impl Collector<'_> {
                     .map_or(Err("not read".to_string()), |s| s.link(node.ino))
                     .map_err(|why| Error::Other(format!("pid {pid} fd {fd}: {why}")))?;
                 let copy = self.steal(pid, fd)?;
-                let (sndbuf, rcvbuf, queue) =
-                    kinds::socket::dump(&copy, info.sock_type, &link).map_err(ctx)?;
+                let saved = kinds::socket::dump(&copy, info.sock_type, &link).map_err(ctx)?;
                 match link {
                     kinds::socket::Link::Pair(peer_ino) => InodeKind::UnixSocket {
                         sock_type: info.sock_type,
                         // The end met second names the first (which has an objref).
                         peer: self.objrefs.get(&ObjKey::Inode(node.dev, peer_ino)),
-                        sndbuf,
-                        rcvbuf,
+                        sndbuf: saved.sndbuf,
+                        rcvbuf: saved.rcvbuf,
                         shutdown: info.shutdown,
-                        queue,
+                        passcred: saved.passcred,
+                        peek_off: saved.peek_off,
+                        queue: saved.queue,
                     },
                     lone => {
-                        if !queue.is_empty() {
+                        if !saved.queue.is_empty() {
                             return Err(ctx(Error::Other(format!(
                                 "{} messages are queued on a socket with no peer in the \
                                  tree: not yet supported",
-                                queue.len()
+                                saved.queue.len()
                             ))));
                         }
                         InodeKind::UnixSocketAlone {
@@ -735,8 +736,8 @@ impl Collector<'_> {
                                 kinds::socket::Link::BoundPath(p) => Some(p),
                                 _ => None,
                             },
-                            sndbuf,
-                            rcvbuf,
+                            sndbuf: saved.sndbuf,
+                            rcvbuf: saved.rcvbuf,
                         }
                     }
                 }

@@ -314,6 +314,8 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     sndbuf: r.u32(),
                     rcvbuf: r.u32(),
                     shutdown: r.below(4) as u8,
+                    passcred: r.below(2) == 0,
+                    peek_off: r.i32(),
                     queue: (0..r.below(3))
                         .map(|_| SocketMessage { data: r.bytes(300) })
                         .collect(),

@@ -268,19 +268,34 @@ fn setsockopt_int(fd: RawFd, level: i32, name: i32, v: i32, what: &str) -> Resul
     Ok(())
 }
 
-/// Dump: (SO_SNDBUF, SO_RCVBUF, receive queue) of a unix socket connected as
-/// `link` says, through a copy of one of its fds. The queue is peeked, never
-/// consumed; SO_PEEK_OFF is put back.
-pub fn dump(copy: &OwnedFd, sock_type: u32, link: &Link) -> Result<(u32, u32, Vec<SocketMessage>)> {
+/// What the dump saves of a unix socket besides how it is connected.
+pub struct SavedSocket {
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    pub passcred: bool,
+    /// SO_PEEK_OFF, -1 when off.
+    pub peek_off: i32,
+    pub queue: Vec<SocketMessage>,
+}
+
+/// Dump: the state of a unix socket connected as `link` says, through a copy of
+/// one of its fds. The queue is peeked, never consumed; SO_PEEK_OFF is put back.
+pub fn dump(copy: &OwnedFd, sock_type: u32, link: &Link) -> Result<SavedSocket> {
     let fd = copy.as_raw_fd();
-    let sndbuf = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")?;
-    let rcvbuf = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")?;
+    let opt = |name, what| getsockopt_int(fd, libc::SOL_SOCKET, name, what);
+    let mut saved = SavedSocket {
+        sndbuf: opt(libc::SO_SNDBUF, "SO_SNDBUF")? as u32,
+        rcvbuf: opt(libc::SO_RCVBUF, "SO_RCVBUF")? as u32,
+        passcred: opt(libc::SO_PASSCRED, "SO_PASSCRED")? != 0,
+        peek_off: opt(libc::SO_PEEK_OFF, "SO_PEEK_OFF")?,
+        queue: Vec::new(),
+    };
     // An unconnected stream or seqpacket socket has no queue (and recvmsg on one
     // is EINVAL); an unconnected datagram socket may, if something sent to it.
     if *link == Link::Unconnected && sock_type != libc::SOCK_DGRAM as u32 {
-        return Ok((sndbuf as u32, rcvbuf as u32, Vec::new()));
+        return Ok(saved);
     }
-    let peek_off = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, "SO_PEEK_OFF")?;
+    let peek_off = saved.peek_off;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0, "SO_PEEK_OFF")?;
     let queue = peek_queue(fd, sock_type == libc::SOCK_STREAM as u32);
     let restored = setsockopt_int(
@@ -290,9 +305,9 @@ pub fn dump(copy: &OwnedFd, sock_type: u32, link: &Link) -> Result<(u32, u32, Ve
         peek_off,
         "SO_PEEK_OFF",
     );
-    let queue = queue?;
+    saved.queue = queue?;
     restored?;
-    Ok((sndbuf as u32, rcvbuf as u32, queue))
+    Ok(saved)
 }
 
 /// More messages than a unix socket queue holds (net.unix.max_dgram_qlen is 512 at
@@ -386,6 +401,8 @@ pub struct EndState<'a> {
     pub sndbuf: u32,
     pub rcvbuf: u32,
     pub shutdown: u8,
+    pub passcred: bool,
+    pub peek_off: i32,
     pub queue: &'a [SocketMessage],
 }
 
@@ -397,12 +414,16 @@ impl<'a> EndState<'a> {
                 sndbuf,
                 rcvbuf,
                 shutdown,
+                passcred,
+                peek_off,
                 queue,
                 ..
             } => Ok(EndState {
                 sndbuf: *sndbuf,
                 rcvbuf: *rcvbuf,
                 shutdown: *shutdown,
+                passcred: *passcred,
+                peek_off: *peek_off,
                 queue,
             }),
             other => Err(Error::Other(format!(
@@ -439,6 +460,22 @@ pub fn restore_pair(sock_type: u32, a: &EndState, b: &EndState) -> Result<(Owned
     set_buffers(&fb, b)?;
     send_queue(&fb, a.queue)?;
     send_queue(&fa, b.queue)?;
+    // Options that concern receiving, once the queues are back.
+    for (fd, end) in [(&fa, a), (&fb, b)] {
+        let fd = fd.as_raw_fd();
+        if end.passcred {
+            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1, "SO_PASSCRED")?;
+        }
+        if end.peek_off >= 0 {
+            setsockopt_int(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEEK_OFF,
+                end.peek_off,
+                "SO_PEEK_OFF",
+            )?;
+        }
+    }
     // Each end shut down as it was, once its queue is back. A stream shutdown also
     // marks the peer (its send side shuts the peer's receive side): each end's
     // state already holds its peer's mark, so the result is the dumped state.
@@ -484,6 +521,8 @@ pub fn restore_alone(
             sndbuf,
             rcvbuf,
             shutdown: 0,
+            passcred: false,
+            peek_off: -1,
             queue: &[],
         },
     )?;

@@ -1930,6 +1930,23 @@ fn sockets() {
     }
     close(half[1]);
     send_all(fds, true, PARENT_STREAM);
+    // Receiving options: credentials on the seqpacket end, a peek offset (0: on,
+    // from the start) on the datagram end.
+    let set = |fd: i32, name: libc::c_int, v: libc::c_int| {
+        // SAFETY: setsockopt from an int of its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&raw const v).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        check(rc, "setsockopt");
+    };
+    set(fds[1], libc::SO_PASSCRED, 1);
+    set(fds[2], libc::SO_PEEK_OFF, 0);
     // SAFETY: plain fcntl.
     check(
         unsafe { libc::fcntl(fds[0], libc::F_SETFL, getfl(fds[0]) | libc::O_NONBLOCK) },
@@ -1952,6 +1969,22 @@ fn sockets() {
     }
     ready(&[root, child]);
     wait_go();
+    let get = |fd: i32, name: libc::c_int| {
+        let mut v: libc::c_int = -7;
+        let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into an int of its size.
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, (&raw mut v).cast(), &mut l) };
+        v
+    };
+    expect_eq(
+        who,
+        "SO_PASSCRED on the seqpacket end, SO_PEEK_OFF on the datagram end",
+        (
+            get(fds[1], libc::SO_PASSCRED),
+            get(fds[2], libc::SO_PEEK_OFF),
+        ),
+        (1, 0),
+    );
     sockets_queued(who, fds, false, CHILD_STREAM);
     let nonblock = getfl(fds[0]) & libc::O_NONBLOCK != 0;
     expect_eq(who, "O_NONBLOCK on the stream end", nonblock, true);

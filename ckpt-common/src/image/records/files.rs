@@ -123,9 +123,10 @@ pub enum InodeKind {
     /// One end of a connected AF_UNIX socket pair: its type (`SOCK_STREAM`,
     /// `SOCK_DGRAM`, `SOCK_SEQPACKET`), its buffer sizes (SO_SNDBUF, SO_RCVBUF as
     /// getsockopt reports them), its shutdown state (1 receive, 2 send, as the
-    /// kernel's `sk_shutdown`), what was queued for it to receive (each message;
-    /// a stream's bytes as one) and, on the end met second, its peer: the objref of
-    /// the end met first. Each end is a socket inode of its own.
+    /// kernel's `sk_shutdown`), SO_PASSCRED and SO_PEEK_OFF (-1: off), what was
+    /// queued for it to receive (each message; a stream's bytes as one) and, on the
+    /// end met second, its peer: the objref of the end met first. Each end is a
+    /// socket inode of its own.
     #[serde(rename = "unix-socket")]
     UnixSocket {
         sock_type: u32,
@@ -133,6 +134,8 @@ pub enum InodeKind {
         sndbuf: u32,
         rcvbuf: u32,
         shutdown: u8,
+        passcred: bool,
+        peek_off: i32,
         queue: Vec<SocketMessage>,
     },
     /// A unix socket with no peer in the image: unconnected (`connect_to` none), or
@@ -383,6 +386,8 @@ impl Wire for InodeRecord {
                 sndbuf,
                 rcvbuf,
                 shutdown,
+                passcred,
+                peek_off,
                 queue,
             } => {
                 out.put_u8(16);
@@ -392,6 +397,8 @@ impl Wire for InodeRecord {
                 out.put_u32_le(*sndbuf);
                 out.put_u32_le(*rcvbuf);
                 out.put_u8(*shutdown);
+                wire::put_bool(out, *passcred);
+                out.put_i32_le(*peek_off);
                 wire::put_list(out, queue);
             }
             InodeKind::Inotify { watches } => {
@@ -493,6 +500,8 @@ impl Wire for InodeRecord {
                 sndbuf: wire::u32(buf, "sndbuf")?,
                 rcvbuf: wire::u32(buf, "rcvbuf")?,
                 shutdown: wire::u8(buf, "shutdown")?,
+                passcred: wire::bool(buf, "passcred")?,
+                peek_off: wire::i32(buf, "peek_off")?,
                 queue: wire::list(buf, "queue")?,
             },
             17 => InodeKind::Inotify {
