@@ -13,12 +13,15 @@
 //! datagram socket connected to a socket bound to a path outside the tree (a
 //! syslog client's /dev/log), connected again to that path.
 //!
+//! Besides the queue, each end keeps its buffer sizes, SO_PASSCRED, SO_PEEK_OFF
+//! and, for a stream pair, its shutdown state (a half-closed pair stays so).
+//!
 //! Refused, naming pid and fd: sockets of other families, listening sockets,
 //! sockets bound to a name, sockets whose peer is outside the tree (but for the
-//! datagram case above), shut-down sockets other than stream pairs (a half-closed
-//! stream pair comes back half-closed), lone sockets with
-//! something queued, and queues carrying file descriptors (SCM_RIGHTS) — restore
-//! cannot recreate any of those yet.
+//! datagram case above), shut-down datagram and seqpacket sockets (peeking cannot
+//! tell their end from an empty message), lone sockets with something queued, and
+//! queues carrying file descriptors (SCM_RIGHTS) — restore cannot recreate any of
+//! those yet.
 
 use std::{
     collections::HashMap,
