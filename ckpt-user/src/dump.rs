@@ -332,6 +332,29 @@ fn refuse_shared_fd_tables(
     Ok(())
 }
 
+/// A listening unix socket's record: its name and backlog, and for a path the
+/// socket file's mode and owner.
+fn listening_kind(info: &kinds::socket::UnixSocketInfo) -> Result<InodeKind> {
+    let name = info
+        .name
+        .clone()
+        .ok_or_else(|| Error::Other("a listening unix socket with no name".into()))?;
+    let (mode, uid, gid) = if name.starts_with('@') {
+        (0, 0, 0)
+    } else {
+        let meta = fs::metadata(&name).map_err(|e| Error::io(format!("stat of {name}"), e))?;
+        (meta.mode(), meta.uid(), meta.gid())
+    };
+    Ok(InodeKind::UnixSocketListening {
+        sock_type: info.sock_type,
+        name,
+        backlog: info.backlog,
+        mode,
+        uid,
+        gid,
+    })
+}
+
 /// The machine's unix sockets (sock_diag), with the socket inodes `table` holds.
 fn tree_sockets(table: &SharingTable) -> Result<kinds::socket::UnixSockets> {
     let held = table
@@ -703,6 +726,13 @@ impl Collector<'_> {
                 let node = table
                     .inode(f.inode)
                     .ok_or_else(|| Error::Other(format!("pid {pid} fd {fd}: no inode")))?;
+                let sockets = self.unix_sockets.as_ref();
+                if let Some(info) = sockets.and_then(|s| s.all.get(&node.ino))
+                    && info.listening
+                {
+                    return listening_kind(info)
+                        .map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")));
+                }
                 let (info, link) = self
                     .unix_sockets
                     .as_ref()

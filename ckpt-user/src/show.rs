@@ -197,7 +197,8 @@ impl<'a> Index<'a> {
                 | InodeKind::Epoll { .. }
                 | InodeKind::UnixSocket { .. }
                 | InodeKind::Inotify { .. }
-                | InodeKind::UnixSocketAlone { .. } => format!("{} {objref}", n.kind.name()),
+                | InodeKind::UnixSocketAlone { .. }
+                | InodeKind::UnixSocketListening { .. } => format!("{} {objref}", n.kind.name()),
                 InodeKind::DeletedFile { path, .. } => {
                     format!("deleted file {objref} {}", path.display())
                 }
@@ -434,6 +435,14 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                     if *semaphore { ", semaphore" } else { "" }
                 ),
                 InodeKind::SignalFd { mask } => format!("signalfd: signals {mask:#x}"),
+                InodeKind::UnixSocketListening {
+                    sock_type,
+                    name,
+                    backlog,
+                    ..
+                } => {
+                    format!("unix socket (type {sock_type}) listening at {name}, backlog {backlog}")
+                }
                 InodeKind::UnixSocketAlone {
                     sock_type,
                     connect_to,

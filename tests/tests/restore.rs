@@ -643,6 +643,29 @@ fn dump_leave_running_consumes_nothing_from_socket_queues() {
     w.check_result(&text, &["sockets-parent", "sockets-child"]);
 }
 
+/// A server listening at a path comes back listening there (its stale socket
+/// file replaced): a client connecting after restore is served.
+#[test]
+fn a_listening_unix_socket_serves_a_client_after_restore() {
+    setup();
+    let mut w = Wl::bin("listener");
+    thread::sleep(Duration::from_millis(300));
+    w.dump();
+    w.restore_detached();
+    w.go();
+    let mut client = std::os::unix::net::UnixStream::connect(w.dir.join("server.sock"))
+        .unwrap_or_else(|e| panic!("connecting to the restored server: {e}"));
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut client, &mut reply).unwrap();
+    assert_eq!(reply, "world");
+    let text = w.wait_result(Duration::from_secs(30));
+    w.check_result(&text, &["listener"]);
+}
+
 /// The workload's executable is deleted before the dump (as a package upgrade
 /// does to a daemon): it comes back from the image, mapped and as /proc/PID/exe.
 #[test]

@@ -333,6 +333,23 @@ fn check_record(
                     w.wd
                 ));
             }
+            if let InodeKind::UnixSocketListening {
+                sock_type, name, ..
+            } = &n.kind
+            {
+                if *sock_type == 2 || check_socket_type(*sock_type).is_err() {
+                    return Err(format!(
+                        "a listening unix socket of type {sock_type}: only stream (1) and \
+                         seqpacket (5) sockets listen"
+                    ));
+                }
+                if name.is_empty() || name.len() > 107 {
+                    return Err(format!(
+                        "a listening unix socket's name is {} bytes, not 1 to 107",
+                        name.len()
+                    ));
+                }
+            }
             if let InodeKind::UnixSocketAlone {
                 sock_type,
                 connect_to,

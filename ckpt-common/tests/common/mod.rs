@@ -223,7 +223,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(18) {
+            kind: match r.below(19) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -288,6 +288,14 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     settime_flags: r.u32(),
                     value_ns: r.next(),
                     interval_ns: r.next(),
+                },
+                17 => InodeKind::UnixSocketListening {
+                    sock_type: r.u32(),
+                    name: r.string(),
+                    backlog: r.u32(),
+                    mode: r.u32(),
+                    uid: r.u32(),
+                    gid: r.u32(),
                 },
                 16 => InodeKind::UnixSocketAlone {
                     sock_type: r.u32(),

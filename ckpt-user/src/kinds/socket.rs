@@ -9,15 +9,17 @@
 //! either end creates the pair, puts back each end's queue by sending it from the
 //! other end, and deposits the other end under its objref for the fd that names it.
 //!
-//! Two more unix sockets come back alone: an unconnected one (made again), and a
+//! Three more unix sockets come back alone: an unconnected one (made again), a
 //! datagram socket connected to a socket bound to a path outside the tree (a
-//! syslog client's /dev/log), connected again to that path.
+//! syslog client's /dev/log), connected again to that path, and a listening
+//! socket with nothing waiting to be accepted, bound and listening again (its
+//! stale socket file replaced).
 //!
 //! Besides the queue, each end keeps its buffer sizes, SO_PASSCRED, SO_PEEK_OFF
 //! and, for a stream pair, its shutdown state (a half-closed pair stays so).
 //!
-//! Refused, naming pid and fd: sockets of other families, listening sockets,
-//! sockets bound to a name, sockets whose peer is outside the tree (but for the
+//! Refused, naming pid and fd: sockets of other families, listening sockets with
+//! connections not accepted yet, other sockets bound to a name, sockets whose peer is outside the tree (but for the
 //! datagram case above), shut-down datagram and seqpacket sockets (peeking cannot
 //! tell their end from an empty message), lone sockets with something queued, and
 //! queues carrying file descriptors (SCM_RIGHTS) — restore cannot recreate any of
@@ -51,6 +53,9 @@ pub struct UnixSocketInfo {
     pub name: Option<String>,
     /// SHUT_RD (1) / SHUT_WR (2) bits.
     pub shutdown: u8,
+    /// For a listening socket: connections waiting to be accepted, and its backlog.
+    pub pending: u32,
+    pub backlog: u32,
 }
 
 const TCP_LISTEN: u8 = 10;
@@ -73,7 +78,7 @@ pub fn unix_sockets() -> Result<HashMap<u64, UnixSocketInfo>> {
             state_flags: StateFlags::from_bits_retain(u32::MAX),
             inode: 0,
             // The shutdown state is always reported.
-            show_flags: ShowFlags::NAME | ShowFlags::PEER,
+            show_flags: ShowFlags::NAME | ShowFlags::PEER | ShowFlags::RQLEN,
             cookie: [0xff; 8],
         })
         .into(),
@@ -106,6 +111,17 @@ pub fn unix_sockets() -> Result<HashMap<u64, UnixSocketInfo>> {
                             format!("@{}", String::from_utf8_lossy(a))
                         }
                     });
+                    // For a listening socket: (pending connections, backlog).
+                    let (pending, backlog) = r
+                        .nlas
+                        .iter()
+                        .find_map(|n| match n {
+                            netlink_packet_sock_diag::unix::nlas::Nla::ReceiveQueueLength(a, b) => {
+                                Some((*a, *b))
+                            }
+                            _ => None,
+                        })
+                        .unwrap_or((0, 0));
                     out.insert(
                         u64::from(r.header.inode),
                         UnixSocketInfo {
@@ -114,6 +130,8 @@ pub fn unix_sockets() -> Result<HashMap<u64, UnixSocketInfo>> {
                             peer: r.peer().filter(|&p| p != 0).map(u64::from),
                             name,
                             shutdown: r.shutdown_state().unwrap_or(0),
+                            pending,
+                            backlog,
                         },
                     );
                 }
@@ -207,7 +225,14 @@ fn refuse_reason(
         return Some("a socket that is not AF_UNIX (network sockets are not restored)".into());
     };
     if info.listening {
-        return Some("a listening unix socket".into());
+        // A server waiting for clients comes back listening at its name; clients
+        // that connected and were not accepted yet would be lost.
+        return (info.pending > 0).then(|| {
+            format!(
+                "a listening unix socket with {} connections not accepted yet",
+                info.pending
+            )
+        });
     }
     if let Some(name) = &info.name {
         return Some(format!("a unix socket bound to {name}"));
@@ -508,16 +533,7 @@ pub fn restore_alone(
     sndbuf: u32,
     rcvbuf: u32,
 ) -> Result<OwnedFd> {
-    // SAFETY: plain syscall.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, sock_type as i32 | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(Error::io(
-            format!("socket(AF_UNIX, type {sock_type})"),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: a new fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = new_socket(sock_type)?;
     set_buffers(
         &fd,
         &EndState {
@@ -534,6 +550,84 @@ pub fn restore_alone(
             .map_err(|e| Error::Other(format!("address {}: {e}", path.display())))?;
         nix::sys::socket::connect(fd.as_raw_fd(), &addr)
             .map_err(|e| Error::io(format!("connecting to {}", path.display()), e.into()))?;
+    }
+    Ok(fd)
+}
+
+/// A new AF_UNIX socket of `sock_type`, close-on-exec.
+fn new_socket(sock_type: u32) -> Result<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, sock_type as i32 | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::io(
+            format!("socket(AF_UNIX, type {sock_type})"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `name` (a path, or `@name` in the abstract namespace) as a sockaddr_un.
+fn unix_addr(name: &str) -> Result<nix::sys::socket::UnixAddr> {
+    match name.strip_prefix('@') {
+        Some(abstract_name) => nix::sys::socket::UnixAddr::new_abstract(abstract_name.as_bytes()),
+        None => nix::sys::socket::UnixAddr::new(name),
+    }
+    .map_err(|e| Error::Other(format!("unix address {name}: {e}")))
+}
+
+/// Whether a live socket listens at the path `name` (a connect is answered).
+pub fn path_in_use(name: &str) -> bool {
+    let Ok(addr) = unix_addr(name) else {
+        return false;
+    };
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: a new fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::sys::socket::connect(fd.as_raw_fd(), &addr).is_ok()
+}
+
+/// Restore: a unix socket of `sock_type` listening at `name` with `backlog`; a
+/// path gets its socket file's mode, owner and group. A stale socket file at the
+/// path (its listener gone: the dumped process) is removed first.
+pub fn restore_listening(
+    sock_type: u32,
+    name: &str,
+    backlog: u32,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<OwnedFd> {
+    let fd = new_socket(sock_type)?;
+    let addr = unix_addr(name)?;
+    if !name.starts_with('@') {
+        use std::os::unix::fs::FileTypeExt as _;
+        let stale = std::fs::metadata(name).is_ok_and(|m| m.file_type().is_socket());
+        if stale && !path_in_use(name) {
+            std::fs::remove_file(name)
+                .map_err(|e| Error::io(format!("removing the stale socket file {name}"), e))?;
+        }
+    }
+    nix::sys::socket::bind(fd.as_raw_fd(), &addr)
+        .map_err(|e| Error::io(format!("binding to {name}"), e.into()))?;
+    if !name.starts_with('@') {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(name, std::fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| Error::io(format!("chmod of {name}"), e))?;
+        std::os::unix::fs::chown(name, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("chown of {name}"), e))?;
+    }
+    // SAFETY: listen on a socket we own.
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog as i32) } < 0 {
+        return Err(Error::io(
+            format!("listen on {name}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(fd)
 }

@@ -245,6 +245,14 @@ impl OpenFiles {
             }
             InodeKind::EventFd { count, semaphore } => eventfd::restore_open(*count, *semaphore),
             InodeKind::Inotify { watches } => inotify::restore_open(watches),
+            InodeKind::UnixSocketListening {
+                sock_type,
+                name,
+                backlog,
+                mode,
+                uid,
+                gid,
+            } => socket::restore_listening(*sock_type, name, *backlog, *mode, *uid, *gid),
             InodeKind::UnixSocketAlone {
                 sock_type,
                 connect_to,

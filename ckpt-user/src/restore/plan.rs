@@ -483,6 +483,29 @@ impl<'a> Plan<'a> {
                 | InodeKind::SignalFd { .. }
                 | InodeKind::TimerFd { .. }
                 | InodeKind::UnixSocket { .. } => {}
+                InodeKind::UnixSocketListening { name, .. } => {
+                    // Its path must be free, or hold the dumped listener's stale
+                    // socket file (nobody answers there any more).
+                    if !name.starts_with('@') {
+                        let path = std::path::Path::new(name);
+                        match std::fs::symlink_metadata(path) {
+                            Err(_) => {}
+                            Ok(m) if !m.file_type().is_socket() => {
+                                return Err(Error::Other(format!(
+                                    "{who}: a unix socket listening at {name}, which is now \
+                                     a file of another kind"
+                                )));
+                            }
+                            Ok(_) if crate::kinds::socket::path_in_use(name) => {
+                                return Err(Error::Other(format!(
+                                    "{who}: a unix socket listening at {name}, where a live \
+                                     socket listens now"
+                                )));
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                }
                 InodeKind::UnixSocketAlone { connect_to, .. } => {
                     if let Some(path) = connect_to {
                         let is_socket =

@@ -40,6 +40,7 @@ fn main() {
         "posix-timer" => posix_timer(),
         "socket" => socket(),
         "scm-inflight" => scm_inflight(),
+        "listen-pending" => listen_pending(),
         "socket-outside" => socket_outside(),
         "deleted" => deleted(),
         "deleted-big" => deleted_big(),
@@ -538,8 +539,9 @@ fn posix_timer() {
     ready_and_serve(&[]);
 }
 
-/// Sockets ckpt does not restore, inherited by a child: `s0` a UDP socket bound to
-/// 127.0.0.1, `s1` a unix socket listening on an abstract name.
+/// Sockets inherited by a child: `s0` a UDP socket bound to 127.0.0.1 (which ckpt
+/// does not restore), `s1` a unix socket listening on an abstract name (which it
+/// does).
 fn socket() {
     // SAFETY: plain socket calls on fds we own; the addresses are valid structs.
     let (s0, s1) = unsafe {
@@ -556,26 +558,48 @@ fn socket() {
             ),
             "bind(127.0.0.1)",
         );
-        let s1 = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-        wl::check(s1, "socket(AF_UNIX)");
-        let mut u: libc::sockaddr_un = std::mem::zeroed();
-        u.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        let name = format!("ckpt-wl-listen-{}", wl::getpid());
-        for (i, b) in name.bytes().enumerate() {
-            u.sun_path[i + 1] = b as libc::c_char; // sun_path[0] = 0: abstract
-        }
-        let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-        wl::check(
-            libc::bind(s1, (&raw const u).cast(), len as libc::socklen_t),
-            "bind(abstract)",
-        );
-        wl::check(libc::listen(s1, 4), "listen");
+        let (s1, _, _) = abstract_listener("listen");
         (s0, s1)
     };
     let mut child = wl::fork_child(false, || {}, |_| Err("no commands".into()));
     child.wait_ready();
     wl::say(&format!("INFO child={} s0={s0} s1={s1}", child.pid));
     ready_and_serve(&[child.pid]);
+}
+
+/// A unix socket listening on an abstract name with one connection waiting to be
+/// accepted (its client already closed its end): `lsn`.
+fn listen_pending() {
+    let (lsn, u, len) = abstract_listener("pending");
+    // SAFETY: plain socket calls on fds we own; the address is a valid struct.
+    unsafe {
+        let client = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        wl::check(client, "socket(AF_UNIX)");
+        wl::check(libc::connect(client, (&raw const u).cast(), len), "connect");
+        wl::close(client);
+    }
+    wl::say(&format!("INFO lsn={lsn}"));
+    ready_and_serve(&[]);
+}
+
+/// A unix stream socket listening on the abstract name `ckpt-wl-<what>-<pid>`, and
+/// its address.
+fn abstract_listener(what: &str) -> (i32, libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: plain socket calls on an fd we own; the address is a valid struct.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        wl::check(fd, "socket(AF_UNIX)");
+        let mut u: libc::sockaddr_un = std::mem::zeroed();
+        u.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let name = format!("ckpt-wl-{what}-{}", wl::getpid());
+        for (i, b) in name.bytes().enumerate() {
+            u.sun_path[i + 1] = b as libc::c_char; // sun_path[0] = 0: abstract
+        }
+        let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as libc::socklen_t;
+        wl::check(libc::bind(fd, (&raw const u).cast(), len), "bind(abstract)");
+        wl::check(libc::listen(fd, 4), "listen");
+        (fd, u, len)
+    }
 }
 
 /// A unix socketpair held by the root whose queue carries a pipe's ends, sent with

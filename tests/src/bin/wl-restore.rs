@@ -222,6 +222,7 @@ fn main() {
         "sockets" => sockets(),
         "inotify" => inotify(),
         "syslog" => syslog(),
+        "listener" => listener(),
         "exit42" => {
             ready(&[getpid()]);
             wait_go();
@@ -2272,5 +2273,56 @@ fn syslog() {
         (sock_type(connected), sock_type(free), sock_type(stream)),
         (libc::SOCK_DGRAM, libc::SOCK_DGRAM, libc::SOCK_STREAM),
     );
+    finish(&[]);
+}
+
+/// 23. A server waiting for clients: a stream socket listening at
+///     `<dir>/server.sock` (mode 0600). After restore a client (the test) connects,
+///     sends "hello" and gets "world" back.
+fn listener() {
+    let name = path("server.sock");
+    let (addr, len) = unix_addr(&name);
+    let srv = unix_socket(libc::SOCK_STREAM);
+    // SAFETY: a valid sockaddr_un of `len` bytes; plain syscalls.
+    unsafe {
+        check(libc::bind(srv, (&raw const addr).cast(), len), "bind");
+        check(
+            libc::chmod(
+                std::ffi::CString::new(name.clone()).unwrap().as_ptr(),
+                0o600,
+            ),
+            "chmod",
+        );
+        check(libc::listen(srv, 5), "listen");
+    }
+    ready(&[getpid()]);
+    wait_go();
+    let mode = std::fs::metadata(&name).map(|m| {
+        use std::os::unix::fs::PermissionsExt as _;
+        m.permissions().mode() & 0o777
+    });
+    expect_eq(
+        "listener",
+        "mode of the socket file",
+        mode.ok(),
+        Some(0o600),
+    );
+    if !readable_within(srv, 10_000).unwrap_or(false) {
+        report("listener", false, "no client connected within 10 s");
+        finish(&[]);
+    }
+    // SAFETY: accept on our listening socket, no address wanted.
+    let conn = unsafe { libc::accept(srv, std::ptr::null_mut(), std::ptr::null_mut()) };
+    check(conn, "accept");
+    let mut hello = [0u8; 5];
+    let got = read_full(conn, &mut hello, 10_000)
+        .map(|n| String::from_utf8_lossy(&hello[..n]).into_owned());
+    expect_eq(
+        "listener",
+        "what the client sent",
+        got,
+        Ok("hello".to_string()),
+    );
+    write_all(conn, b"world");
     finish(&[]);
 }

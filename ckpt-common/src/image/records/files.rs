@@ -150,6 +150,18 @@ pub enum InodeKind {
         sndbuf: u32,
         rcvbuf: u32,
     },
+    /// A listening unix socket (nothing waiting to be accepted): its type, the
+    /// name it is bound to (a path, or `@name` in the abstract namespace), its
+    /// backlog, and for a path the socket file's mode, owner and group.
+    #[serde(rename = "unix-socket-listening")]
+    UnixSocketListening {
+        sock_type: u32,
+        name: String,
+        backlog: u32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
     /// An inotify instance: its watches, by watch descriptor. Like every anon_inode
     /// object its state belongs to the open file description.
     #[serde(rename = "inotify")]
@@ -234,6 +246,7 @@ impl InodeKind {
             InodeKind::UnixSocket { .. } => "unix-socket",
             InodeKind::Inotify { .. } => "inotify",
             InodeKind::UnixSocketAlone { .. } => "unix-socket-alone",
+            InodeKind::UnixSocketListening { .. } => "unix-socket-listening",
             InodeKind::Other { .. } => "other",
         }
     }
@@ -418,6 +431,22 @@ impl Wire for InodeRecord {
                 out.put_u32_le(*sndbuf);
                 out.put_u32_le(*rcvbuf);
             }
+            InodeKind::UnixSocketListening {
+                sock_type,
+                name,
+                backlog,
+                mode,
+                uid,
+                gid,
+            } => {
+                out.put_u8(19);
+                out.put_u32_le(*sock_type);
+                wire::put_str(out, name);
+                out.put_u32_le(*backlog);
+                out.put_u32_le(*mode);
+                out.put_u32_le(*uid);
+                out.put_u32_le(*gid);
+            }
         }
     }
 
@@ -513,6 +542,14 @@ impl Wire for InodeRecord {
                     .filter(|p| !p.as_os_str().is_empty()),
                 sndbuf: wire::u32(buf, "sndbuf")?,
                 rcvbuf: wire::u32(buf, "rcvbuf")?,
+            },
+            19 => InodeKind::UnixSocketListening {
+                sock_type: wire::u32(buf, "sock_type")?,
+                name: wire::string(buf, "name")?,
+                backlog: wire::u32(buf, "backlog")?,
+                mode: wire::u32(buf, "mode")?,
+                uid: wire::u32(buf, "uid")?,
+                gid: wire::u32(buf, "gid")?,
             },
             v => {
                 return Err(ImageError::malformed(format!(
