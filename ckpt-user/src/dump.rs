@@ -235,7 +235,7 @@ struct Collector<'a> {
     progress: Progress,
     objrefs: ObjRefTable<ObjKey>,
     pidfds: HashMap<i32, OwnedFd>,
-    /// The machine's unix sockets and the tree's, read at the first socket met.
+    /// The machine's unix sockets and the tree's, as the frozen-tree check read them.
     unix_sockets: Option<kinds::socket::UnixSockets>,
     report: &'a mut DumpReport,
 }
@@ -251,7 +251,7 @@ fn collect_and_write(
     let state = tracker.read()?;
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Read)?;
     refuse_shared_fd_tables(&state, &table)?;
-    refuse_unsupported(&table)?;
+    let unix_sockets = refuse_unsupported(&table)?;
     fault_point("files")?;
     stages.done("read fd tables");
 
@@ -268,7 +268,7 @@ fn collect_and_write(
         objrefs: ObjRefTable::new(),
         progress: Progress::new(),
         pidfds: HashMap::new(),
-        unix_sockets: None,
+        unix_sockets,
         report: &mut report,
     };
     let order = tree.topological();
@@ -368,7 +368,9 @@ fn tree_sockets(table: &SharingTable) -> Result<kinds::socket::UnixSockets> {
 }
 
 /// Kinds of fds restore cannot bring back yet: refused while the tree is frozen.
-fn refuse_unsupported(table: &SharingTable) -> Result<()> {
+/// Returns the unix sockets it read (when the tree holds any), for the dump to
+/// use rather than asking sock_diag again in the freeze window.
+fn refuse_unsupported(table: &SharingTable) -> Result<Option<kinds::socket::UnixSockets>> {
     // A table built without paths (the check before the freeze) reads them here, only
     // where needed: for a message, and once per regular file's inode.
     let mut inodes_checked = std::collections::HashSet::new();
@@ -397,7 +399,7 @@ fn refuse_unsupported(table: &SharingTable) -> Result<()> {
                     sockets = Some(tree_sockets(table)?);
                 }
                 let ino = table.inode(f.inode).map_or(0, |i| i.ino);
-                let why = sockets.as_ref().and_then(|s| s.refuse_reason(ino));
+                let why = sockets.as_ref().and_then(|s| s.link(ino).err());
                 if let Some(why) = why {
                     return Err(Error::Other(format!(
                         "pid {} fd {} is {why} ({}): not yet supported by ckpt dump",
@@ -439,7 +441,7 @@ fn refuse_unsupported(table: &SharingTable) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(sockets)
 }
 
 impl Collector<'_> {
@@ -511,6 +513,58 @@ impl Collector<'_> {
                 pages,
             },
         })
+    }
+
+    /// The inode record of the unix socket of inode (`dev`, `ino`), met first
+    /// through `pid`'s `fd`.
+    fn socket_kind(
+        &mut self,
+        table: &SharingTable,
+        pid: i32,
+        fd: i32,
+        dev: u64,
+        ino: u64,
+    ) -> Result<InodeKind> {
+        if self.unix_sockets.is_none() {
+            self.unix_sockets = Some(tree_sockets(table)?);
+        }
+        let sockets = self.unix_sockets.as_ref().expect("read above");
+        let (info, link) = sockets.link(ino).map_err(Error::Other)?;
+        if link == kinds::socket::Link::Listening {
+            return listening_kind(&info);
+        }
+        let copy = self.steal(pid, fd)?;
+        let saved = kinds::socket::dump(&copy, info.sock_type, &link)?;
+        let lone = |connect_to| {
+            if !saved.queue.is_empty() {
+                return Err(Error::Other(format!(
+                    "{} messages are queued on a socket with no peer in the tree: not yet \
+                     supported",
+                    saved.queue.len()
+                )));
+            }
+            Ok(InodeKind::UnixSocketAlone {
+                sock_type: info.sock_type,
+                connect_to,
+                sndbuf: saved.sndbuf,
+                rcvbuf: saved.rcvbuf,
+            })
+        };
+        match link {
+            kinds::socket::Link::Pair(peer_ino) => Ok(InodeKind::UnixSocket {
+                sock_type: info.sock_type,
+                // The end met second names the first (which has an objref).
+                peer: self.objrefs.get(&ObjKey::Inode(dev, peer_ino)),
+                sndbuf: saved.sndbuf,
+                rcvbuf: saved.rcvbuf,
+                shutdown: info.shutdown,
+                passcred: saved.passcred,
+                peek_off: saved.peek_off,
+                queue: saved.queue,
+            }),
+            kinds::socket::Link::BoundPath(path) => lone(Some(path)),
+            kinds::socket::Link::Unconnected | kinds::socket::Link::Listening => lone(None),
+        }
     }
 
     fn memory(&mut self, pid: i32) -> Result<()> {
@@ -718,59 +772,11 @@ impl Collector<'_> {
                 rdev: meta.rdev(),
             },
             ObjectKind::Socket => {
-                let ctx =
-                    |e: Error| Error::Other(format!("pid {pid} fd {fd} (a unix socket): {e}"));
-                if self.unix_sockets.is_none() {
-                    self.unix_sockets = Some(tree_sockets(table).map_err(ctx)?);
-                }
                 let node = table
                     .inode(f.inode)
                     .ok_or_else(|| Error::Other(format!("pid {pid} fd {fd}: no inode")))?;
-                let sockets = self.unix_sockets.as_ref();
-                if let Some(info) = sockets.and_then(|s| s.all.get(&node.ino))
-                    && info.listening
-                {
-                    return listening_kind(info)
-                        .map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")));
-                }
-                let (info, link) = self
-                    .unix_sockets
-                    .as_ref()
-                    .map_or(Err("not read".to_string()), |s| s.link(node.ino))
-                    .map_err(|why| Error::Other(format!("pid {pid} fd {fd}: {why}")))?;
-                let copy = self.steal(pid, fd)?;
-                let saved = kinds::socket::dump(&copy, info.sock_type, &link).map_err(ctx)?;
-                match link {
-                    kinds::socket::Link::Pair(peer_ino) => InodeKind::UnixSocket {
-                        sock_type: info.sock_type,
-                        // The end met second names the first (which has an objref).
-                        peer: self.objrefs.get(&ObjKey::Inode(node.dev, peer_ino)),
-                        sndbuf: saved.sndbuf,
-                        rcvbuf: saved.rcvbuf,
-                        shutdown: info.shutdown,
-                        passcred: saved.passcred,
-                        peek_off: saved.peek_off,
-                        queue: saved.queue,
-                    },
-                    lone => {
-                        if !saved.queue.is_empty() {
-                            return Err(ctx(Error::Other(format!(
-                                "{} messages are queued on a socket with no peer in the \
-                                 tree: not yet supported",
-                                saved.queue.len()
-                            ))));
-                        }
-                        InodeKind::UnixSocketAlone {
-                            sock_type: info.sock_type,
-                            connect_to: match lone {
-                                kinds::socket::Link::BoundPath(p) => Some(p),
-                                _ => None,
-                            },
-                            sndbuf: saved.sndbuf,
-                            rcvbuf: saved.rcvbuf,
-                        }
-                    }
-                }
+                self.socket_kind(table, pid, fd, node.dev, node.ino)
+                    .map_err(|e| Error::Other(format!("pid {pid} fd {fd} (a unix socket): {e}")))?
             }
             ObjectKind::AnonInode => {
                 let path = format!("/proc/{pid}/fdinfo/{fd}");

@@ -160,24 +160,18 @@ impl UnixSockets {
         })
     }
 
-    /// Why the socket of inode `ino` cannot be saved; `None` when it can.
-    pub fn refuse_reason(&self, ino: u64) -> Option<String> {
-        refuse_reason(self.all.get(&ino), &self.all, &self.held)
-    }
-
-    /// How the socket of inode `ino` is connected (and what sock_diag says of it).
+    /// How the socket of inode `ino` is saved (and what sock_diag says of it), or
+    /// why it cannot be.
     pub fn link(&self, ino: u64) -> std::result::Result<(UnixSocketInfo, Link), String> {
-        let info = self
-            .all
-            .get(&ino)
-            .cloned()
-            .ok_or_else(|| "no longer a unix socket".to_string())?;
+        let info = self.all.get(&ino).cloned().ok_or_else(|| {
+            "a socket that is not AF_UNIX (network sockets are not restored)".to_string()
+        })?;
         let l = link(&info, &self.all, &self.held)?;
         Ok((info, l))
     }
 }
 
-/// How a unix socket the tree holds is connected, as the dump saves it.
+/// How a unix socket the tree holds is saved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Link {
     /// One end of a pair whose other end (this inode) the tree holds too.
@@ -186,17 +180,39 @@ pub enum Link {
     Unconnected,
     /// A datagram socket connected to the socket bound at this path, outside the tree.
     BoundPath(PathBuf),
+    /// Listening at its name, nothing waiting to be accepted.
+    Listening,
 }
 
-/// How `info` is connected, or why ckpt cannot save it.
+/// How `info` is saved, given every unix socket of the machine and the socket
+/// inodes the tree holds, or why ckpt cannot save it.
 fn link(
     info: &UnixSocketInfo,
     all: &HashMap<u64, UnixSocketInfo>,
     tree_sockets: &std::collections::HashSet<u64>,
 ) -> std::result::Result<Link, String> {
-    match info.peer {
-        None => Ok(Link::Unconnected),
-        Some(p) if tree_sockets.contains(&p) => Ok(Link::Pair(p)),
+    if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET]
+        .contains(&(info.sock_type as i32))
+    {
+        return Err(format!("a unix socket of type {}", info.sock_type));
+    }
+    if info.listening {
+        // A server waiting for clients comes back listening at its name; clients
+        // that connected and were not accepted yet would be lost.
+        if info.pending > 0 {
+            return Err(format!(
+                "a listening unix socket with {} connections not accepted yet",
+                info.pending
+            ));
+        }
+        return Ok(Link::Listening);
+    }
+    if let Some(name) = &info.name {
+        return Err(format!("a unix socket bound to {name}"));
+    }
+    let linked = match info.peer {
+        None => Link::Unconnected,
+        Some(p) if tree_sockets.contains(&p) => Link::Pair(p),
         Some(p) => {
             let path = all
                 .get(&p)
@@ -204,48 +220,21 @@ fn link(
                 .filter(|n| n.starts_with('/'));
             match path {
                 Some(path) if info.sock_type == libc::SOCK_DGRAM as u32 => {
-                    Ok(Link::BoundPath(PathBuf::from(path)))
+                    Link::BoundPath(PathBuf::from(path))
                 }
-                _ => Err(format!(
-                    "a unix socket whose peer (socket:[{p}]) is held outside the dumped tree"
-                )),
+                _ => {
+                    return Err(format!(
+                        "a unix socket whose peer (socket:[{p}]) is held outside the dumped tree"
+                    ));
+                }
             }
         }
-    }
-}
-
-/// Why the unix socket `info` cannot be saved, given every unix socket of the
-/// machine and the socket inodes the tree holds; `None` when it can.
-fn refuse_reason(
-    info: Option<&UnixSocketInfo>,
-    all: &HashMap<u64, UnixSocketInfo>,
-    tree_sockets: &std::collections::HashSet<u64>,
-) -> Option<String> {
-    let Some(info) = info else {
-        return Some("a socket that is not AF_UNIX (network sockets are not restored)".into());
-    };
-    if info.listening {
-        // A server waiting for clients comes back listening at its name; clients
-        // that connected and were not accepted yet would be lost.
-        return (info.pending > 0).then(|| {
-            format!(
-                "a listening unix socket with {} connections not accepted yet",
-                info.pending
-            )
-        });
-    }
-    if let Some(name) = &info.name {
-        return Some(format!("a unix socket bound to {name}"));
-    }
-    let linked = match link(info, all, tree_sockets) {
-        Ok(l) => l,
-        Err(why) => return Some(why),
     };
     // A half-closed stream pair comes back half-closed; elsewhere a shutdown
     // cannot be told from a queued empty message when peeking.
     let pair_stream = matches!(linked, Link::Pair(_)) && info.sock_type == libc::SOCK_STREAM as u32;
     if info.shutdown != 0 && !pair_stream {
-        return Some(format!(
+        return Err(format!(
             "a unix socket shut down for {}",
             match info.shutdown {
                 1 => "reading",
@@ -254,12 +243,7 @@ fn refuse_reason(
             }
         ));
     }
-    if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET]
-        .contains(&(info.sock_type as i32))
-    {
-        return Some(format!("a unix socket of type {}", info.sock_type));
-    }
-    None
+    Ok(linked)
 }
 
 fn getsockopt_int(fd: RawFd, level: i32, name: i32, what: &str) -> Result<i32> {

@@ -155,7 +155,7 @@ impl OpenFiles {
             }
             let of = plan.open_files[&f.file];
             let inode = plan.inodes[&of.inode];
-            if opens_by_path(&inode.kind) {
+            if path_of(inode).is_some() {
                 listed.insert(f.file);
                 by_path.push((f, of, inode));
                 continue;
@@ -288,7 +288,7 @@ impl OpenFiles {
                 pages: runs,
             } => {
                 let (anchor, linked) = deleted::restore_create(path, *mode, *size, runs, pages)?;
-                (park(anchor, self.high)?, linked.then(|| path.clone()))
+                (anchor, linked.then(|| path.clone()))
             }
             InodeKind::MemFd {
                 name,
@@ -296,10 +296,7 @@ impl OpenFiles {
                 seals,
                 pages: runs,
             } => (
-                park(
-                    memfd::restore_create(name, *size, *seals, runs, pages)?,
-                    self.high,
-                )?,
+                memfd::restore_create(name, *size, *seals, runs, pages)?,
                 None,
             ),
             other => {
@@ -490,19 +487,8 @@ impl OpenFiles {
     }
 }
 
-/// Objects restored by opening their path again, independently of any other.
-fn opens_by_path(kind: &InodeKind) -> bool {
-    matches!(
-        kind,
-        InodeKind::Regular { .. }
-            | InodeKind::Directory { .. }
-            | InodeKind::CharDevice { .. }
-            | InodeKind::BlockDevice { .. }
-    )
-}
-
-/// A new open file description of an [`opens_by_path`] object, with its saved
-/// flags and position.
+/// A new open file description of an object opened by its path (see [`path_of`]),
+/// with its saved flags and position.
 fn open_by_path(dirs: &regular::Dirs, of: &OpenFileRecord, inode: &InodeRecord) -> Result<OwnedFd> {
     match &inode.kind {
         InodeKind::Regular {
@@ -523,7 +509,8 @@ fn open_by_path(dirs: &regular::Dirs, of: &OpenFileRecord, inode: &InodeRecord) 
     }
 }
 
-/// The path an [`opens_by_path`] object is opened by.
+/// The path an object restored by opening it again is opened by: these depend on
+/// no other object (regular files, directories, devices).
 fn path_of(inode: &InodeRecord) -> Option<&std::path::Path> {
     match &inode.kind {
         InodeKind::Regular { path, .. }

@@ -72,9 +72,6 @@ impl std::fmt::Display for User {
     }
 }
 
-/// How /proc names a file that was deleted.
-const DELETED: &str = " (deleted)";
-
 /// The image regrouped for restore.
 pub struct Plan<'a> {
     pub image: &'a Image,
@@ -326,7 +323,12 @@ impl<'a> Plan<'a> {
             if p.is_zombie() {
                 continue;
             }
-            if p.rec.exe.to_string_lossy().ends_with(DELETED) && self.deleted_exe(p).is_none() {
+            if p.rec
+                .exe
+                .to_string_lossy()
+                .ends_with(crate::kinds::deleted::SUFFIX)
+                && p.deleted_exe.is_none()
+            {
                 return Err(Error::Other(format!(
                     "not yet supported: pid {pid} runs a deleted executable ({}) that it \
                      does not map",
@@ -630,8 +632,8 @@ impl<'a> Plan<'a> {
                         }
                     }
                 }
-                // Deleted files and memfds are recreated, then mapped shared from
-                // ckpt's anchor; dump refuses private mappings of them.
+                // Deleted files and memfds are recreated, then mapped from ckpt's
+                // anchor (see restore::files).
                 if let AreaKind::File { objref } = a.kind
                     && !matches!(
                         self.inodes[&objref].kind,
@@ -657,7 +659,7 @@ impl<'a> Plan<'a> {
     /// maps under the exe link's name.
     pub fn deleted_exe(&self, p: &ProcPlan) -> Option<ObjRef> {
         let exe = p.rec.exe.to_string_lossy();
-        let path = std::path::Path::new(exe.strip_suffix(DELETED)?);
+        let path = std::path::Path::new(exe.strip_suffix(crate::kinds::deleted::SUFFIX)?);
         p.areas.iter().find_map(|a| match a.kind {
             AreaKind::File { objref } => match &self.inodes.get(&objref)?.kind {
                 InodeKind::DeletedFile { path: p, .. } if p == path => Some(objref),
