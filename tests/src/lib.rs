@@ -16,6 +16,8 @@
 //! - [`monitor`]: guards for long-running `ckpt monitor` processes (background
 //!   `--quiet` monitor and the streaming `--json` event feed).
 //! - [`wl`]: helpers used *inside* the workload programs (tests/src/bin).
+//! - [`scenario`]: the restore tests' harness: a workload in its own session, dumped,
+//!   restored and judged by itself.
 //! - [`image`]: a `ckpt dump` image read through `ckpt show --json`, and the checkers
 //!   that hold it against the kernel truth of the dumped tree.
 
@@ -24,6 +26,7 @@ pub mod doc;
 pub mod image;
 pub mod monitor;
 pub mod proc_util;
+pub mod scenario;
 pub mod truth;
 pub mod wl;
 pub mod workload;

@@ -1,356 +1,18 @@
 //! `ckpt restore` end to end: dump a live workload (which kills it), restore it, and
-//! let the workload itself judge whether it came back whole.
-//!
-//! Why the workload judges: only the restored process can see what restore really
-//! gave it (its counter, its pipe bytes, its offsets, its shared memory). Each
-//! workload (tests/src/bin/wl-restore.rs, python3, sh) writes `PASS`/`FAIL` lines
-//! into `<dir>/result`, then `DONE`, and exits 0 only if nothing failed. The test
-//! adds what only the outside can see: pids, parents, groups and sessions from
-//! /proc, ckpt's exit status, and that a failed restore leaves nothing behind.
-//!
-//! Cleanup: the test process is a child subreaper, so whatever the workload leaves
-//! (its killed children, the restored root once `ckpt restore -d` exits) is
-//! reparented here and reaped here. The guard kills, by pid, every process whose
-//! session is the workload's (a session the workload created with setsid), waits
-//! for them and removes the directory.
+//! let the workload itself judge whether it came back whole (the harness, and why
+//! the workload judges: [`ckpt_tests::scenario`]).
 
-use std::{
-    fs,
-    io::Write as _,
-    os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    thread,
-    time::{Duration, Instant},
+use std::{fs, io::Write as _, path::PathBuf, process::Command, thread, time::Duration};
+
+use ckpt_tests::{
+    ckpt, proc_util,
+    scenario::{CKPT_TIMEOUT, Wl, clear_session, session_members, setup, stat4},
 };
 
-use ckpt_tests::{ckpt, proc_util};
-
 const WL: &str = env!("CARGO_BIN_EXE_wl-restore");
-const CKPT_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn setup() {
-    ckpt_tests::require_root().unwrap();
-    ckpt::require_bin().unwrap();
-    // SAFETY: plain prctl on this process.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-}
-
-/// (pid, ppid, pgrp, session, state) of a process.
-fn stat4(pid: i32) -> Option<(i32, i32, i32, i32, char)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = text.rfind(')')?;
-    let mut it = text[close + 1..].split_whitespace();
-    let state = it.next()?.chars().next()?;
-    let ppid = it.next()?.parse().ok()?;
-    let pgrp = it.next()?.parse().ok()?;
-    let sid = it.next()?.parse().ok()?;
-    Some((pid, ppid, pgrp, sid, state))
-}
-
-/// Every process in session `sid`.
-fn session_members(sid: i32) -> Vec<(i32, i32, i32, i32, char)> {
-    proc_util::all_stats()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| stat4(s.pid))
-        .filter(|s| s.3 == sid)
-        .collect()
-}
-
-/// Kills (by pid) and reaps (if they are our children) every process of session
-/// `sid`, until none is left or 10 s pass. Returns what was still there at the end.
-fn clear_session(sid: i32) -> Vec<i32> {
-    if sid <= 1 {
-        return Vec::new();
-    }
-    let me = std::process::id() as i32;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let members = session_members(sid);
-        if members.is_empty() {
-            return Vec::new();
-        }
-        if Instant::now() > deadline {
-            return members.iter().map(|m| m.0).collect();
-        }
-        for &(pid, ppid, _, _, state) in &members {
-            if pid <= 1 {
-                continue;
-            }
-            if state != 'Z' {
-                // SAFETY: a process of the session our own workload created.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            if ppid == me {
-                // SAFETY: reaping our own (adopted) child by pid.
-                unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-            }
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A workload in its own session, with its directory, killed and reaped on drop
-/// (including whatever a restore brought back).
-struct Wl {
-    name: String,
-    dir: PathBuf,
-    child: Option<Child>,
-    pid: i32,
-    pids: Vec<i32>,
-}
-
-impl Wl {
-    fn bin(scenario: &str) -> Wl {
-        Self::bin_prepared(scenario, |_| {})
-    }
-
-    /// [`Wl::bin`], after `prepare` has set up the scenario's directory.
-    fn bin_prepared(scenario: &str, prepare: impl FnOnce(&Path)) -> Wl {
-        Self::start_with(scenario, |dir| {
-            prepare(dir);
-            // A private copy: a concurrent `cargo build` must not replace the binary
-            // under a running workload (the deleted-executable test deletes its
-            // copy on purpose).
-            let exe = dir.join("wl-restore");
-            fs::copy(WL, &exe).unwrap();
-            let mut c = Command::new(exe);
-            c.arg(scenario).arg(dir);
-            (c, false)
-        })
-    }
-
-    fn start_with(name: &str, f: impl FnOnce(&Path) -> (Command, bool)) -> Wl {
-        // Build the command once the directory name is known.
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(format!(
-            "/tmp/ckpt-restore-test-{}-w{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let (cmd, setsid_here) = f(&dir);
-        let mut w = Wl::start_prepared(name, cmd, setsid_here, dir);
-        w.wait_ready();
-        w
-    }
-
-    fn start_prepared(name: &str, mut cmd: Command, setsid_here: bool, dir: PathBuf) -> Wl {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("log"))
-            .unwrap();
-        cmd.current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        proc_util::only_stdio_crosses_exec(&mut cmd);
-        if setsid_here {
-            // SAFETY: setsid is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::setsid() < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = cmd.spawn().unwrap();
-        let pid = child.id() as i32;
-        Wl {
-            name: name.to_string(),
-            dir,
-            child: Some(child),
-            pid,
-            pids: vec![pid],
-        }
-    }
-
-    fn s(&self) -> String {
-        self.dir.to_string_lossy().into_owned()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = fs::read_to_string(self.dir.join("ready")) {
-                let pids: Vec<i32> = text
-                    .split_whitespace()
-                    .skip(1)
-                    .map(|p| p.parse().unwrap())
-                    .collect();
-                assert_eq!(
-                    pids.first(),
-                    Some(&self.pid),
-                    "{}: READY {text:?}",
-                    self.name
-                );
-                self.pids = pids;
-                // The session must be the workload's own before anything is dumped.
-                let st = stat4(self.pid).expect("workload alive");
-                assert_eq!(
-                    (st.2, st.3),
-                    (self.pid, self.pid),
-                    "{}: workload is not its own group/session leader",
-                    self.name
-                );
-                return;
-            }
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(st)) = c.try_wait()
-            {
-                panic!(
-                    "{}: exited ({st}) before READY; log:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no READY in 30 s; log:\n{}",
-                self.name,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn img(&self) -> String {
-        format!("{}/img", self.s())
-    }
-
-    /// `ckpt dump` (kills the tree), then reaps the root and waits until no process
-    /// of the session is left, so every pid is free for the restore.
-    fn dump(&mut self) {
-        let pid_s = self.pid.to_string();
-        let img = self.img();
-        let out = ckpt::run_timeout(&["dump", "-t", &pid_s, "-D", &img], CKPT_TIMEOUT).unwrap();
-        assert!(
-            out.status.success(),
-            "{}: dump failed: {}",
-            self.name,
-            out.describe()
-        );
-        if let Some(mut c) = self.child.take() {
-            let _ = c.wait();
-        }
-        let left = clear_session(self.pid);
-        assert!(
-            left.is_empty(),
-            "{}: after the dump {left:?} remain",
-            self.name
-        );
-    }
-
-    fn go(&self) {
-        fs::write(self.dir.join("go"), b"go").unwrap();
-    }
-
-    /// `ckpt restore -D img` (waits for the root, returns ckpt's output).
-    fn restore_wait(&self) -> ckpt::Output {
-        let img = self.img();
-        ckpt::run_timeout(&["restore", "-D", &img], CKPT_TIMEOUT).unwrap()
-    }
-
-    fn restore_detached(&self) {
-        let img = self.img();
-        let out = ckpt::run_timeout(&["restore", "-D", &img, "-d"], CKPT_TIMEOUT).unwrap();
-        assert!(
-            out.status.success(),
-            "{}: restore -d failed: {}",
-            self.name,
-            out.describe()
-        );
-    }
-
-    /// Waits for DONE in `<dir>/result` and returns the file.
-    fn wait_result(&self, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = fs::read_to_string(self.dir.join("result")).unwrap_or_default();
-            if text.lines().any(|l| l == "DONE") {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no DONE in {timeout:?}; result so far:\n{text}\nlog:\n{}\nsession: {:?}",
-                self.name,
-                self.log(),
-                session_members(self.pid)
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// The result must have no FAIL line and a PASS line for each of `who`.
-    fn check_result(&self, text: &str, who: &[&str]) {
-        let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
-        assert!(
-            fails.is_empty(),
-            "{}: the restored workload reports failures:\n{}\n(full result:\n{text})",
-            self.name,
-            fails.join("\n")
-        );
-        for w in who {
-            assert!(
-                text.lines().any(|l| l.starts_with(&format!("PASS {w}:"))),
-                "{}: no PASS line from {w}; result:\n{text}",
-                self.name
-            );
-        }
-    }
-
-    /// Dump, restore without -d (go exists first), expect exit 0 and PASS from `who`.
-    fn dump_restore_check(&mut self, who: &[&str]) {
-        self.dump();
-        self.go();
-        let out = self.restore_wait();
-        let text = fs::read_to_string(self.dir.join("result")).unwrap_or_default();
-        assert!(
-            out.code() == Some(0),
-            "{}: ckpt restore: expected exit status 0, got {:?}\n{}\nresult:\n{text}\nlog:\n{}",
-            self.name,
-            out.code(),
-            out.describe(),
-            self.log()
-        );
-        let text = self.wait_result(Duration::from_secs(5));
-        self.check_result(&text, who);
-    }
-}
-
-impl Drop for Wl {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Our own child, still unreaped: its pid cannot have been reused.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let left = clear_session(self.pid);
-        if !left.is_empty() {
-            eprintln!(
-                "{}: processes {left:?} of session {} survive",
-                self.name, self.pid
-            );
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn scenario(name: &str, who: &[&str]) {
-    setup();
-    let mut w = Wl::bin(name);
-    thread::sleep(Duration::from_millis(300));
-    w.dump_restore_check(who);
+    ckpt_tests::scenario::scenario(WL, name, who);
 }
 
 #[test]
@@ -628,7 +290,7 @@ fn shell_pipeline() {
 #[test]
 fn dump_leave_running_consumes_nothing_from_socket_queues() {
     setup();
-    let w = Wl::bin("sockets");
+    let w = Wl::bin(WL, "sockets");
     thread::sleep(Duration::from_millis(300));
     let pid_s = w.pid.to_string();
     let img = w.img();
@@ -648,7 +310,7 @@ fn dump_leave_running_consumes_nothing_from_socket_queues() {
 #[test]
 fn a_listening_unix_socket_serves_a_client_after_restore() {
     setup();
-    let mut w = Wl::bin("listener");
+    let mut w = Wl::bin(WL, "listener");
     thread::sleep(Duration::from_millis(300));
     w.dump();
     w.restore_detached();
@@ -671,7 +333,7 @@ fn a_listening_unix_socket_serves_a_client_after_restore() {
 #[test]
 fn a_process_whose_executable_was_deleted() {
     setup();
-    let mut w = Wl::bin("counter");
+    let mut w = Wl::bin(WL, "counter");
     fs::remove_file(w.dir.join("wl-restore")).unwrap();
     let exe = fs::read_link(format!("/proc/{}/exe", w.pid)).unwrap();
     assert!(
@@ -690,7 +352,7 @@ fn a_process_whose_executable_was_deleted() {
 fn datagram_sockets_reconnect_to_a_bound_socket_outside_the_tree() {
     setup();
     let mut server = None;
-    let mut w = Wl::bin_prepared("syslog", |dir| {
+    let mut w = Wl::bin_prepared(WL, "syslog", |dir| {
         server = Some(std::os::unix::net::UnixDatagram::bind(dir.join("syslog.sock")).unwrap());
     });
     let server = server.expect("bound");
@@ -769,7 +431,7 @@ fn tail_follow_pipeline() {
 #[test]
 fn same_pids_parents_groups_sessions() {
     setup();
-    let mut w = Wl::bin("pipeline");
+    let mut w = Wl::bin(WL, "pipeline");
     thread::sleep(Duration::from_millis(300));
     let before: Vec<_> = w.pids.iter().map(|&p| stat4(p).unwrap()).collect();
     w.dump();
@@ -799,7 +461,7 @@ fn same_pids_parents_groups_sessions() {
 #[test]
 fn restore_same_image_twice() {
     setup();
-    let mut w = Wl::bin("pipeline");
+    let mut w = Wl::bin(WL, "pipeline");
     thread::sleep(Duration::from_millis(300));
     w.dump_restore_check(&["consumer"]);
     assert!(clear_session(w.pid).is_empty());
@@ -820,7 +482,7 @@ fn restore_same_image_twice() {
 #[test]
 fn exit_status_of_the_root() {
     setup();
-    let mut w = Wl::bin("exit42");
+    let mut w = Wl::bin(WL, "exit42");
     w.dump();
     w.go();
     let out = w.restore_wait();
@@ -858,7 +520,7 @@ fn assert_nothing_of(w: &Wl, what: &str) {
 #[test]
 fn corrupted_image_changes_nothing() {
     setup();
-    let mut w = Wl::bin("pipeline");
+    let mut w = Wl::bin(WL, "pipeline");
     thread::sleep(Duration::from_millis(200));
     w.dump();
     let p = PathBuf::from(w.img()).join("ckpt.img");
@@ -895,7 +557,7 @@ fn injected_failure_of_the_last_child_at_its_last_step_leaves_nothing() {
 /// must fail naming `step`, and no process of the image may be left.
 fn injected_failure_leaves_nothing(step: &str, fail_at: impl Fn(&Wl) -> String) {
     setup();
-    let mut w = Wl::bin("pipeline");
+    let mut w = Wl::bin(WL, "pipeline");
     thread::sleep(Duration::from_millis(200));
     w.dump();
     w.go();
