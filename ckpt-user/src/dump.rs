@@ -276,6 +276,14 @@ fn collect_and_write(
         let leader = p.threads.first().map(|&t| RemoteThread::new(t));
         let mut rec = process::capture(p.pid, leader.as_ref())?;
         rec.attrs.stopped = p.stopped;
+        rec.attrs.stop_signal = p.stop_signal as u32;
+        if p.stopped {
+            let handler = rec
+                .sigactions
+                .iter()
+                .find(|a| a.signo as i32 == p.stop_signal);
+            crate::jobstop::check_dumpable(p.pid, p.stop_signal, handler.map(|a| a.handler))?;
+        }
         c.writer.write(&Record::Process(Box::new(rec)))?;
         c.report.processes += 1;
     }
@@ -439,6 +447,7 @@ fn refuse_unsupported(table: &SharingTable) -> Result<Option<kinds::socket::Unix
                     kinds::deleted::MAX_SIZE
                 )));
             }
+            kinds::memfd::refuse_unsupported(fd.pid, fd.fd, &path())?;
         }
     }
     Ok(sockets)
@@ -483,8 +492,7 @@ impl Collector<'_> {
     /// opened through `proc_path`: nothing names it any more, so its contents go
     /// into the image.
     fn unlinked_file(&mut self, proc_path: &str, shown: &str) -> Result<InodeKind> {
-        let file =
-            fs::File::open(proc_path).map_err(|e| Error::io(format!("opening {proc_path}"), e))?;
+        let file = kinds::deleted::open_unlinked(proc_path)?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(format!("fstat of {proc_path}"), e))?;
@@ -496,12 +504,15 @@ impl Collector<'_> {
             )));
         }
         let mode = meta.mode();
+        let attrs = kinds::deleted::attrs_of(&meta);
         let writer = &mut self.writer;
         let (size, pages) =
             memory::save_file_pages(&file, shown, |i, d| Ok(writer.write_pages(i, d)?))?;
         Ok(match kinds::memfd::name_of(shown) {
             Some(name) => InodeKind::MemFd {
                 name: name.to_string(),
+                mode,
+                attrs,
                 size,
                 seals: kinds::memfd::seals(&file)?,
                 pages,
@@ -509,6 +520,7 @@ impl Collector<'_> {
             None => InodeKind::DeletedFile {
                 path: PathBuf::from(shown.strip_suffix(kinds::deleted::SUFFIX).unwrap_or(shown)),
                 mode,
+                attrs,
                 size,
                 pages,
             },
@@ -785,7 +797,7 @@ impl Collector<'_> {
                 let kind = match f.path.as_str() {
                     "anon_inode:[eventfd]" => kinds::eventfd::dump(&fdinfo),
                     "anon_inode:[signalfd]" => kinds::signalfd::dump(&fdinfo),
-                    "anon_inode:[timerfd]" => kinds::timerfd::dump(&fdinfo),
+                    "anon_inode:[timerfd]" => kinds::timerfd::dump(&self.steal(pid, fd)?),
                     "anon_inode:[eventpoll]" => kinds::epoll::dump(pid, &fdinfo),
                     "anon_inode:inotify" => kinds::inotify::dump(&self.steal(pid, fd)?, &fdinfo),
                     other => {

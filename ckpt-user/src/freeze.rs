@@ -34,6 +34,8 @@ pub struct FrozenProcess {
     /// It was stopped by a stop signal (SIGSTOP, SIGTSTP...) when it was seized: its
     /// main thread reported a group-stop, not the freeze's interrupt.
     pub stopped: bool,
+    /// The signal of that group-stop (0 when not stopped).
+    pub stop_signal: i32,
 }
 
 /// The seized tree. Dropping it detaches every thread.
@@ -46,8 +48,8 @@ pub struct FrozenTree {
     /// Signals that arrived as the freeze stopped a thread: handed back at detach
     /// so that none is lost.
     pending: BTreeMap<i32, nix::sys::signal::Signal>,
-    /// Threads that were in a group-stop when seized.
-    group_stopped: BTreeSet<i32>,
+    /// Threads that were in a group-stop when seized, with its stop signal.
+    group_stopped: BTreeMap<i32, i32>,
     pub frozen_at: Instant,
 }
 
@@ -162,7 +164,7 @@ impl FrozenTree {
             processes: BTreeMap::new(),
             seized: Vec::new(),
             pending: BTreeMap::new(),
-            group_stopped: BTreeSet::new(),
+            group_stopped: BTreeMap::new(),
             frozen_at: Instant::now(),
         };
         let mut seized: BTreeSet<i32> = BTreeSet::new();
@@ -182,6 +184,7 @@ impl FrozenTree {
                             ppid: p.ppid,
                             threads: Vec::new(),
                             stopped: false,
+                            stop_signal: 0,
                         });
                     continue;
                 }
@@ -193,7 +196,7 @@ impl FrozenTree {
                         })?;
                     }
                 }
-                let stopped = tree.group_stopped.contains(&p.pid);
+                let stop_signal = tree.group_stopped.get(&p.pid).copied().unwrap_or(0);
                 let entry = tree
                     .processes
                     .entry(p.pid)
@@ -201,7 +204,8 @@ impl FrozenTree {
                         pid: p.pid,
                         ppid: p.ppid,
                         threads: Vec::new(),
-                        stopped,
+                        stopped: stop_signal != 0,
+                        stop_signal,
                     });
                 entry.threads = procfs::threads(p.pid);
             }
@@ -236,7 +240,7 @@ impl FrozenTree {
                 Ok(WaitStatus::PtraceEvent(_, sig, _)) => {
                     use nix::sys::signal::Signal::*;
                     if matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU) {
-                        self.group_stopped.insert(tid);
+                        self.group_stopped.insert(tid, sig as i32);
                     }
                     return Ok(());
                 }

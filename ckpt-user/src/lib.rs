@@ -13,6 +13,7 @@ pub mod dump;
 pub mod error;
 pub mod freeze;
 pub mod inject;
+pub mod jobstop;
 pub mod kinds;
 pub mod memory;
 pub mod monitor;

@@ -210,6 +210,7 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
             itimers: answers.itimers,
             // Known to the freezer, not to the process: see dump.rs.
             stopped: false,
+            stop_signal: 0,
         },
         posix_timers,
     })

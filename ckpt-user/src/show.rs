@@ -487,19 +487,35 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                     queue.iter().map(|m| m.data.len()).sum::<usize>()
                 ),
                 InodeKind::DeletedFile {
-                    path, size, pages, ..
+                    path,
+                    mode,
+                    attrs,
+                    size,
+                    pages,
                 } => format!(
-                    "deleted file {}: {size} bytes, {} pages saved",
+                    "deleted file {}: mode {:o}, owner {}:{}, mtime {} ns, {size} bytes, {} \
+                     pages saved",
                     path.display(),
+                    mode & 0o7777,
+                    attrs.uid,
+                    attrs.gid,
+                    attrs.mtime_ns,
                     pages.iter().map(|r| u64::from(r.count)).sum::<u64>()
                 ),
                 InodeKind::MemFd {
                     name,
+                    mode,
+                    attrs,
                     size,
                     seals,
                     pages,
                 } => format!(
-                    "memfd {name}: {size} bytes, seals {seals:#x}, {} pages saved",
+                    "memfd {name}: mode {:o}, owner {}:{}, mtime {} ns, {size} bytes, seals \
+                     {seals:#x}, {} pages saved",
+                    mode & 0o7777,
+                    attrs.uid,
+                    attrs.gid,
+                    attrs.mtime_ns,
                     pages.iter().map(|r| u64::from(r.count)).sum::<u64>()
                 ),
                 InodeKind::Epoll { owner_pid, targets } => format!(
@@ -517,12 +533,22 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                 InodeKind::TimerFd {
                     clockid,
                     ticks,
+                    settime_flags,
                     value_ns,
                     interval_ns,
-                    ..
                 } => format!(
-                    "timerfd: clock {clockid}, {value_ns} ns left, every {interval_ns} ns, \
-                     {ticks} expirations unread"
+                    "timerfd: clock {clockid}, {}, every {interval_ns} ns, {ticks} expirations \
+                     unread{}",
+                    if settime_flags & 1 != 0 {
+                        format!("expires at {value_ns} ns")
+                    } else {
+                        format!("{value_ns} ns left")
+                    },
+                    if settime_flags & 2 != 0 {
+                        ", cancelled when the clock is set"
+                    } else {
+                        ""
+                    }
                 ),
             };
             let _ = writeln!(out, "  {} {detail}", n.objref);

@@ -184,6 +184,15 @@ fn check_record(
             if let Some(a) = p.sigactions.iter().find(|a| !(1..=64).contains(&a.signo)) {
                 return Err(format!("sigaction for signal {} (not 1..=64)", a.signo));
             }
+            // SIGSTOP 19, SIGTSTP 20, SIGTTIN 21, SIGTTOU 22 (x86_64, aarch64).
+            let stop = p.attrs.stop_signal;
+            if p.attrs.stopped != (19..=22).contains(&stop) || (!p.attrs.stopped && stop != 0) {
+                return Err(format!(
+                    "pid {}: stopped {} with stop signal {stop} (a stopped process has one of \
+                     SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU; a running one none)",
+                    p.pid, p.attrs.stopped
+                ));
+            }
             pass.processes.insert(
                 p.pid,
                 Process {
@@ -320,6 +329,14 @@ fn check_record(
             | InodeKind::MemFd { size, pages, .. } = &n.kind
             {
                 check_runs(pages, size.div_ceil(page_size), page_size, pages_len)?;
+            }
+            if let InodeKind::TimerFd { settime_flags, .. } = &n.kind
+                && settime_flags & !3 != 0
+            {
+                return Err(format!(
+                    "timerfd settime flags {settime_flags:#o} (only TFD_TIMER_ABSTIME and \
+                     TFD_TIMER_CANCEL_ON_SET exist)"
+                ));
             }
             if let InodeKind::Inotify { watches } = &n.kind
                 && let Some(w) = watches

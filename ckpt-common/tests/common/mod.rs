@@ -14,6 +14,7 @@ use ckpt_common::image::{
     InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, PosixTimer,
     ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
     SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
+    UnlinkedAttrs,
     records::{map, prot},
 };
 
@@ -153,6 +154,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     interval_us: r.next(),
                 }),
                 stopped: r.bool(),
+                stop_signal: r.u32(),
             },
             posix_timers: (0..r.below(3))
                 .map(|_| PosixTimer {
@@ -263,11 +265,14 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 12 => InodeKind::DeletedFile {
                     path: r.path(),
                     mode: r.u32(),
+                    attrs: random_unlinked_attrs(r),
                     size: r.next(),
                     pages: random_runs(r),
                 },
                 13 => InodeKind::MemFd {
                     name: r.string(),
+                    mode: r.u32(),
+                    attrs: random_unlinked_attrs(r),
                     size: r.next(),
                     seals: r.u32(),
                     pages: random_runs(r),
@@ -356,6 +361,15 @@ pub fn random_record(rng: &mut Rng) -> Record {
     }
 }
 
+fn random_unlinked_attrs(r: &mut Rng) -> UnlinkedAttrs {
+    UnlinkedAttrs {
+        uid: r.u32(),
+        gid: r.u32(),
+        atime_ns: r.next() as i64,
+        mtime_ns: r.next() as i64,
+    }
+}
+
 fn random_runs(r: &mut Rng) -> Vec<PageRun> {
     (0..r.below(4))
         .map(|_| PageRun {
@@ -441,6 +455,7 @@ fn process(pid: i32, ppid: i32, comm: &str) -> Box<ProcessRecord> {
                 Itimer::default(),
             ],
             stopped: false,
+            stop_signal: 0,
         },
         posix_timers: vec![PosixTimer {
             id: 0,

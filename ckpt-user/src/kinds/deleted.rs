@@ -3,6 +3,12 @@
 //! pages.img) and restore recreates them unnamed (O_TMPFILE) in the directory they
 //! were in, filled with those contents — still deleted, as they were. Files larger
 //! than [`MAX_SIZE`] are refused.
+//!
+//! The recreated file gets the dumped file's mode, owner, access and modification
+//! times back ([`apply_attrs`]), in the order the kernel allows: contents first
+//! (writing sets the mtime), then owner (chown clears set-id bits), mode, and the
+//! times last. Its ctime cannot be given back: no syscall sets it. The dump reads
+//! the contents with O_NOATIME, so saving them leaves the atime as it was.
 
 use std::{
     ffi::CString,
@@ -13,7 +19,7 @@ use std::{
     path::Path,
 };
 
-use ckpt_common::image::PageRun;
+use ckpt_common::image::{PageRun, UnlinkedAttrs};
 
 use crate::{
     error::{Error, Result},
@@ -25,6 +31,60 @@ pub const MAX_SIZE: u64 = 64 << 20;
 
 /// What /proc appends to the link of a deleted file.
 pub const SUFFIX: &str = " (deleted)";
+
+/// Dump: opens a deleted file or memfd through /proc (`proc_path`) for reading its
+/// contents without touching its access time.
+pub fn open_unlinked(proc_path: &str) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(proc_path)
+        .map_err(|e| Error::io(format!("opening {proc_path}"), e))
+}
+
+/// Dump: the owner and times of a deleted file or memfd, from its fstat.
+pub fn attrs_of(meta: &std::fs::Metadata) -> UnlinkedAttrs {
+    use std::os::unix::fs::MetadataExt as _;
+    UnlinkedAttrs {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        atime_ns: meta.atime() * 1_000_000_000 + meta.atime_nsec(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+    }
+}
+
+fn timespec_of(ns: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
+    }
+}
+
+/// Restore: gives the filled, recreated `file` (`what`, for messages) its saved
+/// owner, mode and times, in that order (see the module notes).
+pub fn apply_attrs(file: &OwnedFd, mode: u32, attrs: &UnlinkedAttrs, what: &str) -> Result<()> {
+    let fd = file.as_raw_fd();
+    let failed =
+        |call: String| Error::io(format!("{what}: {call}"), std::io::Error::last_os_error());
+    // SAFETY: fchown/fchmod/futimens on an fd we hold, with a valid times array.
+    unsafe {
+        if libc::fchown(fd, attrs.uid, attrs.gid) != 0 {
+            return Err(failed(format!("fchown to {}:{}", attrs.uid, attrs.gid)));
+        }
+        if libc::fchmod(fd, (mode & 0o7777) as libc::mode_t) != 0 {
+            return Err(failed(format!("fchmod to {:#o}", mode & 0o7777)));
+        }
+        let times = [timespec_of(attrs.atime_ns), timespec_of(attrs.mtime_ns)];
+        if libc::futimens(fd, times.as_ptr()) != 0 {
+            return Err(failed(format!(
+                "futimens (atime {} ns, mtime {} ns)",
+                attrs.atime_ns, attrs.mtime_ns
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Restore: writes the saved `pages` of an object of `size` bytes into `file`.
 pub fn fill(file: &OwnedFd, size: u64, pages: &[PageRun], reader: &PageReader) -> Result<()> {
@@ -38,13 +98,14 @@ pub fn fill(file: &OwnedFd, size: u64, pages: &[PageRun], reader: &PageReader) -
         .map_err(|e| Error::io(format!("setting the size to {size}"), e))
 }
 
-/// Restore: a new unnamed file in `path`'s directory, mode `mode`, filled with the
-/// saved contents, open read-write; and, unless something else has that name now,
+/// Restore: a new unnamed file in `path`'s directory, filled with the saved
+/// contents, with its saved mode, owner and times, open read-write; and, unless something else has that name now,
 /// linked at `path` again (returned true): the open files are then opened by that
 /// name, so that /proc shows them as "PATH (deleted)" once the caller unlinks it.
 pub fn restore_create(
     path: &Path,
     mode: u32,
+    attrs: &UnlinkedAttrs,
     size: u64,
     pages: &[PageRun],
     reader: &PageReader,
@@ -68,8 +129,9 @@ pub fn restore_create(
     }
     // SAFETY: fd is a new fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    fill(&fd, size, pages, reader)
-        .map_err(|e| Error::Other(format!("deleted file {}: {e}", path.display())))?;
+    let what = format!("deleted file {}", path.display());
+    fill(&fd, size, pages, reader).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+    apply_attrs(&fd, mode, attrs, &what)?;
     let name = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::Other(format!("{} holds a NUL byte", path.display())))?;
     // SAFETY: linkat of our fd (AT_EMPTY_PATH) to a NUL-terminated path.

@@ -1,18 +1,38 @@
 //! memfds (`/memfd:NAME (deleted)`): saved like deleted files (contents as page runs),
-//! with their name and seals; restored with memfd_create, filled, then sealed again.
+//! with their name, mode, owner, times and seals; restored with memfd_create,
+//! filled, given their mode, owner and times, then sealed again.
+//!
+//! memfd_create's flags leave no trace but the memfd's state, which is what is
+//! saved: without MFD_ALLOW_SEALING a memfd has F_SEAL_SEAL; MFD_NOEXEC_SEAL is
+//! F_SEAL_EXEC on a mode without execute bits. Restore creates every memfd
+//! sealable and executable (MFD_EXEC), sets the saved mode, and adds the saved
+//! seals last (F_SEAL_EXEC after the mode, F_SEAL_SEAL after every other), so
+//! each comes back as it was. MFD_HUGETLB memfds live on hugetlbfs, which has no
+//! write(2) to refill them with: the dump refuses them.
+//!
+//! The memfd_create file itself is no writer of its inode (a pseudo file takes no
+//! write access), so a process can execute its memfd (fexecve, or execve of
+//! /proc/self/fd/N) while holding it read-write. A reopen through /proc does take
+//! write access: restore therefore hands the memfd_create file itself to the first
+//! read-write open file of the memfd, and keeps only a read-only reopen for itself.
 
 use std::{
     ffi::CString,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use ckpt_common::image::PageRun;
+use ckpt_common::image::{PageRun, UnlinkedAttrs};
 
 use super::deleted;
 use crate::{
     error::{Error, Result},
     memory::PageReader,
 };
+
+/// MFD_EXEC (6.3+): executable, and F_SEAL_EXEC may be added later.
+const MFD_EXEC: libc::c_uint = 0x10;
+/// hugetlbfs's magic number (MFD_HUGETLB memfds live there).
+const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 
 /// The memfd name in a /proc link (`/memfd:NAME (deleted)`), if it is one.
 pub fn name_of(link: &str) -> Option<&str> {
@@ -29,17 +49,48 @@ pub fn seals(file: &std::fs::File) -> Result<u32> {
     Ok(rc as u32)
 }
 
-/// Restore: a new memfd called `name`, filled with the saved contents, then sealed.
+/// Dump, before the freeze: refuses a memfd made with MFD_HUGETLB (`pid`'s `fd`,
+/// shown as `link`), which restore could not refill.
+pub fn refuse_unsupported(pid: i32, fd: i32, link: &str) -> Result<()> {
+    if name_of(link).is_none() {
+        return Ok(());
+    }
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let Ok(c) = CString::new(path) else {
+        return Ok(());
+    };
+    // SAFETY: statfs fills the struct it is given.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a struct to fill.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == HUGETLBFS_MAGIC {
+        return Err(Error::Other(format!(
+            "pid {pid} fd {fd} is a memfd on hugetlbfs ({link}, MFD_HUGETLB): not yet supported \
+             by ckpt dump"
+        )));
+    }
+    Ok(())
+}
+
+/// Restore: a new memfd called `name`, filled with the saved contents, given its
+/// mode, owner and times, then sealed. The memfd_create file itself, read-write.
 pub fn restore_create(
     name: &str,
+    mode: u32,
+    attrs: &UnlinkedAttrs,
     size: u64,
     seals: u32,
     pages: &[PageRun],
     reader: &PageReader,
 ) -> Result<OwnedFd> {
     let c = CString::new(name).map_err(|_| Error::Other(format!("memfd name {name:?}")))?;
+    let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: a NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let mut fd = unsafe { libc::memfd_create(c.as_ptr(), base | MFD_EXEC) };
+    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // A kernel before MFD_EXEC: every memfd is executable there.
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(c.as_ptr(), base) };
+    }
     if fd < 0 {
         return Err(Error::io(
             format!("memfd_create({name:?})"),
@@ -48,13 +99,14 @@ pub fn restore_create(
     }
     // SAFETY: fd is a new fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    deleted::fill(&fd, size, pages, reader)
-        .map_err(|e| Error::Other(format!("memfd {name:?}: {e}")))?;
+    let what = format!("memfd {name:?}");
+    deleted::fill(&fd, size, pages, reader).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+    deleted::apply_attrs(&fd, mode, attrs, &what)?;
     if seals != 0 {
         // SAFETY: F_ADD_SEALS takes an int.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) } < 0 {
             return Err(Error::io(
-                format!("memfd {name:?}: F_ADD_SEALS {seals:#x}"),
+                format!("{what}: F_ADD_SEALS {seals:#x}"),
                 std::io::Error::last_os_error(),
             ));
         }

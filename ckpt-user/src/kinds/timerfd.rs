@@ -1,8 +1,22 @@
-//! timerfd: a clock, a time left, an interval and the expirations not yet read.
-//! Dumped from fdinfo; restored as a new timerfd on the same clock, armed (relative)
-//! with the time it had left, its unread expirations set with TFD_IOC_SET_TICKS.
-//! A timer set with TFD_TIMER_ABSTIME comes back relative: it keeps its time left,
-//! not its deadline (as the process's other timers do across a restore).
+//! timerfd: a clock, settime flags, a time left (or a deadline), an interval and the
+//! expirations not yet read.
+//!
+//! Dumped through a copy of the fd (the same open file description): first
+//! timerfd_gettime, then its fdinfo. The order matters. A periodic timer that
+//! expired and was not read since is not re-armed by the kernel until it is read
+//! or queried: its fdinfo shows `it_value: (0, 0)` and one tick, however many
+//! periods went by. A restore from that fdinfo alone would give back a disarmed
+//! timer with one expiration. timerfd_gettime forwards such a timer to its next
+//! expiry and counts the periods it missed into its ticks, exactly as the next
+//! read(2) of the process would; fdinfo then shows the true state.
+//!
+//! Restored as a new timerfd on the same clock with TFD_IOC_SET_TICKS for the
+//! unread expirations. A relative timer is armed with the time it had left (a
+//! restore does not count the time the tree was not running, as for the process's
+//! other timers). A timer set with TFD_TIMER_ABSTIME keeps its deadline on its
+//! clock: the dump saves now + time left, and restore arms it absolute, with
+//! TFD_TIMER_CANCEL_ON_SET when it had it. A cancellation that already happened
+//! (read(2) answering ECANCELED) is not visible in fdinfo and is not saved.
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
@@ -13,6 +27,8 @@ use crate::error::{Error, Result};
 
 /// `_IOW('T', 0, u64)`: sets a timerfd's expiration count (CONFIG_CHECKPOINT_RESTORE).
 const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+const TFD_TIMER_ABSTIME: u32 = 1;
+const TFD_TIMER_CANCEL_ON_SET: u32 = 2;
 
 /// `(sec, nsec)` as fdinfo prints a timespec, in nanoseconds.
 fn timespec_ns(v: &str) -> Option<u64> {
@@ -24,8 +40,8 @@ fn timespec_ns(v: &str) -> Option<u64> {
     Some(sec.trim().parse::<u64>().ok()? * 1_000_000_000 + nsec.trim().parse::<u64>().ok()?)
 }
 
-/// The timerfd state in an fdinfo text.
-pub fn dump(fdinfo: &str) -> Result<InodeKind> {
+/// The timerfd state in an fdinfo text; `value_ns` is the time left.
+pub fn parse(fdinfo: &str) -> Result<InodeKind> {
     let missing = |what: &str| Error::Other(format!("no {what} in fdinfo {fdinfo:?}"));
     let field = |name: &str| fdinfo_field(fdinfo, name).ok_or_else(|| missing(name));
     Ok(InodeKind::TimerFd {
@@ -38,6 +54,52 @@ pub fn dump(fdinfo: &str) -> Result<InodeKind> {
     })
 }
 
+fn clock_now_ns(clockid: u32) -> Result<u64> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec it is given.
+    if unsafe { libc::clock_gettime(clockid as libc::clockid_t, &mut now) } != 0 {
+        return Err(Error::io(
+            format!("clock_gettime of clock {clockid}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
+}
+
+/// Dump: the state of the timerfd `copy` (a copy of the process's fd), as the module
+/// notes describe.
+pub fn dump(copy: &OwnedFd) -> Result<InodeKind> {
+    let fd = copy.as_raw_fd();
+    // SAFETY: an all-zero itimerspec is valid.
+    let mut cur: libc::itimerspec = unsafe { std::mem::zeroed() };
+    // SAFETY: timerfd_gettime fills the itimerspec it is given.
+    if unsafe { libc::timerfd_gettime(fd, &mut cur) } != 0 {
+        return Err(Error::io(
+            "timerfd_gettime",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let path = format!("/proc/self/fdinfo/{fd}");
+    let fdinfo =
+        std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {path}"), e))?;
+    let mut kind = parse(&fdinfo)?;
+    if let InodeKind::TimerFd {
+        clockid,
+        settime_flags,
+        value_ns,
+        ..
+    } = &mut kind
+        && *settime_flags & TFD_TIMER_ABSTIME != 0
+        && *value_ns > 0
+    {
+        *value_ns += clock_now_ns(*clockid)?;
+    }
+    Ok(kind)
+}
+
 fn timespec(ns: u64) -> libc::timespec {
     libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
@@ -45,8 +107,14 @@ fn timespec(ns: u64) -> libc::timespec {
     }
 }
 
-/// Restore: a new timerfd, close-on-exec, as described above.
-pub fn restore_open(clockid: u32, ticks: u64, value_ns: u64, interval_ns: u64) -> Result<OwnedFd> {
+/// Restore: a new timerfd, close-on-exec, as the module notes describe.
+pub fn restore_open(
+    clockid: u32,
+    ticks: u64,
+    settime_flags: u32,
+    value_ns: u64,
+    interval_ns: u64,
+) -> Result<OwnedFd> {
     // SAFETY: plain syscall.
     let fd = unsafe { libc::timerfd_create(clockid as libc::c_int, libc::TFD_CLOEXEC) };
     if fd < 0 {
@@ -62,10 +130,17 @@ pub fn restore_open(clockid: u32, ticks: u64, value_ns: u64, interval_ns: u64) -
             it_interval: timespec(interval_ns),
             it_value: timespec(value_ns),
         };
+        let flags = settime_flags & (TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET);
         // SAFETY: a valid itimerspec for an fd we own.
-        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } != 0 {
+        if unsafe {
+            libc::timerfd_settime(fd.as_raw_fd(), flags as i32, &spec, std::ptr::null_mut())
+        } != 0
+        {
             return Err(Error::io(
-                format!("arming a timerfd ({value_ns} ns left, every {interval_ns} ns)"),
+                format!(
+                    "arming a timerfd on clock {clockid} (flags {flags:#o}, value {value_ns} ns, \
+                     every {interval_ns} ns)"
+                ),
                 std::io::Error::last_os_error(),
             ));
         }

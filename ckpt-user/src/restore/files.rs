@@ -67,6 +67,9 @@ pub struct OpenFiles {
     /// file has again until every open file of it is made: each is opened by that
     /// name, or through /proc/self/fd when it has none.
     anchors: HashMap<ObjRef, (OwnedFd, Option<PathBuf>)>,
+    /// The memfd_create file of each recreated memfd, by inode objref, until a
+    /// read-write open file of it takes it.
+    memfd_files: HashMap<ObjRef, OwnedFd>,
     /// Fd numbers at and above this are never a target.
     pub high: RawFd,
 }
@@ -120,6 +123,7 @@ impl OpenFiles {
             on_inode: HashMap::new(),
             created: HashSet::new(),
             anchors: HashMap::new(),
+            memfd_files: HashMap::new(),
             high: plan.max_fd() + 1,
         };
         let made = me
@@ -127,6 +131,8 @@ impl OpenFiles {
             .and_then(|()| me.create_mapped_anchors(plan, pages));
         // Whether or not all were made, no restored name may stay on disk.
         me.unlink_restored_names();
+        // A memfd no read-write open file took: ckpt holds no writer of it.
+        me.memfd_files.clear();
         made?;
         for (objref, _) in me.on_inode.iter() {
             if me.spare.get(*objref).is_some()
@@ -264,10 +270,10 @@ impl OpenFiles {
             InodeKind::TimerFd {
                 clockid,
                 ticks,
+                settime_flags,
                 value_ns,
                 interval_ns,
-                ..
-            } => timerfd::restore_open(*clockid, *ticks, *value_ns, *interval_ns),
+            } => timerfd::restore_open(*clockid, *ticks, *settime_flags, *value_ns, *interval_ns),
             other => Err(Error::Other(format!(
                 "not yet supported: a {} open file",
                 other.name()
@@ -284,19 +290,23 @@ impl OpenFiles {
             InodeKind::DeletedFile {
                 path,
                 mode,
+                attrs,
                 size,
                 pages: runs,
             } => {
-                let (anchor, linked) = deleted::restore_create(path, *mode, *size, runs, pages)?;
+                let (anchor, linked) =
+                    deleted::restore_create(path, *mode, attrs, *size, runs, pages)?;
                 (anchor, linked.then(|| path.clone()))
             }
             InodeKind::MemFd {
                 name,
+                mode,
+                attrs,
                 size,
                 seals,
                 pages: runs,
             } => (
-                memfd::restore_create(name, *size, *seals, runs, pages)?,
+                memfd::restore_create(name, *mode, attrs, *size, *seals, runs, pages)?,
                 None,
             ),
             other => {
@@ -314,7 +324,11 @@ impl OpenFiles {
             regular::open_path(&proc_fd(rw.as_raw_fd()), libc::O_RDONLY as u32)?,
             self.high,
         )?;
-        drop(rw);
+        if matches!(inode.kind, InodeKind::MemFd { .. }) {
+            // The memfd_create file takes no write access (see kinds::memfd): it is
+            // the first read-write open file of the memfd, if one comes.
+            self.memfd_files.insert(inode.objref, rw);
+        }
         self.anchors.insert(inode.objref, (ro, name));
         Ok(())
     }
@@ -407,7 +421,14 @@ impl OpenFiles {
 
     /// A new open file of the recreated deleted file or memfd `inode`, with the saved
     /// flags and position: a reopen of ckpt's anchor through /proc/self/fd.
-    fn reopen_anchor(&self, inode: ObjRef, of: &OpenFileRecord) -> Result<OwnedFd> {
+    fn reopen_anchor(&mut self, inode: ObjRef, of: &OpenFileRecord) -> Result<OwnedFd> {
+        if of.mode & 3 == 3
+            && !regular::is_path_only(of.flags)
+            && let Some(fd) = self.memfd_files.remove(&inode)
+        {
+            regular::seek(&fd, of.pos, &of.path)?;
+            return Ok(fd);
+        }
         let (anchor, name) = self
             .anchors
             .get(&inode)

@@ -162,7 +162,11 @@ pub fn take_over(
         process::restore_posix_timers(&main, &p.rec.posix_timers)
     })?;
     if p.rec.attrs.stopped {
-        seized.stop_on_release.insert(pid);
+        for t in &p.threads {
+            seized
+                .stop_on_release
+                .insert(t.tid, (pid, p.rec.attrs.stop_signal as i32));
+        }
     }
     for (rec, _) in threads.iter().filter(|(rec, _)| rec.tid != pid) {
         step(pid, "registers", || thread::restore_final(rec.tid, rec))?;
@@ -274,9 +278,10 @@ pub fn take_over_all(
 #[derive(Default)]
 pub struct Seized {
     tids: Vec<i32>,
-    /// Pids to send SIGSTOP just before they are let go: pending when they run
-    /// again, it stops them as they were stopped.
-    stop_on_release: std::collections::HashSet<i32>,
+    /// Threads of processes stopped when dumped: their pid and stop signal. The
+    /// process is stopped again by that signal before its first thread is let go
+    /// (see [`crate::jobstop`]).
+    stop_on_release: std::collections::HashMap<i32, (i32, i32)>,
 }
 
 /// Lets every seized thread run, the last created first: a process that runs can
@@ -287,10 +292,12 @@ pub struct Seized {
 /// by something that already runs (or from outside) and is no longer ckpt's to
 /// let go. That is how the restored tree behaves, not a failed restore.
 pub fn detach(seized: &Seized) -> Result<()> {
+    let mut stopped = std::collections::HashSet::new();
     for &tid in seized.tids.iter().rev() {
-        if seized.stop_on_release.contains(&tid) {
-            // SAFETY: a signal to a process this restore created.
-            unsafe { libc::kill(tid, libc::SIGSTOP) };
+        if let Some(&(pid, sig)) = seized.stop_on_release.get(&tid)
+            && stopped.insert(pid)
+        {
+            crate::jobstop::stop_as_dumped(pid, sig)?;
         }
         match ptrace::detach(Pid::from_raw(tid), None) {
             Ok(()) => {}

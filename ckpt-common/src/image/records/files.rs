@@ -85,22 +85,29 @@ pub enum InodeKind {
     /// A signalfd: the signals it reads (bit n-1 for signal n).
     #[serde(rename = "signalfd")]
     SignalFd { mask: u64 },
-    /// A timerfd: its clock, expirations not yet read, `TFD_TIMER_ABSTIME` if it was
-    /// set so, time left and interval in nanoseconds (0: disarmed).
     /// A regular file deleted while open (`… (deleted)`): where it was, its mode,
-    /// size and contents (page runs in pages.img; holes are not stored).
+    /// owner, access and modification times, size and contents (page runs in
+    /// pages.img; holes are not stored). Its ctime is not saved: no syscall sets it.
     #[serde(rename = "deleted-file")]
     DeletedFile {
         #[serde(serialize_with = "ser::path")]
         path: PathBuf,
         mode: u32,
+        #[serde(flatten)]
+        attrs: UnlinkedAttrs,
         size: u64,
         pages: Vec<PageRun>,
     },
-    /// A memfd: its name, size, seals (F_GET_SEALS) and contents.
+    /// A memfd: its name, mode, owner and times, size, seals (F_GET_SEALS) and
+    /// contents. Its creation flags are in its state: MFD_ALLOW_SEALING is the
+    /// absence of F_SEAL_SEAL, MFD_NOEXEC_SEAL is F_SEAL_EXEC with a mode without
+    /// execute bits; MFD_HUGETLB memfds are refused by the dump.
     #[serde(rename = "memfd")]
     MemFd {
         name: String,
+        mode: u32,
+        #[serde(flatten)]
+        attrs: UnlinkedAttrs,
         size: u64,
         seals: u32,
         pages: Vec<PageRun>,
@@ -112,6 +119,10 @@ pub enum InodeKind {
         owner_pid: i32,
         targets: Vec<EpollTarget>,
     },
+    /// A timerfd: its clock, expirations not yet read, settime flags
+    /// (`TFD_TIMER_ABSTIME` 1, `TFD_TIMER_CANCEL_ON_SET` 2) and interval; `value_ns`
+    /// is the time left, or with TFD_TIMER_ABSTIME the expiry on its clock (0:
+    /// disarmed).
     #[serde(rename = "timerfd")]
     TimerFd {
         clockid: u32,
@@ -168,6 +179,36 @@ pub enum InodeKind {
     Inotify { watches: Vec<InotifyWatch> },
     /// Anything else: its `i_mode` and a description.
     Other { mode: u32, description: String },
+}
+
+/// The owner and times of a deleted file or memfd, set again on the recreated
+/// file (its ctime cannot be: the kernel sets it to the time of the restore).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UnlinkedAttrs {
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+}
+
+impl Wire for UnlinkedAttrs {
+    const MIN_SIZE: usize = 4 + 4 + 8 + 8;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u32_le(self.uid);
+        out.put_u32_le(self.gid);
+        out.put_i64_le(self.atime_ns);
+        out.put_i64_le(self.mtime_ns);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(UnlinkedAttrs {
+            uid: wire::u32(buf, "uid")?,
+            gid: wire::u32(buf, "gid")?,
+            atime_ns: wire::i64(buf, "atime_ns")?,
+            mtime_ns: wire::i64(buf, "mtime_ns")?,
+        })
+    }
 }
 
 /// One watch of an inotify instance: its descriptor, event mask (as
@@ -372,23 +413,29 @@ impl Wire for InodeRecord {
             InodeKind::DeletedFile {
                 path,
                 mode,
+                attrs,
                 size,
                 pages,
             } => {
                 out.put_u8(14);
                 wire::put_path(out, path);
                 out.put_u32_le(*mode);
+                attrs.encode(out);
                 out.put_u64_le(*size);
                 wire::put_list(out, pages);
             }
             InodeKind::MemFd {
                 name,
+                mode,
+                attrs,
                 size,
                 seals,
                 pages,
             } => {
                 out.put_u8(15);
                 wire::put_str(out, name);
+                out.put_u32_le(*mode);
+                attrs.encode(out);
                 out.put_u64_le(*size);
                 out.put_u32_le(*seals);
                 wire::put_list(out, pages);
@@ -511,11 +558,14 @@ impl Wire for InodeRecord {
             14 => InodeKind::DeletedFile {
                 path: wire::path(buf, "path")?,
                 mode: wire::u32(buf, "mode")?,
+                attrs: UnlinkedAttrs::decode(buf)?,
                 size: wire::u64(buf, "size")?,
                 pages: wire::list(buf, "pages")?,
             },
             15 => InodeKind::MemFd {
                 name: wire::string(buf, "name")?,
+                mode: wire::u32(buf, "mode")?,
+                attrs: UnlinkedAttrs::decode(buf)?,
                 size: wire::u64(buf, "size")?,
                 seals: wire::u32(buf, "seals")?,
                 pages: wire::list(buf, "pages")?,

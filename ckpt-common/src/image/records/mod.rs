@@ -19,7 +19,7 @@ use super::{ImageError, Wire, wire};
 
 pub use files::{
     EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
-    SocketMessage,
+    SocketMessage, UnlinkedAttrs,
 };
 pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
 pub use process::{

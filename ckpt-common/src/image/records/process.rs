@@ -187,6 +187,9 @@ pub struct ProcessAttrs {
     pub itimers: [Itimer; 3],
     /// Stopped by a stop signal (job control) when it was dumped.
     pub stopped: bool,
+    /// The signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU: what a
+    /// parent's waitpid(WUNTRACED) reports as WSTOPSIG); 0 when not stopped.
+    pub stop_signal: u32,
 }
 
 /// One interval timer: time left and reload interval, in microseconds (0: off).
@@ -197,7 +200,7 @@ pub struct Itimer {
 }
 
 impl Wire for ProcessAttrs {
-    const MIN_SIZE: usize = 4 + 1 + 4 + 3 * 16 + 1;
+    const MIN_SIZE: usize = 4 + 1 + 4 + 3 * 16 + 1 + 4;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_u32_le(self.personality);
@@ -208,6 +211,7 @@ impl Wire for ProcessAttrs {
             out.put_u64_le(t.interval_us);
         }
         wire::put_bool(out, self.stopped);
+        out.put_u32_le(self.stop_signal);
     }
 
     fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
@@ -220,12 +224,14 @@ impl Wire for ProcessAttrs {
             t.interval_us = wire::u64(buf, "itimer.interval_us")?;
         }
         let stopped = wire::bool(buf, "stopped")?;
+        let stop_signal = wire::u32(buf, "stop_signal")?;
         Ok(ProcessAttrs {
             personality,
             child_subreaper,
             pdeath_signal,
             itimers,
             stopped,
+            stop_signal,
         })
     }
 }
