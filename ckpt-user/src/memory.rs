@@ -572,6 +572,10 @@ pub struct AreaSources<'a> {
     /// Recreated deleted files and memfds, by inode objref: where a helper opens
     /// ckpt's anchor (/proc/<ckpt>/fd/N).
     pub anchors: &'a HashMap<ObjRef, std::path::PathBuf>,
+    /// Recreated memfds, by inode objref: the fd number of their memfd_create file
+    /// in ckpt, which a helper copies with pidfd_getfd (a reopen would be a writer
+    /// of the memfd, and forbid executing it).
+    pub memfd_fds: &'a HashMap<ObjRef, i32>,
 }
 
 /// Restore: rebuilds the whole address space of the stopped helper behind `remote`
@@ -714,6 +718,8 @@ struct Backing {
     flags: i32,
     /// A shared mapping without PROT_WRITE: O_RDWR is tried, O_RDONLY is enough.
     may_read_only: bool,
+    /// Copied from this fd of ckpt (pidfd_getfd), not opened by `path`.
+    ckpt_fd: Option<i32>,
 }
 
 fn backing_of(a: &MemoryAreaRecord, src: &AreaSources, pid: i32) -> Result<Option<Backing>> {
@@ -743,6 +749,7 @@ fn backing_of(a: &MemoryAreaRecord, src: &AreaSources, pid: i32) -> Result<Optio
                 path,
                 flags: if shared { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC,
                 may_read_only: shared && a.prot & prot::WRITE == 0,
+                ckpt_fd: src.memfd_fds.get(&objref).copied(),
             })
         }
         AreaKind::SharedAnon { objref } => {
@@ -754,6 +761,7 @@ fn backing_of(a: &MemoryAreaRecord, src: &AreaSources, pid: i32) -> Result<Optio
                 )),
                 flags: libc::O_RDWR | libc::O_CLOEXEC,
                 may_read_only: false,
+                ckpt_fd: None,
             })
         }
         _ => None,
@@ -776,8 +784,35 @@ fn open_backing(
             todo.push(b);
         }
     }
+    // Memfds first: copies of ckpt's memfd_create files.
+    let (copied, todo): (Vec<Backing>, Vec<Backing>) =
+        todo.into_iter().partition(|b| b.ckpt_fd.is_some());
+    let mut map: HashMap<Backing, i32> = HashMap::new();
     let mut fds: Vec<i32> = Vec::new();
+    if !copied.is_empty() {
+        let pidfd = remote.call(
+            || format!("pidfd_open of ckpt ({})", src.ckpt_pid),
+            libc::SYS_pidfd_open,
+            &[src.ckpt_pid as u64, 0],
+        )? as i32;
+        let calls: Vec<Call> = copied
+            .iter()
+            .map(|b| {
+                let fd = b.ckpt_fd.expect("partitioned on it") as u64;
+                (libc::SYS_pidfd_getfd, [pidfd as u64, fd, 0, 0, 0, 0])
+            })
+            .collect();
+        let got = remote.batch(&calls, |i| {
+            format!("pidfd_getfd of ckpt's memfd {}", copied[i].path.display())
+        });
+        remote.syscall(libc::SYS_close, &[pidfd as u64])?;
+        for (b, fd) in copied.into_iter().zip(got?) {
+            fds.push(fd as i32);
+            map.insert(b, fd as i32);
+        }
+    }
     let mut i = 0;
+    let first = fds.len();
     while i < todo.len() {
         // As many paths as fit in half the scratch memory, opened in one batch.
         let mut paths: Vec<Vec<u8>> = Vec::new();
@@ -820,7 +855,7 @@ fn open_backing(
             i += 1;
         }
     }
-    let map = todo.into_iter().zip(fds.iter().copied()).collect();
+    map.extend(todo.into_iter().zip(fds[first..].iter().copied()));
     Ok((map, fds))
 }
 

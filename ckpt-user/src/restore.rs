@@ -114,7 +114,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         helpers.spawn(&files, &mut created)?;
         stages.done("create processes");
         let anchors = files.anchor_paths();
+        let memfd_fds = files.memfd_fds();
         let src = AreaSources {
+            memfd_fds: &memfd_fds,
             inodes: &plan.inodes,
             shared: &shared.ranges,
             ckpt_pid: std::process::id() as i32,

@@ -35,6 +35,11 @@ fn a_memfd_can_be_executed_after_restore_by_fexecve_and_by_its_proc_path() {
 }
 
 #[test]
+fn a_memfd_mapped_shared_and_writable_can_be_executed_after_restore() {
+    scenario("fexec-mapped", &["fexec", "fexec-child"]);
+}
+
+#[test]
 fn timerfds_in_every_mode_come_back_armed_with_their_time_flags_and_interval() {
     scenario("timerfds", &["timerfds"]);
 }

@@ -70,6 +70,9 @@ pub struct OpenFiles {
     /// The memfd_create file of each recreated memfd, by inode objref, until a
     /// read-write open file of it takes it.
     memfd_files: HashMap<ObjRef, OwnedFd>,
+    /// Where ckpt holds the memfd_create file of each recreated memfd (in
+    /// `memfd_files` or as the open file that took it).
+    memfd_fds: HashMap<ObjRef, RawFd>,
     /// Fd numbers at and above this are never a target.
     pub high: RawFd,
 }
@@ -124,6 +127,7 @@ impl OpenFiles {
             created: HashSet::new(),
             anchors: HashMap::new(),
             memfd_files: HashMap::new(),
+            memfd_fds: HashMap::new(),
             high: plan.max_fd() + 1,
         };
         let made = me
@@ -131,8 +135,6 @@ impl OpenFiles {
             .and_then(|()| me.create_mapped_anchors(plan, pages));
         // Whether or not all were made, no restored name may stay on disk.
         me.unlink_restored_names();
-        // A memfd no read-write open file took: ckpt holds no writer of it.
-        me.memfd_files.clear();
         made?;
         for (objref, _) in me.on_inode.iter() {
             if me.spare.get(*objref).is_some()
@@ -326,7 +328,10 @@ impl OpenFiles {
         )?;
         if matches!(inode.kind, InodeKind::MemFd { .. }) {
             // The memfd_create file takes no write access (see kinds::memfd): it is
-            // the first read-write open file of the memfd, if one comes.
+            // the first read-write open file of the memfd, if one comes, and what
+            // its areas are mapped from.
+            let rw = park(rw, self.high)?;
+            self.memfd_fds.insert(inode.objref, rw.as_raw_fd());
             self.memfd_files.insert(inode.objref, rw);
         }
         self.anchors.insert(inode.objref, (ro, name));
@@ -358,6 +363,12 @@ impl OpenFiles {
             }
         }
         Ok(())
+    }
+
+    /// Where ckpt holds the memfd_create file of each recreated memfd, by inode
+    /// objref: the file its areas are mapped from (no writer of the memfd).
+    pub fn memfd_fds(&self) -> HashMap<ObjRef, RawFd> {
+        self.memfd_fds.clone()
     }
 
     /// Where a helper opens each recreated deleted file and memfd: ckpt's anchor

@@ -115,7 +115,8 @@ fn main() {
     check(unsafe { libc::setsid() }, "setsid");
     match scenario.as_str() {
         "unlinked" => unlinked(),
-        "fexec" => fexec(),
+        "fexec" => fexec(false),
+        "fexec-mapped" => fexec(true),
         "timerfds" => timerfds(),
         "tstp" => tstp(),
         "hugetlb" => hugetlb(),
@@ -298,12 +299,30 @@ fn own_exe() -> Vec<u8> {
     std::fs::read("/proc/self/exe").expect("reading /proc/self/exe")
 }
 
-/// 2. A memfd holding this program, open read-write: after restore a child
-///    fexecve's it (it must not be ETXTBSY: nothing may hold it open for writing)
-///    and a second child execve's /proc/self/fd/N of it.
-fn fexec() {
+/// 2. A memfd holding this program, open read-write (`mapped`: and mapped shared
+///    and writable, as a JIT maps its code): after restore a child fexecve's it (it
+///    must not be ETXTBSY: nothing may hold it open for writing) and a second child
+///    execve's /proc/self/fd/N of it.
+fn fexec(mapped: bool) {
     let exe = memfd("program", libc::MFD_CLOEXEC);
     write_all(exe, &own_exe());
+    if mapped {
+        // SAFETY: a new shared mapping of our own memfd.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                exe,
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED, "mmap of the memfd");
+        // SAFETY: reading the first byte of the mapping (ELF magic).
+        let first = unsafe { *(at as *const u8) };
+        assert_eq!(first, 0x7f);
+    }
     ready(&[getpid()]);
     wait_go();
     let run = |how: &str| -> bool {
