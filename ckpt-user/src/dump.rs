@@ -493,6 +493,7 @@ impl Collector<'_> {
     /// into the image.
     fn unlinked_file(&mut self, proc_path: &str, shown: &str) -> Result<InodeKind> {
         let file = kinds::deleted::open_unlinked(proc_path)?;
+        kinds::memfd::refuse_hugetlb(&file, shown)?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(format!("fstat of {proc_path}"), e))?;

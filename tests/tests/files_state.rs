@@ -49,6 +49,11 @@ fn a_job_stopped_by_sigtstp_comes_back_stopped_by_sigtstp_for_its_waiting_parent
     scenario("tstp", &["tstp", "tstp-child"]);
 }
 
+#[test]
+fn every_fdinfo_line_of_files_eventfd_signalfd_epoll_and_inotify_comes_back() {
+    scenario("fdinfo", &["fdinfo"]);
+}
+
 /// The stop signal of a stopped process, as the kernel tells a new tracer
 /// (PTRACE_EVENT_STOP of the group-stop); the process stays stopped.
 fn stop_signal_seen_by_a_tracer(pid: i32) -> Option<i32> {

@@ -71,6 +71,22 @@ pub fn refuse_unsupported(pid: i32, fd: i32, link: &str) -> Result<()> {
     Ok(())
 }
 
+/// Dump, frozen: refuses a deleted file or memfd `shown` (opened as `file`) on
+/// hugetlbfs, met through a mapping only (fds are refused before the freeze).
+pub fn refuse_hugetlb(file: &std::fs::File, shown: &str) -> Result<()> {
+    // SAFETY: fstatfs fills the struct it is given.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: an fd we hold and a struct to fill.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } == 0
+        && st.f_type as i64 == HUGETLBFS_MAGIC
+    {
+        return Err(Error::Other(format!(
+            "{shown} is on hugetlbfs (MFD_HUGETLB): not yet supported by ckpt dump"
+        )));
+    }
+    Ok(())
+}
+
 /// Restore: a new memfd called `name`, filled with the saved contents, given its
 /// mode, owner and times, then sealed. The memfd_create file itself, read-write.
 pub fn restore_create(

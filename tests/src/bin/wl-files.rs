@@ -120,6 +120,7 @@ fn main() {
         "timerfds" => timerfds(),
         "tstp" => tstp(),
         "hugetlb" => hugetlb(),
+        "fdinfo" => fdinfo_all(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -602,5 +603,93 @@ fn hugetlb() {
     }
     ready(&[getpid()]);
     wait_go();
+    finish();
+}
+
+/// The fdinfo lines that name an object restore must give back as it was: all
+/// but `ino:` of the fd itself (a recreated deleted file or memfd is a new inode)
+/// and `eventfd-id:` (the kernel numbers every eventfd it makes).
+fn comparable_fdinfo(fd: i32) -> Vec<String> {
+    fdinfo(fd)
+        .into_iter()
+        .filter(|l| !l.starts_with("eventfd-id:"))
+        .collect()
+}
+
+/// 6. One fd of each kind ckpt's file part restores, with unusual flags, and every
+///    fdinfo line compared after restore: a regular file O_APPEND|O_NOATIME at an
+///    offset, one O_DIRECT, a directory, an eventfd (EFD_SEMAPHORE, count 5,
+///    nonblocking), a signalfd (SIGUSR1|SIGRTMIN), an epoll watching the eventfd
+///    and a pipe, an inotify watching the directory, a deleted file and a memfd.
+fn fdinfo_all() {
+    let plain = open(
+        &path("plain"),
+        libc::O_RDWR | libc::O_CREAT | libc::O_APPEND | libc::O_NOATIME | libc::O_CLOEXEC,
+        0o644,
+    );
+    write_all(plain, &[7u8; 9000]);
+    // SAFETY: plain lseek.
+    unsafe { libc::lseek(plain, 1234, libc::SEEK_SET) };
+    let direct_path = path("direct");
+    std::fs::write(&direct_path, vec![1u8; 8192]).unwrap();
+    // SAFETY: a NUL-terminated path.
+    let direct = unsafe {
+        libc::open(
+            CString::new(direct_path).unwrap().as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECT,
+        )
+    };
+    let dirfd = open(dir(), libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    // SAFETY: plain syscalls creating fds.
+    let (efd, sfd, ep, ino) = unsafe {
+        let efd = check(
+            libc::eventfd(5, libc::EFD_SEMAPHORE | libc::EFD_NONBLOCK),
+            "eventfd",
+        );
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGRTMIN());
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let sfd = check(libc::signalfd(-1, &set, libc::SFD_NONBLOCK), "signalfd");
+        let ep = check(libc::epoll_create1(0), "epoll_create1");
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 0xabcdef,
+        };
+        check(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, efd, &mut ev), "epoll_ctl");
+        let ino = check(libc::inotify_init1(libc::IN_NONBLOCK), "inotify_init1");
+        // A directory of its own: the protocol's files would queue events.
+        std::fs::create_dir(path("watched")).unwrap();
+        let d = CString::new(path("watched")).unwrap();
+        check(
+            libc::inotify_add_watch(ino, d.as_ptr(), libc::IN_CREATE | libc::IN_DELETE),
+            "inotify_add_watch",
+        );
+        (efd, sfd, ep, ino)
+    };
+    let mut fds = vec![
+        ("regular O_APPEND|O_NOATIME", plain),
+        ("directory", dirfd),
+        ("eventfd", efd),
+        ("signalfd", sfd),
+        ("epoll", ep),
+        ("inotify", ino),
+    ];
+    if direct >= 0 {
+        fds.push(("regular O_DIRECT", direct));
+    } else {
+        report(
+            "fdinfo",
+            true,
+            &format!("no O_DIRECT here: {}", io::Error::last_os_error()),
+        );
+    }
+    let before: Vec<Vec<String>> = fds.iter().map(|&(_, fd)| comparable_fdinfo(fd)).collect();
+    ready(&[getpid()]);
+    wait_go();
+    for (&(what, fd), b) in fds.iter().zip(&before) {
+        expect_eq("fdinfo", &format!("{what}: fdinfo"), comparable_fdinfo(fd), b.clone());
+    }
     finish();
 }
