@@ -620,7 +620,8 @@ fn comparable_fdinfo(fd: i32) -> Vec<String> {
 ///    fdinfo line compared after restore: a regular file O_APPEND|O_NOATIME at an
 ///    offset, one O_DIRECT, a directory, an eventfd (EFD_SEMAPHORE, count 5,
 ///    nonblocking), a signalfd (SIGUSR1|SIGRTMIN), an epoll watching the eventfd
-///    and a pipe, an inotify watching the directory, a deleted file and a memfd.
+///    (edge-triggered, with its data) and an inotify watching a directory. (Deleted
+///    files, memfds and timerfds: their own scenarios.)
 fn fdinfo_all() {
     let plain = open(
         &path("plain"),
@@ -657,7 +658,10 @@ fn fdinfo_all() {
             events: (libc::EPOLLIN | libc::EPOLLET) as u32,
             u64: 0xabcdef,
         };
-        check(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, efd, &mut ev), "epoll_ctl");
+        check(
+            libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, efd, &mut ev),
+            "epoll_ctl",
+        );
         let ino = check(libc::inotify_init1(libc::IN_NONBLOCK), "inotify_init1");
         // A directory of its own: the protocol's files would queue events.
         std::fs::create_dir(path("watched")).unwrap();
@@ -689,7 +693,12 @@ fn fdinfo_all() {
     ready(&[getpid()]);
     wait_go();
     for (&(what, fd), b) in fds.iter().zip(&before) {
-        expect_eq("fdinfo", &format!("{what}: fdinfo"), comparable_fdinfo(fd), b.clone());
+        expect_eq(
+            "fdinfo",
+            &format!("{what}: fdinfo"),
+            comparable_fdinfo(fd),
+            b.clone(),
+        );
     }
     finish();
 }
