@@ -390,3 +390,47 @@ fn only_a_datagram_socket_alone_may_be_connected_by_path() {
     let msg = broken(at, "inode", |r| r.insert(at, alone(9, None)));
     assert!(msg.contains("is not SOCK_STREAM"), "{msg}");
 }
+
+#[test]
+fn a_stopped_process_needs_a_stop_signal_and_a_running_one_none() {
+    let child = find(|r| matches!(r, Record::Process(p) if p.pid == 101));
+    let msg = broken(child, "process", |r| {
+        if let Record::Process(p) = &mut r[child] {
+            p.attrs.stopped = true;
+            p.attrs.stop_signal = 9;
+        }
+    });
+    assert!(
+        msg.contains("pid 101: stopped true with stop signal 9"),
+        "{msg}"
+    );
+    let msg = broken(child, "process", |r| {
+        if let Record::Process(p) = &mut r[child] {
+            p.attrs.stop_signal = 20;
+        }
+    });
+    assert!(
+        msg.contains("pid 101: stopped false with stop signal 20"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_timerfd_with_unknown_settime_flags_is_named() {
+    let (image, _) = common::sample_image();
+    let i = image.records.len() - 1;
+    let msg = broken(i, "inode", |r| {
+        let objref = ObjRef(900);
+        r[i] = Record::Inode(InodeRecord {
+            objref,
+            kind: InodeKind::TimerFd {
+                clockid: 1,
+                ticks: 0,
+                settime_flags: 4,
+                value_ns: 0,
+                interval_ns: 0,
+            },
+        });
+    });
+    assert!(msg.contains("timerfd settime flags 0o4"), "{msg}");
+}

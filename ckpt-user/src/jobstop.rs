@@ -212,3 +212,34 @@ pub fn stop_as_dumped(pid: i32, sig: i32) -> Result<()> {
     }
     crate::thread::restore_sigmask(tid, saved_mask)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_or_ignoring_refuses_a_stop_by_sigtstp_never_by_sigstop() {
+        assert!(check_dumpable(7, libc::SIGTSTP, Some(0)).is_ok());
+        assert!(check_dumpable(7, libc::SIGTSTP, None).is_ok());
+        assert!(check_dumpable(7, libc::SIGSTOP, Some(0x401000)).is_ok());
+        let e = check_dumpable(7, libc::SIGTTIN, Some(0x401000)).unwrap_err();
+        assert!(e.to_string().contains("pid 7 is stopped by SIGTTIN"), "{e}");
+        let e = check_dumpable(7, libc::SIGTSTP, Some(1)).unwrap_err();
+        assert!(e.to_string().contains("ignored"), "{e}");
+    }
+
+    #[test]
+    fn a_group_with_a_parent_elsewhere_in_its_session_is_not_orphaned_one_without_members_is() {
+        let me = std::process::id() as i32;
+        let (_, ppid, pgrp, sid) = stat_of(me).unwrap();
+        // Run from a shell or cargo, this test's group usually has its parent in
+        // another group of the session; only then is the answer known.
+        if let Some((_, _, parent_group, parent_sid)) = stat_of(ppid)
+            && parent_group != pgrp
+            && parent_sid == sid
+        {
+            assert!(!is_orphaned(pgrp, sid));
+        }
+        assert!(is_orphaned(i32::MAX, sid), "a group with no member");
+    }
+}

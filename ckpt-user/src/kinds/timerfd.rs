@@ -156,3 +156,53 @@ pub fn restore_open(
     }
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_of_an_absolute_timer_with_cancel_on_set_is_read_whole() {
+        let fdinfo = "pos:\t0\nflags:\t02004002\nmnt_id:\t17\nino:\t1057\nclockid: 0\nticks: 3\n\
+                      settime flags: 03\nit_value: (12, 500)\nit_interval: (1, 0)\n";
+        assert_eq!(
+            parse(fdinfo).unwrap(),
+            InodeKind::TimerFd {
+                clockid: 0,
+                ticks: 3,
+                settime_flags: TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET,
+                value_ns: 12_000_000_500,
+                interval_ns: 1_000_000_000,
+            }
+        );
+    }
+
+    #[test]
+    fn an_expired_periodic_timer_is_forwarded_before_its_fdinfo_is_read() {
+        // 1 ms period, expired for 30 ms and never read.
+        // SAFETY: plain syscalls on a timerfd this test owns.
+        let fd = unsafe {
+            let fd = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC);
+            assert!(fd >= 0);
+            let spec = libc::itimerspec {
+                it_interval: timespec(1_000_000),
+                it_value: timespec(1_000_000),
+            };
+            assert_eq!(libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()), 0);
+            OwnedFd::from_raw_fd(fd)
+        };
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let InodeKind::TimerFd {
+            ticks,
+            value_ns,
+            interval_ns,
+            ..
+        } = dump(&fd).unwrap()
+        else {
+            panic!("not a timerfd");
+        };
+        assert!(value_ns > 0 && value_ns <= 1_000_000, "armed: {value_ns}");
+        assert_eq!(interval_ns, 1_000_000);
+        assert!(ticks >= 10, "the missed periods are counted: {ticks}");
+    }
+}
