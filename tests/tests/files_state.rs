@@ -54,6 +54,11 @@ fn every_fdinfo_line_of_files_eventfd_signalfd_epoll_and_inotify_comes_back() {
     scenario("fdinfo", &["fdinfo"]);
 }
 
+#[test]
+fn a_job_stopped_by_sigttin_comes_back_stopped_by_sigttin() {
+    scenario("ttin", &["tstp", "tstp-child"]);
+}
+
 /// The stop signal of a stopped process, as the kernel tells a new tracer
 /// (PTRACE_EVENT_STOP of the group-stop); the process stays stopped.
 fn stop_signal_seen_by_a_tracer(pid: i32) -> Option<i32> {

@@ -118,7 +118,8 @@ fn main() {
         "fexec" => fexec(false),
         "fexec-mapped" => fexec(true),
         "timerfds" => timerfds(),
-        "tstp" => tstp(),
+        "tstp" => job_stop(libc::SIGTSTP),
+        "ttin" => job_stop(libc::SIGTTIN),
         "hugetlb" => hugetlb(),
         "fdinfo" => fdinfo_all(),
         other => panic!("unknown scenario {other}"),
@@ -531,11 +532,11 @@ fn proc_state(pid: i32) -> char {
         .unwrap_or('?')
 }
 
-/// 4. A child in a process group of its own (a job), stopped by SIGTSTP, its parent
-///    having seen it stop (waitpid WUNTRACED). After restore the child is stopped
-///    ('T'), and the parent's waitpid(WUNTRACED) reports it stopped by SIGTSTP; once
-///    continued it carries on.
-fn tstp() {
+/// 4. A child in a process group of its own (a job), stopped by `sig` (SIGTSTP,
+///    SIGTTIN), its parent having seen it stop (waitpid WUNTRACED). After restore
+///    the child is stopped ('T'), and the parent's waitpid(WUNTRACED) reports it
+///    stopped by the same signal; once continued it carries on.
+fn job_stop(sig: libc::c_int) {
     let root = getpid();
     let child = fork();
     if child == 0 {
@@ -549,13 +550,13 @@ fn tstp() {
     // SAFETY: the child's own group, set from both sides (no race).
     unsafe { libc::setpgid(child, child) };
     // SAFETY: stopping our own child.
-    unsafe { libc::kill(child, libc::SIGTSTP) };
+    unsafe { libc::kill(child, sig) };
     let mut st = 0;
     // SAFETY: waiting for our own child to stop.
     unsafe { libc::waitpid(child, &mut st, libc::WUNTRACED) };
     assert!(
-        libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == libc::SIGTSTP,
-        "the child did not stop by SIGTSTP: {st:#x}"
+        libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == sig,
+        "the child did not stop by signal {sig}: {st:#x}"
     );
     ready(&[root, child]);
     wait_go();
@@ -576,7 +577,7 @@ fn tstp() {
         "tstp",
         "waitpid(WUNTRACED) of the child after restore: (pid, stopped, WSTOPSIG)",
         (r, libc::WIFSTOPPED(st), libc::WSTOPSIG(st)),
-        (child, true, libc::SIGTSTP),
+        (child, true, sig),
     );
     // SAFETY: continuing our own child.
     unsafe { libc::kill(child, libc::SIGCONT) };
