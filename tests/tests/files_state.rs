@@ -40,6 +40,11 @@ fn a_memfd_mapped_shared_and_writable_can_be_executed_after_restore() {
 }
 
 #[test]
+fn a_process_running_from_a_memfd_comes_back_running_from_it() {
+    scenario("memfd-exe", &["memfd-exe", "fexec-child"]);
+}
+
+#[test]
 fn timerfds_in_every_mode_come_back_armed_with_their_time_flags_and_interval() {
     scenario("timerfds", &["timerfds"]);
 }

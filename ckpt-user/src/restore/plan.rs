@@ -655,14 +655,17 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// The inode of `p`'s deleted executable: the deleted file one of its areas
-    /// maps under the exe link's name.
+    /// The inode of `p`'s deleted executable: the deleted file (or the memfd, for
+    /// a process run by fexecve of a memfd) one of its areas maps under the exe
+    /// link's name.
     pub fn deleted_exe(&self, p: &ProcPlan) -> Option<ObjRef> {
         let exe = p.rec.exe.to_string_lossy();
+        let memfd = crate::kinds::memfd::name_of(&exe);
         let path = std::path::Path::new(exe.strip_suffix(crate::kinds::deleted::SUFFIX)?);
         p.areas.iter().find_map(|a| match a.kind {
             AreaKind::File { objref } => match &self.inodes.get(&objref)?.kind {
                 InodeKind::DeletedFile { path: p, .. } if p == path => Some(objref),
+                InodeKind::MemFd { name, .. } if memfd == Some(name.as_str()) => Some(objref),
                 _ => None,
             },
             _ => None,

@@ -111,9 +111,13 @@ fn main() {
         report("fexec-child", true, "ran from the restored memfd");
         child_exit(true);
     }
+    if scenario == "memfd-exe-run" {
+        memfd_exe_run();
+    }
     // SAFETY: setsid takes no arguments.
     check(unsafe { libc::setsid() }, "setsid");
     match scenario.as_str() {
+        "memfd-exe" => memfd_exe(),
         "unlinked" => unlinked(),
         "fexec" => fexec(false),
         "fexec-mapped" => fexec(true),
@@ -701,5 +705,67 @@ fn fdinfo_all() {
             b.clone(),
         );
     }
+    finish();
+}
+
+/// 7. A process running from a memfd: it copies itself into one and fexecve's it
+///    (same pid, exe `/memfd:program (deleted)`), and runs [`memfd_exe_run`].
+fn memfd_exe() {
+    let exe = memfd("program", libc::MFD_CLOEXEC);
+    write_all(exe, &own_exe());
+    let argv0 = CString::new("wl-files").unwrap();
+    let a1 = CString::new("memfd-exe-run").unwrap();
+    let a2 = CString::new(dir()).unwrap();
+    let argv = [argv0.as_ptr(), a1.as_ptr(), a2.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    // SAFETY: NULL-terminated argument and environment arrays.
+    unsafe { libc::fexecve(exe, argv.as_ptr(), envp.as_ptr()) };
+    panic!("fexecve: {}", io::Error::last_os_error());
+}
+
+/// After restore its executable is still its memfd, it runs on, and it can run
+/// itself from its exe link once more (a child execve's /proc/self/exe).
+fn memfd_exe_run() -> ! {
+    let exe_link = || {
+        std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let before = exe_link();
+    assert!(before.starts_with("/memfd:program"), "exe {before}");
+    ready(&[getpid()]);
+    wait_go();
+    expect_eq(
+        "memfd-exe",
+        "the exe link after restore",
+        exe_link(),
+        before,
+    );
+    let child = fork();
+    if child == 0 {
+        let argv0 = CString::new("wl-files").unwrap();
+        let a1 = CString::new("exec-child").unwrap();
+        let a2 = CString::new(dir()).unwrap();
+        let argv = [argv0.as_ptr(), a1.as_ptr(), a2.as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null()];
+        let p = CString::new("/proc/self/exe").unwrap();
+        // SAFETY: NULL-terminated argument and environment arrays.
+        unsafe { libc::execve(p.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        report(
+            "memfd-exe",
+            false,
+            &format!("execve of /proc/self/exe: {}", io::Error::last_os_error()),
+        );
+        child_exit(false);
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut st, 0) };
+    expect_eq(
+        "memfd-exe",
+        "exit status of the child run from /proc/self/exe",
+        (libc::WIFEXITED(st), libc::WEXITSTATUS(st)),
+        (true, 0),
+    );
     finish();
 }
