@@ -14,7 +14,7 @@
 //!    installed or the signal ignored (the dump refuses this already: a process
 //!    that stopped by a signal had it at its default action), or its process group
 //!    orphaned where it was restored;
-//! 2. the main thread gets every other signal blocked for a moment and the stop
+//! 2. one thread gets every other signal blocked for a moment and the stop
 //!    signal queued; it is let go into its signal-delivery-stop for exactly that
 //!    signal, then let go with it into the group-stop (PTRACE_EVENT_STOP with that
 //!    signal), and gets its own mask back;
@@ -143,10 +143,10 @@ fn next_stop(tid: i32) -> Result<WaitStatus> {
     }
 }
 
-/// Restore, at release: puts process `pid` (its main thread in a ptrace-stop of
-/// this thread of ckpt, every other thread stopped too) into a group-stop by `sig`,
-/// as the module notes describe. The caller then detaches its threads.
-pub fn stop_as_dumped(pid: i32, sig: i32) -> Result<()> {
+/// Restore, at release: puts process `pid` (every thread in a ptrace-stop of this
+/// thread of ckpt) into a group-stop by `sig` through its thread `tid`, as the
+/// module notes describe. The caller then detaches its threads.
+pub fn stop_as_dumped(pid: i32, tid: i32, sig: i32) -> Result<()> {
     let what = || format!("pid {pid} (stopped by {} when dumped)", name(sig));
     if sig != libc::SIGSTOP {
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -174,7 +174,6 @@ pub fn stop_as_dumped(pid: i32, sig: i32) -> Result<()> {
             )));
         }
     }
-    let tid = pid;
     let saved_mask = sigmask_of(tid)?;
     let only_sig = !(1u64 << (sig - 1));
     crate::thread::restore_sigmask(tid, only_sig)?;

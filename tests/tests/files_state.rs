@@ -60,6 +60,11 @@ fn every_fdinfo_line_of_files_eventfd_signalfd_epoll_and_inotify_comes_back() {
 }
 
 #[test]
+fn every_thread_of_a_job_stopped_by_sigtstp_comes_back_stopped() {
+    scenario("tstp-threads", &["tstp", "tstp-child"]);
+}
+
+#[test]
 fn a_job_stopped_by_sigttin_comes_back_stopped_by_sigttin() {
     scenario("ttin", &["tstp", "tstp-child"]);
 }

@@ -297,7 +297,7 @@ pub fn detach(seized: &Seized) -> Result<()> {
         if let Some(&(pid, sig)) = seized.stop_on_release.get(&tid)
             && stopped.insert(pid)
         {
-            crate::jobstop::stop_as_dumped(pid, sig)?;
+            crate::jobstop::stop_as_dumped(pid, tid, sig)?;
         }
         match ptrace::detach(Pid::from_raw(tid), None) {
             Ok(()) => {}

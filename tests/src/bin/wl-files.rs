@@ -122,8 +122,9 @@ fn main() {
         "fexec" => fexec(false),
         "fexec-mapped" => fexec(true),
         "timerfds" => timerfds(),
-        "tstp" => job_stop(libc::SIGTSTP),
-        "ttin" => job_stop(libc::SIGTTIN),
+        "tstp" => job_stop(libc::SIGTSTP, 0),
+        "ttin" => job_stop(libc::SIGTTIN, 0),
+        "tstp-threads" => job_stop(libc::SIGTSTP, 2),
         "hugetlb" => hugetlb(),
         "fdinfo" => fdinfo_all(),
         other => panic!("unknown scenario {other}"),
@@ -539,13 +540,21 @@ fn proc_state(pid: i32) -> char {
 /// 4. A child in a process group of its own (a job), stopped by `sig` (SIGTSTP,
 ///    SIGTTIN), its parent having seen it stop (waitpid WUNTRACED). After restore
 ///    the child is stopped ('T'), and the parent's waitpid(WUNTRACED) reports it
-///    stopped by the same signal; once continued it carries on.
-fn job_stop(sig: libc::c_int) {
+///    stopped by the same signal; once continued it carries on. With `threads`,
+///    the child has that many more threads, each of which must be stopped too.
+fn job_stop(sig: libc::c_int, threads: usize) {
     let root = getpid();
     let child = fork();
     if child == 0 {
         // SAFETY: our own process group.
         unsafe { libc::setpgid(0, 0) };
+        for _ in 0..threads {
+            std::thread::spawn(|| {
+                loop {
+                    sleep_ms(1);
+                }
+            });
+        }
         while !go() {
             sleep_ms(5);
         }
@@ -553,6 +562,12 @@ fn job_stop(sig: libc::c_int) {
     }
     // SAFETY: the child's own group, set from both sides (no race).
     unsafe { libc::setpgid(child, child) };
+    let t0 = Instant::now();
+    while std::fs::read_dir(format!("/proc/{child}/task")).map_or(0, |d| d.count()) < threads + 1
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        sleep_ms(1);
+    }
     // SAFETY: stopping our own child.
     unsafe { libc::kill(child, sig) };
     let mut st = 0;
@@ -573,6 +588,22 @@ fn job_stop(sig: libc::c_int) {
         "the child's state after restore",
         proc_state(child),
         'T',
+    );
+    let tasks: Vec<(String, char)> = std::fs::read_dir(format!("/proc/{child}/task"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let tid = e.file_name().to_string_lossy().into_owned();
+                    let st = proc_state(tid.parse().unwrap_or(0));
+                    (tid, st)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    report(
+        "tstp",
+        tasks.len() == threads + 1 && tasks.iter().all(|t| t.1 == 'T'),
+        &format!("every thread of the child stopped after restore: {tasks:?}"),
     );
     let mut st = 0;
     // SAFETY: waiting for our own child, without blocking.
