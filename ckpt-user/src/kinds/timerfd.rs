@@ -54,7 +54,14 @@ pub fn parse(fdinfo: &str) -> Result<InodeKind> {
     })
 }
 
+/// Now on the clock a timerfd on `clockid` counts on: an alarm clock counts on
+/// its base clock (clock_gettime refuses the alarm clocks without an RTC).
 fn clock_now_ns(clockid: u32) -> Result<u64> {
+    let clockid = match clockid as libc::clockid_t {
+        libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME as u32,
+        libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME as u32,
+        _ => clockid,
+    };
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -432,9 +432,10 @@ const MS: i64 = 1_000_000;
 
 /// 3. timerfds in each mode: relative one-shot (CLOCK_MONOTONIC), absolute on
 ///    CLOCK_REALTIME, relative with an interval on CLOCK_BOOTTIME, absolute with
-///    TFD_TIMER_CANCEL_ON_SET, and a 10 ms periodic timer that expired many times
-///    unread (the one a restore from fdinfo alone gave back disarmed). After
-///    restore: timerfd_gettime and the fdinfo lines agree with what they were.
+///    TFD_TIMER_CANCEL_ON_SET, absolute on CLOCK_BOOTTIME_ALARM (where the machine
+///    has alarm timers), and a 10 ms periodic timer that expired many times unread
+///    (the one a restore from fdinfo alone gave back disarmed). After restore:
+///    timerfd_gettime and the fdinfo lines agree with what they were.
 fn timerfds() {
     let rel = timerfd(libc::CLOCK_MONOTONIC, 0, ts(HOUR), 0);
     let deadline = now(libc::CLOCK_REALTIME) + HOUR;
@@ -454,13 +455,37 @@ fn timerfds() {
     );
     let periodic = timerfd(libc::CLOCK_MONOTONIC, 0, ts(10 * MS), 10 * MS);
     sleep_ms(100); // ~10 expirations of `periodic`, none read
-    let fds = [
+    let mut fds = vec![
         ("relative", rel),
         ("absolute CLOCK_REALTIME", abs),
         ("interval CLOCK_BOOTTIME", every),
         ("absolute CANCEL_ON_SET", cancel),
         ("periodic, expired unread", periodic),
     ];
+    // An alarm clock, where the machine has one (an RTC to wake it).
+    // SAFETY: plain syscall.
+    let alarm = unsafe { libc::timerfd_create(libc::CLOCK_BOOTTIME_ALARM, libc::TFD_CLOEXEC) };
+    let alarm_deadline = now(libc::CLOCK_BOOTTIME) + 3 * HOUR;
+    if alarm >= 0 {
+        let spec = libc::itimerspec {
+            it_interval: ts(0),
+            it_value: ts(alarm_deadline),
+        };
+        // SAFETY: a valid itimerspec.
+        check(
+            unsafe {
+                libc::timerfd_settime(alarm, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut())
+            },
+            "timerfd_settime (alarm)",
+        );
+        fds.push(("absolute CLOCK_BOOTTIME_ALARM", alarm));
+    } else {
+        report(
+            "timerfds",
+            true,
+            &format!("no alarm timerfd here: {}", io::Error::last_os_error()),
+        );
+    }
     let lines: Vec<Vec<String>> = fds.iter().map(|&(_, fd)| timerfd_fixed_lines(fd)).collect();
     let rel_before = gettime(rel).0;
     let every_before = gettime(every).0;
@@ -492,12 +517,31 @@ fn timerfds() {
         );
     }
     // Absolute timers keep their deadline.
-    for (what, fd, deadline) in [
-        ("absolute CLOCK_REALTIME", abs, deadline),
-        ("absolute CANCEL_ON_SET", cancel, cancel_deadline),
-    ] {
+    let mut absolute = vec![
+        (
+            "absolute CLOCK_REALTIME",
+            abs,
+            deadline,
+            libc::CLOCK_REALTIME,
+        ),
+        (
+            "absolute CANCEL_ON_SET",
+            cancel,
+            cancel_deadline,
+            libc::CLOCK_REALTIME,
+        ),
+    ];
+    if alarm >= 0 {
+        absolute.push((
+            "absolute CLOCK_BOOTTIME_ALARM",
+            alarm,
+            alarm_deadline,
+            libc::CLOCK_BOOTTIME,
+        ));
+    }
+    for (what, fd, deadline, clock) in absolute {
         let (left, _) = gettime(fd);
-        let expiry = now(libc::CLOCK_REALTIME) + left;
+        let expiry = now(clock) + left;
         report(
             "timerfds",
             (expiry - deadline).abs() < 50 * MS,
