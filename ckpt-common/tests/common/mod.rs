@@ -10,10 +10,11 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
-    InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, PosixTimer,
-    ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
-    SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
+    AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, GuardRun, Header, Image, InodeKind,
+    InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun,
+    PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq,
+    SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState,
+    ThreadRecord,
     records::{map, prot},
 };
 
@@ -215,6 +216,13 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 _ => AreaKind::Vsyscall,
             },
             pages: random_runs(r),
+            vm_flags: r.u32(),
+            guards: (0..r.below(3))
+                .map(|_| GuardRun {
+                    index: r.next(),
+                    count: r.next(),
+                })
+                .collect(),
         }),
         3 => Record::SharedMemory(SharedMemoryRecord {
             objref: r.objref(),
@@ -505,6 +513,8 @@ pub fn area(
         offset: 0,
         kind,
         pages,
+        vm_flags: 0,
+        guards: Vec::new(),
     }
 }
 
