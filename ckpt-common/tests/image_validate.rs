@@ -6,8 +6,8 @@
 mod common;
 
 use ckpt_common::image::{
-    AreaKind, FdRecord, Image, ImageError, InodeKind, InodeRecord, InotifyWatch, ObjRef, PageRun,
-    Record, SocketMessage,
+    AreaKind, FdRecord, GuardRun, Image, ImageError, InodeKind, InodeRecord, InotifyWatch, ObjRef,
+    PageRun, Record, SocketMessage, records::vm,
 };
 use common::{PAGE, area, frames, sample_image, thread};
 
@@ -389,4 +389,51 @@ fn only_a_datagram_socket_alone_may_be_connected_by_path() {
     assert!(msg.contains("only datagram sockets"), "{msg}");
     let msg = broken(at, "inode", |r| r.insert(at, alone(9, None)));
     assert!(msg.contains("is not SOCK_STREAM"), "{msg}");
+}
+
+#[test]
+fn a_guard_run_must_lie_inside_its_area_and_hold_no_saved_page() {
+    let heap = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Heap));
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.guards = vec![GuardRun { index: 3, count: 2 }]; // the heap has 4 pages
+        }
+    });
+    assert!(msg.contains("guard run 3+2"), "{msg}");
+    let saved = match &sample()[heap] {
+        Record::MemoryArea(a) => a.pages[0].index,
+        _ => unreachable!(),
+    };
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.guards = vec![GuardRun {
+                index: saved,
+                count: 1,
+            }];
+        }
+    });
+    assert!(msg.contains("overlaps saved pages"), "{msg}");
+}
+
+#[test]
+fn droppable_is_only_private_anonymous_memory_and_onfault_needs_mlock() {
+    let heap = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Heap));
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.vm_flags = vm::DROPPABLE;
+        }
+    });
+    assert!(msg.contains("MAP_DROPPABLE"), "{msg}");
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.vm_flags = vm::LOCKONFAULT;
+        }
+    });
+    assert!(msg.contains("MLOCK_ONFAULT without mlock"), "{msg}");
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.vm_flags = 1 << 31;
+        }
+    });
+    assert!(msg.contains("unknown vm_flags bits"), "{msg}");
 }

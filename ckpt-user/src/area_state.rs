@@ -14,14 +14,24 @@
 //!   tracking bit (/proc/PID/clear_refs), not a property of the memory; on the
 //!   kernel's own areas (vdso, vvar, vsyscall) nothing is compared: restore keeps
 //!   its own;
+//! - **restored where it was, maybe also beside it**: `gu` (VM_MAYBE_GUARD, a
+//!   kernel hint that an area may hold guard pages) comes back with the guards, or
+//!   by a guard installed and removed at once; the kernel spreads it to any area
+//!   its area merges with, and restore's fresh areas merge where the dumped ones
+//!   were kept apart by their anon_vmas, so a neighbour may show it too (it
+//!   changes nothing the process can see but smaps);
 //! - **refused** (the dump fails naming pid, area and flag): `um uw ui`
 //!   (userfaultfd registrations: the uffd and its handler are not restored), `ss`
 //!   (shadow stack), `ht` (hugetlb), `sf` (MAP_SYNC), `pf io mm de ar` outside the
 //!   kernel's areas (device and PFN mappings), any mnemonic this code does not know,
 //!   and a non-zero `ProtectionKey`.
 //!
-//! Areas refused whatever their flags: aio rings (`/[aio]`, io_setup) and private
-//! mappings of SysV segments (a private copy of an IPC object restore cannot name).
+//! Areas refused whatever their flags: aio rings (`/[aio]`, io_setup: requests in
+//! flight cannot be seen from outside the kernel, so a restored ring could
+//! silently lose them) and private mappings of SysV segments (a private copy of an
+//! IPC object restore cannot name); and a process with KSM on for all its areas
+//! (PR_SET_MEMORY_MERGE). Anonymous area names (PR_SET_VMA_ANON_NAME) are
+//! restored with prctl.
 //!
 //! Restore order (after every area is mapped, its pages written and its final
 //! protections set): guard regions first (MADV_GUARD_INSTALL refuses a locked
@@ -50,6 +60,8 @@ pub struct AreaState {
     pub noreserve: bool,
     /// Guard page runs, indexed from the area's first page.
     pub guards: Vec<GuardRun>,
+    /// PR_SET_VMA_ANON_NAME's name of an anonymous area, or empty.
+    pub anon_name: String,
 }
 
 impl AreaState {
@@ -102,6 +114,14 @@ fn smaps(pid: i32) -> Result<Vec<SmapsArea>> {
     Ok(out)
 }
 
+/// The name prctl(PR_SET_VMA_ANON_NAME) gave an anonymous area, from its maps
+/// path (`[anon:NAME]` private, `[anon_shmem:NAME]` shared).
+pub fn anon_name(path: &str) -> Option<&str> {
+    path.strip_prefix("[anon:")
+        .or_else(|| path.strip_prefix("[anon_shmem:"))
+        .and_then(|rest| rest.strip_suffix(']'))
+}
+
 /// The kernel's own areas, whose flags are the kernel's and are not compared.
 fn is_kernel_area(path: &str) -> bool {
     matches!(path, "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]")
@@ -146,6 +166,7 @@ fn refusal(pid: i32, start: u64, end: u64, path: &str, what: &str) -> Error {
 /// before the tree is frozen, so most refusals leave it untouched). Returns the
 /// smaps view for [`capture`].
 fn checked_smaps(pid: i32) -> Result<Vec<SmapsArea>> {
+    refuse_merge_any(pid)?;
     let areas = smaps(pid)?;
     for a in &areas {
         if is_kernel_area(&a.path) {
@@ -185,6 +206,26 @@ pub fn refuse_unsupported(pid: i32) -> Result<()> {
     checked_smaps(pid).map(|_| ())
 }
 
+/// prctl(PR_SET_MEMORY_MERGE): KSM for every present and future area of the
+/// process. The areas' `mg` is restored, but not the process setting that gives
+/// new areas theirs: refused.
+fn refuse_merge_any(pid: i32) -> Result<()> {
+    // Without KSM the file is absent, and nothing can be set.
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/ksm_stat")) else {
+        return Ok(());
+    };
+    if text
+        .lines()
+        .any(|l| l.split_whitespace().eq(["ksm_merge_any:", "yes"]))
+    {
+        return Err(Error::Other(format!(
+            "pid {pid}: KSM for every area (prctl PR_SET_MEMORY_MERGE): not yet supported by \
+             ckpt dump"
+        )));
+    }
+    Ok(())
+}
+
 /// Dump, tree frozen: the state of every area of `pid` (keyed by start address),
 /// refusing what cannot be restored.
 pub fn capture(pid: i32, maps: &[Mapping]) -> Result<BTreeMap<u64, AreaState>> {
@@ -209,7 +250,10 @@ pub fn capture(pid: i32, maps: &[Mapping]) -> Result<BTreeMap<u64, AreaState>> {
                 m.start, m.end
             )));
         };
-        let mut st = AreaState::default();
+        let mut st = AreaState {
+            anon_name: anon_name(&m.path).unwrap_or_default().to_string(),
+            ..AreaState::default()
+        };
         for f in &a.flags {
             if let Some(&(bit, _)) = vm::MNEMONICS.iter().find(|&&(_, n)| n == f) {
                 st.vm_flags |= bit;
@@ -425,9 +469,58 @@ pub fn restore(remote: &Remote, areas: &[&MemoryAreaRecord]) -> Result<()> {
             ));
         }
     }
+    name_areas(remote, areas)?;
     for step in [guards, advice, locks, seals] {
         let calls: Vec<Call> = step.iter().map(|(c, _)| *c).collect();
         remote.batch(&calls, |i| step[i].1.clone())?;
+    }
+    Ok(())
+}
+
+/// Names the anonymous areas that had a name (prctl PR_SET_VMA_ANON_NAME), the
+/// names put in the scratch memory as many at a time as fit.
+fn name_areas(remote: &Remote, areas: &[&MemoryAreaRecord]) -> Result<()> {
+    const PR_SET_VMA: u64 = 0x5356_4d41;
+    const PR_SET_VMA_ANON_NAME: u64 = 0;
+    let named: Vec<&MemoryAreaRecord> = areas
+        .iter()
+        .copied()
+        .filter(|a| !a.anon_name.is_empty())
+        .collect();
+    for chunk in named.chunks(256) {
+        let names: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|a| {
+                let mut n = a.anon_name.as_bytes().to_vec();
+                n.push(0);
+                n
+            })
+            .collect();
+        let parts: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let addrs = remote.put(&parts)?;
+        let calls: Vec<Call> = chunk
+            .iter()
+            .zip(&addrs)
+            .map(|(a, &name)| {
+                (
+                    libc::SYS_prctl,
+                    [
+                        PR_SET_VMA,
+                        PR_SET_VMA_ANON_NAME,
+                        a.start,
+                        a.end - a.start,
+                        name,
+                        0,
+                    ],
+                )
+            })
+            .collect();
+        remote.batch(&calls, |i| {
+            format!(
+                "prctl(PR_SET_VMA_ANON_NAME, {:?}) of area {:#x}-{:#x}",
+                chunk[i].anon_name, chunk[i].start, chunk[i].end
+            )
+        })?;
     }
     Ok(())
 }
@@ -479,6 +572,9 @@ pub fn describe(a: &MemoryAreaRecord) -> String {
             .map(|&(_, n)| n)
             .collect();
         out.push_str(&format!(", vm: {}", names.join(" ")));
+    }
+    if !a.anon_name.is_empty() {
+        out.push_str(&format!(", named {:?}", a.anon_name));
     }
     let guard_pages: u64 = a.guards.iter().map(|g| g.count).sum();
     match guard_pages {

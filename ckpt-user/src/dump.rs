@@ -667,6 +667,7 @@ impl Collector<'_> {
                 pages,
                 vm_flags: state.vm_flags,
                 guards: state.guards,
+                anon_name: state.anon_name,
             }))?;
         }
         Ok(())

@@ -56,7 +56,11 @@ impl Mapping {
             // Shared anonymous memory and SysV segments: objects only mappings name.
             // (A memfd is a file: an fd may hold it too, and it keeps its name
             // and seals.)
-            p if self.shared && (p.starts_with("/dev/zero") || p.starts_with("/SYSV")) => {
+            p if self.shared
+                && (p.starts_with("/dev/zero")
+                    || p.starts_with("/SYSV")
+                    || p.starts_with("[anon_shmem:")) =>
+            {
                 MappingClass::SharedAnon
             }
             _ => MappingClass::File,

@@ -677,6 +677,7 @@ mod tests {
                 pages: vec![run],
                 vm_flags: 0,
                 guards: vec![],
+                anon_name: String::new(),
             }),
             Record::Inode(InodeRecord {
                 objref: ObjRef(1),

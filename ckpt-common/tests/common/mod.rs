@@ -223,6 +223,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     count: r.next(),
                 })
                 .collect(),
+            anon_name: r.string(),
         }),
         3 => Record::SharedMemory(SharedMemoryRecord {
             objref: r.objref(),
@@ -515,6 +516,7 @@ pub fn area(
         pages,
         vm_flags: 0,
         guards: Vec::new(),
+        anon_name: String::new(),
     }
 }
 

@@ -83,6 +83,7 @@ fn main() {
         "aio" => aio(),
         "uffd" => uffd(),
         "sysv-private" => sysv_private(),
+        "ksm-any" => ksm_any(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -238,6 +239,41 @@ fn advice() {
         pages: 4,
         seed: 25,
     });
+    // Named anonymous areas, private and shared (prctl PR_SET_VMA_ANON_NAME), where
+    // the kernel has names.
+    for (seed, name, share) in [
+        (26, "named", libc::MAP_PRIVATE),
+        (27, "named-shared", libc::MAP_SHARED),
+    ] {
+        let at = map_anon(4, share);
+        fill(at, 4, seed);
+        let label = format!("ckpt {name}\0");
+        // SAFETY: naming our own mapping; the name is NUL-terminated.
+        let r = unsafe {
+            libc::prctl(
+                0x5356_4d41, // PR_SET_VMA
+                0,           // PR_SET_VMA_ANON_NAME
+                at as libc::c_ulong,
+                4 * PAGE,
+                label.as_ptr(),
+            )
+        };
+        if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            // A kernel without CONFIG_ANON_VMA_NAME: no names to keep.
+            continue;
+        }
+        assert!(
+            r == 0,
+            "PR_SET_VMA_ANON_NAME: {}",
+            io::Error::last_os_error()
+        );
+        areas.push(Area {
+            name,
+            at,
+            pages: 4,
+            seed,
+        });
+    }
     let list: String = areas
         .iter()
         .map(|a| {
@@ -446,5 +482,27 @@ fn sysv_private() {
     ready(&[getpid()]);
     wait_go();
     report("sysv", true, "still running after the refused dump");
+    finish();
+}
+
+/// KSM on for every area of the process (prctl PR_SET_MEMORY_MERGE): the dump is
+/// refused.
+fn ksm_any() {
+    // SAFETY: prctl(PR_SET_MEMORY_MERGE = 67, 1).
+    let r = unsafe { libc::prctl(67, 1, 0, 0, 0) };
+    assert!(
+        r == 0,
+        "PR_SET_MEMORY_MERGE: {}",
+        io::Error::last_os_error()
+    );
+    ready(&[getpid()]);
+    wait_go();
+    // SAFETY: prctl(PR_GET_MEMORY_MERGE = 68).
+    let on = unsafe { libc::prctl(68, 0, 0, 0, 0) };
+    report(
+        "ksm",
+        on == 1,
+        &format!("PR_GET_MEMORY_MERGE is still 1 (got {on})"),
+    );
     finish();
 }

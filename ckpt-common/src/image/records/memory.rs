@@ -265,6 +265,9 @@ pub struct MemoryAreaRecord {
     pub vm_flags: u32,
     /// Guard page runs, in increasing `index` order, disjoint from `pages`.
     pub guards: Vec<GuardRun>,
+    /// The name of an anonymous area (prctl PR_SET_VMA_ANON_NAME: `[anon:NAME]`,
+    /// `[anon_shmem:NAME]` in /proc/PID/maps); empty when it has none.
+    pub anon_name: String,
 }
 
 impl MemoryAreaRecord {
@@ -278,7 +281,7 @@ impl MemoryAreaRecord {
 }
 
 impl Wire for MemoryAreaRecord {
-    const MIN_SIZE: usize = 4 + 8 + 8 + 4 + 4 + 8 + AreaKind::MIN_SIZE + 4 + 4 + 4;
+    const MIN_SIZE: usize = 4 + 8 + 8 + 4 + 4 + 8 + AreaKind::MIN_SIZE + 4 + 4 + 4 + 4;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
@@ -291,6 +294,7 @@ impl Wire for MemoryAreaRecord {
         wire::put_list(out, &self.pages);
         out.put_u32_le(self.vm_flags);
         wire::put_list(out, &self.guards);
+        wire::put_str(out, &self.anon_name);
     }
 
     fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
@@ -305,6 +309,7 @@ impl Wire for MemoryAreaRecord {
             pages: wire::list(buf, "pages")?,
             vm_flags: wire::u32(buf, "vm_flags")?,
             guards: wire::list(buf, "guards")?,
+            anon_name: wire::string(buf, "anon_name")?,
         })
     }
 }
@@ -355,6 +360,20 @@ pub(crate) fn check_area_state(a: &MemoryAreaRecord, pages: u64) -> Result<(), S
     }
     if a.vm_flags & vm::LOCKONFAULT != 0 && a.vm_flags & vm::LOCKED == 0 {
         return Err("MLOCK_ONFAULT without mlock".into());
+    }
+    if !a.anon_name.is_empty()
+        && (!matches!(a.kind, AreaKind::Anon | AreaKind::SharedAnon { .. })
+            || a.anon_name.len() > 80
+            || a.anon_name
+                .bytes()
+                .any(|b| !(0x20..0x7f).contains(&b) || b"\\`$[]".contains(&b)))
+    {
+        return Err(format!(
+            "anonymous area name {:?} on a {} area, or not a name prctl accepts (at most \
+             80 printable bytes, none of \\`$[])",
+            a.anon_name,
+            a.kind.name()
+        ));
     }
     let mut next = 0u64;
     for g in &a.guards {
