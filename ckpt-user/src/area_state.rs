@@ -30,7 +30,8 @@
 //! flight cannot be seen from outside the kernel, so a restored ring could
 //! silently lose them) and private mappings of SysV segments (a private copy of an
 //! IPC object restore cannot name); and a process with KSM on for all its areas
-//! (PR_SET_MEMORY_MERGE). Anonymous area names (PR_SET_VMA_ANON_NAME) are
+//! (PR_SET_MEMORY_MERGE) or locking every future area (mlockall MCL_FUTURE,
+//! found by a probe page mapped while the tree is frozen). Anonymous area names (PR_SET_VMA_ANON_NAME) are
 //! restored with prctl.
 //!
 //! Restore order (after every area is mapped, its pages written and its final
@@ -229,7 +230,17 @@ fn refuse_merge_any(pid: i32) -> Result<()> {
 /// Dump, tree frozen: the state of every area of `pid` (keyed by start address),
 /// refusing what cannot be restored.
 pub fn capture(pid: i32, maps: &[Mapping]) -> Result<BTreeMap<u64, AreaState>> {
-    let areas = checked_smaps(pid)?;
+    let probe = FutureLockProbe::map(pid, maps)?;
+    let areas = checked_smaps(pid);
+    let future = probe.flags(areas.as_ref().ok());
+    probe.unmap()?;
+    let areas = areas?;
+    if let Some(how) = future? {
+        return Err(Error::Other(format!(
+            "pid {pid}: mlockall({how}): every area mapped from now on is locked: not yet \
+             supported by ckpt dump"
+        )));
+    }
     // The scan stops at the last area (the vsyscall page lies beyond what
     // PAGEMAP_SCAN accepts, and holds no guard).
     let top = maps
@@ -281,6 +292,96 @@ pub fn capture(pid: i32, maps: &[Mapping]) -> Result<BTreeMap<u64, AreaState>> {
         out.insert(m.start, st);
     }
     Ok(out)
+}
+
+/// mlockall(MCL_FUTURE) leaves no trace in /proc but on the areas mapped after it:
+/// so, with the tree frozen, the process maps one inaccessible page in a free gap
+/// (a page away from every area, so it merges with none), smaps shows whether the
+/// kernel locked it, and the page is unmapped again before anything else happens.
+struct FutureLockProbe {
+    pid: i32,
+    thread: crate::inject::RemoteThread,
+    at: u64,
+    /// mmap failed with EAGAIN: the page would have been locked past
+    /// RLIMIT_MEMLOCK.
+    over_limit: bool,
+}
+
+impl FutureLockProbe {
+    fn map(pid: i32, maps: &[Mapping]) -> Result<FutureLockProbe> {
+        let tid = *crate::procfs::threads(pid)
+            .first()
+            .ok_or_else(|| Error::Other(format!("pid {pid}: no thread to probe mlockall in")))?;
+        let busy: Vec<(u64, u64)> = maps
+            .iter()
+            .map(|m| (m.start.saturating_sub(PAGE_SIZE), m.end + PAGE_SIZE))
+            .collect();
+        let at = crate::restore::plan::free_gap(&busy, PAGE_SIZE, 1 << 32, 0x7000_0000_0000)
+            .ok_or_else(|| {
+                Error::Other(format!("pid {pid}: no free page to probe mlockall with"))
+            })?;
+        let thread = crate::inject::RemoteThread::new(tid);
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+        let got = thread.syscall(
+            libc::SYS_mmap,
+            &[at, PAGE_SIZE, libc::PROT_NONE as u64, flags, u64::MAX, 0],
+        )?;
+        let over_limit = got == -i64::from(libc::EAGAIN);
+        if !over_limit && got as u64 != at {
+            return Err(Error::Other(format!(
+                "pid {pid}: mapping the mlockall probe page at {at:#x}: {}",
+                if got < 0 {
+                    crate::restore::remote::errno_of(got).to_string()
+                } else {
+                    format!("mapped at {got:#x}")
+                }
+            )));
+        }
+        Ok(FutureLockProbe {
+            pid,
+            thread,
+            at,
+            over_limit,
+        })
+    }
+
+    /// `MCL_FUTURE` (or with `| MCL_ONFAULT`) if the probe page was locked.
+    fn flags(&self, areas: Option<&Vec<SmapsArea>>) -> Result<Option<&'static str>> {
+        if self.over_limit {
+            return Ok(Some("MCL_FUTURE"));
+        }
+        let Some(areas) = areas else { return Ok(None) };
+        let a = areas.iter().find(|a| a.start == self.at).ok_or_else(|| {
+            Error::Other(format!(
+                "pid {}: the mlockall probe page at {:#x} is not in smaps",
+                self.pid, self.at
+            ))
+        })?;
+        let has = |f: &str| a.flags.iter().any(|g| g == f);
+        Ok(match (has("lo"), has("lf")) {
+            (true, true) => Some("MCL_FUTURE | MCL_ONFAULT"),
+            (true, false) => Some("MCL_FUTURE"),
+            _ => None,
+        })
+    }
+
+    fn unmap(self) -> Result<()> {
+        if self.over_limit {
+            return Ok(());
+        }
+        let r = self
+            .thread
+            .syscall(libc::SYS_munmap, &[self.at, PAGE_SIZE])?;
+        if r != 0 {
+            return Err(Error::Other(format!(
+                "pid {}: unmapping the mlockall probe page at {:#x}: {}",
+                self.pid,
+                self.at,
+                crate::restore::remote::errno_of(r)
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// PAGEMAP_SCAN's argument (include/uapi/linux/fs.h, `struct pm_scan_arg`).

@@ -247,6 +247,11 @@ fn refused(w: &mut Wl, what: &[&str], who: &str) {
         "the refused dump changed areas:\n{}",
         bad.join("\n")
     );
+    let extra: Vec<&u64> = after.keys().filter(|s| !before.contains_key(s)).collect();
+    assert!(
+        extra.is_empty(),
+        "the refused dump left areas behind at {extra:x?}"
+    );
     w.go();
     let text = w.wait_result(Duration::from_secs(30));
     w.check_result(&text, &[who]);
@@ -355,4 +360,11 @@ fn ksm_for_every_area_of_the_process_is_refused() {
     setup();
     let mut w = Wl::bin(WL, "ksm-any");
     refused(&mut w, &["PR_SET_MEMORY_MERGE"], "ksm");
+}
+
+#[test]
+fn mlockall_of_future_areas_is_refused_and_the_probe_page_is_gone() {
+    setup();
+    let mut w = Wl::bin(WL, "mlockall");
+    refused(&mut w, &["mlockall(MCL_FUTURE | MCL_ONFAULT)"], "mlockall");
 }

@@ -84,6 +84,7 @@ fn main() {
         "uffd" => uffd(),
         "sysv-private" => sysv_private(),
         "ksm-any" => ksm_any(),
+        "mlockall" => mlockall(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -503,6 +504,29 @@ fn ksm_any() {
         "ksm",
         on == 1,
         &format!("PR_GET_MEMORY_MERGE is still 1 (got {on})"),
+    );
+    finish();
+}
+
+/// Every area mapped from now on locked (mlockall MCL_FUTURE): the dump is refused.
+fn mlockall() {
+    // SAFETY: plain syscall.
+    let r = unsafe { libc::mlockall(libc::MCL_FUTURE | libc::MCL_ONFAULT) };
+    assert!(r == 0, "mlockall: {}", io::Error::last_os_error());
+    ready(&[getpid()]);
+    wait_go();
+    let at = map_anon(1, libc::MAP_PRIVATE);
+    let maps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let start = format!("{:x}-", at as usize);
+    let locked = maps
+        .split("\n")
+        .skip_while(|l| !l.starts_with(&start))
+        .find(|l| l.starts_with("VmFlags:"))
+        .is_some_and(|l| l.split_whitespace().any(|f| f == "lf"));
+    report(
+        "mlockall",
+        locked,
+        "an area mapped after the refused dump is still locked on fault",
     );
     finish();
 }
