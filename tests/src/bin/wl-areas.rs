@@ -229,6 +229,54 @@ fn advice() {
         pages: 8,
         seed: 24,
     });
+    // A guard page in shared anonymous memory (page 1 of 4) and in a private
+    // mapping of a file (page 2 of 4; page 0 written, a private copy).
+    let shared = map_anon(4, libc::MAP_SHARED);
+    fill(shared, 4, 28);
+    // SAFETY: page 1 of our own mapping.
+    madvise(unsafe { shared.add(PAGE) }, 1, MADV_GUARD_INSTALL, "guard");
+    areas.push(Area {
+        name: "guarded-shared",
+        at: shared,
+        pages: 4,
+        seed: 28,
+    });
+    let data: Vec<u8> = (0..4).flat_map(|p| [fill_byte(29, p); PAGE]).collect();
+    std::fs::write(path("file-data"), &data).expect("file-data");
+    let fd = open(&path("file-data"), libc::O_RDONLY, 0);
+    // SAFETY: a private mapping of our own file.
+    let file = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4 * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        )
+    };
+    assert!(
+        file != libc::MAP_FAILED,
+        "mmap file: {}",
+        io::Error::last_os_error()
+    );
+    close(fd);
+    let file: *mut u8 = file.cast();
+    // SAFETY: page 0 of the mapping: written with what it holds (a private copy).
+    unsafe { std::ptr::write_bytes(file, fill_byte(29, 0), PAGE) };
+    // SAFETY: page 2 of our own mapping.
+    madvise(
+        unsafe { file.add(2 * PAGE) },
+        1,
+        MADV_GUARD_INSTALL,
+        "guard",
+    );
+    areas.push(Area {
+        name: "guarded-file",
+        at: file,
+        pages: 4,
+        seed: 29,
+    });
     let sealed = map_anon(4, libc::MAP_PRIVATE);
     fill(sealed, 4, 25);
     // SAFETY: sealing our own mapping.
@@ -290,7 +338,13 @@ fn advice() {
     ready(&[getpid()]);
     wait_go();
 
-    let is_guard = |a: &Area, p: usize| a.name == "guarded" && (2..4).contains(&p);
+    // Each guarded area: its guard pages.
+    let guards: [(&str, std::ops::Range<usize>); 3] = [
+        ("guarded", 2..4),
+        ("guarded-shared", 1..2),
+        ("guarded-file", 2..3),
+    ];
+    let is_guard = |a: &Area, p: usize| guards.iter().any(|(n, r)| *n == a.name && r.contains(&p));
     for a in &areas {
         let bad: Vec<usize> = (0..a.pages)
             .filter(|&p| !is_guard(a, p) && !page_holds(a.at, p, fill_byte(a.seed, p)))
@@ -302,7 +356,7 @@ fn advice() {
         );
     }
     let find = |name: &str| areas.iter().find(|a| a.name == name).expect("area");
-    let (dontfork, wipe, guarded) = (find("dontfork"), find("wipeonfork"), find("guarded"));
+    let (dontfork, wipe) = (find("dontfork"), find("wipeonfork"));
     // A child: the DONTFORK area is not in its maps, the WIPEONFORK area reads zero.
     let (df, wf) = (dontfork.at as usize, wipe.at as usize);
     // SAFETY: the child only reads memory and files, then _exits.
@@ -325,22 +379,28 @@ fn advice() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) & 2 == 0,
         &format!("reads zero in a child forked after restore (status {status:#x})"),
     );
-    // A child touches a guard page: SIGSEGV.
-    let g = guarded.at as usize + 2 * PAGE;
-    // SAFETY: the child faults or _exits.
-    let child = unsafe { libc::fork() };
-    if child == 0 {
-        // SAFETY: a read of the guard page; it must fault.
-        let _ = unsafe { std::ptr::read_volatile(g as *const u8) };
-        // SAFETY: leave the child.
-        unsafe { libc::_exit(0) };
+    // A child touches each guard page: SIGSEGV.
+    for (name, pages) in &guards {
+        for p in pages.clone() {
+            let g = find(name).at as usize + p * PAGE;
+            // SAFETY: the child faults or _exits.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                // SAFETY: a read of the guard page; it must fault.
+                let _ = unsafe { std::ptr::read_volatile(g as *const u8) };
+                // SAFETY: leave the child.
+                unsafe { libc::_exit(0) };
+            }
+            let status = wait_child(child);
+            report(
+                name,
+                libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+                &format!(
+                    "a read of guard page {p} at {g:#x} faults with SIGSEGV (status {status:#x})"
+                ),
+            );
+        }
     }
-    let status = wait_child(child);
-    report(
-        "guarded",
-        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
-        &format!("a read of the guard page at {g:#x} faults with SIGSEGV (status {status:#x})"),
-    );
     let sealed = find("sealed");
     // SAFETY: munmap of a sealed area must fail (EPERM) and leave it mapped.
     let r = unsafe { libc::munmap(sealed.at.cast(), sealed.pages * PAGE) };
