@@ -8,9 +8,12 @@
 //! 6.18 (fs/proc/task_mmu.c show_smap_vma_flags) is one of three things here:
 //!
 //! - **restored**: `dc wf hg nh dd mg sr rr lo lf sl` by madvise, mlock2 and mseal;
-//!   `dp` by mapping with MAP_DROPPABLE; `nr` by mapping with MAP_NORESERVE;
-//! - **equal anyway**: `rd wr ex sh mr mw me ms gd ac` follow from the mmap and its
-//!   protections; `sd` (soft-dirty) is set by the kernel on every new area and is a
+//!   `dp` by mapping with MAP_DROPPABLE; `nr` and `gd` by mapping with
+//!   MAP_NORESERVE and MAP_GROWSDOWN;
+//! - **equal anyway**: `rd wr ex sh mr me ms` follow from the mmap and its
+//!   protections, `mw` and `ac` too once restore maps a shared file writable only
+//!   where it was (`mw`) and fills a private area writable only where it was
+//!   accounted (`ac`, kept by the kernel after an mprotect to read-only); `sd` (soft-dirty) is set by the kernel on every new area and is a
 //!   tracking bit (/proc/PID/clear_refs), not a property of the memory; on the
 //!   kernel's own areas (vdso, vvar, vsyscall) nothing is compared: restore keeps
 //!   its own;
@@ -59,6 +62,9 @@ pub struct AreaState {
     pub vm_flags: u32,
     /// MAP_NORESERVE (`nr`): a `map::NORESERVE` bit for the area's flags.
     pub noreserve: bool,
+    /// MAP_GROWSDOWN (`gd`) on an area other than the main stack (whose flags
+    /// have it already).
+    pub growsdown: bool,
     /// Guard page runs, indexed from the area's first page.
     pub guards: Vec<GuardRun>,
     /// PR_SET_VMA_ANON_NAME's name of an anonymous area, or empty.
@@ -66,9 +72,17 @@ pub struct AreaState {
 }
 
 impl AreaState {
-    /// `MAP_*` bits the state adds to the area's flags (MAP_NORESERVE).
+    /// `MAP_*` bits the state adds to the area's flags (MAP_NORESERVE,
+    /// MAP_GROWSDOWN).
     pub fn map_flags(&self) -> u32 {
-        if self.noreserve { map::NORESERVE } else { 0 }
+        let mut f = 0;
+        if self.noreserve {
+            f |= map::NORESERVE;
+        }
+        if self.growsdown {
+            f |= map::GROWSDOWN;
+        }
+        f
     }
 }
 
@@ -270,6 +284,7 @@ pub fn capture(pid: i32, maps: &[Mapping]) -> Result<BTreeMap<u64, AreaState>> {
                 st.vm_flags |= bit;
             }
             st.noreserve |= f == "nr";
+            st.growsdown |= f == "gd";
         }
         if st.vm_flags & vm::DROPPABLE != 0 && m.class() != MappingClass::Anon {
             return Err(refusal(

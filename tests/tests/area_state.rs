@@ -179,6 +179,7 @@ fn every_area_keeps_its_vmflags_and_behaves_as_they_say_after_restore() {
             "lockonfault" => "lf",
             "droppable" => "dp",
             "noreserve" => "nr",
+            "growsdown" => "gd",
             "sealed" => "sl",
             _ => continue,
         };

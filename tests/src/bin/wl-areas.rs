@@ -213,6 +213,14 @@ fn advice() {
         pages: 4,
         seed: 23,
     });
+    let growsdown = map_anon(4, libc::MAP_PRIVATE | libc::MAP_GROWSDOWN);
+    fill(growsdown, 4, 30);
+    areas.push(Area {
+        name: "growsdown",
+        at: growsdown,
+        pages: 4,
+        seed: 30,
+    });
     // Guard pages 2 and 3 of 8; the others hold data.
     let guarded = map_anon(8, libc::MAP_PRIVATE);
     fill(guarded, 8, 24);
