@@ -33,7 +33,8 @@
 //! flight cannot be seen from outside the kernel, so a restored ring could
 //! silently lose them) and private mappings of SysV segments (a private copy of an
 //! IPC object restore cannot name); and a process with KSM on for all its areas
-//! (PR_SET_MEMORY_MERGE) or locking every future area (mlockall MCL_FUTURE,
+//! (PR_SET_MEMORY_MERGE), an area with a NUMA memory policy (mbind), or locking
+//! every future area (mlockall MCL_FUTURE,
 //! found by a probe page mapped while the tree is frozen). Anonymous area names (PR_SET_VMA_ANON_NAME) are
 //! restored with prctl.
 //!
@@ -182,6 +183,7 @@ fn refusal(pid: i32, start: u64, end: u64, path: &str, what: &str) -> Error {
 /// smaps view for [`capture`].
 fn checked_smaps(pid: i32) -> Result<Vec<SmapsArea>> {
     refuse_merge_any(pid)?;
+    refuse_mempolicy(pid)?;
     let areas = smaps(pid)?;
     for a in &areas {
         if is_kernel_area(&a.path) {
@@ -219,6 +221,29 @@ fn checked_smaps(pid: i32) -> Result<Vec<SmapsArea>> {
 /// refused for an area is never stopped.
 pub fn refuse_unsupported(pid: i32) -> Result<()> {
     checked_smaps(pid).map(|_| ())
+}
+
+/// A NUMA memory policy of an area (mbind; /proc/PID/numa_maps shows it, or
+/// `default`): not restored yet, refused.
+fn refuse_mempolicy(pid: i32) -> Result<()> {
+    // Without NUMA the file is absent, and no policy can be set.
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/numa_maps")) else {
+        return Ok(());
+    };
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(addr), Some(policy)) = (it.next(), it.next()) else {
+            continue;
+        };
+        if policy != "default" {
+            return Err(Error::Other(format!(
+                "pid {pid}: area at {addr:#x}: NUMA memory policy `{policy}` (mbind): not yet \
+                 supported by ckpt dump",
+                addr = u64::from_str_radix(addr, 16).unwrap_or(0)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// prctl(PR_SET_MEMORY_MERGE): KSM for every present and future area of the

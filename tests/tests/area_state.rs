@@ -369,3 +369,15 @@ fn mlockall_of_future_areas_is_refused_and_the_probe_page_is_gone() {
     let mut w = Wl::bin(WL, "mlockall");
     refused(&mut w, &["mlockall(MCL_FUTURE | MCL_ONFAULT)"], "mlockall");
 }
+
+#[test]
+fn an_area_with_a_numa_memory_policy_is_refused() {
+    setup();
+    let mut w = Wl::bin(WL, "mbind");
+    let (_, start, _) = named_areas(&w).remove(0);
+    refused(
+        &mut w,
+        &[&format!("{start:#x}"), "NUMA memory policy `bind:0`"],
+        "mbind",
+    );
+}

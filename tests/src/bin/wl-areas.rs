@@ -85,6 +85,7 @@ fn main() {
         "sysv-private" => sysv_private(),
         "ksm-any" => ksm_any(),
         "mlockall" => mlockall(),
+        "mbind" => mbind(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -595,6 +596,42 @@ fn mlockall() {
         "mlockall",
         locked,
         "an area mapped after the refused dump is still locked on fault",
+    );
+    finish();
+}
+
+/// An area bound to NUMA node 0 (mbind MPOL_BIND): the dump is refused.
+fn mbind() {
+    let at = map_anon(4, libc::MAP_PRIVATE);
+    let nodemask: u64 = 1;
+    // SAFETY: mbind(addr, len, MPOL_BIND = 2, &nodemask, maxnode 64, flags 0).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mbind,
+            at,
+            4 * PAGE,
+            2,
+            &nodemask as *const u64,
+            64,
+            0,
+        )
+    };
+    assert!(r == 0, "mbind: {}", io::Error::last_os_error());
+    std::fs::write(
+        path("areas"),
+        format!("mbind {:x} {:x}\n", at as usize, at as usize + 4 * PAGE),
+    )
+    .expect("areas");
+    ready(&[getpid()]);
+    wait_go();
+    let maps = std::fs::read_to_string("/proc/self/numa_maps").unwrap_or_default();
+    let bound = maps
+        .lines()
+        .any(|l| l.starts_with(&format!("{:x} bind", at as usize)));
+    report(
+        "mbind",
+        bound,
+        "the area is still bound after the refused dump",
     );
     finish();
 }
