@@ -289,12 +289,14 @@ pub fn capture(pid: i32, maps: &[Mapping]) -> Result<BTreeMap<u64, AreaState>> {
         .max()
         .unwrap_or(0);
     let guards = guard_regions(pid, top)?;
+    let by_range: std::collections::HashMap<(u64, u64), &SmapsArea> =
+        areas.iter().map(|a| ((a.start, a.end), a)).collect();
     let mut out = BTreeMap::new();
     for m in maps {
         if m.class().is_special() {
             continue;
         }
-        let Some(a) = areas.iter().find(|a| a.start == m.start && a.end == m.end) else {
+        let Some(a) = by_range.get(&(m.start, m.end)) else {
             return Err(Error::Other(format!(
                 "pid {pid}: area {:#x}-{:#x} is in /proc/{pid}/maps but not in smaps",
                 m.start, m.end
