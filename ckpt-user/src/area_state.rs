@@ -1,47 +1,46 @@
 //! Memory area state that is not in /proc/PID/maps: madvise advice, mlock, mseal,
-//! MAP_DROPPABLE (the `VmFlags` line of /proc/PID/smaps) and guard regions
-//! (MADV_GUARD_INSTALL, found with the PAGEMAP_SCAN ioctl).
+//! MAP_DROPPABLE (the `VmFlags` line of /proc/PID/smaps), guard regions
+//! (MADV_GUARD_INSTALL, found with the PAGEMAP_SCAN ioctl) and anonymous area names
+//! (PR_SET_VMA_ANON_NAME).
 //!
 //! Why a module of its own, beside memory.rs: what an area maps and which pages it
 //! holds is memory.rs's; this is the state userspace set on the area afterwards,
 //! applied again once the area and its pages are back. Every `VmFlags` mnemonic of
-//! 6.18 (fs/proc/task_mmu.c show_smap_vma_flags) is one of three things here:
+//! 6.18 (fs/proc/task_mmu.c show_smap_vma_flags) is one of these:
 //!
 //! - **restored**: `dc wf hg nh dd mg sr rr lo lf sl` by madvise, mlock2 and mseal;
 //!   `dp` by mapping with MAP_DROPPABLE; `nr` and `gd` by mapping with
 //!   MAP_NORESERVE and MAP_GROWSDOWN;
 //! - **equal anyway**: `rd wr ex sh mr me ms` follow from the mmap and its
-//!   protections, `mw` and `ac` too once restore maps a shared file writable only
-//!   where it was (`mw`) and fills a private area writable only where it was
-//!   accounted (`ac`, kept by the kernel after an mprotect to read-only); `sd` (soft-dirty) is set by the kernel on every new area and is a
-//!   tracking bit (/proc/PID/clear_refs), not a property of the memory; on the
-//!   kernel's own areas (vdso, vvar, vsyscall) nothing is compared: restore keeps
-//!   its own;
+//!   protections; `mw` and `ac` too, as restore opens a shared mapping's file for
+//!   writing only where the area had `mw`, and makes a private area writable while
+//!   it is filled only where it had `ac` (VM_ACCOUNT stays after an mprotect to
+//!   read-only); `sd` (soft-dirty) is set by the kernel on every new area, a
+//!   tracking bit (/proc/PID/clear_refs), not a property of the memory; the
+//!   kernel's own areas (vdso, vvar, vsyscall) keep restore's own flags;
 //! - **restored where it was, maybe also beside it**: `gu` (VM_MAYBE_GUARD, a
 //!   kernel hint that an area may hold guard pages) comes back with the guards, or
 //!   by a guard installed and removed at once; the kernel spreads it to any area
 //!   its area merges with, and restore's fresh areas merge where the dumped ones
-//!   were kept apart by their anon_vmas, so a neighbour may show it too (it
-//!   changes nothing the process can see but smaps);
+//!   were kept apart by their anon_vmas, so a neighbour may show it too (nothing
+//!   the process can see changes but smaps);
 //! - **refused** (the dump fails naming pid, area and flag): `um uw ui`
 //!   (userfaultfd registrations: the uffd and its handler are not restored), `ss`
 //!   (shadow stack), `ht` (hugetlb), `sf` (MAP_SYNC), `pf io mm de ar` outside the
-//!   kernel's areas (device and PFN mappings), any mnemonic this code does not know,
-//!   and a non-zero `ProtectionKey`.
+//!   kernel's areas (device and PFN mappings), any mnemonic this code does not
+//!   know, and a non-zero `ProtectionKey`.
 //!
-//! Areas refused whatever their flags: aio rings (`/[aio]`, io_setup: requests in
-//! flight cannot be seen from outside the kernel, so a restored ring could
-//! silently lose them) and private mappings of SysV segments (a private copy of an
-//! IPC object restore cannot name); and a process with KSM on for all its areas
-//! (PR_SET_MEMORY_MERGE), an area with a NUMA memory policy (mbind), or locking
-//! every future area (mlockall MCL_FUTURE,
-//! found by a probe page mapped while the tree is frozen). Anonymous area names (PR_SET_VMA_ANON_NAME) are
-//! restored with prctl.
+//! Refused whatever the flags: aio rings (`/[aio]`, io_setup: requests in flight
+//! cannot be seen from outside the kernel, so a restored ring could silently lose
+//! them), private mappings of SysV segments (a private copy of an IPC object
+//! restore cannot name), areas with a NUMA memory policy (mbind), and processes
+//! with KSM on for every area (PR_SET_MEMORY_MERGE) or every future area locked
+//! (mlockall MCL_FUTURE, seen on a probe page mapped while the tree is frozen).
 //!
 //! Restore order (after every area is mapped, its pages written and its final
-//! protections set): guard regions first (MADV_GUARD_INSTALL refuses a locked
-//! area), then the madvise advice, then mlock2 (which faults the written pages in),
-//! then mseal last (nothing may change a sealed area afterwards).
+//! protections set): names, guard regions (MADV_GUARD_INSTALL refuses a locked
+//! area), the madvise advice, mlock2 (which faults the written pages in), and
+//! mseal last (nothing may change a sealed area afterwards).
 
 use std::{collections::BTreeMap, fs, os::fd::AsRawFd as _};
 
