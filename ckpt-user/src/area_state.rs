@@ -34,7 +34,8 @@
 //! cannot be seen from outside the kernel, so a restored ring could silently lose
 //! them), private mappings of SysV segments (a private copy of an IPC object
 //! restore cannot name), areas with a NUMA memory policy (mbind), and processes
-//! with KSM on for every area (PR_SET_MEMORY_MERGE) or every future area locked
+//! with KSM on for every area (PR_SET_MEMORY_MERGE), transparent huge pages off
+//! (PR_SET_THP_DISABLE) or every future area locked
 //! (mlockall MCL_FUTURE, seen on a probe page mapped while the tree is frozen).
 //!
 //! Restore order (after every area is mapped, its pages written and its final
@@ -182,6 +183,7 @@ fn refusal(pid: i32, start: u64, end: u64, path: &str, what: &str) -> Error {
 /// smaps view for [`capture`].
 fn checked_smaps(pid: i32) -> Result<Vec<SmapsArea>> {
     refuse_merge_any(pid)?;
+    refuse_thp_disabled(pid)?;
     refuse_mempolicy(pid)?;
     let areas = smaps(pid)?;
     for a in &areas {
@@ -241,6 +243,24 @@ fn refuse_mempolicy(pid: i32) -> Result<()> {
                 addr = u64::from_str_radix(addr, 16).unwrap_or(0)
             )));
         }
+    }
+    Ok(())
+}
+
+/// prctl(PR_SET_THP_DISABLE): no transparent huge pages for any area of the
+/// process (/proc/PID/status `THP_enabled: 0`). A process setting, like the
+/// areas' `hg`/`nh`, but not restored yet: refused.
+fn refuse_thp_disabled(pid: i32) -> Result<()> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| Error::io(format!("reading /proc/{pid}/status"), e))?;
+    if text
+        .lines()
+        .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"]))
+    {
+        return Err(Error::Other(format!(
+            "pid {pid}: transparent huge pages disabled (prctl PR_SET_THP_DISABLE): not yet \
+             supported by ckpt dump"
+        )));
     }
     Ok(())
 }

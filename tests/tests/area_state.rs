@@ -381,3 +381,10 @@ fn an_area_with_a_numa_memory_policy_is_refused() {
         "mbind",
     );
 }
+
+#[test]
+fn transparent_huge_pages_disabled_for_the_process_is_refused() {
+    setup();
+    let mut w = Wl::bin(WL, "thp-disabled");
+    refused(&mut w, &["PR_SET_THP_DISABLE"], "thp");
+}

@@ -86,6 +86,7 @@ fn main() {
         "ksm-any" => ksm_any(),
         "mlockall" => mlockall(),
         "mbind" => mbind(),
+        "thp-disabled" => thp_disabled(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -632,6 +633,24 @@ fn mbind() {
         "mbind",
         bound,
         "the area is still bound after the refused dump",
+    );
+    finish();
+}
+
+/// Transparent huge pages off for the process (prctl PR_SET_THP_DISABLE): the dump
+/// is refused.
+fn thp_disabled() {
+    // SAFETY: prctl(PR_SET_THP_DISABLE = 41, 1).
+    let r = unsafe { libc::prctl(41, 1, 0, 0, 0) };
+    assert!(r == 0, "PR_SET_THP_DISABLE: {}", io::Error::last_os_error());
+    ready(&[getpid()]);
+    wait_go();
+    // SAFETY: prctl(PR_GET_THP_DISABLE = 42).
+    let off = unsafe { libc::prctl(42, 0, 0, 0, 0) };
+    report(
+        "thp",
+        off == 1,
+        &format!("PR_GET_THP_DISABLE is still 1 (got {off})"),
     );
     finish();
 }
