@@ -6,8 +6,8 @@
 mod common;
 
 use ckpt_common::image::{
-    AreaKind, FdRecord, Image, ImageError, InodeKind, InodeRecord, InotifyWatch, ObjRef, PageRun,
-    Record, SocketMessage,
+    AreaKind, FdRecord, GuardRun, Image, ImageError, InodeKind, InodeRecord, InotifyWatch, ObjRef,
+    PageRun, Record, SocketMessage, records::vm,
 };
 use common::{PAGE, area, frames, sample_image, thread};
 
@@ -433,4 +433,51 @@ fn a_timerfd_with_unknown_settime_flags_is_named() {
         });
     });
     assert!(msg.contains("timerfd settime flags 0o4"), "{msg}");
+}
+
+#[test]
+fn a_guard_run_must_lie_inside_its_area_and_hold_no_saved_page() {
+    let heap = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Heap));
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.guards = vec![GuardRun { index: 3, count: 2 }]; // the heap has 4 pages
+        }
+    });
+    assert!(msg.contains("guard run 3+2"), "{msg}");
+    let saved = match &sample()[heap] {
+        Record::MemoryArea(a) => a.pages[0].index,
+        _ => unreachable!(),
+    };
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.guards = vec![GuardRun {
+                index: saved,
+                count: 1,
+            }];
+        }
+    });
+    assert!(msg.contains("overlaps saved pages"), "{msg}");
+}
+
+#[test]
+fn droppable_is_only_private_anonymous_memory_and_onfault_needs_mlock() {
+    let heap = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Heap));
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.vm_flags = vm::DROPPABLE;
+        }
+    });
+    assert!(msg.contains("MAP_DROPPABLE"), "{msg}");
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.vm_flags = vm::LOCKONFAULT;
+        }
+    });
+    assert!(msg.contains("MLOCK_ONFAULT without mlock"), "{msg}");
+    let msg = broken(heap, "memory-area", |r| {
+        if let Record::MemoryArea(a) = &mut r[heap] {
+            a.vm_flags = 1 << 31;
+        }
+    });
+    assert!(msg.contains("unknown vm_flags bits"), "{msg}");
 }

@@ -114,6 +114,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     let state = tracker.read()?;
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Skip)?;
     refuse_shared_fd_tables(&state, &table)?;
+    for p in &table.processes {
+        crate::area_state::refuse_unsupported(p.pid)?;
+    }
     refuse_unsupported(&table)?;
     fault_point("tracker")?;
     stages.done("load tracker");
@@ -582,6 +585,7 @@ impl Collector<'_> {
 
     fn memory(&mut self, pid: i32) -> Result<()> {
         let maps = memory::mappings(pid)?;
+        let mut states = crate::area_state::capture(pid, &maps)?;
         let pagemap = fs::File::open(format!("/proc/{pid}/pagemap"))
             .map_err(|e| Error::io(format!("opening /proc/{pid}/pagemap"), e))?;
         let mem = fs::File::open(format!("/proc/{pid}/mem"))
@@ -664,15 +668,19 @@ impl Collector<'_> {
                     Ok(writer.write_pages(i, d)?)
                 })?
             };
+            let state = states.remove(&m.start).unwrap_or_default();
             self.writer.write(&Record::MemoryArea(MemoryAreaRecord {
                 pid,
                 start: m.start,
                 end: m.end,
                 prot: m.prot,
-                flags: m.flags(),
+                flags: m.flags() | state.map_flags(),
                 offset: m.offset,
                 kind: class.area_kind(objref)?,
                 pages,
+                vm_flags: state.vm_flags,
+                guards: state.guards,
+                anon_name: state.anon_name,
             }))?;
         }
         Ok(())

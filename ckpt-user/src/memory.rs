@@ -22,6 +22,8 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 /// The page is a file page or shared-anon (not a private anonymous copy).
 const PM_FILE: u64 = 1 << 61;
+/// A guard page (MADV_GUARD_INSTALL): reading it faults; area_state saves it.
+const PM_GUARD_REGION: u64 = 1 << 58;
 
 /// One line of /proc/PID/maps.
 #[derive(Clone, Debug)]
@@ -54,7 +56,11 @@ impl Mapping {
             // Shared anonymous memory and SysV segments: objects only mappings name.
             // (A memfd is a file: an fd may hold it too, and it keeps its name
             // and seals.)
-            p if self.shared && (p.starts_with("/dev/zero") || p.starts_with("/SYSV")) => {
+            p if self.shared
+                && (p.starts_with("/dev/zero")
+                    || p.starts_with("/SYSV")
+                    || p.starts_with("[anon_shmem:")) =>
+            {
                 MappingClass::SharedAnon
             }
             _ => MappingClass::File,
@@ -200,7 +206,7 @@ pub fn dirty_runs(pid: i32, m: &Mapping, pagemap: &fs::File) -> Result<Vec<(u64,
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for (i, chunk) in raw.chunks_exact(8).enumerate() {
         let e = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let mut keep = e & (PM_PRESENT | PM_SWAPPED) != 0;
+        let mut keep = e & (PM_PRESENT | PM_SWAPPED) != 0 && e & PM_GUARD_REGION == 0;
         // In a private mapping, a page still shared with the file (or the zero
         // page) comes back by itself; only private copies are saved.
         if keep && private_only && e & PM_FILE != 0 && e & PM_SWAPPED == 0 {
@@ -716,8 +722,6 @@ fn move_kernel_areas(remote: &Remote, areas: &[&MemoryAreaRecord], maps: &[Mappi
 struct Backing {
     path: std::path::PathBuf,
     flags: i32,
-    /// A shared mapping without PROT_WRITE: O_RDWR is tried, O_RDONLY is enough.
-    may_read_only: bool,
     /// Copied from this fd of ckpt (pidfd_getfd), not opened by `path`.
     ckpt_fd: Option<i32>,
 }
@@ -742,14 +746,24 @@ fn backing_of(a: &MemoryAreaRecord, src: &AreaSources, pid: i32) -> Result<Optio
                     )));
                 }
             };
-            // A shared mapping is writable only through a file open for writing.
-            // Without PROT_WRITE it may still have been mprotect-able to writable in
-            // the dumped process, so O_RDWR is tried first there too.
+            // A shared mapping is writable only through a file open for writing;
+            // it is opened so exactly when the dumped area could be made
+            // writable (VmFlags `mw`), whatever its protections now.
+            let writable = shared && crate::area_state::shared_file_writable(a);
             Some(Backing {
                 path,
-                flags: if shared { libc::O_RDWR } else { libc::O_RDONLY } | libc::O_CLOEXEC,
-                may_read_only: shared && a.prot & prot::WRITE == 0,
-                ckpt_fd: src.memfd_fds.get(&objref).copied(),
+                flags: if writable {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDONLY
+                } | libc::O_CLOEXEC,
+                // A memfd mapped writable is ckpt's memfd_create file itself (a
+                // reopen through /proc would be a writer forbidding its exec).
+                ckpt_fd: if writable {
+                    src.memfd_fds.get(&objref).copied()
+                } else {
+                    None
+                },
             })
         }
         AreaKind::SharedAnon { objref } => {
@@ -760,7 +774,6 @@ fn backing_of(a: &MemoryAreaRecord, src: &AreaSources, pid: i32) -> Result<Optio
                     src.ckpt_pid
                 )),
                 flags: libc::O_RDWR | libc::O_CLOEXEC,
-                may_read_only: false,
                 ckpt_fd: None,
             })
         }
@@ -842,17 +855,12 @@ fn open_backing(
         fds.extend(opened.iter().map(|&fd| fd as i32));
         i += opened.len();
         if let Some(rc) = failed {
-            let b = &todo[i];
-            if !b.may_read_only {
-                return Err(Error::Other(format!(
-                    "pid {}: opening {}: {}",
-                    remote.pid,
-                    b.path.display(),
-                    crate::restore::remote::errno_of(rc)
-                )));
-            }
-            fds.push(remote.open(&b.path, libc::O_RDONLY | libc::O_CLOEXEC)?);
-            i += 1;
+            return Err(Error::Other(format!(
+                "pid {}: opening {}: {}",
+                remote.pid,
+                todo[i].path.display(),
+                crate::restore::remote::errno_of(rc)
+            )));
         }
     }
     map.extend(todo.into_iter().zip(fds[first..].iter().copied()));
@@ -886,11 +894,14 @@ fn map_areas(
         if a.flags & map::NORESERVE != 0 {
             flags |= libc::MAP_NORESERVE as u64;
         }
-        flags |= if a.flags & map::SHARED != 0 {
-            libc::MAP_SHARED
-        } else {
-            libc::MAP_PRIVATE
-        } as u64;
+        flags |= crate::area_state::map_type(
+            a,
+            if a.flags & map::SHARED != 0 {
+                libc::MAP_SHARED
+            } else {
+                libc::MAP_PRIVATE
+            } as u64,
+        );
         let (fd, offset) = match backing_of(a, src, remote.pid)? {
             Some(b) => (backing[&b], a.offset),
             None => {
@@ -898,12 +909,8 @@ fn map_areas(
                 (-1, 0)
             }
         };
-        // Areas with saved pages are writable while ckpt fills them.
-        let fill_prot = if a.pages.is_empty() {
-            a.prot
-        } else {
-            a.prot | prot::READ | prot::WRITE
-        };
+        // Writable while filled only where the dumped area was accounted so.
+        let fill_prot = crate::area_state::fill_prot(a);
         calls.push((
             libc::SYS_mmap,
             [
@@ -936,7 +943,7 @@ fn map_areas(
             chunks.push((a.start + off, bytes));
             Ok(())
         })?;
-        if !a.pages.is_empty() && a.prot & (prot::READ | prot::WRITE) != prot::READ | prot::WRITE {
+        if crate::area_state::fill_prot(a) != a.prot {
             protect.push(a);
         }
     }

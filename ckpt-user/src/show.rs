@@ -357,14 +357,15 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
         let pages: u64 = a.pages.iter().map(|r| u64::from(r.count)).sum();
         let _ = writeln!(
             out,
-            "    {:<25} {} {:>8} {what}{}",
+            "    {:<25} {} {:>8} {what}{}{}",
             format!("{:x}-{:x}", a.start, a.end),
             prot_string(a),
             bytes(a.len()),
             match pages {
                 0 => String::new(),
                 n => format!(", {n} of {} pages dumped", a.len() / page),
-            }
+            },
+            crate::area_state::describe(a)
         );
     }
     let fds = ix.fds.get(&p.pid).map(Vec::as_slice).unwrap_or_default();
@@ -700,6 +701,9 @@ mod tests {
                 offset: 0,
                 kind: AreaKind::Anon,
                 pages: vec![run],
+                vm_flags: 0,
+                guards: vec![],
+                anon_name: String::new(),
             }),
             Record::Inode(InodeRecord {
                 objref: ObjRef(1),

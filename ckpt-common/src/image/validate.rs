@@ -301,6 +301,7 @@ fn check_record(
             }
             check_runs(&a.pages, pages, page_size, pages_len)
                 .map_err(|e| format!("{area}: {e}"))?;
+            super::records::check_area_state(a, pages).map_err(|e| format!("{area}: {e}"))?;
         }
         Record::SharedMemory(s) => {
             if s.size == 0 || !s.size.is_multiple_of(page_size) {

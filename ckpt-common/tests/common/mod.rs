@@ -10,11 +10,11 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
-    InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, PosixTimer,
-    ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
-    SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
-    UnlinkedAttrs,
+    AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, GuardRun, Header, Image, InodeKind,
+    InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun,
+    PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq,
+    SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState,
+    ThreadRecord, UnlinkedAttrs,
     records::{map, prot},
 };
 
@@ -217,6 +217,14 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 _ => AreaKind::Vsyscall,
             },
             pages: random_runs(r),
+            vm_flags: r.u32(),
+            guards: (0..r.below(3))
+                .map(|_| GuardRun {
+                    index: r.next(),
+                    count: r.next(),
+                })
+                .collect(),
+            anon_name: r.string(),
         }),
         3 => Record::SharedMemory(SharedMemoryRecord {
             objref: r.objref(),
@@ -520,6 +528,9 @@ pub fn area(
         offset: 0,
         kind,
         pages,
+        vm_flags: 0,
+        guards: Vec::new(),
+        anon_name: String::new(),
     }
 }
 

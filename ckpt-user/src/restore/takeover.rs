@@ -110,7 +110,8 @@ pub fn take_over(
         };
     step(pid, "memory", || {
         memory::restore_address_space(&main, &p.areas, src)?;
-        memory::restore_mm(&main, &p.rec.mm, &exe)
+        memory::restore_mm(&main, &p.rec.mm, &exe)?;
+        crate::area_state::restore(&main, &p.areas)
     })?;
     step(pid, "signal handlers", || {
         process::restore_sigactions(&main, &p.rec.sigactions)

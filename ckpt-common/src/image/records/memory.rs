@@ -26,6 +26,68 @@ pub mod map {
     pub const NORESERVE: u32 = 0x4000;
 }
 
+/// `vm_flags` bits: the state of an area that userspace set after (or beside) the
+/// mmap — madvise advice, mlock, mseal, MAP_DROPPABLE — as /proc/PID/smaps shows it
+/// in `VmFlags`. ckpt's own numbering (the kernel's `VM_*` bits are not ABI); each
+/// constant names the smaps mnemonic it comes from.
+pub mod vm {
+    /// `dc`: MADV_DONTFORK.
+    pub const DONTFORK: u32 = 1 << 0;
+    /// `wf`: MADV_WIPEONFORK.
+    pub const WIPEONFORK: u32 = 1 << 1;
+    /// `hg`: MADV_HUGEPAGE.
+    pub const HUGEPAGE: u32 = 1 << 2;
+    /// `nh`: MADV_NOHUGEPAGE.
+    pub const NOHUGEPAGE: u32 = 1 << 3;
+    /// `dd`: MADV_DONTDUMP.
+    pub const DONTDUMP: u32 = 1 << 4;
+    /// `mg`: MADV_MERGEABLE (KSM).
+    pub const MERGEABLE: u32 = 1 << 5;
+    /// `sr`: MADV_SEQUENTIAL.
+    pub const SEQUENTIAL: u32 = 1 << 6;
+    /// `rr`: MADV_RANDOM.
+    pub const RANDOM: u32 = 1 << 7;
+    /// `lo`: mlock (VM_LOCKED).
+    pub const LOCKED: u32 = 1 << 8;
+    /// `lf`: mlock2(MLOCK_ONFAULT) (VM_LOCKONFAULT, always with `LOCKED`).
+    pub const LOCKONFAULT: u32 = 1 << 9;
+    /// `dp`: mapped with MAP_DROPPABLE (private anonymous memory the kernel may drop).
+    pub const DROPPABLE: u32 = 1 << 10;
+    /// `sl`: mseal (VM_SEALED).
+    pub const SEALED: u32 = 1 << 11;
+    /// `gu`: the area may hold guard pages (VM_MAYBE_GUARD: set by
+    /// MADV_GUARD_INSTALL, kept when they are removed and spread by merges).
+    pub const MAYBE_GUARD: u32 = 1 << 12;
+    /// `ac`: the area's commit is accounted (VM_ACCOUNT: set by the kernel when a
+    /// private mapping is, or once was, writable without MAP_NORESERVE; a later
+    /// mprotect to read-only keeps it).
+    pub const ACCOUNTED: u32 = 1 << 13;
+    /// `mw`: the area may be made writable (VM_MAYWRITE). Always set on private
+    /// areas; a shared file mapping has it only if its file was open for writing.
+    pub const MAYWRITE: u32 = 1 << 14;
+    /// Every bit defined above.
+    pub const ALL: u32 = (1 << 15) - 1;
+
+    /// Each bit with its smaps mnemonic, in bit order.
+    pub const MNEMONICS: [(u32, &str); 15] = [
+        (DONTFORK, "dc"),
+        (WIPEONFORK, "wf"),
+        (HUGEPAGE, "hg"),
+        (NOHUGEPAGE, "nh"),
+        (DONTDUMP, "dd"),
+        (MERGEABLE, "mg"),
+        (SEQUENTIAL, "sr"),
+        (RANDOM, "rr"),
+        (LOCKED, "lo"),
+        (LOCKONFAULT, "lf"),
+        (DROPPABLE, "dp"),
+        (SEALED, "sl"),
+        (MAYBE_GUARD, "gu"),
+        (ACCOUNTED, "ac"),
+        (MAYWRITE, "mw"),
+    ];
+}
+
 /// What backs a memory area, and so how restore recreates it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -155,6 +217,31 @@ impl Wire for PageRun {
     }
 }
 
+/// A run of guard pages (MADV_GUARD_INSTALL): `count` pages from page `index` of
+/// the area. Their contents are never read (a read faults); restore installs them
+/// again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GuardRun {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Wire for GuardRun {
+    const MIN_SIZE: usize = 8 + 8;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u64_le(self.index);
+        out.put_u64_le(self.count);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(GuardRun {
+            index: wire::u64(buf, "index")?,
+            count: wire::u64(buf, "count")?,
+        })
+    }
+}
+
 /// One mapping of a process (a line of `/proc/PID/maps`), with its dumped pages.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryAreaRecord {
@@ -174,6 +261,13 @@ pub struct MemoryAreaRecord {
     /// Dumped pages, in increasing `index` order. Empty for a shared-anonymous area:
     /// its pages are saved once, in its shared-memory record.
     pub pages: Vec<PageRun>,
+    /// Userspace-set area state ([`vm`] bits: advice, mlock, mseal, droppable).
+    pub vm_flags: u32,
+    /// Guard page runs, in increasing `index` order, disjoint from `pages`.
+    pub guards: Vec<GuardRun>,
+    /// The name of an anonymous area (prctl PR_SET_VMA_ANON_NAME: `[anon:NAME]`,
+    /// `[anon_shmem:NAME]` in /proc/PID/maps); empty when it has none.
+    pub anon_name: String,
 }
 
 impl MemoryAreaRecord {
@@ -187,7 +281,7 @@ impl MemoryAreaRecord {
 }
 
 impl Wire for MemoryAreaRecord {
-    const MIN_SIZE: usize = 4 + 8 + 8 + 4 + 4 + 8 + AreaKind::MIN_SIZE + 4;
+    const MIN_SIZE: usize = 4 + 8 + 8 + 4 + 4 + 8 + AreaKind::MIN_SIZE + 4 + 4 + 4 + 4;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
@@ -198,6 +292,9 @@ impl Wire for MemoryAreaRecord {
         out.put_u64_le(self.offset);
         self.kind.encode(out);
         wire::put_list(out, &self.pages);
+        out.put_u32_le(self.vm_flags);
+        wire::put_list(out, &self.guards);
+        wire::put_str(out, &self.anon_name);
     }
 
     fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
@@ -210,6 +307,9 @@ impl Wire for MemoryAreaRecord {
             offset: wire::u64(buf, "offset")?,
             kind: AreaKind::decode(buf)?,
             pages: wire::list(buf, "pages")?,
+            vm_flags: wire::u32(buf, "vm_flags")?,
+            guards: wire::list(buf, "guards")?,
+            anon_name: wire::string(buf, "anon_name")?,
         })
     }
 }
@@ -241,4 +341,58 @@ impl Wire for SharedMemoryRecord {
             pages: wire::list(buf, "pages")?,
         })
     }
+}
+
+/// Checks an area's `vm_flags` and guard runs against the rest of it: known bits
+/// only, MAP_DROPPABLE only on private anonymous memory, MLOCK_ONFAULT only with
+/// mlock, guard runs non-empty, increasing, inside the area (`pages` long) and
+/// holding no saved page.
+pub(crate) fn check_area_state(a: &MemoryAreaRecord, pages: u64) -> Result<(), String> {
+    if a.vm_flags & !vm::ALL != 0 {
+        return Err(format!(
+            "unknown vm_flags bits {:#x}",
+            a.vm_flags & !vm::ALL
+        ));
+    }
+    if a.vm_flags & vm::DROPPABLE != 0 && (a.kind != AreaKind::Anon || a.flags & map::PRIVATE == 0)
+    {
+        return Err("MAP_DROPPABLE on an area that is not private anonymous memory".into());
+    }
+    if a.vm_flags & vm::LOCKONFAULT != 0 && a.vm_flags & vm::LOCKED == 0 {
+        return Err("MLOCK_ONFAULT without mlock".into());
+    }
+    if !a.anon_name.is_empty()
+        && (!matches!(a.kind, AreaKind::Anon | AreaKind::SharedAnon { .. })
+            || a.anon_name.len() > 80
+            || a.anon_name
+                .bytes()
+                .any(|b| !(0x20..0x7f).contains(&b) || b"\\`$[]".contains(&b)))
+    {
+        return Err(format!(
+            "anonymous area name {:?} on a {} area, or not a name prctl accepts (at most \
+             80 printable bytes, none of \\`$[])",
+            a.anon_name,
+            a.kind.name()
+        ));
+    }
+    let mut next = 0u64;
+    for g in &a.guards {
+        let end = g.index.checked_add(g.count);
+        if g.count == 0 || g.index < next || end.is_none_or(|e| e > pages) {
+            return Err(format!(
+                "guard run {}+{} is empty, out of order or outside the area's {pages} pages",
+                g.index, g.count
+            ));
+        }
+        next = g.index + g.count;
+        if a.pages.iter().any(|r| {
+            r.index < g.index + g.count && g.index < r.index.saturating_add(u64::from(r.count))
+        }) {
+            return Err(format!(
+                "guard run {}+{} overlaps saved pages",
+                g.index, g.count
+            ));
+        }
+    }
+    Ok(())
 }

@@ -21,7 +21,10 @@ pub use files::{
     EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
     SocketMessage, UnlinkedAttrs,
 };
-pub use memory::{AreaKind, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot};
+pub(crate) use memory::check_area_state;
+pub use memory::{
+    AreaKind, GuardRun, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot, vm,
+};
 pub use process::{
     Credentials, Itimer, MAX_XSAVE_SIZE, MmState, PosixTimer, ProcessAttrs, ProcessRecord,
     ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack, Siginfo,
