@@ -14,6 +14,7 @@ pub mod error;
 pub mod freeze;
 pub mod inject;
 pub mod kinds;
+pub mod locks;
 pub mod memory;
 pub mod monitor;
 pub mod objref;
