@@ -124,15 +124,20 @@ impl LockLine {
         range_text(self.start, self.end)
     }
 
-    /// What it is, for messages: "a posix write lock on bytes 0-99".
+    /// What it is, for messages: "posix write lock on bytes 0-99".
     fn describe(&self) -> String {
-        format!(
-            "{} {} {} on {}",
+        let mut s = format!(
+            "{} {} lock",
             self.class.to_lowercase(),
-            self.mode.to_lowercase(),
-            self.rw.to_lowercase(),
-            self.range()
-        )
+            self.rw.to_lowercase()
+        );
+        if self.kind().is_none_or(LockKind::has_range) {
+            let _ = write!(s, " on {}", self.range());
+        }
+        if self.mode != "ADVISORY" && self.mode != "ACTIVE" {
+            let _ = write!(s, " ({})", self.mode.to_lowercase());
+        }
+        s
     }
 }
 
