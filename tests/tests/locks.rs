@@ -298,6 +298,23 @@ fn blocked_waiters_wait_again_after_restore_and_get_the_lock_when_the_holder_rel
     );
 }
 
+#[test]
+fn a_write_lease_comes_back_on_its_open_file_with_its_owner() {
+    setup();
+    let mut w = Wl::bin(WL, "wlease");
+    let file = w.dir.join("wl");
+    let inos = [ino(&file)];
+    let before = proc_locks(&inos);
+    assert_eq!(before.len(), 1, "{before:#?}");
+    w.dump();
+    w.restore_detached();
+    assert_eq!(proc_locks(&inos), before);
+    assert_eq!(lease_of(w.pid, fd_on(w.pid, &file)), libc::F_WRLCK);
+    w.go();
+    let text = w.wait_result(Duration::from_secs(10));
+    w.check_result(&text, &["wlease"]);
+}
+
 /// Nothing with any of `pids` exists.
 fn none_exist(pids: &[i32]) -> bool {
     pids.iter()

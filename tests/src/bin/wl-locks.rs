@@ -159,6 +159,7 @@ fn main() {
         "hold" => hold(),
         "waiters" => waiters(),
         "simple" => simple(),
+        "wlease" => wlease(),
         "breaking" => breaking(),
         "deleted" => deleted(),
         "outsider" => outsider(),
@@ -337,6 +338,28 @@ fn simple() {
     ready(&[getpid()]);
     wait_for("go");
     report("simple", true, "ran after go");
+    finish();
+}
+
+/// A write lease on `wl` (SIGIO ignored: nobody should break it). After go: it
+/// still holds it, and the open file's owner is itself.
+fn wlease() {
+    // SAFETY: ignoring SIGIO, the lease-break notice.
+    unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+    let fd = file("wl", 10);
+    // SAFETY: plain fcntl.
+    check(
+        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) },
+        "F_SETLEASE",
+    );
+    ready(&[getpid()]);
+    wait_for("go");
+    // SAFETY: plain fcntl.
+    let got = unsafe { libc::fcntl(fd, libc::F_GETLEASE) };
+    expect_eq("wlease", "F_GETLEASE", got, libc::F_WRLCK);
+    // SAFETY: plain fcntl.
+    let owner = unsafe { libc::fcntl(fd, libc::F_GETOWN) };
+    expect_eq("wlease", "F_GETOWN", owner, getpid());
     finish();
 }
 
