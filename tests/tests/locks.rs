@@ -178,6 +178,31 @@ fn every_lock_kind_comes_back_with_its_owner_range_and_pid() {
     assert_eq!(before.len(), 7, "{before:#?}");
     w.dump();
     assert!(proc_locks(&inos).is_empty(), "the dumped tree's locks went");
+    // One record per lock, each through an fd of its taker (the reader checks that).
+    let img = ckpt_tests::image::Image::show(Path::new(&w.img())).unwrap();
+    let mut kinds: Vec<(i32, String, bool)> = img
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            ckpt_tests::image::Rec::FileLock(l) => Some((l.pid, l.kind.clone(), l.write)),
+            _ => None,
+        })
+        .collect();
+    kinds.sort();
+    let mut want: Vec<(i32, String, bool)> = [
+        (root, "flock", true),
+        (root, "posix", false),
+        (root, "posix", true),
+        (root, "ofd", false),
+        (root, "ofd", true),
+        (root, "lease", false),
+        (child, "posix", false),
+    ]
+    .into_iter()
+    .map(|(p, k, wr)| (p, k.to_string(), wr))
+    .collect();
+    want.sort();
+    assert_eq!(kinds, want, "the image's file-lock records");
     w.restore_detached();
     let after = proc_locks(&inos);
     assert_eq!(
@@ -386,6 +411,10 @@ fn a_lock_taken_by_another_process_after_the_dump_fails_the_restore_naming_file_
     // Free again: the restore goes through.
     w.restore_detached();
     assert!(!flock_free(&a));
+    assert!(
+        !flock_free(&w.dir.join("dl")),
+        "the directory's shared flock"
+    );
     w.go();
     let text = w.wait_result(Duration::from_secs(10));
     w.check_result(&text, &["simple"]);

@@ -329,10 +329,14 @@ fn waiters() {
     finish();
 }
 
-/// A flock (write) on `a`, a POSIX write lock on bytes 10-19 of `b`; DONE after go.
+/// A flock (write) on `a`, a POSIX write lock on bytes 10-19 of `b`, a shared flock
+/// on the directory `dl`; DONE after go.
 fn simple() {
     let a = file("a", 100);
     check(flock(a, libc::LOCK_EX | libc::LOCK_NB), "flock");
+    std::fs::create_dir(path("dl")).unwrap();
+    let dl = open(&path("dl"), libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    check(flock(dl, libc::LOCK_SH | libc::LOCK_NB), "flock dir");
     let b = file("b", 100);
     check(lock(b, libc::F_SETLK, libc::F_WRLCK, 10, 10), "posix");
     ready(&[getpid()]);
