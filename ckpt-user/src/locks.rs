@@ -597,22 +597,20 @@ pub fn check_conflicts(plan: &Plan) -> Result<()> {
         });
         if !leased && let Some(holder) = probe(l, &file)? {
             return Err(Error::Other(format!(
-                "{ours} cannot be taken again: {holder} holds a conflicting lock on it now; \
-                 nothing was created"
+                "{ours} cannot be taken again: {holder}; nothing was created"
             )));
         }
     }
     Ok(())
 }
 
-/// Asks the kernel directly, on a fresh open of the file: F_OFD_GETLK for a range
-/// lock, flock LOCK_NB (then unlocked) for a flock. Leases are left to /proc/locks
-/// (an open could start breaking someone's lease). Returns the holder, if any.
+/// Asks the kernel directly, on a fresh open of the file (never made while someone
+/// holds a lease on it: the open would start breaking it): F_OFD_GETLK for a range
+/// lock, flock LOCK_NB for a flock, F_SETLEASE for a lease (a read lease needs no
+/// writer, a write lease no other open), each undone at once. Returns what stands
+/// in the way, if anything.
 fn probe(l: &FileLockRecord, file: &LockedFile) -> Result<Option<String>> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    if l.kind == LockKind::Lease {
-        return Ok(None);
-    }
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -625,6 +623,27 @@ fn probe(l: &FileLockRecord, file: &LockedFile) -> Result<Option<String>> {
         })?;
     let fd = f.as_raw_fd();
     match l.kind {
+        LockKind::Lease => {
+            let rw = if l.write {
+                libc::F_WRLCK
+            } else {
+                libc::F_RDLCK
+            };
+            // SAFETY: F_SETLEASE on an fd this function owns.
+            if unsafe { libc::fcntl(fd, F_SETLEASE, rw) } < 0 {
+                return Ok(Some(
+                    if l.write {
+                        "another process has it open"
+                    } else {
+                        "another process has it open for writing"
+                    }
+                    .into(),
+                ));
+            }
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, F_SETLEASE, libc::F_UNLCK) };
+            Ok(None)
+        }
         LockKind::Flock => {
             let op = if l.write {
                 libc::LOCK_EX
@@ -633,7 +652,9 @@ fn probe(l: &FileLockRecord, file: &LockedFile) -> Result<Option<String>> {
             } | libc::LOCK_NB;
             // SAFETY: flock on an fd this function owns.
             if unsafe { libc::flock(fd, op) } < 0 {
-                return Ok(Some("another open file description".into()));
+                return Ok(Some(
+                    "another open file description holds a flock on it".into(),
+                ));
             }
             // SAFETY: as above.
             unsafe { libc::flock(fd, libc::LOCK_UN) };
@@ -662,11 +683,11 @@ fn probe(l: &FileLockRecord, file: &LockedFile) -> Result<Option<String>> {
             let pid = i32::from_le_bytes(b[24..28].try_into().expect("4 bytes"));
             let end = (len != 0).then(|| start + len - 1);
             Ok(Some(format!(
-                "{} (a {} lock on {})",
+                "{} holds a {} lock on {}",
                 if pid > 0 {
                     format!("pid {pid}")
                 } else {
-                    "an open file description lock".into()
+                    "an open file description".into()
                 },
                 if kind == libc::F_WRLCK as i16 {
                     "write"

@@ -324,7 +324,8 @@ fn blocked_waiters_wait_again_after_restore_and_get_the_lock_when_the_holder_rel
 }
 
 #[test]
-fn a_write_lease_comes_back_on_its_open_file_with_its_owner() {
+fn a_write_lease_comes_back_with_its_owner_and_is_refused_at_restore_while_the_file_is_open_elsewhere()
+ {
     setup();
     let mut w = Wl::bin(WL, "wlease");
     let file = w.dir.join("wl");
@@ -332,6 +333,16 @@ fn a_write_lease_comes_back_on_its_open_file_with_its_owner() {
     let before = proc_locks(&inos);
     assert_eq!(before.len(), 1, "{before:#?}");
     w.dump();
+    // Open elsewhere, the file cannot be leased for writing: refused before anything
+    // is created.
+    let other = open_ro(&file);
+    let out = restore_args(&w, &[]);
+    assert!(!out.status.success(), "{}", out.describe());
+    for want in ["lease write lock", "has it open", "nothing was created"] {
+        assert!(out.stderr.contains(want), "no {want:?} in: {}", out.stderr);
+    }
+    assert!(none_exist(&[w.pid]), "restore created a process");
+    drop(other);
     w.restore_detached();
     assert_eq!(proc_locks(&inos), before);
     assert_eq!(lease_of(w.pid, fd_on(w.pid, &file)), libc::F_WRLCK);
