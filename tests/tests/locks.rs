@@ -432,6 +432,39 @@ fn a_lock_taken_by_another_process_after_the_dump_fails_the_restore_naming_file_
 }
 
 #[test]
+fn a_restore_failing_at_the_file_locks_step_kills_what_it_created_and_leaves_no_lock() {
+    setup();
+    let mut w = Wl::bin(WL, "simple");
+    let inos = [ino(&w.dir.join("a")), ino(&w.dir.join("b"))];
+    w.dump();
+    let img = w.img();
+    let out = ckpt::run_timeout_env(
+        &["restore", "-D", &img, "-d"],
+        &[("CKPT_RESTORE_FAIL_AT", "file locks")],
+        CKPT_TIMEOUT,
+    )
+    .unwrap();
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains(&format!("step `file locks` failed for pid {}", w.pid)),
+        "{}",
+        out.stderr
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !none_exist(&[w.pid]) {
+        assert!(Instant::now() < deadline, "pid {} survives", w.pid);
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(proc_locks(&inos).is_empty(), "{:#?}", proc_locks(&inos));
+    w.restore_detached();
+    assert_eq!(proc_locks(&inos).len(), 2);
+    w.go();
+    let text = w.wait_result(Duration::from_secs(10));
+    w.check_result(&text, &["simple"]);
+}
+
+#[test]
 fn restore_with_no_file_locks_leaves_them_out_and_says_which() {
     setup();
     let mut w = Wl::bin(WL, "hold");
