@@ -481,3 +481,43 @@ fn droppable_is_only_private_anonymous_memory_and_onfault_needs_mlock() {
     });
     assert!(msg.contains("unknown vm_flags bits"), "{msg}");
 }
+
+fn last_lock() -> usize {
+    sample()
+        .iter()
+        .rposition(|r| matches!(r, Record::FileLock(_)))
+        .unwrap()
+}
+
+#[test]
+fn a_file_lock_on_an_fd_of_another_open_file_is_named() {
+    let i = last_lock();
+    let msg = broken(i, "file-lock", |r| {
+        if let Record::FileLock(l) = &mut r[i] {
+            l.fd = 0;
+        }
+    });
+    assert!(msg.contains("fd 0 of pid 100"), "{msg}");
+}
+
+#[test]
+fn a_file_lock_on_an_fd_that_does_not_exist_is_named() {
+    let i = last_lock();
+    let msg = broken(i, "file-lock", |r| {
+        if let Record::FileLock(l) = &mut r[i] {
+            l.fd = 77;
+        }
+    });
+    assert!(msg.contains("fd 77 of pid 100"), "{msg}");
+}
+
+#[test]
+fn a_flock_with_a_byte_range_is_refused() {
+    let i = last_lock();
+    let msg = broken(i, "file-lock", |r| {
+        if let Record::FileLock(l) = &mut r[i] {
+            l.kind = ckpt_common::image::LockKind::Flock;
+        }
+    });
+    assert!(msg.contains("whole file"), "{msg}");
+}

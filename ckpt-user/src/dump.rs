@@ -118,6 +118,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
         crate::area_state::refuse_unsupported(p.pid)?;
     }
     refuse_unsupported(&table)?;
+    crate::locks::dump(&table, crate::locks::When::BeforeFreeze, |_, _| {
+        Err(Error::Other("no fd copies before the freeze".into()))
+    })?;
     fault_point("tracker")?;
     stages.done("load tracker");
 
@@ -308,6 +311,7 @@ fn collect_and_write(
     fault_point("memory")?;
     stages.done("memory");
     c.files(&table)?;
+    c.locks(&table)?;
     fault_point("write")?;
     c.writer.finish()?;
     // Never kill a tree for an image that would not restore: decode and validate
@@ -741,6 +745,23 @@ impl Collector<'_> {
                 cloexec: fd.cloexec,
             }))?;
             self.report.fds += 1;
+        }
+        Ok(())
+    }
+
+    /// File lock records (after the fd records they name), see [`crate::locks`].
+    fn locks(&mut self, table: &SharingTable) -> Result<()> {
+        let held = crate::locks::dump(table, crate::locks::When::Frozen, |pid, fd| {
+            self.steal(pid, fd)
+        })?;
+        for l in held {
+            let file = self.objrefs.get(&ObjKey::File(l.file_ptr)).ok_or_else(|| {
+                Error::Other(format!(
+                    "pid {} fd {}: a lock on no saved open file",
+                    l.pid, l.fd
+                ))
+            })?;
+            self.writer.write(&Record::FileLock(l.record(file)))?;
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ pub mod freeze;
 pub mod inject;
 pub mod jobstop;
 pub mod kinds;
+pub mod locks;
 pub mod memory;
 pub mod monitor;
 pub mod objref;

@@ -52,6 +52,10 @@ enum Command {
         dir: std::path::PathBuf,
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Restore without taking the image's file locks and leases again (flock,
+        /// POSIX, OFD locks, leases); the ones left out are listed on stderr.
+        #[arg(long)]
+        no_file_locks: bool,
     },
     /// (For `cargo xtask bench monitor`.) Attach an empty program to the tracker's
     /// syscall hook, write this pid to READY, wait for SIGINT or SIGTERM.
@@ -190,8 +194,16 @@ fn main() -> ExitCode {
             log::info!("dump: {report:?}");
         }),
         Command::HookFloor { ready } => hook_floor(&ready),
-        Command::Restore { dir, detach } => {
-            match ckpt_user::restore::restore(&ckpt_user::restore::RestoreOptions { dir, detach }) {
+        Command::Restore {
+            dir,
+            detach,
+            no_file_locks,
+        } => {
+            match ckpt_user::restore::restore(&ckpt_user::restore::RestoreOptions {
+                dir,
+                detach,
+                file_locks: !no_file_locks,
+            }) {
                 // Without --detach, ckpt exits with the restored root's status.
                 Ok(report) => match report.exit_status {
                     Some(code) => return ExitCode::from(code.clamp(0, 255) as u8),

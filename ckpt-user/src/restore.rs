@@ -52,6 +52,9 @@ pub struct RestoreOptions {
     pub dir: PathBuf,
     /// Return as soon as the tree runs, instead of waiting for the root to exit.
     pub detach: bool,
+    /// Take the image's file locks and leases again (the default); without, they
+    /// are left out and listed on stderr.
+    pub file_locks: bool,
 }
 
 /// What a restore did and how long each stage took.
@@ -92,13 +95,18 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         out: Vec::new(),
     };
     let image = Image::open(&opts.dir)?;
-    let plan = Plan::build(&image)?;
+    let mut plan = Plan::build(&image)?;
+    if !opts.file_locks {
+        crate::locks::leave_out(&mut plan);
+    }
     // Every page run is read once: checked over a mapping of pages.img here
     // (which brings it into memory), written into the processes from it later.
     let pages = PageReader::load(&opts.dir, &image)?;
     stages.done("validate image");
     wait_ids_free(&plan.all_ids())?;
     stages.done("wait for pids");
+    // Once the dumped tree is gone (its locks with it): someone else may hold one.
+    crate::locks::check_conflicts(&plan)?;
 
     raise_nofile()?;
     hold_stdio()?;

@@ -49,6 +49,7 @@ pub struct Totals {
     pub pipe_bytes: u64,
     pub open_files: usize,
     pub fds: usize,
+    pub file_locks: usize,
 }
 
 impl Totals {
@@ -85,6 +86,7 @@ impl Totals {
                 }
                 Record::OpenFile(_) => t.open_files += 1,
                 Record::Fd(_) => t.fds += 1,
+                Record::FileLock(_) => t.file_locks += 1,
             }
         }
         debug_assert_eq!(t.pages_dumped * page, verified);
@@ -128,6 +130,7 @@ struct Index<'a> {
     threads: BTreeMap<i32, Vec<&'a ThreadRecord>>,
     areas: BTreeMap<i32, Vec<&'a MemoryAreaRecord>>,
     fds: BTreeMap<i32, Vec<&'a FdRecord>>,
+    locks: BTreeMap<i32, Vec<&'a ckpt_common::image::FileLockRecord>>,
     /// Objref → the record defining it.
     objects: BTreeMap<ObjRef, &'a Record>,
     /// Open file objref → the fds (pid, fd) referring to it.
@@ -141,6 +144,7 @@ impl<'a> Index<'a> {
             threads: BTreeMap::new(),
             areas: BTreeMap::new(),
             fds: BTreeMap::new(),
+            locks: BTreeMap::new(),
             objects: BTreeMap::new(),
             users: BTreeMap::new(),
         };
@@ -162,6 +166,7 @@ impl<'a> Index<'a> {
                 Record::OpenFile(f) => {
                     ix.objects.insert(f.objref, record);
                 }
+                Record::FileLock(l) => ix.locks.entry(l.pid).or_default().push(l),
             }
         }
         ix
@@ -384,6 +389,13 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
             None => format!("{}", fd.file),
         };
         let _ = writeln!(out, "    {:>4} → open file {detail}", fd.fd);
+    }
+    let locks = ix.locks.get(&p.pid).map(Vec::as_slice).unwrap_or_default();
+    if !locks.is_empty() {
+        let _ = writeln!(out, "  file locks: {}", locks.len());
+        for l in locks {
+            let _ = writeln!(out, "    {}", crate::locks::describe(l));
+        }
     }
 }
 

@@ -273,6 +273,18 @@ pub struct FdRec {
     pub cloexec: bool,
 }
 
+/// A file lock (flock, posix, ofd, lease) and the fd it is taken again through.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FileLockRec {
+    pub pid: i32,
+    pub fd: i32,
+    pub file: u64,
+    pub kind: String,
+    pub write: bool,
+    pub start: u64,
+    pub len: u64,
+}
+
 /// One record of the image, in order.
 #[derive(Debug, Clone)]
 pub enum Rec {
@@ -283,6 +295,7 @@ pub enum Rec {
     Inode(InodeRec),
     File(FileRec),
     Fd(FdRec),
+    FileLock(FileLockRec),
 }
 
 /// A decoded image.
@@ -355,6 +368,7 @@ impl Image {
                 "inode" => Rec::Inode(field(r, kind, i)?),
                 "open-file" => Rec::File(field(r, kind, i)?),
                 "fd" => Rec::Fd(field(r, kind, i)?),
+                "file-lock" => Rec::FileLock(field(r, kind, i)?),
                 other => bail!("record #{i} has an unknown type {other:?}"),
             };
             match &rec {
@@ -373,6 +387,17 @@ impl Image {
                 Rec::Fd(f) => {
                     if img.fds.insert((f.pid, f.fd), *f).is_some() {
                         bail!("pid {} fd {} has two fd records", f.pid, f.fd);
+                    }
+                }
+                Rec::FileLock(l) => {
+                    if img.fds.get(&(l.pid, l.fd)).is_none_or(|f| f.file != l.file) {
+                        bail!(
+                            "a {} lock names pid {} fd {}, which is not open file #{}",
+                            l.kind,
+                            l.pid,
+                            l.fd,
+                            l.file
+                        );
                     }
                 }
             }

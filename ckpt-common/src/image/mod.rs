@@ -42,11 +42,11 @@ pub use error::ImageError;
 pub use header::Header;
 pub use pages::PagesFile;
 pub use records::{
-    AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, GuardRun, InodeKind, InodeRecord,
-    InotifyWatch, Itimer, MemoryAreaRecord, MmState, OpenFileRecord, PageRun, PosixTimer,
-    ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType, Rlimit, RobustList, Rseq,
-    SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState,
-    ThreadRecord, UnlinkedAttrs,
+    AreaKind, Credentials, EpollTarget, FdRecord, FileLockRecord, FileOwner, GuardRun, InodeKind,
+    InodeRecord, InotifyWatch, Itimer, LockKind, MemoryAreaRecord, MmState, OpenFileRecord,
+    PageRun, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType, Rlimit,
+    RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo,
+    SocketMessage, SyscallState, ThreadRecord, UnlinkedAttrs,
 };
 pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};

@@ -11,7 +11,9 @@
 //!   (running) process; a running process has a main thread (tid = pid);
 //! - memory areas are page-aligned, non-empty, in increasing order and non-overlapping
 //!   within a process; page runs lie inside their area (or shared object), in order,
-//!   page-aligned and inside pages.img.
+//!   page-aligned and inside pages.img;
+//! - a file lock names an fd of its (running) process on the open file it names,
+//!   and a byte range only for the kinds that have one.
 //!
 //! Errors name the offending record (index, type, byte offset) like decoding errors.
 
@@ -65,6 +67,8 @@ struct Pass {
     processes: HashMap<i32, Process>,
     tids: HashSet<i32>,
     fds: HashSet<(i32, i32)>,
+    /// The open file each (pid, fd) names, for the file lock records.
+    fd_files: HashMap<(i32, i32), ObjRef>,
     /// Unix sockets already named as some socket's peer (each pairs once).
     paired: HashSet<ObjRef>,
     /// Unix sockets that name no peer (record index, objref): a later one must
@@ -445,6 +449,51 @@ fn check_record(
                 return Err(format!("fd {} of pid {} appears twice", d.fd, d.pid));
             }
             pass.refer(d.file, "file", |x| x == Defined::OpenFile, "an open file")?;
+            pass.fd_files.insert((d.pid, d.fd), d.file);
+        }
+        Record::FileLock(l) => {
+            pass.running(l.pid)?;
+            pass.refer(l.file, "file", |x| x == Defined::OpenFile, "an open file")?;
+            match pass.fd_files.get(&(l.pid, l.fd)) {
+                None => {
+                    return Err(format!(
+                        "a {} lock names fd {} of pid {}, which no earlier fd record defines",
+                        l.kind.name(),
+                        l.fd,
+                        l.pid
+                    ));
+                }
+                Some(&f) if f != l.file => {
+                    return Err(format!(
+                        "a {} lock names fd {} of pid {} on open file {}, but that fd is open \
+                         file {f}",
+                        l.kind.name(),
+                        l.fd,
+                        l.pid,
+                        l.file
+                    ));
+                }
+                Some(_) => {}
+            }
+            if !l.kind.has_range() && (l.start != 0 || l.len != 0) {
+                return Err(format!(
+                    "a {} lock covers the whole file but has the range {}+{}",
+                    l.kind.name(),
+                    l.start,
+                    l.len
+                ));
+            }
+            if l.start
+                .checked_add(l.len)
+                .is_none_or(|e| e > i64::MAX as u64)
+            {
+                return Err(format!(
+                    "a {} lock's range {}+{} runs past the largest file offset",
+                    l.kind.name(),
+                    l.start,
+                    l.len
+                ));
+            }
         }
     }
     Ok(())

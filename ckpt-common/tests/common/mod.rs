@@ -10,11 +10,11 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, GuardRun, Header, Image, InodeKind,
-    InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun,
-    PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq,
-    SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState,
-    ThreadRecord, UnlinkedAttrs,
+    AreaKind, Credentials, EpollTarget, FdRecord, FileLockRecord, FileOwner, GuardRun, Header,
+    Image, InodeKind, InodeRecord, InotifyWatch, Itimer, LockKind, MemoryAreaRecord, MmState,
+    ObjRef, OpenFileRecord, PageRun, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record,
+    Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo,
+    SocketMessage, SyscallState, ThreadRecord, UnlinkedAttrs,
     records::{map, prot},
 };
 
@@ -86,7 +86,7 @@ impl Rng {
 /// A record of a random kind with random field values (not a consistent image).
 pub fn random_record(rng: &mut Rng) -> Record {
     let r = rng;
-    match r.below(7) {
+    match r.below(8) {
         0 => Record::Process(Box::new(ProcessRecord {
             pid: r.i32(),
             ppid: r.i32(),
@@ -360,11 +360,25 @@ pub fn random_record(rng: &mut Rng) -> Record {
             }),
             path: r.path(),
         }),
-        _ => Record::Fd(FdRecord {
+        6 => Record::Fd(FdRecord {
             pid: r.i32(),
             fd: r.i32(),
             file: r.objref(),
             cloexec: r.bool(),
+        }),
+        _ => Record::FileLock(FileLockRecord {
+            pid: r.i32(),
+            fd: r.i32(),
+            file: r.objref(),
+            kind: [
+                LockKind::Flock,
+                LockKind::Posix,
+                LockKind::Ofd,
+                LockKind::Lease,
+            ][r.below(4)],
+            write: r.bool(),
+            start: r.next(),
+            len: r.next(),
         }),
     }
 }
@@ -682,6 +696,16 @@ pub fn sample_records(mut write_pages: impl FnMut(u64, &[u8]) -> PageRun) -> Vec
         fd(101, 0, pipe_r),
         fd(101, 1, pipe_w),
         Record::Process(zombie),
+        // A POSIX read lock of pid 100 on bytes 3-5 of /etc/hostname.
+        Record::FileLock(FileLockRecord {
+            pid: 100,
+            fd: 3,
+            file: host_file,
+            kind: LockKind::Posix,
+            write: false,
+            start: 3,
+            len: 3,
+        }),
     ]
 }
 

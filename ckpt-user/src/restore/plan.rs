@@ -44,6 +44,8 @@ pub struct ProcPlan<'a> {
     /// The deleted file it runs, when its executable was deleted (see
     /// [`Plan::deleted_exe`]).
     pub deleted_exe: Option<ObjRef>,
+    /// The file locks it takes again (see [`crate::locks`]), in image order.
+    pub locks: Vec<&'a ckpt_common::image::FileLockRecord>,
 }
 
 impl ProcPlan<'_> {
@@ -142,6 +144,7 @@ impl<'a> Plan<'a> {
                         pgid: p.pgid,
                         sid: p.sid,
                         deleted_exe: None,
+                        locks: Vec::new(),
                     });
                 }
                 Record::Thread(t) => procs[index[&t.pid]].threads.push(t),
@@ -164,6 +167,7 @@ impl<'a> Plan<'a> {
                     open_files.insert(f.objref, f);
                 }
                 Record::SharedMemory(s) => shared.push(s),
+                Record::FileLock(l) => procs[index[&l.pid]].locks.push(l),
             }
         }
         let mut plan = Plan {

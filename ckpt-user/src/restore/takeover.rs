@@ -162,6 +162,9 @@ pub fn take_over(
         process::restore_attrs(&main, &p.rec.attrs, with_pdeath)?;
         process::restore_posix_timers(&main, &p.rec.posix_timers)
     })?;
+    // Last of all that touches files: a close in the process after it would drop
+    // its POSIX locks.
+    step(pid, "file locks", || crate::locks::restore(&main, &p.locks))?;
     if p.rec.attrs.stopped {
         for t in &p.threads {
             seized

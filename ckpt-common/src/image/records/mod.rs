@@ -1,13 +1,14 @@
 //! The record kinds of `ckpt.img`, one home per kind of thing saved:
 //! [`process`](ProcessRecord) and [`thread`](ThreadRecord) state, memory
-//! ([`MemoryAreaRecord`], [`SharedMemoryRecord`]) and files ([`InodeRecord`],
-//! [`OpenFileRecord`], [`FdRecord`]).
+//! ([`MemoryAreaRecord`], [`SharedMemoryRecord`]), files ([`InodeRecord`],
+//! [`OpenFileRecord`], [`FdRecord`]) and file locks ([`FileLockRecord`]).
 //!
 //! Each kind is a plain struct implementing [`Wire`]; [`Record`] is the sum of them and
 //! maps each to its [`RecordType`] code. The objref records (inode, open file, shared
 //! memory) *define* an objref; fd and memory-area records only *refer* to one.
 
 mod files;
+mod locks;
 mod memory;
 mod process;
 
@@ -21,6 +22,7 @@ pub use files::{
     EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
     SocketMessage, UnlinkedAttrs,
 };
+pub use locks::{FileLockRecord, LockKind};
 pub(crate) use memory::check_area_state;
 pub use memory::{
     AreaKind, GuardRun, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot, vm,
@@ -42,6 +44,7 @@ pub enum RecordType {
     Inode = 5,
     OpenFile = 6,
     Fd = 7,
+    FileLock = 8,
     /// The last record: record count, checksum of checksums, pages.img length.
     Tail = 0xffff,
 }
@@ -56,6 +59,7 @@ impl RecordType {
             5 => RecordType::Inode,
             6 => RecordType::OpenFile,
             7 => RecordType::Fd,
+            8 => RecordType::FileLock,
             0xffff => RecordType::Tail,
             _ => return None,
         })
@@ -70,6 +74,7 @@ impl RecordType {
             RecordType::Inode => "inode",
             RecordType::OpenFile => "open-file",
             RecordType::Fd => "fd",
+            RecordType::FileLock => "file-lock",
             RecordType::Tail => "tail",
         }
     }
@@ -95,6 +100,7 @@ pub enum Record {
     Inode(InodeRecord),
     OpenFile(OpenFileRecord),
     Fd(FdRecord),
+    FileLock(FileLockRecord),
 }
 
 impl Record {
@@ -121,6 +127,7 @@ impl Record {
             Record::Inode(_) => RecordType::Inode,
             Record::OpenFile(_) => RecordType::OpenFile,
             Record::Fd(_) => RecordType::Fd,
+            Record::FileLock(_) => RecordType::FileLock,
         }
     }
 
@@ -134,6 +141,7 @@ impl Record {
             Record::Inode(r) => r.encode(out),
             Record::OpenFile(r) => r.encode(out),
             Record::Fd(r) => r.encode(out),
+            Record::FileLock(r) => r.encode(out),
         }
     }
 
@@ -150,6 +158,7 @@ impl Record {
             Some(RecordType::Inode) => Record::Inode(InodeRecord::decode(buf)?),
             Some(RecordType::OpenFile) => Record::OpenFile(OpenFileRecord::decode(buf)?),
             Some(RecordType::Fd) => Record::Fd(FdRecord::decode(buf)?),
+            Some(RecordType::FileLock) => Record::FileLock(FileLockRecord::decode(buf)?),
             Some(RecordType::Tail) => {
                 return Err(ImageError::malformed(
                     "a tail record before the end of the image",
