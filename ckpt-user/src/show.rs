@@ -85,6 +85,7 @@ impl Totals {
                 }
                 Record::OpenFile(_) => t.open_files += 1,
                 Record::Fd(_) => t.fds += 1,
+                Record::ThreadSecurity(_) | Record::SeccompFilter(_) => {}
             }
         }
         debug_assert_eq!(t.pages_dumped * page, verified);
@@ -132,6 +133,7 @@ struct Index<'a> {
     objects: BTreeMap<ObjRef, &'a Record>,
     /// Open file objref → the fds (pid, fd) referring to it.
     users: BTreeMap<ObjRef, Vec<(i32, i32)>>,
+    security: BTreeMap<i32, Vec<&'a ckpt_common::image::ThreadSecurityRecord>>,
 }
 
 impl<'a> Index<'a> {
@@ -143,6 +145,7 @@ impl<'a> Index<'a> {
             fds: BTreeMap::new(),
             objects: BTreeMap::new(),
             users: BTreeMap::new(),
+            security: BTreeMap::new(),
         };
         for record in &image.records {
             match record {
@@ -160,6 +163,10 @@ impl<'a> Index<'a> {
                     ix.objects.insert(n.objref, record);
                 }
                 Record::OpenFile(f) => {
+                    ix.objects.insert(f.objref, record);
+                }
+                Record::ThreadSecurity(s) => ix.security.entry(s.pid).or_default().push(s),
+                Record::SeccompFilter(f) => {
                     ix.objects.insert(f.objref, record);
                 }
             }
@@ -335,6 +342,14 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for s in ix
+        .security
+        .get(&p.pid)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let _ = writeln!(out, "  {}", crate::security::describe_thread(s));
+    }
     let areas = ix.areas.get(&p.pid).map(Vec::as_slice).unwrap_or_default();
     let mapped: u64 = areas.iter().map(|a| a.len()).sum();
     let dumped: u64 = areas
@@ -558,6 +573,9 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                 bytes(s.size),
                 s.size / page
             );
+        }
+        Record::SeccompFilter(f) => {
+            let _ = writeln!(out, "  {}", crate::security::describe_filter(f));
         }
         _ => {}
     }

@@ -283,6 +283,12 @@ pub enum Rec {
     Inode(InodeRec),
     File(FileRec),
     Fd(FdRec),
+    /// A thread's credentials and seccomp state (checked by tests/tests/security.rs).
+    ThreadSecurity,
+    /// A seccomp filter: only the objref it defines matters here.
+    SeccompFilter {
+        objref: u64,
+    },
 }
 
 /// A decoded image.
@@ -355,6 +361,12 @@ impl Image {
                 "inode" => Rec::Inode(field(r, kind, i)?),
                 "open-file" => Rec::File(field(r, kind, i)?),
                 "fd" => Rec::Fd(field(r, kind, i)?),
+                "thread-security" => Rec::ThreadSecurity,
+                "seccomp-filter" => Rec::SeccompFilter {
+                    objref: r["objref"]
+                        .as_u64()
+                        .context("a seccomp filter without objref")?,
+                },
                 other => bail!("record #{i} has an unknown type {other:?}"),
             };
             match &rec {
@@ -375,6 +387,7 @@ impl Image {
                         bail!("pid {} fd {} has two fd records", f.pid, f.fd);
                     }
                 }
+                Rec::ThreadSecurity | Rec::SeccompFilter { .. } => {}
             }
             img.records.push(rec);
         }
@@ -494,6 +507,9 @@ pub fn check_objrefs(img: &Image) -> Result<()> {
         match rec {
             Rec::Shm(s) => define(&mut defined, &mut p, s.objref, "shared-memory", i),
             Rec::Inode(n) => define(&mut defined, &mut p, n.objref, "inode", i),
+            Rec::SeccompFilter { objref } => {
+                define(&mut defined, &mut p, *objref, "seccomp-filter", i)
+            }
             Rec::File(f) => {
                 uses.push((i, f.inode, "inode"));
                 define(&mut defined, &mut p, f.objref, "open-file", i);

@@ -44,6 +44,8 @@ pub struct ProcPlan<'a> {
     /// The deleted file it runs, when its executable was deleted (see
     /// [`Plan::deleted_exe`]).
     pub deleted_exe: Option<ObjRef>,
+    /// Its threads' capabilities, securebits, seccomp and loginuid.
+    pub security: crate::security::ProcSecurity<'a>,
 }
 
 impl ProcPlan<'_> {
@@ -123,6 +125,7 @@ impl<'a> Plan<'a> {
         let mut shared = Vec::new();
         let mut fds = Vec::new();
         let mut socket_peers = HashMap::new();
+        let mut seccomp_filters = HashMap::new();
         for r in &image.records {
             match r {
                 Record::Process(p) => {
@@ -142,6 +145,7 @@ impl<'a> Plan<'a> {
                         pgid: p.pgid,
                         sid: p.sid,
                         deleted_exe: None,
+                        security: Default::default(),
                     });
                 }
                 Record::Thread(t) => procs[index[&t.pid]].threads.push(t),
@@ -164,7 +168,16 @@ impl<'a> Plan<'a> {
                     open_files.insert(f.objref, f);
                 }
                 Record::SharedMemory(s) => shared.push(s),
+                Record::ThreadSecurity(t) => {
+                    procs[index[&t.pid]].security.threads.insert(t.tid, t);
+                }
+                Record::SeccompFilter(f) => {
+                    seccomp_filters.insert(f.objref, f);
+                }
             }
+        }
+        for p in &mut procs {
+            p.security.filters = seccomp_filters.clone();
         }
         let mut plan = Plan {
             image,

@@ -10,6 +10,7 @@
 mod files;
 mod memory;
 mod process;
+mod security;
 
 use crate::image::std::{format, prelude::rust_2024::*};
 
@@ -27,6 +28,10 @@ pub use process::{
     ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack, Siginfo,
     SyscallState, ThreadRecord,
 };
+pub use security::{
+    Capabilities, FILTER_FLAG_LOG, FILTER_INSN_SIZE, MAX_FILTER_INSNS, SeccompFilterRecord,
+    SeccompMode, ThreadSecurityRecord,
+};
 
 /// The `type` field of a record frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,6 +44,10 @@ pub enum RecordType {
     Inode = 5,
     OpenFile = 6,
     Fd = 7,
+    /// Per-thread credentials and sandboxing (records/security.rs).
+    ThreadSecurity = 9,
+    /// One seccomp filter, saved once under an objref.
+    SeccompFilter = 10,
     /// The last record: record count, checksum of checksums, pages.img length.
     Tail = 0xffff,
 }
@@ -53,6 +62,8 @@ impl RecordType {
             5 => RecordType::Inode,
             6 => RecordType::OpenFile,
             7 => RecordType::Fd,
+            9 => RecordType::ThreadSecurity,
+            10 => RecordType::SeccompFilter,
             0xffff => RecordType::Tail,
             _ => return None,
         })
@@ -67,6 +78,8 @@ impl RecordType {
             RecordType::Inode => "inode",
             RecordType::OpenFile => "open-file",
             RecordType::Fd => "fd",
+            RecordType::ThreadSecurity => "thread-security",
+            RecordType::SeccompFilter => "seccomp-filter",
             RecordType::Tail => "tail",
         }
     }
@@ -92,6 +105,8 @@ pub enum Record {
     Inode(InodeRecord),
     OpenFile(OpenFileRecord),
     Fd(FdRecord),
+    ThreadSecurity(ThreadSecurityRecord),
+    SeccompFilter(SeccompFilterRecord),
 }
 
 impl Record {
@@ -118,6 +133,8 @@ impl Record {
             Record::Inode(_) => RecordType::Inode,
             Record::OpenFile(_) => RecordType::OpenFile,
             Record::Fd(_) => RecordType::Fd,
+            Record::ThreadSecurity(_) => RecordType::ThreadSecurity,
+            Record::SeccompFilter(_) => RecordType::SeccompFilter,
         }
     }
 
@@ -131,6 +148,8 @@ impl Record {
             Record::Inode(r) => r.encode(out),
             Record::OpenFile(r) => r.encode(out),
             Record::Fd(r) => r.encode(out),
+            Record::ThreadSecurity(r) => r.encode(out),
+            Record::SeccompFilter(r) => r.encode(out),
         }
     }
 
@@ -147,6 +166,12 @@ impl Record {
             Some(RecordType::Inode) => Record::Inode(InodeRecord::decode(buf)?),
             Some(RecordType::OpenFile) => Record::OpenFile(OpenFileRecord::decode(buf)?),
             Some(RecordType::Fd) => Record::Fd(FdRecord::decode(buf)?),
+            Some(RecordType::ThreadSecurity) => {
+                Record::ThreadSecurity(ThreadSecurityRecord::decode(buf)?)
+            }
+            Some(RecordType::SeccompFilter) => {
+                Record::SeccompFilter(SeccompFilterRecord::decode(buf)?)
+            }
             Some(RecordType::Tail) => {
                 return Err(ImageError::malformed(
                     "a tail record before the end of the image",
