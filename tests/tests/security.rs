@@ -175,6 +175,67 @@ fn shared_and_private_seccomp_filters_still_act_and_a_later_tsync_succeeds() {
 }
 
 #[test]
+fn a_filter_that_kills_on_ckpts_own_syscalls_survives_dump_leave_running_dump_and_restore() {
+    setup();
+    let mut w = Wl::bin(WL, "hostile");
+    let before = security_status(w.pid);
+    let pid = w.pid.to_string();
+    let img = w.img();
+    let out = ckpt::run_timeout(
+        &["dump", "-t", &pid, "-D", &img, "--leave-running"],
+        CKPT_TIMEOUT,
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "dump --leave-running: {}",
+        out.describe()
+    );
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        security_status(w.pid),
+        before,
+        "after dump --leave-running (the process must be alive, unchanged)"
+    );
+    fs::remove_dir_all(&img).unwrap();
+    dump_restore_compare(&mut w);
+    w.go();
+    let text = w.wait_result(Duration::from_secs(10));
+    w.check_result(&text, &["hostile"]);
+}
+
+#[test]
+fn a_filter_inherited_across_fork_is_saved_once_and_acts_in_parent_and_child() {
+    setup();
+    let mut w = Wl::bin(WL, "forkfilter");
+    let child = w.pids[1];
+    let child_before = security_status(child);
+    let pid = w.pid.to_string();
+    let img = w.img();
+    let out = ckpt::run_timeout(
+        &["dump", "-t", &pid, "-D", &img, "--leave-running"],
+        CKPT_TIMEOUT,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", out.describe());
+    let shown = ckpt::run_timeout(&["show", &img, "--json"], CKPT_TIMEOUT).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let filters = doc["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["record"] == "seccomp-filter")
+        .count();
+    assert_eq!(filters, 2, "the parent's filter once, the child's own once");
+    fs::remove_dir_all(&img).unwrap();
+    dump_restore_compare(&mut w);
+    assert_eq!(security_status(child), child_before, "the child");
+    w.go();
+    let text = w.wait_result(Duration::from_secs(10));
+    w.check_result(&text, &["forkfilter"]);
+}
+
+#[test]
 fn a_killing_filter_still_kills_after_restore() {
     setup();
     let mut w = Wl::bin(WL, "killfilter");

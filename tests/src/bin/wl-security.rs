@@ -355,7 +355,10 @@ fn filters() {
     let installed = std::sync::Arc::new(AtomicBool::new(false));
     let tsynced = std::sync::Arc::new(AtomicBool::new(false));
     let shared_in = std::sync::Arc::new(AtomicBool::new(false));
+    // The main thread's checks before the worker's TSYNC are done.
+    let main_checked = std::sync::Arc::new(AtomicBool::new(false));
     let (i2, t2, s2) = (installed.clone(), tsynced.clone(), shared_in.clone());
+    let m2 = main_checked.clone();
     let worker = std::thread::spawn(move || {
         while !s2.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(1));
@@ -380,6 +383,9 @@ fn filters() {
             raw(libc::SYS_sched_getscheduler, 0),
             -EXDEV,
         );
+        while !m2.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let rc = install(
             &deny(
                 libc::SYS_sched_get_priority_max,
@@ -417,6 +423,7 @@ fn filters() {
         raw(libc::SYS_getpriority, 0),
         priority,
     );
+    main_checked.store(true, Ordering::SeqCst);
     while !tsynced.load(Ordering::SeqCst) && !worker.is_finished() {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -434,6 +441,133 @@ fn filters() {
     );
     expect_eq(who, "no_new_privs", prctl(libc::PR_GET_NO_NEW_PRIVS, 0), 1);
     worker.join().unwrap();
+    finish();
+}
+
+/// A filter that kills the process at the syscalls ckpt runs inside a frozen
+/// process (prctl, rt_sigaction, brk, sigaltstack...): only a dump with seccomp
+/// suspended leaves it alive. After go it reports from the restored filter.
+fn hostile() {
+    // Kill on prctl, rt_sigaction, sigaltstack and brk, in one program.
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let mut prog = vec![
+        insn(LD_W_ABS, 0, 0, 4),
+        insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        insn(RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        insn(LD_W_ABS, 0, 0, 0),
+    ];
+    let deadly = [
+        libc::SYS_prctl,
+        libc::SYS_rt_sigaction,
+        libc::SYS_sigaltstack,
+        libc::SYS_brk,
+    ];
+    for (i, nr) in deadly.iter().enumerate() {
+        // Jump to the kill at the end when equal.
+        let to_kill = (deadly.len() - i) as u8;
+        prog.push(insn(JEQ_K, to_kill, 0, *nr as u32));
+    }
+    prog.push(insn(RET_K, 0, 0, SECCOMP_RET_ALLOW));
+    prog.push(insn(RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS));
+    // Everything the checks below need, allocated before the filter forbids brk
+    // (the allocator may still mmap).
+    let result = open(
+        &path("result"),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+        0o644,
+    );
+    let ok =
+        b"PASS hostile: alive after dump and restore under a filter that kills on ckpt's syscalls
+DONE
+";
+    assert_eq!(prctl(libc::PR_SET_NO_NEW_PRIVS, 1), 0);
+    assert_eq!(install(&prog, 0), 0);
+    ready();
+    wait_go();
+    write_all(result, ok);
+    // SAFETY: exit_group is allowed by the filter.
+    unsafe { libc::syscall(libc::SYS_exit_group, 0) };
+    unreachable!("exit_group returned");
+}
+
+/// A parent's filter inherited by its child across fork, the child's own filter on
+/// top: both still act after restore, in each process.
+fn forkfilter() {
+    let rc = install(
+        &deny(
+            libc::SYS_sched_getscheduler,
+            SECCOMP_RET_ERRNO | EXDEV as u32,
+        ),
+        0,
+    );
+    assert_eq!(rc, 0);
+    // SAFETY: fork in a single-threaded process.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let rc = install(
+            &deny(libc::SYS_getpriority, SECCOMP_RET_ERRNO | EBADFD as u32),
+            0,
+        );
+        assert_eq!(rc, 0);
+        wait_go();
+        let who = "forkfilter-child";
+        let ok = expect_eq(
+            who,
+            "sched_getscheduler (inherited)",
+            raw(libc::SYS_sched_getscheduler, 0),
+            -EXDEV,
+        ) & expect_eq(
+            who,
+            "getpriority (own)",
+            raw(libc::SYS_getpriority, 0),
+            -EBADFD,
+        );
+        // SAFETY: leave without the parent's atexit handlers.
+        unsafe { libc::_exit(i32::from(!ok)) };
+    }
+    let priority = raw(libc::SYS_getpriority, 0);
+    while !std::path::Path::new(&format!("/proc/{child}/task/{child}/status")).exists() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Ready once the child has its own filter.
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
+        if status.lines().any(|l| l == "Seccomp_filters:	2") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let tmp = path("ready.tmp");
+    std::fs::write(
+        &tmp,
+        format!(
+            "READY {} {child}
+",
+            getpid()
+        ),
+    )
+    .expect("ready.tmp");
+    std::fs::rename(&tmp, path("ready")).expect("ready");
+    wait_go();
+    let who = "forkfilter";
+    expect_eq(
+        who,
+        "sched_getscheduler",
+        raw(libc::SYS_sched_getscheduler, 0),
+        -EXDEV,
+    );
+    expect_eq(
+        who,
+        "getpriority (the child's filter is not ours)",
+        raw(libc::SYS_getpriority, 0),
+        priority,
+    );
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(child, &mut st, 0) };
+    expect_eq(who, "the child's exit", (r, st), (child, 0));
     finish();
 }
 
@@ -539,6 +673,8 @@ fn main() {
         "uidcaps" => uidcaps(),
         "filters" => filters(),
         "killfilter" => killfilter(),
+        "hostile" => hostile(),
+        "forkfilter" => forkfilter(),
         "notify" => notify(),
         "partial" => partial(),
         "strict" => strict(),
