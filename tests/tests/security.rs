@@ -376,6 +376,14 @@ fn a_filter_shared_by_some_threads_but_not_all_is_refused() {
 }
 
 #[test]
+fn threads_with_different_loginuids_are_refused() {
+    setup();
+    let w = Wl::bin(WL, "threadlogin");
+    dump_refused(&w, &["loginuid 777"]);
+    still_runs(&w, &["threadlogin"]);
+}
+
+#[test]
 fn a_capability_ckpt_itself_lacks_is_refused_before_the_tree_is_touched() {
     setup();
     let w = Wl::bin(WL, "caps");

@@ -634,6 +634,26 @@ fn partial() {
     finish();
 }
 
+/// A second thread with a loginuid of its own (a thread may write its
+/// /proc/thread-self/loginuid): dump must refuse it, restore sets one per process.
+fn threadlogin() {
+    let ok = std::sync::Arc::new(AtomicBool::new(false));
+    let o = ok.clone();
+    let worker = std::thread::spawn(move || {
+        std::fs::write("/proc/thread-self/loginuid", "777").expect("thread loginuid");
+        o.store(true, Ordering::SeqCst);
+        wait_go();
+    });
+    while !ok.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    ready();
+    wait_go();
+    worker.join().unwrap();
+    report("threadlogin", true, "still running after the refused dump");
+    finish();
+}
+
 /// Strict mode: only read, write, _exit and sigreturn. Everything it needs is
 /// opened and formatted before; it then blocks reading the `gofifo` FIFO, and
 /// after a byte arrives writes PASS and DONE to its result fd and _exits.
@@ -677,6 +697,7 @@ fn main() {
         "forkfilter" => forkfilter(),
         "notify" => notify(),
         "partial" => partial(),
+        "threadlogin" => threadlogin(),
         "strict" => strict(),
         other => panic!("unknown scenario {other}"),
     }
