@@ -152,6 +152,10 @@ struct Own {
     securebits: u32,
     loginuid: u32,
     can_suspend: bool,
+    /// NoNewPrivs and Seccomp of ckpt: every helper inherits them, and neither
+    /// can be undone.
+    no_new_privs: bool,
+    seccomp: String,
 }
 
 fn own() -> &'static Own {
@@ -175,6 +179,8 @@ fn own() -> &'static Own {
             securebits,
             loginuid,
             can_suspend,
+            no_new_privs: status_field(&status, "NoNewPrivs:") == Some("1"),
+            seccomp: status_field(&status, "Seccomp:").unwrap_or("0").to_string(),
         }
     })
 }
@@ -544,6 +550,59 @@ impl ProcSecurity<'_> {
     }
 }
 
+/// Restore, before anything is created: what the image asks that ckpt, here, cannot
+/// give exactly (ckpt's own state is every helper's first state).
+pub fn check_plan(procs: &[crate::restore::plan::ProcPlan]) -> Result<()> {
+    let o = own();
+    for t in procs.iter().flat_map(|p| &p.threads) {
+        let Some(s) = procs
+            .iter()
+            .find(|p| p.pid() == t.pid)
+            .and_then(|p| p.security.threads.get(&t.tid))
+        else {
+            return Err(Error::Other(format!(
+                "pid {} thread {}: the image has no security record for it",
+                t.pid, t.tid
+            )));
+        };
+        let who = format!("pid {} thread {}", s.pid, s.tid);
+        if o.seccomp != "0" {
+            return Err(Error::Other(format!(
+                "ckpt itself runs in seccomp mode {}, which {who} would inherit: not supported",
+                o.seccomp
+            )));
+        }
+        if o.no_new_privs && !s.no_new_privs {
+            return Err(Error::Other(format!(
+                "{who} had no_new_privs off, and ckpt runs with it on (it cannot be cleared): \
+                 not supported"
+            )));
+        }
+        if s.seccomp != SeccompMode::Disabled && !o.can_suspend {
+            return Err(Error::Other(format!(
+                "{who} is in seccomp, and ckpt cannot suspend seccomp while it restores \
+                 (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN): not supported"
+            )));
+        }
+        let c = &s.caps;
+        let missing = [
+            ("permitted", c.permitted & !o.caps.permitted),
+            ("bounding", c.bounding & !o.caps.bounding),
+            (
+                "inheritable",
+                c.inheritable & !(o.caps.inheritable | o.caps.bounding),
+            ),
+        ];
+        if let Some((set, lacking)) = missing.into_iter().find(|(_, l)| *l != 0) {
+            return Err(Error::Other(format!(
+                "{who}: its {set} capability set holds {}, which ckpt here does not have",
+                cap_names(lacking)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a thread needs nothing of this module: it has exactly what ckpt has.
 fn as_ckpts(rec: &ThreadSecurityRecord) -> bool {
     let o = own();
@@ -684,13 +743,6 @@ pub fn restore_threads(
         return Err(Error::Other(format!(
             "thread {tid}: no thread-security record"
         )));
-    }
-    if recs.iter().any(|(s, _)| s.seccomp != SeccompMode::Disabled) && !own().can_suspend {
-        return Err(Error::Other(
-            "the image has seccomp, and ckpt cannot suspend seccomp while it restores \
-             (PTRACE_O_SUSPEND_SECCOMP)"
-                .into(),
-        ));
     }
     for (s, r) in &recs {
         raise_and_bound(r, s).map_err(|e| Error::Other(format!("{e} (thread {})", s.tid)))?;

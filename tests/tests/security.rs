@@ -383,6 +383,47 @@ fn threads_with_different_loginuids_are_refused() {
     still_runs(&w, &["threadlogin"]);
 }
 
+/// `ckpt ARGS` started without `cap` (dropped from the bounding set it starts with).
+fn ckpt_without(cap: &str, args: &[&str]) -> ckpt::Output {
+    let out = Command::new("setpriv")
+        .arg(format!("--bounding-set=-{cap}"))
+        .arg(ckpt::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    ckpt::Output {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn restore_refuses_a_capability_it_lacks_before_creating_anything() {
+    setup();
+    let mut w = Wl::bin(WL, "caps");
+    w.dump();
+    let img = w.img();
+    let out = ckpt_without("sys_nice", &["restore", "-D", &img, "-d"]);
+    assert!(
+        !out.status.success(),
+        "restore succeeded: {}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("cap_sys_nice") && out.stderr.contains(&format!("pid {}", w.pid)),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", w.pid)).exists(),
+        "pid {} exists after the refused restore",
+        w.pid
+    );
+}
+
 #[test]
 fn a_capability_ckpt_itself_lacks_is_refused_before_the_tree_is_touched() {
     setup();
@@ -390,20 +431,7 @@ fn a_capability_ckpt_itself_lacks_is_refused_before_the_tree_is_touched() {
     let before = security_status(w.pid);
     let pid = w.pid.to_string();
     let img = w.img();
-    // ckpt without CAP_SYS_NICE (dropped from the bounding set it is started with).
-    let out = Command::new("setpriv")
-        .arg("--bounding-set=-sys_nice")
-        .arg(ckpt::bin())
-        .args(["dump", "-t", &pid, "-D", &img])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let out = ckpt::Output {
-        args: vec!["dump".into()],
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let out = ckpt_without("sys_nice", &["dump", "-t", &pid, "-D", &img]);
     assert_refused(&w, &out, &["cap_sys_nice", "permitted"], &before);
     // Never frozen: nothing traced it.
     let status = fs::read_to_string(format!("/proc/{}/status", w.pid)).unwrap();

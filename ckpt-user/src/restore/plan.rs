@@ -197,6 +197,7 @@ impl<'a> Plan<'a> {
         plan.check_machine()?;
         plan.map_sessions()?;
         plan.check_processes()?;
+        crate::security::check_plan(&plan.procs)?;
         plan.check_files()?;
         plan.check_memory()?;
         plan.trampoline = plan.pick_trampoline()?;
