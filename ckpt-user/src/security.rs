@@ -28,8 +28,10 @@
 //!   syscalls (the trampoline's unmap) are not filtered.
 //! - **loginuid** can only be written by the process itself: the restore helper,
 //!   still ckpt's code but already the restored process, writes /proc/self/loginuid
-//!   when it differs from ckpt's ([`set_loginuid`]). The audit session id cannot be
-//!   set: the kernel gives a new one when loginuid is written.
+//!   when it differs from ckpt's ([`set_loginuid`]); threads inherit it when ckpt
+//!   creates them, and a thread that had its own writes /proc/thread-self/loginuid
+//!   by a remote syscall. The audit session id cannot be set: the kernel gives a new
+//!   one when loginuid is written.
 
 use std::{collections::HashMap, fs, sync::OnceLock};
 
@@ -463,15 +465,6 @@ pub fn capture(
             seccomp,
         });
     }
-    if let Some(first) = threads.first()
-        && let Some(other) = threads.iter().find(|t| t.loginuid != first.loginuid)
-    {
-        return Err(Error::Other(format!(
-            "pid {pid} ({comm}): thread {} has loginuid {} and thread {} loginuid {} (restore \
-             sets it for the process): not supported by ckpt dump",
-            first.tid, first.loginuid, other.tid, other.loginuid
-        )));
-    }
     if chains.len() > 1 {
         refuse_partly_shared(pid, comm, tids.len(), &chains)?;
     }
@@ -733,7 +726,20 @@ pub fn restore_threads(
         .iter()
         .filter_map(|(tid, r)| sec.threads.get(tid).map(|s| (*s, *r)))
         .collect();
-    if !creds_changed && recs.iter().all(|(s, _)| as_ckpts(s)) && recs.len() == threads.len() {
+    let own_loginuid: Vec<(&ThreadSecurityRecord, &Remote)> = recs
+        .iter()
+        .filter(|(s, _)| {
+            sec.threads
+                .get(&s.pid)
+                .is_some_and(|main| main.loginuid != s.loginuid)
+        })
+        .copied()
+        .collect();
+    if !creds_changed
+        && own_loginuid.is_empty()
+        && recs.iter().all(|(s, _)| as_ckpts(s))
+        && recs.len() == threads.len()
+    {
         return Ok(());
     }
     if let Some((tid, _)) = threads
@@ -743,6 +749,10 @@ pub fn restore_threads(
         return Err(Error::Other(format!(
             "thread {tid}: no thread-security record"
         )));
+    }
+    // While the thread still has ckpt's CAP_AUDIT_CONTROL.
+    for (s, r) in &own_loginuid {
+        set_thread_loginuid(r, s.loginuid)?;
     }
     for (s, r) in &recs {
         raise_and_bound(r, s).map_err(|e| Error::Other(format!("{e} (thread {})", s.tid)))?;
@@ -800,6 +810,22 @@ pub fn restore_threads(
         }
     }
     Ok(())
+}
+
+/// Restore: writes /proc/thread-self/loginuid from `remote`'s thread (a thread
+/// whose loginuid was not its process's).
+fn set_thread_loginuid(remote: &Remote, loginuid: u32) -> Result<()> {
+    let path = std::path::Path::new("/proc/thread-self/loginuid");
+    let fd = remote.open(path, libc::O_WRONLY | libc::O_CLOEXEC)?;
+    let text = loginuid.to_string();
+    let addr = remote.put(&[text.as_bytes()])?[0];
+    let written = remote.call(
+        || format!("writing loginuid {loginuid} to {}", path.display()),
+        libc::SYS_write,
+        &[fd as u64, addr, text.len() as u64],
+    );
+    remote.close(fd)?;
+    written.map(|_| ())
 }
 
 /// Restore helper: writes `/proc/self/loginuid` (only the process itself may).

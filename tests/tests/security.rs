@@ -376,11 +376,32 @@ fn a_filter_shared_by_some_threads_but_not_all_is_refused() {
 }
 
 #[test]
-fn threads_with_different_loginuids_are_refused() {
+fn a_thread_with_a_loginuid_of_its_own_keeps_it() {
     setup();
-    let w = Wl::bin(WL, "threadlogin");
-    dump_refused(&w, &["loginuid 777"]);
-    still_runs(&w, &["threadlogin"]);
+    let mut w = Wl::bin(WL, "threadlogin");
+    let per_thread = |pid: i32| -> BTreeMap<i32, String> {
+        security_status(pid)
+            .keys()
+            .map(|tid| {
+                let uid = fs::read_to_string(format!("/proc/{pid}/task/{tid}/loginuid"));
+                (*tid, uid.unwrap_or_default())
+            })
+            .collect()
+    };
+    let before = per_thread(w.pid);
+    assert_eq!(
+        before
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        2,
+        "{before:?}"
+    );
+    dump_restore_compare(&mut w);
+    assert_eq!(per_thread(w.pid), before, "loginuid per thread");
+    w.go();
+    let text = w.wait_result(Duration::from_secs(10));
+    w.check_result(&text, &["threadlogin", "threadlogin-worker"]);
 }
 
 /// `ckpt ARGS` started without `cap` (dropped from the bounding set it starts with).

@@ -635,14 +635,21 @@ fn partial() {
 }
 
 /// A second thread with a loginuid of its own (a thread may write its
-/// /proc/thread-self/loginuid): dump must refuse it, restore sets one per process.
+/// /proc/thread-self/loginuid), the main thread another one.
 fn threadlogin() {
+    std::fs::write("/proc/self/loginuid", "555").expect("loginuid");
     let ok = std::sync::Arc::new(AtomicBool::new(false));
     let o = ok.clone();
     let worker = std::thread::spawn(move || {
         std::fs::write("/proc/thread-self/loginuid", "777").expect("thread loginuid");
         o.store(true, Ordering::SeqCst);
         wait_go();
+        expect_eq(
+            "threadlogin-worker",
+            "loginuid",
+            std::fs::read_to_string("/proc/thread-self/loginuid").unwrap_or_default(),
+            "777".to_string(),
+        );
     });
     while !ok.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(1));
@@ -650,7 +657,12 @@ fn threadlogin() {
     ready();
     wait_go();
     worker.join().unwrap();
-    report("threadlogin", true, "still running after the refused dump");
+    expect_eq(
+        "threadlogin",
+        "loginuid",
+        std::fs::read_to_string("/proc/thread-self/loginuid").unwrap_or_default(),
+        "555".to_string(),
+    );
     finish();
 }
 
