@@ -259,8 +259,8 @@ struct Filter {
 
 /// PTRACE_SECCOMP_GET_FILTER and PTRACE_GET_SECCOMP_METADATA: the chain of
 /// stopped thread `tid`, oldest first. Index 0 is the oldest filter (the kernel's
-/// get_nth_filter counts back from the newest to `count - index`; checked here
-/// with the flags of a chain whose newest filter alone has SECCOMP_FILTER_FLAG_LOG).
+/// get_nth_filter counts back from the newest to `count - index`; seen on Linux 6.18
+/// with a chain whose newest filter alone has SECCOMP_FILTER_FLAG_LOG).
 fn chain_of(tid: i32) -> Result<Vec<Filter>> {
     let mut oldest_first = Vec::new();
     for index in 0u64.. {
