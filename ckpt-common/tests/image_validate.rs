@@ -135,6 +135,8 @@ fn a_running_process_needs_its_main_thread() {
     let child = find(|r| matches!(r, Record::Process(p) if p.pid == 101));
     let msg = broken(child, "process", |r| {
         r.remove(child_thread);
+        // Its security record would name the missing thread first.
+        r.retain(|r| !matches!(r, Record::ThreadSecurity(_)));
     });
     assert!(msg.contains("no thread record with tid 101"), "{msg}");
 }
@@ -248,7 +250,9 @@ fn validation_also_runs_when_an_image_is_opened() {
     let scratch = common::scratch("open-validates");
     let dir = scratch.image_dir();
     let (mut image, pages) = sample_image();
-    image.records.retain(|r| !matches!(r, Record::Thread(_)));
+    image
+        .records
+        .retain(|r| !matches!(r, Record::Thread(_) | Record::ThreadSecurity(_)));
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join(ckpt_common::image::IMAGE_FILE), image.encode()).unwrap();
     std::fs::write(dir.join(ckpt_common::image::PAGES_FILE), pages).unwrap();
@@ -520,4 +524,40 @@ fn a_flock_with_a_byte_range_is_refused() {
         }
     });
     assert!(msg.contains("whole file"), "{msg}");
+}
+
+#[test]
+fn a_thread_security_record_names_an_earlier_thread_and_a_seccomp_filter() {
+    let i = find(|r| matches!(r, Record::ThreadSecurity(_)));
+    let msg = broken(i, "thread-security", |r| {
+        if let Record::ThreadSecurity(t) = &mut r[i] {
+            t.tid = 4242;
+        }
+    });
+    assert!(msg.contains("no earlier thread record"), "{msg}");
+    let msg = broken(i, "thread-security", |r| {
+        if let Record::ThreadSecurity(t) = &mut r[i] {
+            t.seccomp = ckpt_common::image::SeccompMode::Filter {
+                filter: ckpt_common::image::ObjRef(7),
+            };
+        }
+    });
+    assert!(msg.contains("as a seccomp filter"), "{msg}");
+}
+
+#[test]
+fn a_seccomp_filter_is_whole_instructions_on_an_earlier_filter() {
+    let i = find(|r| matches!(r, Record::SeccompFilter(f) if f.parent.is_some()));
+    let msg = broken(i, "seccomp-filter", |r| {
+        if let Record::SeccompFilter(f) = &mut r[i] {
+            f.insns.pop();
+        }
+    });
+    assert!(msg.contains("not 1 to 4096 instructions"), "{msg}");
+    let msg = broken(i, "seccomp-filter", |r| {
+        if let Record::SeccompFilter(f) = &mut r[i] {
+            f.parent = Some(ckpt_common::image::ObjRef(99));
+        }
+    });
+    assert!(msg.contains("which no earlier record defines"), "{msg}");
 }

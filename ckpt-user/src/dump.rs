@@ -68,6 +68,8 @@ enum ObjKey {
     /// An anon_inode object (eventfd, signalfd, timerfd), by its `struct file *`: all
     /// of them share one kernel inode, their state is the open file description's.
     AnonObject(u64),
+    /// A seccomp filter, by its key in [`crate::security::SavedFilters`].
+    SeccompFilter(u64),
 }
 
 /// Fails the dump at `stage` when CKPT_DUMP_FAIL_AT names it: tests use this to
@@ -277,6 +279,8 @@ fn collect_and_write(
         unix_sockets,
         report: &mut report,
     };
+    // Before the first injected syscall.
+    crate::security::refuse_frozen(tree)?;
     let order = tree.topological();
     for p in &order {
         let leader = p.threads.first().map(|&t| RemoteThread::new(t));
@@ -298,6 +302,16 @@ fn collect_and_write(
             c.writer
                 .write(&Record::Thread(Box::new(thread::capture(p.pid, tid)?)))?;
             c.report.threads += 1;
+        }
+    }
+    let mut filters = crate::security::SavedFilters::default();
+    for p in &order {
+        let objrefs = &mut c.objrefs;
+        let records = crate::security::capture(p.pid, &p.threads, &mut filters, &mut |key| {
+            objrefs.encounter(ObjKey::SeccompFilter(key))
+        })?;
+        for r in &records {
+            c.writer.write(r)?;
         }
     }
     fault_point("processes")?;

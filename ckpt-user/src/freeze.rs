@@ -109,6 +109,9 @@ pub fn refuse_reason(root: i32) -> Option<String> {
                     p.pid, p.comm
                 ));
             }
+            if let Some(why) = crate::security::refuse_thread(p.pid, tid, &p.comm, &st) {
+                return Some(why);
+            }
         }
     }
     None
@@ -224,7 +227,9 @@ impl FrozenTree {
 
     fn seize(&mut self, tid: i32) -> Result<()> {
         let pid = Pid::from_raw(tid);
-        match ptrace::seize(pid, ptrace::Options::empty()) {
+        // Seccomp suspended: ckpt's injected syscalls must not be filtered (or kill
+        // a thread in strict mode).
+        match ptrace::seize(pid, crate::security::seize_options()) {
             Ok(()) => {}
             // Exited between the scan and the seize: nothing to freeze.
             Err(nix::errno::Errno::ESRCH) => return Ok(()),

@@ -26,6 +26,7 @@ pub mod process;
 pub mod procfs;
 pub mod render;
 pub mod restore;
+pub mod security;
 pub mod sharing;
 pub mod show;
 pub mod thread;

@@ -87,6 +87,7 @@ impl Totals {
                 Record::OpenFile(_) => t.open_files += 1,
                 Record::Fd(_) => t.fds += 1,
                 Record::FileLock(_) => t.file_locks += 1,
+                Record::ThreadSecurity(_) | Record::SeccompFilter(_) => {}
             }
         }
         debug_assert_eq!(t.pages_dumped * page, verified);
@@ -135,6 +136,7 @@ struct Index<'a> {
     objects: BTreeMap<ObjRef, &'a Record>,
     /// Open file objref → the fds (pid, fd) referring to it.
     users: BTreeMap<ObjRef, Vec<(i32, i32)>>,
+    security: BTreeMap<i32, Vec<&'a ckpt_common::image::ThreadSecurityRecord>>,
 }
 
 impl<'a> Index<'a> {
@@ -147,6 +149,7 @@ impl<'a> Index<'a> {
             locks: BTreeMap::new(),
             objects: BTreeMap::new(),
             users: BTreeMap::new(),
+            security: BTreeMap::new(),
         };
         for record in &image.records {
             match record {
@@ -167,6 +170,10 @@ impl<'a> Index<'a> {
                     ix.objects.insert(f.objref, record);
                 }
                 Record::FileLock(l) => ix.locks.entry(l.pid).or_default().push(l),
+                Record::ThreadSecurity(s) => ix.security.entry(s.pid).or_default().push(s),
+                Record::SeccompFilter(f) => {
+                    ix.objects.insert(f.objref, record);
+                }
             }
         }
         ix
@@ -340,6 +347,14 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for s in ix
+        .security
+        .get(&p.pid)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let _ = writeln!(out, "  {}", crate::security::describe_thread(s));
+    }
     let areas = ix.areas.get(&p.pid).map(Vec::as_slice).unwrap_or_default();
     let mapped: u64 = areas.iter().map(|a| a.len()).sum();
     let dumped: u64 = areas
@@ -597,6 +612,9 @@ fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
                 bytes(s.size),
                 s.size / page
             );
+        }
+        Record::SeccompFilter(f) => {
+            let _ = writeln!(out, "  {}", crate::security::describe_filter(f));
         }
         _ => {}
     }

@@ -296,6 +296,12 @@ pub enum Rec {
     File(FileRec),
     Fd(FdRec),
     FileLock(FileLockRec),
+    /// A thread's credentials and seccomp state (checked by tests/tests/security.rs).
+    ThreadSecurity,
+    /// A seccomp filter: only the objref it defines matters here.
+    SeccompFilter {
+        objref: u64,
+    },
 }
 
 /// A decoded image.
@@ -369,6 +375,12 @@ impl Image {
                 "open-file" => Rec::File(field(r, kind, i)?),
                 "fd" => Rec::Fd(field(r, kind, i)?),
                 "file-lock" => Rec::FileLock(field(r, kind, i)?),
+                "thread-security" => Rec::ThreadSecurity,
+                "seccomp-filter" => Rec::SeccompFilter {
+                    objref: r["objref"]
+                        .as_u64()
+                        .context("a seccomp filter without objref")?,
+                },
                 other => bail!("record #{i} has an unknown type {other:?}"),
             };
             match &rec {
@@ -400,6 +412,7 @@ impl Image {
                         );
                     }
                 }
+                Rec::ThreadSecurity | Rec::SeccompFilter { .. } => {}
             }
             img.records.push(rec);
         }
@@ -519,6 +532,9 @@ pub fn check_objrefs(img: &Image) -> Result<()> {
         match rec {
             Rec::Shm(s) => define(&mut defined, &mut p, s.objref, "shared-memory", i),
             Rec::Inode(n) => define(&mut defined, &mut p, n.objref, "inode", i),
+            Rec::SeccompFilter { objref } => {
+                define(&mut defined, &mut p, *objref, "seccomp-filter", i)
+            }
             Rec::File(f) => {
                 uses.push((i, f.inode, "inode"));
                 define(&mut defined, &mut p, f.objref, "open-file", i);

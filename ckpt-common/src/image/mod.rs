@@ -48,6 +48,7 @@ pub use records::{
     RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo,
     SocketMessage, SyscallState, ThreadRecord, UnlinkedAttrs,
 };
+pub use records::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
 pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};
 

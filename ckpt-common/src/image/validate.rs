@@ -25,7 +25,8 @@ use crate::image::std::{
 
 use super::{
     AreaKind, Image, ImageError, InodeKind, ObjRef, PageRun, ProcessState, Record, RecordType,
-    records::{map, prot},
+    SeccompMode,
+    records::{FILTER_FLAG_LOG, FILTER_INSN_SIZE, MAX_FILTER_INSNS, map, prot},
 };
 
 /// What a defining record made an objref name.
@@ -40,6 +41,7 @@ enum Defined {
     SharedMemory {
         size: u64,
     },
+    SeccompFilter,
 }
 
 impl Defined {
@@ -49,6 +51,7 @@ impl Defined {
             Defined::UnixSocket { .. } => "a unix socket",
             Defined::OpenFile => "an open file",
             Defined::SharedMemory { .. } => "shared memory",
+            Defined::SeccompFilter => "a seccomp filter",
         }
     }
 }
@@ -66,6 +69,10 @@ struct Pass {
     objrefs: HashMap<ObjRef, (usize, Defined)>,
     processes: HashMap<i32, Process>,
     tids: HashSet<i32>,
+    /// tid → pid of every thread record.
+    thread_pids: HashMap<i32, i32>,
+    /// Threads that have their security record.
+    secured: HashSet<i32>,
     fds: HashSet<(i32, i32)>,
     /// The open file each (pid, fd) names, for the file lock records.
     fd_files: HashMap<(i32, i32), ObjRef>,
@@ -218,6 +225,7 @@ fn check_record(
             if !pass.tids.insert(t.tid) {
                 return Err(format!("tid {} appears in two thread records", t.tid));
             }
+            pass.thread_pids.insert(t.tid, t.pid);
             // TASK_COMM_LEN is 16 with the NUL.
             if t.comm.len() > 15 || t.comm.contains('\0') {
                 return Err(format!(
@@ -306,6 +314,62 @@ fn check_record(
             check_runs(&a.pages, pages, page_size, pages_len)
                 .map_err(|e| format!("{area}: {e}"))?;
             super::records::check_area_state(a, pages).map_err(|e| format!("{area}: {e}"))?;
+        }
+        Record::ThreadSecurity(t) => {
+            if pass.thread_pids.get(&t.tid) != Some(&t.pid) {
+                return Err(format!(
+                    "security of thread {} of pid {}: no earlier thread record names it",
+                    t.tid, t.pid
+                ));
+            }
+            if !pass.secured.insert(t.tid) {
+                return Err(format!(
+                    "thread {} appears in two thread-security records",
+                    t.tid
+                ));
+            }
+            let c = &t.caps;
+            if c.effective & !c.permitted != 0 || c.ambient & !(c.permitted & c.inheritable) != 0 {
+                return Err(format!(
+                    "thread {}: capability sets the kernel never makes (effective {:#x} or \
+                     ambient {:#x} outside permitted {:#x} / inheritable {:#x})",
+                    t.tid, c.effective, c.ambient, c.permitted, c.inheritable
+                ));
+            }
+            if let SeccompMode::Filter { filter } = t.seccomp {
+                pass.refer(
+                    filter,
+                    "seccomp.filter",
+                    |d| d == Defined::SeccompFilter,
+                    "a seccomp filter",
+                )?;
+            }
+        }
+        Record::SeccompFilter(f) => {
+            let insns = f.insns.len() / FILTER_INSN_SIZE;
+            if f.insns.len() % FILTER_INSN_SIZE != 0 || !(1..=MAX_FILTER_INSNS).contains(&insns) {
+                return Err(format!(
+                    "seccomp filter {}: {} bytes of program, not 1 to {MAX_FILTER_INSNS} \
+                     instructions of {FILTER_INSN_SIZE} bytes",
+                    f.objref,
+                    f.insns.len()
+                ));
+            }
+            if f.flags & !FILTER_FLAG_LOG != 0 {
+                return Err(format!(
+                    "seccomp filter {}: unknown flags {:#x}",
+                    f.objref, f.flags
+                ));
+            }
+            if let Some(parent) = f.parent {
+                pass.refer(
+                    parent,
+                    "parent",
+                    |d| d == Defined::SeccompFilter,
+                    "a seccomp filter",
+                )?;
+            }
+            pass.define(index, f.objref, Defined::SeccompFilter)?;
         }
         Record::SharedMemory(s) => {
             if s.size == 0 || !s.size.is_multiple_of(page_size) {

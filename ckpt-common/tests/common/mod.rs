@@ -17,6 +17,7 @@ use ckpt_common::image::{
     SocketMessage, SyscallState, ThreadRecord, UnlinkedAttrs,
     records::{map, prot},
 };
+use ckpt_common::image::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
 
 pub const PAGE: u64 = 4096;
 
@@ -86,7 +87,7 @@ impl Rng {
 /// A record of a random kind with random field values (not a consistent image).
 pub fn random_record(rng: &mut Rng) -> Record {
     let r = rng;
-    match r.below(8) {
+    match r.below(10) {
         0 => Record::Process(Box::new(ProcessRecord {
             pid: r.i32(),
             ppid: r.i32(),
@@ -359,6 +360,31 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 sig: r.u32(),
             }),
             path: r.path(),
+        }),
+        7 => Record::ThreadSecurity(ThreadSecurityRecord {
+            pid: r.i32(),
+            tid: r.i32(),
+            caps: Capabilities {
+                inheritable: r.next(),
+                permitted: r.next(),
+                effective: r.next(),
+                bounding: r.next(),
+                ambient: r.next(),
+            },
+            securebits: r.u32(),
+            no_new_privs: r.bool(),
+            loginuid: r.u32(),
+            seccomp: match r.below(3) {
+                0 => SeccompMode::Disabled,
+                1 => SeccompMode::Strict,
+                _ => SeccompMode::Filter { filter: r.objref() },
+            },
+        }),
+        8 => Record::SeccompFilter(SeccompFilterRecord {
+            objref: r.objref(),
+            parent: r.bool().then(|| r.objref()),
+            flags: r.u32(),
+            insns: r.bytes(64),
         }),
         6 => Record::Fd(FdRecord {
             pid: r.i32(),
@@ -679,6 +705,33 @@ pub fn sample_records(mut write_pages: impl FnMut(u64, &[u8]) -> PageRun) -> Vec
         fd(100, 3, host_file),
         Record::Process(process(101, 100, "cat")),
         Record::Thread(thread(101, 101)),
+        Record::SeccompFilter(SeccompFilterRecord {
+            objref: ObjRef(8),
+            parent: None,
+            flags: 0,
+            insns: vec![0x06, 0, 0, 0, 0, 0, 0xff, 0x7f], // ret ALLOW
+        }),
+        Record::SeccompFilter(SeccompFilterRecord {
+            objref: ObjRef(9),
+            parent: Some(ObjRef(8)),
+            flags: 2,
+            insns: vec![0x06, 0, 0, 0, 0x01, 0, 0x05, 0], // ret ERRNO(1)
+        }),
+        Record::ThreadSecurity(ThreadSecurityRecord {
+            pid: 101,
+            tid: 101,
+            caps: Capabilities {
+                inheritable: 1 << 13,
+                permitted: 0xfe,
+                effective: 0xfe,
+                bounding: !1,
+                ambient: 0,
+            },
+            securebits: 0x10,
+            no_new_privs: true,
+            loginuid: 1000,
+            seccomp: SeccompMode::Filter { filter: ObjRef(9) },
+        }),
         Record::MemoryArea(area(
             101,
             0x600000,

@@ -46,6 +46,8 @@ pub struct ProcPlan<'a> {
     pub deleted_exe: Option<ObjRef>,
     /// The file locks it takes again (see [`crate::locks`]), in image order.
     pub locks: Vec<&'a ckpt_common::image::FileLockRecord>,
+    /// Its threads' capabilities, securebits, seccomp and loginuid.
+    pub security: crate::security::ProcSecurity<'a>,
 }
 
 impl ProcPlan<'_> {
@@ -125,6 +127,7 @@ impl<'a> Plan<'a> {
         let mut shared = Vec::new();
         let mut fds = Vec::new();
         let mut socket_peers = HashMap::new();
+        let mut seccomp_filters = HashMap::new();
         for r in &image.records {
             match r {
                 Record::Process(p) => {
@@ -145,6 +148,7 @@ impl<'a> Plan<'a> {
                         sid: p.sid,
                         deleted_exe: None,
                         locks: Vec::new(),
+                        security: Default::default(),
                     });
                 }
                 Record::Thread(t) => procs[index[&t.pid]].threads.push(t),
@@ -168,7 +172,16 @@ impl<'a> Plan<'a> {
                 }
                 Record::SharedMemory(s) => shared.push(s),
                 Record::FileLock(l) => procs[index[&l.pid]].locks.push(l),
+                Record::ThreadSecurity(t) => {
+                    procs[index[&t.pid]].security.threads.insert(t.tid, t);
+                }
+                Record::SeccompFilter(f) => {
+                    seccomp_filters.insert(f.objref, f);
+                }
             }
+        }
+        for p in &mut procs {
+            p.security.filters = seccomp_filters.clone();
         }
         let mut plan = Plan {
             image,
@@ -188,6 +201,7 @@ impl<'a> Plan<'a> {
         plan.check_machine()?;
         plan.map_sessions()?;
         plan.check_processes()?;
+        crate::security::check_plan(&plan.procs)?;
         plan.check_files()?;
         plan.check_memory()?;
         plan.trampoline = plan.pick_trampoline()?;

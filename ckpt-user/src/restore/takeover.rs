@@ -20,7 +20,7 @@ use crate::{
     memory::{self, AreaSources},
     process,
     restore::{plan::ProcPlan, remote::Remote},
-    thread,
+    security, thread,
 };
 
 /// Names the step and the pid in an error.
@@ -47,7 +47,9 @@ pub fn seize(tid: i32) -> Result<()> {
         t,
         ptrace::Options::PTRACE_O_TRACECLONE
             | ptrace::Options::PTRACE_O_EXITKILL
-            | ptrace::Options::PTRACE_O_TRACESYSGOOD,
+            | ptrace::Options::PTRACE_O_TRACESYSGOOD
+            // Filters installed by the last steps act only once the tree is let go.
+            | crate::security::seize_options(),
     )
     .map_err(|e| Error::Other(format!("PTRACE_SEIZE of {tid}: {e}")))?;
     ptrace::interrupt(t).map_err(|e| Error::Other(format!("PTRACE_INTERRUPT of {tid}: {e}")))?;
@@ -143,9 +145,11 @@ pub fn take_over(
     step(pid, "resource limits", || {
         process::restore_rlimits(pid, &p.rec.rlimits)
     })?;
-    if !process::creds_are_ckpts(&p.rec.creds, &p.rec.groups) {
+    let creds_changed = !process::creds_are_ckpts(&p.rec.creds, &p.rec.groups);
+    if creds_changed {
         for (rec, r) in &threads {
             step(pid, "credentials", || {
+                security::before_creds(r)?;
                 process::restore_creds(r, &p.rec.creds, &p.rec.groups)
             })
             .map_err(|e| Error::Other(format!("{e} (thread {})", rec.tid)))?;
@@ -165,6 +169,10 @@ pub fn take_over(
     // Last of all that touches files: a close in the process after it would drop
     // its POSIX locks.
     step(pid, "file locks", || crate::locks::restore(&main, &p.locks))?;
+    step(pid, "security", || {
+        let remotes: Vec<(i32, &Remote)> = threads.iter().map(|(t, r)| (t.tid, r)).collect();
+        security::restore_threads(&remotes, &p.security, creds_changed)
+    })?;
     if p.rec.attrs.stopped {
         for t in &p.threads {
             seized

@@ -53,6 +53,8 @@ pub struct HelperPlan {
     /// Epoll instances this process registered the watches of: (its fd for the
     /// instance, what to watch), done once its fds are in place (see kinds::epoll).
     pub epolls: Vec<(RawFd, Vec<EpollTarget>)>,
+    /// The loginuid to write, when it is not ckpt's.
+    pub loginuid: Option<u32>,
 }
 
 /// Everything the helpers need, built before the first one is forked.
@@ -141,6 +143,7 @@ impl Helpers {
                     comm: cstring("a comm", rec.comm.as_bytes())?,
                     fds: files.fd_plan(plan, rec.pid),
                     epolls: epolls_of(plan, p),
+                    loginuid: p.security.loginuid_to_set(rec.pid),
                 },
             );
         }
@@ -342,6 +345,10 @@ impl Helpers {
                 ss_size: 0,
             };
             check(libc::sigaltstack(&ss, std::ptr::null_mut())).map_err(fail("sigaltstack"))?;
+        }
+        if let Some(uid) = p.loginuid {
+            // Only the process itself may write it (with CAP_AUDIT_CONTROL).
+            crate::security::set_loginuid(uid).map_err(fail("loginuid"))?;
         }
         install_fds(&p.fds, self.report)
             .map_err(|(what, e)| ("install fds", format!("{what}: {e}")))?;

@@ -11,6 +11,7 @@ mod files;
 mod locks;
 mod memory;
 mod process;
+mod security;
 
 use crate::image::std::{format, prelude::rust_2024::*};
 
@@ -32,6 +33,10 @@ pub use process::{
     ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack, Siginfo,
     SyscallState, ThreadRecord,
 };
+pub use security::{
+    Capabilities, FILTER_FLAG_LOG, FILTER_INSN_SIZE, MAX_FILTER_INSNS, SeccompFilterRecord,
+    SeccompMode, ThreadSecurityRecord,
+};
 
 /// The `type` field of a record frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,6 +50,10 @@ pub enum RecordType {
     OpenFile = 6,
     Fd = 7,
     FileLock = 8,
+    /// Per-thread credentials and sandboxing (records/security.rs).
+    ThreadSecurity = 9,
+    /// One seccomp filter, saved once under an objref.
+    SeccompFilter = 10,
     /// The last record: record count, checksum of checksums, pages.img length.
     Tail = 0xffff,
 }
@@ -60,6 +69,8 @@ impl RecordType {
             6 => RecordType::OpenFile,
             7 => RecordType::Fd,
             8 => RecordType::FileLock,
+            9 => RecordType::ThreadSecurity,
+            10 => RecordType::SeccompFilter,
             0xffff => RecordType::Tail,
             _ => return None,
         })
@@ -75,6 +86,8 @@ impl RecordType {
             RecordType::OpenFile => "open-file",
             RecordType::Fd => "fd",
             RecordType::FileLock => "file-lock",
+            RecordType::ThreadSecurity => "thread-security",
+            RecordType::SeccompFilter => "seccomp-filter",
             RecordType::Tail => "tail",
         }
     }
@@ -101,6 +114,8 @@ pub enum Record {
     OpenFile(OpenFileRecord),
     Fd(FdRecord),
     FileLock(FileLockRecord),
+    ThreadSecurity(ThreadSecurityRecord),
+    SeccompFilter(SeccompFilterRecord),
 }
 
 impl Record {
@@ -128,6 +143,8 @@ impl Record {
             Record::OpenFile(_) => RecordType::OpenFile,
             Record::Fd(_) => RecordType::Fd,
             Record::FileLock(_) => RecordType::FileLock,
+            Record::ThreadSecurity(_) => RecordType::ThreadSecurity,
+            Record::SeccompFilter(_) => RecordType::SeccompFilter,
         }
     }
 
@@ -142,6 +159,8 @@ impl Record {
             Record::OpenFile(r) => r.encode(out),
             Record::Fd(r) => r.encode(out),
             Record::FileLock(r) => r.encode(out),
+            Record::ThreadSecurity(r) => r.encode(out),
+            Record::SeccompFilter(r) => r.encode(out),
         }
     }
 
@@ -159,6 +178,12 @@ impl Record {
             Some(RecordType::OpenFile) => Record::OpenFile(OpenFileRecord::decode(buf)?),
             Some(RecordType::Fd) => Record::Fd(FdRecord::decode(buf)?),
             Some(RecordType::FileLock) => Record::FileLock(FileLockRecord::decode(buf)?),
+            Some(RecordType::ThreadSecurity) => {
+                Record::ThreadSecurity(ThreadSecurityRecord::decode(buf)?)
+            }
+            Some(RecordType::SeccompFilter) => {
+                Record::SeccompFilter(SeccompFilterRecord::decode(buf)?)
+            }
             Some(RecordType::Tail) => {
                 return Err(ImageError::malformed(
                     "a tail record before the end of the image",
