@@ -286,6 +286,10 @@ fn collect_and_write(
             c.report.threads += 1;
         }
     }
+    for p in &order {
+        let leader = p.threads.first().map(|&t| RemoteThread::new(t));
+        crate::tuning::write_tree_records(p.pid, &p.threads, leader.as_ref(), &mut c.writer)?;
+    }
     fault_point("processes")?;
     stages.done("processes and threads");
     for p in &order {

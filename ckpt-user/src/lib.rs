@@ -27,6 +27,7 @@ pub mod sharing;
 pub mod show;
 pub mod thread;
 pub mod tracker;
+pub mod tuning;
 
 pub use error::{Error, Result};
 use sharing::{Scope, SharingTable};

@@ -85,6 +85,7 @@ impl Totals {
                 }
                 Record::OpenFile(_) => t.open_files += 1,
                 Record::Fd(_) => t.fds += 1,
+                Record::ThreadSched(_) | Record::ProcessTuning(_) => {}
             }
         }
         debug_assert_eq!(t.pages_dumped * page, verified);
@@ -132,6 +133,8 @@ struct Index<'a> {
     objects: BTreeMap<ObjRef, &'a Record>,
     /// Open file objref → the fds (pid, fd) referring to it.
     users: BTreeMap<ObjRef, Vec<(i32, i32)>>,
+    /// Scheduling and tuning records, by pid.
+    tuning: BTreeMap<i32, Vec<&'a Record>>,
 }
 
 impl<'a> Index<'a> {
@@ -143,6 +146,7 @@ impl<'a> Index<'a> {
             fds: BTreeMap::new(),
             objects: BTreeMap::new(),
             users: BTreeMap::new(),
+            tuning: BTreeMap::new(),
         };
         for record in &image.records {
             match record {
@@ -162,6 +166,8 @@ impl<'a> Index<'a> {
                 Record::OpenFile(f) => {
                     ix.objects.insert(f.objref, record);
                 }
+                Record::ThreadSched(t) => ix.tuning.entry(t.pid).or_default().push(record),
+                Record::ProcessTuning(t) => ix.tuning.entry(t.pid).or_default().push(record),
             }
         }
         ix
@@ -335,6 +341,9 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for r in ix.tuning.get(&p.pid).map(Vec::as_slice).unwrap_or_default() {
+        let _ = writeln!(out, "  {}", crate::tuning::describe(r));
+    }
     let areas = ix.areas.get(&p.pid).map(Vec::as_slice).unwrap_or_default();
     let mapped: u64 = areas.iter().map(|a| a.len()).sum();
     let dumped: u64 = areas

@@ -47,6 +47,7 @@ pub use records::{
     ProcessRecord, ProcessState, Record, RecordType, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
     SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
 };
+pub use records::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};
 pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};
 
@@ -57,7 +58,7 @@ pub const PAGES_FILE: &str = "pages.img";
 /// First eight bytes of `ckpt.img`.
 pub const MAGIC: [u8; 8] = *b"CKPTIMG\0";
 /// The one format version this code reads and writes (see "Versioning" in IMAGE.md).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// An object reference: the number under which one shared object is saved.
 ///

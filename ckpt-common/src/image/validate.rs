@@ -65,6 +65,8 @@ struct Pass {
     processes: HashMap<i32, Process>,
     tids: HashSet<i32>,
     fds: HashSet<(i32, i32)>,
+    /// Threads and processes that already have their sched or tuning record.
+    tuned: HashSet<(RecordType, i32)>,
     /// Unix sockets already named as some socket's peer (each pairs once).
     paired: HashSet<ObjRef>,
     /// Unix sockets that name no peer (record index, objref): a later one must
@@ -427,6 +429,43 @@ fn check_record(
                 return Err(format!("fd {} of pid {} appears twice", d.fd, d.pid));
             }
             pass.refer(d.file, "file", |x| x == Defined::OpenFile, "an open file")?;
+        }
+        Record::ThreadSched(t) => {
+            pass.running(t.pid)?;
+            if !pass.tids.contains(&t.tid) {
+                return Err(format!(
+                    "scheduling state of tid {} (pid {}), which has no earlier thread record",
+                    t.tid, t.pid
+                ));
+            }
+            if !pass.tuned.insert((RecordType::ThreadSched, t.tid)) {
+                return Err(format!("tid {} has two scheduling records", t.tid));
+            }
+            if t.affinity.len() > 128 {
+                return Err(format!(
+                    "tid {}: an affinity mask of {} words (at most 128: 8192 CPUs)",
+                    t.tid,
+                    t.affinity.len()
+                ));
+            }
+        }
+        Record::ProcessTuning(p) => {
+            pass.running(p.pid)?;
+            if !pass.tuned.insert((RecordType::ProcessTuning, p.pid)) {
+                return Err(format!("pid {} has two tuning records", p.pid));
+            }
+            if !(-1000..=1000).contains(&p.oom_score_adj) {
+                return Err(format!(
+                    "pid {}: oom_score_adj {} is outside -1000..=1000",
+                    p.pid, p.oom_score_adj
+                ));
+            }
+            if p.membarrier & !crate::image::records::membarrier::ALL != 0 {
+                return Err(format!(
+                    "pid {}: unknown membarrier registrations {:#x}",
+                    p.pid, p.membarrier
+                ));
+            }
         }
     }
     Ok(())

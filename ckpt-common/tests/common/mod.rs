@@ -16,6 +16,7 @@ use ckpt_common::image::{
     SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
     records::{map, prot},
 };
+use ckpt_common::image::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};
 
 pub const PAGE: u64 = 4096;
 
@@ -85,7 +86,7 @@ impl Rng {
 /// A record of a random kind with random field values (not a consistent image).
 pub fn random_record(rng: &mut Rng) -> Record {
     let r = rng;
-    match r.below(7) {
+    match r.below(9) {
         0 => Record::Process(Box::new(ProcessRecord {
             pid: r.i32(),
             ppid: r.i32(),
@@ -347,6 +348,40 @@ pub fn random_record(rng: &mut Rng) -> Record {
             }),
             path: r.path(),
         }),
+        6 => Record::ThreadSched(Box::new(ThreadSchedRecord {
+            pid: r.i32(),
+            tid: r.i32(),
+            attr: SchedAttr {
+                policy: r.u32(),
+                flags: r.next(),
+                nice: r.i32(),
+                priority: r.u32(),
+                runtime: r.next(),
+                deadline: r.next(),
+                period: r.next(),
+                util_min: r.u32(),
+                util_max: r.u32(),
+            },
+            affinity: (0..r.below(3)).map(|_| r.next()).collect(),
+            ioprio: r.u32(),
+            timer_slack_ns: r.next(),
+            spec_store_bypass: r.string(),
+            spec_indirect_branch: r.string(),
+        })),
+        7 => Record::ProcessTuning(Box::new(ProcessTuningRecord {
+            pid: r.i32(),
+            oom_score_adj: r.i32(),
+            thp_disable: r.u32(),
+            membarrier: r.u32(),
+            mlock_future: r.u32(),
+            autogroup_nice: r.bool().then(|| r.i32()),
+            cgroups: (0..r.below(3))
+                .map(|_| CgroupMembership {
+                    controllers: r.string(),
+                    path: r.string(),
+                })
+                .collect(),
+        })),
         _ => Record::Fd(FdRecord {
             pid: r.i32(),
             fd: r.i32(),
@@ -655,6 +690,34 @@ pub fn sample_records(mut write_pages: impl FnMut(u64, &[u8]) -> PageRun) -> Vec
         )),
         fd(101, 0, pipe_r),
         fd(101, 1, pipe_w),
+        Record::ThreadSched(Box::new(ThreadSchedRecord {
+            pid: 100,
+            tid: 103,
+            attr: SchedAttr {
+                policy: 1,
+                flags: 1,
+                priority: 10,
+                util_max: 1024,
+                ..SchedAttr::default()
+            },
+            affinity: vec![0b10],
+            ioprio: 2 << 13 | 4,
+            timer_slack_ns: 50_000,
+            spec_store_bypass: "thread mitigated".into(),
+            spec_indirect_branch: "always enabled".into(),
+        })),
+        Record::ProcessTuning(Box::new(ProcessTuningRecord {
+            pid: 101,
+            oom_score_adj: 500,
+            thp_disable: 1,
+            membarrier: 1 << 4,
+            mlock_future: 2,
+            autogroup_nice: Some(3),
+            cgroups: vec![CgroupMembership {
+                controllers: String::new(),
+                path: "/ckpt.slice".into(),
+            }],
+        })),
         Record::Process(zombie),
     ]
 }

@@ -17,7 +17,8 @@ use std::{
 
 use ckpt_common::image::{
     AreaKind, FdRecord, Image, InodeKind, InodeRecord, MemoryAreaRecord, ObjRef, OpenFileRecord,
-    ProcessRecord, ProcessState, Record, SharedMemoryRecord, ThreadRecord,
+    ProcessRecord, ProcessState, ProcessTuningRecord, Record, SharedMemoryRecord, ThreadRecord,
+    ThreadSchedRecord,
     records::{map, prot},
 };
 
@@ -44,6 +45,9 @@ pub struct ProcPlan<'a> {
     /// The deleted file it runs, when its executable was deleted (see
     /// [`Plan::deleted_exe`]).
     pub deleted_exe: Option<ObjRef>,
+    /// Scheduling state of its threads and its tuning ([`crate::tuning`]).
+    pub sched: Vec<&'a ThreadSchedRecord>,
+    pub tuning: Option<&'a ProcessTuningRecord>,
 }
 
 impl ProcPlan<'_> {
@@ -142,6 +146,8 @@ impl<'a> Plan<'a> {
                         pgid: p.pgid,
                         sid: p.sid,
                         deleted_exe: None,
+                        sched: Vec::new(),
+                        tuning: None,
                     });
                 }
                 Record::Thread(t) => procs[index[&t.pid]].threads.push(t),
@@ -164,6 +170,8 @@ impl<'a> Plan<'a> {
                     open_files.insert(f.objref, f);
                 }
                 Record::SharedMemory(s) => shared.push(s),
+                Record::ThreadSched(t) => procs[index[&t.pid]].sched.push(t),
+                Record::ProcessTuning(t) => procs[index[&t.pid]].tuning = Some(t),
             }
         }
         let mut plan = Plan {
@@ -184,6 +192,10 @@ impl<'a> Plan<'a> {
         plan.check_machine()?;
         plan.map_sessions()?;
         plan.check_processes()?;
+        for p in plan.procs.iter().filter(|p| !p.is_zombie()) {
+            let own_session = plan.index.contains_key(&p.sid);
+            crate::tuning::check_plan(p.pid(), p.tuning, &p.rec.rlimits, own_session)?;
+        }
         plan.check_files()?;
         plan.check_memory()?;
         plan.trampoline = plan.pick_trampoline()?;

@@ -136,6 +136,7 @@ pub fn take_over(
         })
         .map_err(|e| Error::Other(format!("{e} (thread {})", rec.tid)))?;
     }
+    step(pid, "tuning", || crate::tuning::restore(p, &main, &threads))?;
     step(pid, "root directory", || {
         process::restore_root(&main, &p.rec.root)
     })?;

@@ -10,6 +10,7 @@
 mod files;
 mod memory;
 mod process;
+mod sched;
 
 use crate::image::std::{format, prelude::rust_2024::*};
 
@@ -27,6 +28,7 @@ pub use process::{
     ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack, Siginfo,
     SyscallState, ThreadRecord,
 };
+pub use sched::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord, membarrier};
 
 /// The `type` field of a record frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,6 +41,10 @@ pub enum RecordType {
     Inode = 5,
     OpenFile = 6,
     Fd = 7,
+    /// Per-thread scheduling state (records/sched.rs).
+    ThreadSched = 11,
+    /// Per-process tuning (records/sched.rs).
+    ProcessTuning = 12,
     /// The last record: record count, checksum of checksums, pages.img length.
     Tail = 0xffff,
 }
@@ -53,6 +59,8 @@ impl RecordType {
             5 => RecordType::Inode,
             6 => RecordType::OpenFile,
             7 => RecordType::Fd,
+            11 => RecordType::ThreadSched,
+            12 => RecordType::ProcessTuning,
             0xffff => RecordType::Tail,
             _ => return None,
         })
@@ -67,6 +75,8 @@ impl RecordType {
             RecordType::Inode => "inode",
             RecordType::OpenFile => "open-file",
             RecordType::Fd => "fd",
+            RecordType::ThreadSched => "thread-sched",
+            RecordType::ProcessTuning => "process-tuning",
             RecordType::Tail => "tail",
         }
     }
@@ -92,6 +102,8 @@ pub enum Record {
     Inode(InodeRecord),
     OpenFile(OpenFileRecord),
     Fd(FdRecord),
+    ThreadSched(Box<ThreadSchedRecord>),
+    ProcessTuning(Box<ProcessTuningRecord>),
 }
 
 impl Record {
@@ -118,6 +130,8 @@ impl Record {
             Record::Inode(_) => RecordType::Inode,
             Record::OpenFile(_) => RecordType::OpenFile,
             Record::Fd(_) => RecordType::Fd,
+            Record::ThreadSched(_) => RecordType::ThreadSched,
+            Record::ProcessTuning(_) => RecordType::ProcessTuning,
         }
     }
 
@@ -131,6 +145,8 @@ impl Record {
             Record::Inode(r) => r.encode(out),
             Record::OpenFile(r) => r.encode(out),
             Record::Fd(r) => r.encode(out),
+            Record::ThreadSched(r) => r.encode(out),
+            Record::ProcessTuning(r) => r.encode(out),
         }
     }
 
@@ -147,6 +163,12 @@ impl Record {
             Some(RecordType::Inode) => Record::Inode(InodeRecord::decode(buf)?),
             Some(RecordType::OpenFile) => Record::OpenFile(OpenFileRecord::decode(buf)?),
             Some(RecordType::Fd) => Record::Fd(FdRecord::decode(buf)?),
+            Some(RecordType::ThreadSched) => {
+                Record::ThreadSched(Box::new(ThreadSchedRecord::decode(buf)?))
+            }
+            Some(RecordType::ProcessTuning) => {
+                Record::ProcessTuning(Box::new(ProcessTuningRecord::decode(buf)?))
+            }
             Some(RecordType::Tail) => {
                 return Err(ImageError::malformed(
                     "a tail record before the end of the image",

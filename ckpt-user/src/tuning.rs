@@ -1,0 +1,874 @@
+//! Scheduling and process tuning: how the kernel runs each thread (policy, nice,
+//! every `sched_attr` field, CPU affinity, I/O priority, timer slack, speculation
+//! control) and what each process asked of it (OOM score, THP, membarrier
+//! registrations, mlockall(MCL_FUTURE), autogroup nice, cgroups), dumped and
+//! restored exactly or refused.
+//!
+//! Why it is shaped this way:
+//! - Almost all of it is read and set by ckpt from outside, on a tid or through
+//!   /proc (sched_getattr/sched_setattr, sched_{get,set}affinity, ioprio_{get,set}
+//!   with IOPRIO_WHO_PROCESS on the tid, /proc/TID/timerslack_ns — /proc/TID works
+//!   for any thread, not only leaders, and reaches that thread's own slack). Only
+//!   what the kernel offers to the calling task alone goes through the process:
+//!   PR_GET/SET_THP_DISABLE, PR_SET_SPECULATION_CTRL, membarrier and mlockall.
+//! - Restore sets each value, then reads it back through the interface it was
+//!   dumped from and fails (naming the tid or pid and the attribute) on any
+//!   difference: the kernel clamps or ignores some values silently (an affinity
+//!   outside the cpuset, a timer slack on a realtime thread), and a silent
+//!   difference is what this project must never produce.
+//! - Order matters on restore: cgroups first (the cpuset bounds the affinity, the
+//!   cpu controller the realtime budget), then per thread timer slack before the
+//!   policy (a realtime policy zeroes the slack and ignores later writes),
+//!   affinity, I/O priority, then the policy.
+//! - Facts with no userspace query (membarrier's GLOBAL_EXPEDITED registration,
+//!   mm->def_flags for mlockall) are not read yet: see [`capture_process`].
+
+use std::fs;
+
+use ckpt_common::image::{
+    CgroupMembership, ProcessTuningRecord, Rlimit, SchedAttr, ThreadSchedRecord,
+    records::membarrier,
+};
+
+use crate::{
+    error::{Error, Result},
+    inject::{Query, RemoteThread},
+    restore::remote::Remote,
+};
+
+const SCHED_DEADLINE: u32 = 6;
+const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
+const SCHED_FLAG_KEEP_ALL: u64 = 0x08 | 0x10;
+const SCHED_FLAG_UTIL_CLAMP: u64 = 0x20 | 0x40;
+const IOPRIO_WHO_PROCESS: u64 = 1;
+const PR_GET_THP_DISABLE: u64 = 42;
+const PR_SET_THP_DISABLE: u64 = 41;
+const PR_SET_SPECULATION_CTRL: u64 = 53;
+const PR_SPEC_STORE_BYPASS: u64 = 0;
+const PR_SPEC_INDIRECT_BRANCH: u64 = 1;
+const PR_SPEC_ENABLE: u64 = 1 << 1;
+const PR_SPEC_DISABLE: u64 = 1 << 2;
+const PR_SPEC_FORCE_DISABLE: u64 = 1 << 3;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: u64 = 1 << 3;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: u64 = 1 << 5;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: u64 = 1 << 7;
+
+/// The kernel's `struct sched_attr` (SCHED_ATTR_SIZE_VER1, 56 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct RawSchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+    util_min: u32,
+    util_max: u32,
+}
+
+fn os_err(what: String) -> Error {
+    Error::io(what, std::io::Error::last_os_error())
+}
+
+fn sched_getattr(tid: i32) -> Result<SchedAttr> {
+    let mut a = RawSchedAttr::default();
+    let size = std::mem::size_of::<RawSchedAttr>() as u32;
+    // SAFETY: sched_getattr writes at most `size` bytes into `a`.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_getattr, tid, &mut a, size, 0) };
+    if rc < 0 {
+        return Err(os_err(format!("tid {tid}: sched_getattr")));
+    }
+    Ok(SchedAttr {
+        policy: a.policy,
+        flags: a.flags,
+        nice: a.nice,
+        priority: a.priority,
+        runtime: a.runtime,
+        deadline: a.deadline,
+        period: a.period,
+        util_min: a.util_min,
+        util_max: a.util_max,
+    })
+}
+
+fn sched_setattr(tid: i32, s: &SchedAttr, flags: u64) -> Result<()> {
+    let a = RawSchedAttr {
+        size: std::mem::size_of::<RawSchedAttr>() as u32,
+        policy: s.policy,
+        flags,
+        nice: s.nice,
+        priority: s.priority,
+        runtime: s.runtime,
+        deadline: s.deadline,
+        period: s.period,
+        util_min: s.util_min,
+        util_max: s.util_max,
+    };
+    // SAFETY: sched_setattr reads one sched_attr of the size it names.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &a, 0) };
+    if rc < 0 {
+        return Err(os_err(format!(
+            "tid {tid}: sched_setattr(policy {}, flags {flags:#x}, nice {}, priority {}, \
+             util {}..{})",
+            s.policy, s.nice, s.priority, s.util_min, s.util_max
+        )));
+    }
+    Ok(())
+}
+
+fn getaffinity(tid: i32) -> Result<Vec<u64>> {
+    let mut mask = [0u64; 128];
+    // SAFETY: the kernel writes at most size_of_val(mask) bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            tid,
+            std::mem::size_of_val(&mask),
+            mask.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(os_err(format!("tid {tid}: sched_getaffinity")));
+    }
+    let mut words = mask[..(rc as usize / 8).min(128)].to_vec();
+    while words.last() == Some(&0) {
+        words.pop();
+    }
+    Ok(words)
+}
+
+fn setaffinity(tid: i32, words: &[u64]) -> Result<()> {
+    // SAFETY: the kernel reads size_of_val(words) bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            tid,
+            std::mem::size_of_val(words),
+            words.as_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(os_err(format!(
+            "tid {tid}: sched_setaffinity({})",
+            mask_text(words)
+        )));
+    }
+    Ok(())
+}
+
+fn mask_text(words: &[u64]) -> String {
+    if words.is_empty() {
+        return "0".into();
+    }
+    words
+        .iter()
+        .rev()
+        .map(|w| format!("{w:016x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn ioprio_get(tid: i32) -> Result<u32> {
+    // SAFETY: ioprio_get takes two integers.
+    let rc = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid) };
+    if rc < 0 {
+        return Err(os_err(format!("tid {tid}: ioprio_get")));
+    }
+    Ok(rc as u32)
+}
+
+fn ioprio_set(tid: i32, prio: u32) -> Result<()> {
+    // SAFETY: ioprio_set takes three integers.
+    let rc = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, prio) };
+    if rc < 0 {
+        return Err(os_err(format!(
+            "tid {tid}: ioprio_set(class {}, data {})",
+            prio >> 13,
+            prio & 0x1fff
+        )));
+    }
+    Ok(())
+}
+
+fn read_trim(path: &str) -> Result<String> {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| Error::io(format!("reading {path}"), e))
+}
+
+fn timer_slack(tid: i32) -> Result<u64> {
+    let path = format!("/proc/{tid}/timerslack_ns");
+    read_trim(&path)?
+        .parse()
+        .map_err(|_| Error::Other(format!("{path}: not a number")))
+}
+
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// What to pass to PR_SET_SPECULATION_CTRL to bring a thread to the /proc status
+/// `state`: `Ok(None)` for the states the whole machine decides (nothing per
+/// thread to set), `Err` for a state ckpt does not know how to set.
+fn spec_ctrl(which: u64, state: &str) -> std::result::Result<Option<u64>, ()> {
+    let set = match (which, state) {
+        (PR_SPEC_STORE_BYPASS, "thread force mitigated")
+        | (PR_SPEC_INDIRECT_BRANCH, "conditional force disabled") => PR_SPEC_FORCE_DISABLE,
+        (PR_SPEC_STORE_BYPASS, "thread mitigated")
+        | (PR_SPEC_INDIRECT_BRANCH, "conditional disabled") => PR_SPEC_DISABLE,
+        (PR_SPEC_STORE_BYPASS, "thread vulnerable")
+        | (PR_SPEC_INDIRECT_BRANCH, "conditional enabled") => PR_SPEC_ENABLE,
+        (
+            PR_SPEC_STORE_BYPASS,
+            "" | "unknown" | "not vulnerable" | "globally mitigated" | "vulnerable",
+        )
+        | (
+            PR_SPEC_INDIRECT_BRANCH,
+            "" | "unknown" | "unsupported" | "not affected" | "always enabled" | "always disabled",
+        ) => return Ok(None),
+        _ => return Err(()),
+    };
+    Ok(Some(set))
+}
+
+const SPEC_STORE: &str = "Speculation_Store_Bypass:";
+const SPEC_BRANCH: &str = "SpeculationIndirectBranch:";
+
+/// Dump: the scheduling state of thread `tid` of `pid` (frozen), read from outside.
+pub fn capture_thread(pid: i32, tid: i32) -> Result<ThreadSchedRecord> {
+    let attr = sched_getattr(tid)?;
+    if attr.policy == SCHED_DEADLINE {
+        return Err(Error::Other(format!(
+            "pid {pid} tid {tid}: scheduling policy SCHED_DEADLINE (runtime {} ns, deadline {} \
+             ns, period {} ns): not yet supported by ckpt dump",
+            attr.runtime, attr.deadline, attr.period
+        )));
+    }
+    let status = read_trim(&format!("/proc/{pid}/task/{tid}/status"))?;
+    let spec_store_bypass = status_field(&status, SPEC_STORE);
+    let spec_indirect_branch = status_field(&status, SPEC_BRANCH);
+    for (which, name, state) in [
+        (PR_SPEC_STORE_BYPASS, SPEC_STORE, &spec_store_bypass),
+        (PR_SPEC_INDIRECT_BRANCH, SPEC_BRANCH, &spec_indirect_branch),
+    ] {
+        if spec_ctrl(which, state).is_err() {
+            return Err(Error::Other(format!(
+                "pid {pid} tid {tid}: speculation control {} {state:?}: not yet supported by \
+                 ckpt dump",
+                name.trim_end_matches(':')
+            )));
+        }
+    }
+    Ok(ThreadSchedRecord {
+        pid,
+        tid,
+        attr,
+        affinity: getaffinity(tid)?,
+        ioprio: ioprio_get(tid)?,
+        timer_slack_ns: timer_slack(tid)?,
+        spec_store_bypass,
+        spec_indirect_branch,
+    })
+}
+
+/// The lines of /proc/PID/cgroup (or /proc/PID/task/TID/cgroup) as memberships.
+fn cgroups(path: &str) -> Result<Vec<CgroupMembership>> {
+    Ok(read_trim(path)?
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _id = parts.next()?;
+            Some(CgroupMembership {
+                controllers: parts.next()?.to_string(),
+                path: parts.next()?.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// The nice value of /proc/PID/autogroup (`/autogroup-25 nice 0`), None when the
+/// kernel has no autogroups.
+fn autogroup_nice(pid: i32) -> Result<Option<i32>> {
+    let path = format!("/proc/{pid}/autogroup");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {path}"), e)),
+    };
+    text.split_whitespace()
+        .skip_while(|w| *w != "nice")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .map(Some)
+        .ok_or_else(|| Error::Other(format!("{path}: no nice value in {:?}", text.trim())))
+}
+
+/// Dump: the tuning of process `pid` (frozen); `leader` answers what only the
+/// process itself can be asked (THP, membarrier registrations).
+///
+/// membarrier's private registrations are found by issuing each expedited
+/// command in the process: a registered one is a plain barrier (harmless), an
+/// unregistered one fails with EPERM. Neither the GLOBAL_EXPEDITED registration
+/// nor mlockall(MCL_FUTURE) (`mm->def_flags`) can be asked from userspace; they
+/// need a kernel read that is not there yet, so they are recorded as absent.
+pub fn capture_process(pid: i32, leader: &RemoteThread) -> Result<ProcessTuningRecord> {
+    let threads = crate::procfs::threads(pid);
+    let mine = cgroups(&format!("/proc/{pid}/cgroup"))?;
+    for tid in threads.iter().filter(|&&t| t != pid) {
+        let theirs = cgroups(&format!("/proc/{pid}/task/{tid}/cgroup"))?;
+        if theirs != mine {
+            let (a, b) = theirs
+                .iter()
+                .zip(&mine)
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| (a.path.clone(), b.path.clone()))
+                .unwrap_or_default();
+            return Err(Error::Other(format!(
+                "pid {pid} tid {tid}: cgroup {a} differs from its process's {b} (a threaded \
+                 cgroup): not yet supported by ckpt dump"
+            )));
+        }
+    }
+    let oom_score_adj: i32 = read_trim(&format!("/proc/{pid}/oom_score_adj"))?
+        .parse()
+        .map_err(|_| Error::Other(format!("pid {pid}: oom_score_adj is not a number")))?;
+    let answers = leader.query(&[
+        Query::new(libc::SYS_prctl, &[PR_GET_THP_DISABLE, 0, 0, 0, 0]),
+        Query::new(
+            libc::SYS_membarrier,
+            &[MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0],
+        ),
+        Query::new(
+            libc::SYS_membarrier,
+            &[MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0],
+        ),
+        Query::new(
+            libc::SYS_membarrier,
+            &[MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0],
+        ),
+    ])?;
+    let rc = |i: usize| answers.get(i).map_or(-(libc::ENOSYS as i64), |a| a.0);
+    let thp = rc(0);
+    if thp < 0 {
+        return Err(Error::Other(format!(
+            "pid {pid}: prctl(PR_GET_THP_DISABLE): {}",
+            std::io::Error::from_raw_os_error(-thp as i32)
+        )));
+    }
+    let mut registered = 0;
+    for (i, bit) in [
+        (1, membarrier::REGISTER_PRIVATE_EXPEDITED),
+        (2, membarrier::REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
+        (3, membarrier::REGISTER_PRIVATE_EXPEDITED_RSEQ),
+    ] {
+        match rc(i) {
+            0 => registered |= bit,
+            // Not registered (EPERM), or not available here (EINVAL): nothing to
+            // give back either way.
+            r if r == -(libc::EPERM as i64) || r == -(libc::EINVAL as i64) => {}
+            r => {
+                return Err(Error::Other(format!(
+                    "pid {pid}: probing membarrier registration {bit:#x}: {}",
+                    std::io::Error::from_raw_os_error(-r as i32)
+                )));
+            }
+        }
+    }
+    Ok(ProcessTuningRecord {
+        pid,
+        oom_score_adj,
+        thp_disable: thp as u32,
+        membarrier: registered,
+        mlock_future: 0,
+        autogroup_nice: autogroup_nice(pid)?,
+        cgroups: mine,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Restore
+
+/// Where each cgroup hierarchy is mounted here, keyed by its controllers as
+/// /proc/PID/cgroup names them (`""` for cgroup v2).
+fn cgroup_mounts() -> Vec<(String, String)> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let rfields: Vec<&str> = right.split(' ').collect();
+        let (Some(root), Some(mount), Some(fstype), Some(opts)) = (
+            fields.get(3),
+            fields.get(4),
+            rfields.first(),
+            rfields.get(2),
+        ) else {
+            continue;
+        };
+        if *root != "/" {
+            continue;
+        }
+        match *fstype {
+            "cgroup2" => out.push((String::new(), mount.to_string())),
+            "cgroup" => {
+                let controllers: Vec<&str> = opts
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(*o, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime")
+                            && !o.starts_with("release_agent")
+                            && *o != "xattr"
+                            && *o != "clone_children"
+                            && *o != "noprefix"
+                            && *o != "cpuset_v2_mode"
+                            && *o != "favordynmods"
+                    })
+                    .collect();
+                out.push((controllers.join(","), mount.to_string()));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn same_controllers(a: &str, b: &str) -> bool {
+    let mut a: Vec<&str> = a.split(',').collect();
+    let mut b: Vec<&str> = b.split(',').collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
+/// The cgroup.procs files `t`'s process must be written into: one for every
+/// hierarchy where the dumped path differs from ckpt's own (which every helper
+/// inherited). Fails, naming the pid, the hierarchy and the path, when such a
+/// cgroup does not exist here.
+fn cgroup_moves(t: &ProcessTuningRecord) -> Result<Vec<String>> {
+    let mine = cgroups("/proc/self/cgroup")?;
+    let mounts = cgroup_mounts();
+    let mut moves = Vec::new();
+    for c in &t.cgroups {
+        let own = mine
+            .iter()
+            .find(|m| same_controllers(&m.controllers, &c.controllers));
+        if own.is_some_and(|m| m.path == c.path) {
+            continue;
+        }
+        let hierarchy = if c.controllers.is_empty() {
+            "cgroup v2".to_string()
+        } else {
+            format!("cgroup v1 {}", c.controllers)
+        };
+        let Some((_, mount)) = mounts
+            .iter()
+            .find(|(ctl, _)| same_controllers(ctl, &c.controllers))
+        else {
+            return Err(Error::Other(format!(
+                "pid {}: {hierarchy} path {} cannot be restored: that hierarchy is not mounted \
+                 here",
+                t.pid, c.path
+            )));
+        };
+        let procs = format!("{mount}{}/cgroup.procs", c.path.trim_end_matches('/'));
+        if !std::path::Path::new(&procs).exists() {
+            return Err(Error::Other(format!(
+                "pid {}: {hierarchy} path {} does not exist here ({procs})",
+                t.pid, c.path
+            )));
+        }
+        moves.push(procs);
+    }
+    Ok(moves)
+}
+
+/// Restore, plan stage (before anything is created): whatever of `tuning` and
+/// `rlimits` cannot be given back here is an error naming the pid.
+///
+/// `own_session` tells whether the process will be in a session of the restored
+/// tree (else it joins ckpt's, and with it ckpt's autogroup, which restore must
+/// not change for everyone in it).
+pub fn check_plan(
+    pid: i32,
+    tuning: Option<&ProcessTuningRecord>,
+    rlimits: &[Rlimit],
+    own_session: bool,
+) -> Result<()> {
+    check_rlimits(pid, rlimits)?;
+    let Some(t) = tuning else {
+        return Ok(());
+    };
+    cgroup_moves(t)?;
+    if let Some(nice) = t.autogroup_nice {
+        let mine = autogroup_nice(std::process::id() as i32)?;
+        match mine {
+            None => {
+                return Err(Error::Other(format!(
+                    "pid {pid}: autogroup nice {nice} cannot be restored: this kernel has no \
+                     autogroups"
+                )));
+            }
+            Some(m) if !own_session && m != nice => {
+                return Err(Error::Other(format!(
+                    "pid {pid}: autogroup nice {nice}, but it is restored into ckpt's session, \
+                     whose autogroup has nice {m}"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+const RLIMIT_NOFILE: u32 = 7;
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// A hard limit above ckpt's own cannot be raised without CAP_SYS_RESOURCE, and no
+/// RLIMIT_NOFILE above fs.nr_open can be set at all.
+fn check_rlimits(pid: i32, rlimits: &[Rlimit]) -> Result<()> {
+    let privileged = crate::privileges::has_cap(CAP_SYS_RESOURCE);
+    let nr_open: u64 = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    for l in rlimits {
+        let mut own = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit64 reading one rlimit64 of this process.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                l.resource,
+                std::ptr::null::<libc::rlimit64>(),
+                &mut own as *mut libc::rlimit64,
+            )
+        };
+        if rc < 0 {
+            return Err(os_err(format!("prlimit(resource {}) of ckpt", l.resource)));
+        }
+        let limit = |v: u64| {
+            if v == u64::MAX {
+                "unlimited".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        if l.max > own.rlim_max && !privileged {
+            return Err(Error::Other(format!(
+                "pid {pid}: resource limit {} ({}) has hard limit {}, above ckpt's {}, which \
+                 ckpt cannot raise without CAP_SYS_RESOURCE; nothing was created",
+                l.resource,
+                rlimit_name(l.resource),
+                limit(l.max),
+                limit(own.rlim_max)
+            )));
+        }
+        if l.resource == RLIMIT_NOFILE && l.max > nr_open {
+            return Err(Error::Other(format!(
+                "pid {pid}: resource limit {} (RLIMIT_NOFILE) has hard limit {}, above \
+                 fs.nr_open here ({nr_open}); nothing was created",
+                l.resource,
+                limit(l.max)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn rlimit_name(resource: u32) -> &'static str {
+    const NAMES: [&str; 16] = [
+        "RLIMIT_CPU",
+        "RLIMIT_FSIZE",
+        "RLIMIT_DATA",
+        "RLIMIT_STACK",
+        "RLIMIT_CORE",
+        "RLIMIT_RSS",
+        "RLIMIT_NPROC",
+        "RLIMIT_NOFILE",
+        "RLIMIT_MEMLOCK",
+        "RLIMIT_AS",
+        "RLIMIT_LOCKS",
+        "RLIMIT_SIGPENDING",
+        "RLIMIT_MSGQUEUE",
+        "RLIMIT_NICE",
+        "RLIMIT_RTPRIO",
+        "RLIMIT_RTTIME",
+    ];
+    NAMES.get(resource as usize).copied().unwrap_or("unknown")
+}
+
+/// Restore: the process's cgroups, written from ckpt while every thread is
+/// stopped (before anything about scheduling, which the cgroups bound).
+pub fn restore_cgroups(t: &ProcessTuningRecord) -> Result<()> {
+    for procs in cgroup_moves(t)? {
+        fs::write(&procs, t.pid.to_string())
+            .map_err(|e| Error::io(format!("pid {}: writing it to {procs}", t.pid), e))?;
+    }
+    Ok(())
+}
+
+fn differs(tid: i32, what: &str, want: impl std::fmt::Debug, got: impl std::fmt::Debug) -> Error {
+    Error::Other(format!(
+        "tid {tid}: {what} is {got:?} after restore, not {want:?} as dumped"
+    ))
+}
+
+/// Restore: one thread's scheduling state, set from ckpt on the stopped thread
+/// (`remote` is that thread, for speculation control, which only a thread can set
+/// on itself) and read back.
+pub fn restore_thread(s: &ThreadSchedRecord, remote: &Remote) -> Result<()> {
+    let tid = s.tid;
+    // Timer slack first: a realtime policy zeroes it and ignores later writes.
+    if s.timer_slack_ns != 0 && timer_slack(tid)? != s.timer_slack_ns {
+        let path = format!("/proc/{tid}/timerslack_ns");
+        fs::write(&path, s.timer_slack_ns.to_string())
+            .map_err(|e| Error::io(format!("tid {tid}: writing {path}"), e))?;
+    }
+    if getaffinity(tid)? != s.affinity {
+        setaffinity(tid, &s.affinity)?;
+    }
+    let got = getaffinity(tid)?;
+    if got != s.affinity {
+        return Err(differs(
+            tid,
+            "CPU affinity",
+            mask_text(&s.affinity),
+            mask_text(&got),
+        ));
+    }
+    if ioprio_get(tid)? != s.ioprio {
+        ioprio_set(tid, s.ioprio)?;
+    }
+    let got = ioprio_get(tid)?;
+    if got != s.ioprio {
+        return Err(differs(tid, "I/O priority", s.ioprio, got));
+    }
+    sched_setattr(tid, &s.attr, s.attr.flags & SCHED_FLAG_RESET_ON_FORK)?;
+    let now = sched_getattr(tid)?;
+    if (now.util_min, now.util_max) != (s.attr.util_min, s.attr.util_max) {
+        // Only clamps the thread had set differ from what its policy gives it.
+        sched_setattr(
+            tid,
+            &s.attr,
+            (s.attr.flags & SCHED_FLAG_RESET_ON_FORK) | SCHED_FLAG_KEEP_ALL | SCHED_FLAG_UTIL_CLAMP,
+        )?;
+    }
+    let got = sched_getattr(tid)?;
+    if got != s.attr {
+        return Err(differs(tid, "sched_attr", s.attr, got));
+    }
+    let got = timer_slack(tid)?;
+    if got != s.timer_slack_ns {
+        return Err(differs(tid, "timer slack (ns)", s.timer_slack_ns, got));
+    }
+    restore_speculation(s, remote)
+}
+
+fn restore_speculation(s: &ThreadSchedRecord, remote: &Remote) -> Result<()> {
+    let tid = s.tid;
+    let path = format!("/proc/{}/task/{tid}/status", s.pid);
+    let status = read_trim(&path)?;
+    for (which, name, want) in [
+        (PR_SPEC_STORE_BYPASS, SPEC_STORE, &s.spec_store_bypass),
+        (
+            PR_SPEC_INDIRECT_BRANCH,
+            SPEC_BRANCH,
+            &s.spec_indirect_branch,
+        ),
+    ] {
+        if status_field(&status, name) == *want {
+            continue;
+        }
+        if let Ok(Some(ctrl)) = spec_ctrl(which, want) {
+            remote.call(
+                || format!("tid {tid}: prctl(PR_SET_SPECULATION_CTRL, {which}, {ctrl:#x})"),
+                libc::SYS_prctl,
+                &[PR_SET_SPECULATION_CTRL, which, ctrl, 0, 0],
+            )?;
+        }
+        let got = status_field(&read_trim(&path)?, name);
+        if got != *want {
+            return Err(differs(tid, name.trim_end_matches(':'), want, got));
+        }
+    }
+    Ok(())
+}
+
+/// Restore: the process-wide tuning, set in the stopped process (`main` is its
+/// main thread) once its memory is mapped, and read back where it can be.
+pub fn restore_process(t: &ProcessTuningRecord, main: &Remote) -> Result<()> {
+    let pid = t.pid;
+    let path = format!("/proc/{pid}/oom_score_adj");
+    // Written only when it differs: a privileged write also sets the floor an
+    // unprivileged process may lower it to (oom_score_adj_min).
+    if read_trim(&path)? != t.oom_score_adj.to_string() {
+        fs::write(&path, t.oom_score_adj.to_string())
+            .map_err(|e| Error::io(format!("pid {pid}: writing {path}"), e))?;
+    }
+    let (disable, flags) = (u64::from(t.thp_disable & 1), u64::from(t.thp_disable & !1));
+    main.call(
+        || format!("pid {pid}: prctl(PR_SET_THP_DISABLE, {disable}, {flags:#x})"),
+        libc::SYS_prctl,
+        &[PR_SET_THP_DISABLE, disable, flags, 0, 0],
+    )?;
+    let got = main.call(
+        || format!("pid {pid}: prctl(PR_GET_THP_DISABLE)"),
+        libc::SYS_prctl,
+        &[PR_GET_THP_DISABLE, 0, 0, 0, 0],
+    )?;
+    if got != u64::from(t.thp_disable) {
+        return Err(Error::Other(format!(
+            "pid {pid}: THP disable is {got} after restore, not {} as dumped",
+            t.thp_disable
+        )));
+    }
+    for bit in [
+        membarrier::REGISTER_GLOBAL_EXPEDITED,
+        membarrier::REGISTER_PRIVATE_EXPEDITED,
+        membarrier::REGISTER_PRIVATE_EXPEDITED_SYNC_CORE,
+        membarrier::REGISTER_PRIVATE_EXPEDITED_RSEQ,
+    ] {
+        if t.membarrier & bit != 0 {
+            main.call(
+                || format!("pid {pid}: membarrier(register {bit:#x})"),
+                libc::SYS_membarrier,
+                &[u64::from(bit), 0, 0],
+            )?;
+        }
+    }
+    if t.mlock_future != 0 {
+        main.call(
+            || format!("pid {pid}: mlockall({:#x})", t.mlock_future),
+            libc::SYS_mlockall,
+            &[u64::from(t.mlock_future)],
+        )?;
+    }
+    if let Some(nice) = t.autogroup_nice
+        && autogroup_nice(pid)? != Some(nice)
+    {
+        let path = format!("/proc/{pid}/autogroup");
+        fs::write(&path, nice.to_string())
+            .map_err(|e| Error::io(format!("pid {pid}: writing {path}"), e))?;
+        let got = autogroup_nice(pid)?;
+        if got != Some(nice) {
+            return Err(Error::Other(format!(
+                "pid {pid}: autogroup nice is {got:?} after restore, not {nice} as dumped"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Dump: the tuning record of process `pid` and the scheduling record of each of
+/// its `threads` (a zombie, with no threads and no `leader`, has none).
+pub fn write_tree_records(
+    pid: i32,
+    threads: &[i32],
+    leader: Option<&RemoteThread>,
+    writer: &mut ckpt_common::image::ImageWriter,
+) -> Result<()> {
+    use ckpt_common::image::Record;
+    let Some(leader) = leader else {
+        return Ok(());
+    };
+    writer.write(&Record::ProcessTuning(Box::new(capture_process(
+        pid, leader,
+    )?)))?;
+    for &tid in threads {
+        writer.write(&Record::ThreadSched(Box::new(capture_thread(pid, tid)?)))?;
+    }
+    Ok(())
+}
+
+/// Restore, in takeover: everything of this module for process `p`, whose
+/// threads all exist and are stopped (`threads`: each thread's record and
+/// Remote), after its memory is mapped and before its credentials change.
+pub fn restore(
+    p: &crate::restore::plan::ProcPlan,
+    main: &Remote,
+    threads: &[(&&ckpt_common::image::ThreadRecord, Remote)],
+) -> Result<()> {
+    if let Some(t) = p.tuning {
+        restore_cgroups(t)?;
+    }
+    for s in &p.sched {
+        let remote = threads
+            .iter()
+            .find(|(rec, _)| rec.tid == s.tid)
+            .map(|(_, r)| r)
+            .ok_or_else(|| Error::Other(format!("tid {}: no thread to restore into", s.tid)))?;
+        restore_thread(s, remote)?;
+    }
+    if let Some(t) = p.tuning {
+        restore_process(t, main)?;
+    }
+    Ok(())
+}
+
+/// One line of `ckpt show` for a scheduling or tuning record.
+pub fn describe(r: &ckpt_common::image::Record) -> String {
+    use ckpt_common::image::Record;
+    match r {
+        Record::ThreadSched(s) => {
+            let a = &s.attr;
+            format!(
+                "thread {} scheduling: policy {}{}, nice {}, priority {}, util {}..{}, \
+                 affinity {}, ioprio class {} data {}, timer slack {} ns{}{}",
+                s.tid,
+                a.policy,
+                if a.flags & SCHED_FLAG_RESET_ON_FORK != 0 {
+                    " (reset on fork)"
+                } else {
+                    ""
+                },
+                a.nice,
+                a.priority,
+                a.util_min,
+                a.util_max,
+                mask_text(&s.affinity),
+                s.ioprio >> 13,
+                s.ioprio & 0x1fff,
+                s.timer_slack_ns,
+                if s.spec_store_bypass.is_empty() {
+                    String::new()
+                } else {
+                    format!(", store bypass {}", s.spec_store_bypass)
+                },
+                if s.spec_indirect_branch.is_empty() {
+                    String::new()
+                } else {
+                    format!(", indirect branch {}", s.spec_indirect_branch)
+                },
+            )
+        }
+        Record::ProcessTuning(t) => format!(
+            "tuning: oom_score_adj {}, THP disable {}, membarrier {:#x}, mlockall future {:#x}, \
+             autogroup nice {}, cgroups {}",
+            t.oom_score_adj,
+            t.thp_disable,
+            t.membarrier,
+            t.mlock_future,
+            t.autogroup_nice
+                .map_or_else(|| "none".to_string(), |n| n.to_string()),
+            t.cgroups
+                .iter()
+                .map(|c| format!("{}:{}", c.controllers, c.path))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,262 @@
+//! Workloads for `tests/tests/tuning.rs`: `wl-tuning <scenario> <dir>`, with the
+//! protocol of wl-restore (setsid, `<dir>/ready` = `READY <pid> [tids...]`, wait
+//! for `<dir>/go`, PASS/FAIL lines then `DONE` in `<dir>/result`). After DONE each
+//! workload stays alive (the test reads /proc of the restored process, then the
+//! harness kills the session).
+
+use std::{io, time::Duration};
+
+use ckpt_tests::wl::{close, fork, getpid, open, write_all};
+
+static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn path(name: &str) -> String {
+    format!("{}/{name}", DIR.get().expect("dir set"))
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn wait_go() {
+    while !std::path::Path::new(&path("go")).exists() {
+        sleep_ms(5);
+    }
+}
+
+fn line(text: &str) {
+    let fd = open(
+        &path("result"),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+        0o644,
+    );
+    write_all(fd, format!("{text}\n").as_bytes());
+    close(fd);
+}
+
+fn report(who: &str, ok: bool, what: &str) {
+    line(&format!(
+        "{} {who}: {what}",
+        if ok { "PASS" } else { "FAIL" }
+    ));
+}
+
+fn ready(pids: &[i32]) {
+    let mut s = String::from("READY");
+    for p in pids {
+        s.push_str(&format!(" {p}"));
+    }
+    s.push('\n');
+    let tmp = path("ready.tmp");
+    std::fs::write(&tmp, s).expect("ready.tmp");
+    std::fs::rename(&tmp, path("ready")).expect("ready");
+}
+
+fn done_and_park() -> ! {
+    line("DONE");
+    loop {
+        sleep_ms(1000);
+    }
+}
+
+fn gettid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// The kernel's struct sched_attr (SCHED_ATTR_SIZE_VER1).
+#[repr(C)]
+#[derive(Default)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+    util_min: u32,
+    util_max: u32,
+}
+
+fn sched_setattr(tid: i32, policy: u32, flags: u64, nice: i32, priority: u32) {
+    let a = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy,
+        flags,
+        nice,
+        priority,
+        ..SchedAttr::default()
+    };
+    // SAFETY: sched_setattr reads one sched_attr.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &a, 0) };
+    assert!(rc == 0, "sched_setattr: {}", io::Error::last_os_error());
+}
+
+fn policy_of(tid: i32) -> i32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::sched_getscheduler(tid) }
+}
+
+fn ioprio_set(tid: i32, class: u32, data: u32) {
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, tid, class << 13 | data) };
+    assert!(rc == 0, "ioprio_set: {}", io::Error::last_os_error());
+}
+
+fn set_affinity(tid: i32, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET on a local set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: sched_setaffinity reads one cpu_set_t.
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
+    assert!(rc == 0, "sched_setaffinity: {}", io::Error::last_os_error());
+}
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+fn membarrier(cmd: libc::c_long) -> i64 {
+    // SAFETY: membarrier takes integers only.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
+    if rc < 0 {
+        -(io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+    } else {
+        rc
+    }
+}
+
+/// Every per-thread and per-process setting at once, in two threads:
+/// - main: SCHED_BATCH nice 7, ioprio idle, timer slack 123456 ns;
+/// - worker: SCHED_FIFO 10 with SCHED_RESET_ON_FORK, CPU 1 only (0 on a single
+///   CPU), ioprio best-effort 2;
+/// - process: oom_score_adj 345, THP disabled, membarrier private expedited
+///   registered, autogroup nice 4 (its own session's autogroup).
+///
+/// After go, it checks from the inside what only use shows: an expedited
+/// membarrier succeeds (EPERM if the registration was lost), and a child forked by
+/// the worker runs SCHED_OTHER (reset on fork still acts).
+fn tuned() {
+    let me = getpid();
+    std::fs::write("/proc/self/oom_score_adj", "345").expect("oom_score_adj");
+    std::fs::write("/proc/self/autogroup", "4").expect("autogroup");
+    // SAFETY: plain prctl calls on this process.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0), 0);
+        assert_eq!(libc::prctl(libc::PR_SET_TIMERSLACK, 123_456, 0, 0, 0), 0);
+    }
+    assert_eq!(membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED), 0);
+    sched_setattr(me, libc::SCHED_BATCH as u32, 0, 7, 0);
+    ioprio_set(me, 3, 0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let tid = gettid();
+        set_affinity(tid, if cpus > 1 { 1 } else { 0 });
+        ioprio_set(tid, 2, 2);
+        // SCHED_FLAG_RESET_ON_FORK.
+        sched_setattr(tid, libc::SCHED_FIFO as u32, 1, 0, 10);
+        tx.send(tid).unwrap();
+        wait_go();
+        let child = fork();
+        if child == 0 {
+            let p = policy_of(0);
+            // SAFETY: leaving the forked child without unwinding.
+            unsafe { libc::_exit(if p == libc::SCHED_OTHER { 0 } else { p + 10 }) };
+        }
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(child, &mut st, 0) };
+        let code = libc::WEXITSTATUS(st);
+        report(
+            "reset-on-fork",
+            libc::WIFEXITED(st) && code == 0,
+            &format!(
+                "a child forked by the SCHED_FIFO thread after restore runs SCHED_OTHER (exit \
+                 {code}: policy + 10 otherwise)"
+            ),
+        );
+        // The thread stays: the test reads its state after DONE.
+        done_tx.send(()).unwrap();
+        loop {
+            sleep_ms(1000);
+        }
+    });
+    let tid = rx.recv().unwrap();
+    ready(&[me, tid]);
+    wait_go();
+    let rc = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+    report(
+        "membarrier",
+        rc == 0,
+        &format!("MEMBARRIER_CMD_PRIVATE_EXPEDITED returns {rc} (-1 = EPERM: not registered)"),
+    );
+    done_rx.recv().unwrap();
+    done_and_park();
+}
+
+/// A thread with SCHED_DEADLINE (which dump refuses): it only has to stay alive.
+fn deadline() {
+    let me = getpid();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let tid = gettid();
+        let a = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            policy: 6,
+            runtime: 1_000_000,
+            deadline: 50_000_000,
+            period: 100_000_000,
+            ..SchedAttr::default()
+        };
+        // SAFETY: sched_setattr reads one sched_attr.
+        let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &a, 0) };
+        assert!(rc == 0, "SCHED_DEADLINE: {}", io::Error::last_os_error());
+        tx.send(tid).unwrap();
+        loop {
+            sleep_ms(10);
+        }
+    });
+    let tid = rx.recv().unwrap();
+    ready(&[me, tid]);
+    wait_go();
+    done_and_park();
+}
+
+/// Moves itself into the cgroup whose cgroup.procs path is in `<dir>/cgroup`.
+fn cgroup() {
+    let procs = std::fs::read_to_string(path("cgroup")).expect("cgroup file");
+    std::fs::write(procs.trim(), "0").expect("joining the cgroup");
+    ready(&[getpid()]);
+    wait_go();
+    report("cgroup", true, "running after go");
+    done_and_park();
+}
+
+/// Nothing but waiting (for the resource-limit tests: the limits come from prlimit).
+fn idle() {
+    ready(&[getpid()]);
+    wait_go();
+    report("idle", true, "running after go");
+    done_and_park();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    assert!(args.len() == 3, "usage: wl-tuning <scenario> <dir>");
+    DIR.set(args[2].clone()).expect("once");
+    // SAFETY: plain syscall; the spawner does not make us a group leader.
+    if unsafe { libc::setsid() } < 0 {
+        panic!("setsid: {}", io::Error::last_os_error());
+    }
+    match args[1].as_str() {
+        "tuned" => tuned(),
+        "deadline" => deadline(),
+        "cgroup" => cgroup(),
+        "idle" => idle(),
+        other => panic!("unknown scenario {other}"),
+    }
+}
