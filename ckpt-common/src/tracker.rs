@@ -147,6 +147,12 @@ pub struct Offsets {
     pub regs_si: u32,
     pub regs_dx: u32,
     pub regs_r10: u32,
+    /// `task_struct.mm`, `mm_struct.membarrier_state` and `mm_struct.def_flags`,
+    /// for the task-facts iterator ([`TaskFacts`]); a field this kernel lacks
+    /// (membarrier_state without CONFIG_MEMBARRIER) is 0 and its fact is not read.
+    pub task_mm: u32,
+    pub mm_membarrier_state: u32,
+    pub mm_def_flags: u32,
     /// Bytes to read at once from each struct so that every field above is
     /// inside (see [`WINDOW_BYTES`]).
     pub fdt_window: u32,
@@ -234,6 +240,26 @@ pub const MAP_PIPES: &str = "CKPT_PIPES";
 pub const MAP_EVENTS: &str = "CKPT_EVENTS";
 pub const MAP_STATS: &str = "CKPT_STATS";
 pub const MAP_CONFIG: &str = "CKPT_CONFIG";
+
+/// Facts about one thread-group leader that no syscall reports, written by the
+/// `iter/task` program (one record per leader, in the iterator's output) for the
+/// kinds of state that need them (scheduling and tuning: membarrier
+/// registrations, mlockall(MCL_FUTURE)). Raw kernel values: userspace interprets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskFacts {
+    pub tgid: u32,
+    /// 1 when `membarrier_state` was read (the kernel has the field), else 0.
+    pub has_membarrier: u32,
+    /// Kernel `struct mm_struct *` (0: a kernel thread or an exiting task).
+    pub mm: u64,
+    /// `mm->def_flags`: VM_* flags every new mapping gets (VM_LOCKED after
+    /// mlockall(MCL_FUTURE)).
+    pub def_flags: u64,
+    /// `mm->membarrier_state`: MEMBARRIER_STATE_* bits.
+    pub membarrier_state: u32,
+    pub _pad: u32,
+}
 
 #[cfg(feature = "user")]
 mod pod {

@@ -116,12 +116,14 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     refuse_shared_fd_tables(&state, &table)?;
     refuse_unsupported(&table)?;
     fault_point("tracker")?;
+    // Loaded now, run while the tree is frozen (tuning.rs).
+    let mut task_facts = crate::task_facts::Reader::load()?;
     stages.done("load tracker");
 
     let tree = FrozenTree::freeze(opts.root)?;
     stages.done("freeze");
     let created_dir = !opts.dir.exists();
-    let result = collect_and_write(opts, &tree, &mut tracker, &mut stages);
+    let result = collect_and_write(opts, &tree, &mut tracker, &mut task_facts, &mut stages);
     let frozen_seconds = tree.frozen_for().as_secs_f64();
     match result {
         Ok(mut report) => {
@@ -244,6 +246,7 @@ fn collect_and_write(
     opts: &DumpOptions,
     tree: &FrozenTree,
     tracker: &mut Tracker,
+    task_facts: &mut crate::task_facts::Reader,
     stages: &mut Stages,
 ) -> Result<DumpReport> {
     // The tree is frozen: one reconciliation gives its exact fd tables.
@@ -286,10 +289,7 @@ fn collect_and_write(
             c.report.threads += 1;
         }
     }
-    for p in &order {
-        let leader = p.threads.first().map(|&t| RemoteThread::new(t));
-        crate::tuning::write_tree_records(p.pid, &p.threads, leader.as_ref(), &mut c.writer)?;
-    }
+    crate::tuning::write_records(&order, task_facts, &mut c.writer)?;
     fault_point("processes")?;
     stages.done("processes and threads");
     for p in &order {

@@ -25,6 +25,7 @@ pub mod render;
 pub mod restore;
 pub mod sharing;
 pub mod show;
+pub mod task_facts;
 pub mod thread;
 pub mod tracker;
 pub mod tuning;

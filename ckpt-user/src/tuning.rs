@@ -20,8 +20,9 @@
 //!   cpu controller the realtime budget), then per thread timer slack before the
 //!   policy (a realtime policy zeroes the slack and ignores later writes),
 //!   affinity, I/O priority, then the policy.
-//! - Facts with no userspace query (membarrier's GLOBAL_EXPEDITED registration,
-//!   mm->def_flags for mlockall) are not read yet: see [`capture_process`].
+//! - Facts with no userspace query (membarrier registrations, mm->def_flags for
+//!   mlockall(MCL_FUTURE)) come from the kernel through [`crate::task_facts`],
+//!   read once for the whole tree while it is frozen.
 
 use std::fs;
 
@@ -29,6 +30,7 @@ use ckpt_common::image::{
     CgroupMembership, ProcessTuningRecord, Rlimit, SchedAttr, ThreadSchedRecord,
     records::membarrier,
 };
+use ckpt_common::tracker::TaskFacts;
 
 use crate::{
     error::{Error, Result},
@@ -49,9 +51,6 @@ const PR_SPEC_INDIRECT_BRANCH: u64 = 1;
 const PR_SPEC_ENABLE: u64 = 1 << 1;
 const PR_SPEC_DISABLE: u64 = 1 << 2;
 const PR_SPEC_FORCE_DISABLE: u64 = 1 << 3;
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED: u64 = 1 << 3;
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: u64 = 1 << 5;
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: u64 = 1 << 7;
 
 /// The kernel's `struct sched_attr` (SCHED_ATTR_SIZE_VER1, 56 bytes).
 #[repr(C)]
@@ -310,15 +309,63 @@ fn autogroup_nice(pid: i32) -> Result<Option<i32>> {
         .ok_or_else(|| Error::Other(format!("{path}: no nice value in {:?}", text.trim())))
 }
 
+/// MEMBARRIER_STATE_*_READY bits of `mm->membarrier_state` (kernel-internal,
+/// stable since 5.10) and the registration command each one stands for.
+const MEMBARRIER_READY: [(u32, u32); 4] = [
+    (1 << 0, membarrier::REGISTER_PRIVATE_EXPEDITED),
+    (1 << 2, membarrier::REGISTER_GLOBAL_EXPEDITED),
+    (1 << 4, membarrier::REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
+    (1 << 6, membarrier::REGISTER_PRIVATE_EXPEDITED_RSEQ),
+];
+/// Every MEMBARRIER_STATE_* bit the kernel defines (READY and its companion).
+const MEMBARRIER_KNOWN: u32 = 0xff;
+const VM_LOCKED: u64 = 0x2000;
+const VM_LOCKONFAULT: u64 = 0x80000;
+const MCL_FUTURE: u32 = 2;
+const MCL_ONFAULT: u32 = 4;
+
+/// The membarrier registrations and mlockall future flags of `pid`, from the
+/// kernel facts the task iterator read.
+fn mm_facts(pid: i32, facts: &TaskFacts) -> Result<(u32, u32)> {
+    let state = facts.membarrier_state;
+    if state & !MEMBARRIER_KNOWN != 0 {
+        return Err(Error::Other(format!(
+            "pid {pid}: membarrier state {state:#x} has bits ckpt does not know: not yet \
+             supported by ckpt dump"
+        )));
+    }
+    let registered = MEMBARRIER_READY
+        .iter()
+        .filter(|(ready, _)| state & ready != 0)
+        .fold(0, |acc, (_, cmd)| acc | cmd);
+    let mlock = match facts.def_flags {
+        0 => 0,
+        VM_LOCKED => MCL_FUTURE,
+        f if f == VM_LOCKED | VM_LOCKONFAULT => MCL_FUTURE | MCL_ONFAULT,
+        other => {
+            return Err(Error::Other(format!(
+                "pid {pid}: default flags of new mappings (mm->def_flags) {other:#x}: not yet \
+                 supported by ckpt dump"
+            )));
+        }
+    };
+    Ok((registered, mlock))
+}
+
 /// Dump: the tuning of process `pid` (frozen); `leader` answers what only the
-/// process itself can be asked (THP, membarrier registrations).
-///
-/// membarrier's private registrations are found by issuing each expedited
-/// command in the process: a registered one is a plain barrier (harmless), an
-/// unregistered one fails with EPERM. Neither the GLOBAL_EXPEDITED registration
-/// nor mlockall(MCL_FUTURE) (`mm->def_flags`) can be asked from userspace; they
-/// need a kernel read that is not there yet, so they are recorded as absent.
-pub fn capture_process(pid: i32, leader: &RemoteThread) -> Result<ProcessTuningRecord> {
+/// process itself can be asked (PR_GET_THP_DISABLE), `facts` what only the kernel
+/// knows (membarrier registrations, mlockall(MCL_FUTURE)).
+pub fn capture_process(
+    pid: i32,
+    leader: &RemoteThread,
+    facts: Option<&TaskFacts>,
+) -> Result<ProcessTuningRecord> {
+    let facts = facts.ok_or_else(|| {
+        Error::Other(format!(
+            "pid {pid}: the task iterator did not report it (membarrier, mlockall state)"
+        ))
+    })?;
+    let (membarrier, mlock_future) = mm_facts(pid, facts)?;
     let threads = crate::procfs::threads(pid);
     let mine = cgroups(&format!("/proc/{pid}/cgroup"))?;
     for tid in threads.iter().filter(|&&t| t != pid) {
@@ -339,54 +386,25 @@ pub fn capture_process(pid: i32, leader: &RemoteThread) -> Result<ProcessTuningR
     let oom_score_adj: i32 = read_trim(&format!("/proc/{pid}/oom_score_adj"))?
         .parse()
         .map_err(|_| Error::Other(format!("pid {pid}: oom_score_adj is not a number")))?;
-    let answers = leader.query(&[
-        Query::new(libc::SYS_prctl, &[PR_GET_THP_DISABLE, 0, 0, 0, 0]),
-        Query::new(
-            libc::SYS_membarrier,
-            &[MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0],
-        ),
-        Query::new(
-            libc::SYS_membarrier,
-            &[MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0],
-        ),
-        Query::new(
-            libc::SYS_membarrier,
-            &[MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0],
-        ),
-    ])?;
-    let rc = |i: usize| answers.get(i).map_or(-(libc::ENOSYS as i64), |a| a.0);
-    let thp = rc(0);
+    let thp = leader
+        .query(&[Query::new(
+            libc::SYS_prctl,
+            &[PR_GET_THP_DISABLE, 0, 0, 0, 0],
+        )])?
+        .first()
+        .map_or(-(libc::ENOSYS as i64), |a| a.0);
     if thp < 0 {
         return Err(Error::Other(format!(
             "pid {pid}: prctl(PR_GET_THP_DISABLE): {}",
             std::io::Error::from_raw_os_error(-thp as i32)
         )));
     }
-    let mut registered = 0;
-    for (i, bit) in [
-        (1, membarrier::REGISTER_PRIVATE_EXPEDITED),
-        (2, membarrier::REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
-        (3, membarrier::REGISTER_PRIVATE_EXPEDITED_RSEQ),
-    ] {
-        match rc(i) {
-            0 => registered |= bit,
-            // Not registered (EPERM), or not available here (EINVAL): nothing to
-            // give back either way.
-            r if r == -(libc::EPERM as i64) || r == -(libc::EINVAL as i64) => {}
-            r => {
-                return Err(Error::Other(format!(
-                    "pid {pid}: probing membarrier registration {bit:#x}: {}",
-                    std::io::Error::from_raw_os_error(-r as i32)
-                )));
-            }
-        }
-    }
     Ok(ProcessTuningRecord {
         pid,
         oom_score_adj,
         thp_disable: thp as u32,
-        membarrier: registered,
-        mlock_future: 0,
+        membarrier,
+        mlock_future,
         autogroup_nice: autogroup_nice(pid)?,
         cgroups: mine,
     })
@@ -772,23 +790,26 @@ pub fn restore_process(t: &ProcessTuningRecord, main: &Remote) -> Result<()> {
     Ok(())
 }
 
-/// Dump: the tuning record of process `pid` and the scheduling record of each of
-/// its `threads` (a zombie, with no threads and no `leader`, has none).
-pub fn write_tree_records(
-    pid: i32,
-    threads: &[i32],
-    leader: Option<&RemoteThread>,
+/// Dump: the tuning record of every process of the frozen tree and the
+/// scheduling record of each of its threads (zombies have none). The kernel facts
+/// are read once for the whole tree, by an iterator loaded before the freeze.
+pub fn write_records(
+    order: &[&crate::freeze::FrozenProcess],
+    facts: &mut crate::task_facts::Reader,
     writer: &mut ckpt_common::image::ImageWriter,
 ) -> Result<()> {
     use ckpt_common::image::Record;
-    let Some(leader) = leader else {
-        return Ok(());
-    };
-    writer.write(&Record::ProcessTuning(Box::new(capture_process(
-        pid, leader,
-    )?)))?;
-    for &tid in threads {
-        writer.write(&Record::ThreadSched(Box::new(capture_thread(pid, tid)?)))?;
+    let facts = facts.read()?;
+    for p in order {
+        let Some(&leader) = p.threads.first() else {
+            continue;
+        };
+        let leader = RemoteThread::new(leader);
+        let rec = capture_process(p.pid, &leader, facts.get(&(p.pid as u32)))?;
+        writer.write(&Record::ProcessTuning(Box::new(rec)))?;
+        for &tid in &p.threads {
+            writer.write(&Record::ThreadSched(Box::new(capture_thread(p.pid, tid)?)))?;
+        }
     }
     Ok(())
 }

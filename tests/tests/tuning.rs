@@ -148,7 +148,7 @@ fn dump_restore(w: &mut Wl, who: &[&str]) {
 }
 
 #[test]
-fn policy_nice_priority_reset_on_fork_affinity_ioprio_slack_oom_thp_autogroup_and_membarrier_come_back()
+fn policy_nice_priority_reset_on_fork_affinity_ioprio_slack_oom_thp_autogroup_membarrier_and_mlockall_come_back()
  {
     setup();
     let mut w = Wl::bin(WL, "tuned");
@@ -165,7 +165,7 @@ fn policy_nice_priority_reset_on_fork_affinity_ioprio_slack_oom_thp_autogroup_an
         (worker.policy, worker.priority, worker.flags & 1),
         (libc::SCHED_FIFO as u32, 10, 1)
     );
-    dump_restore(&mut w, &["membarrier", "reset-on-fork"]);
+    dump_restore(&mut w, &["membarrier", "mlockall", "reset-on-fork"]);
     let after = truth(w.pid, &w.pids.clone());
     assert_same(&before, &after);
 }

@@ -117,6 +117,26 @@ fn set_affinity(tid: i32, cpu: usize) {
 
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
+
+/// Whether the mapping at `addr` is locked: its smaps VmFlags has `flag`.
+fn vm_flag(addr: usize, flag: &str) -> Option<bool> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for l in smaps.lines() {
+        if let Some((range, _)) = l.split_once(' ')
+            && let Some((a, b)) = range.split_once('-')
+            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            inside = (a..b).contains(&addr);
+            continue;
+        }
+        if inside && let Some(flags) = l.strip_prefix("VmFlags:") {
+            return Some(flags.split_whitespace().any(|f| f == flag));
+        }
+    }
+    None
+}
 
 fn membarrier(cmd: libc::c_long) -> i64 {
     // SAFETY: membarrier takes integers only.
@@ -132,12 +152,14 @@ fn membarrier(cmd: libc::c_long) -> i64 {
 /// - main: SCHED_BATCH nice 7, ioprio idle, timer slack 123456 ns;
 /// - worker: SCHED_FIFO 10 with SCHED_RESET_ON_FORK, CPU 1 only (0 on a single
 ///   CPU), ioprio best-effort 2;
-/// - process: oom_score_adj 345, THP disabled, membarrier private expedited
-///   registered, autogroup nice 4 (its own session's autogroup).
+/// - process: oom_score_adj 345, THP disabled, membarrier private and global
+///   expedited registered, autogroup nice 4 (its own session's autogroup),
+///   mlockall(MCL_FUTURE).
 ///
 /// After go, it checks from the inside what only use shows: an expedited
-/// membarrier succeeds (EPERM if the registration was lost), and a child forked by
-/// the worker runs SCHED_OTHER (reset on fork still acts).
+/// membarrier succeeds (EPERM if the registration was lost), a new mapping is
+/// locked (smaps VmFlags `lo`), and a child forked by the worker runs SCHED_OTHER
+/// (reset on fork still acts).
 fn tuned() {
     let me = getpid();
     std::fs::write("/proc/self/oom_score_adj", "345").expect("oom_score_adj");
@@ -148,6 +170,9 @@ fn tuned() {
         assert_eq!(libc::prctl(libc::PR_SET_TIMERSLACK, 123_456, 0, 0, 0), 0);
     }
     assert_eq!(membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED), 0);
+    assert_eq!(membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED), 0);
+    // SAFETY: plain syscall on this process.
+    assert_eq!(unsafe { libc::mlockall(libc::MCL_FUTURE) }, 0);
     sched_setattr(me, libc::SCHED_BATCH as u32, 0, 7, 0);
     ioprio_set(me, 3, 0);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -193,6 +218,23 @@ fn tuned() {
         "membarrier",
         rc == 0,
         &format!("MEMBARRIER_CMD_PRIVATE_EXPEDITED returns {rc} (-1 = EPERM: not registered)"),
+    );
+    // SAFETY: a fresh anonymous mapping, only inspected.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    let locked = vm_flag(addr as usize, "lo");
+    report(
+        "mlockall",
+        locked == Some(true),
+        &format!("a mapping made after restore is locked (VmFlags lo: {locked:?})"),
     );
     done_rx.recv().unwrap();
     done_and_park();
