@@ -16,10 +16,11 @@
 //!   difference: the kernel clamps or ignores some values silently (an affinity
 //!   outside the cpuset, a timer slack on a realtime thread), and a silent
 //!   difference is what this project must never produce.
-//! - Order matters on restore: cgroups first (the cpuset bounds the affinity, the
-//!   cpu controller the realtime budget), then per thread timer slack before the
-//!   policy (a realtime policy zeroes the slack and ignores later writes),
-//!   affinity, I/O priority, then the policy.
+//! - Order matters on restore: cgroups first, before the memory is filled and the
+//!   threads are made (memory and pids are charged where the process is; the
+//!   cpuset bounds the affinity, the cpu controller the realtime budget), then per
+//!   thread timer slack before the policy (a realtime policy zeroes the slack and
+//!   ignores later writes), affinity, I/O priority, then the policy.
 //! - Facts with no userspace query (membarrier registrations, mm->def_flags for
 //!   mlockall(MCL_FUTURE)) come from the kernel through [`crate::task_facts`],
 //!   read once for the whole tree while it is frozen.
@@ -628,9 +629,13 @@ fn rlimit_name(resource: u32) -> &'static str {
     NAMES.get(resource as usize).copied().unwrap_or("unknown")
 }
 
-/// Restore: the process's cgroups, written from ckpt while every thread is
-/// stopped (before anything about scheduling, which the cgroups bound).
-pub fn restore_cgroups(t: &ProcessTuningRecord) -> Result<()> {
+/// Restore: the process's cgroups, written from ckpt while it is stopped, before
+/// its memory is filled and its threads are made (so that they are charged to
+/// them) and before anything about scheduling, which the cgroups bound.
+pub fn restore_cgroups(p: &crate::restore::plan::ProcPlan) -> Result<()> {
+    let Some(t) = p.tuning else {
+        return Ok(());
+    };
     for procs in cgroup_moves(t)? {
         fs::write(&procs, t.pid.to_string())
             .map_err(|e| Error::io(format!("pid {}: writing it to {procs}", t.pid), e))?;
@@ -814,17 +819,15 @@ pub fn write_records(
     Ok(())
 }
 
-/// Restore, in takeover: everything of this module for process `p`, whose
-/// threads all exist and are stopped (`threads`: each thread's record and
-/// Remote), after its memory is mapped and before its credentials change.
+/// Restore, in takeover: everything of this module but the cgroups (see
+/// [`restore_cgroups`]) for process `p`, whose threads all exist and are stopped
+/// (`threads`: each thread's record and Remote), after its memory is mapped and
+/// before its credentials change.
 pub fn restore(
     p: &crate::restore::plan::ProcPlan,
     main: &Remote,
     threads: &[(&&ckpt_common::image::ThreadRecord, Remote)],
 ) -> Result<()> {
-    if let Some(t) = p.tuning {
-        restore_cgroups(t)?;
-    }
     for s in &p.sched {
         let remote = threads
             .iter()

@@ -283,6 +283,9 @@ pub enum Rec {
     Inode(InodeRec),
     File(FileRec),
     Fd(FdRec),
+    /// A thread-sched or process-tuning record (checked by tests/tests/tuning.rs
+    /// against /proc, not through the image).
+    Tuning(Value),
 }
 
 /// A decoded image.
@@ -355,6 +358,7 @@ impl Image {
                 "inode" => Rec::Inode(field(r, kind, i)?),
                 "open-file" => Rec::File(field(r, kind, i)?),
                 "fd" => Rec::Fd(field(r, kind, i)?),
+                "thread-sched" | "process-tuning" => Rec::Tuning(r.clone()),
                 other => bail!("record #{i} has an unknown type {other:?}"),
             };
             match &rec {
@@ -375,6 +379,7 @@ impl Image {
                         bail!("pid {} fd {} has two fd records", f.pid, f.fd);
                     }
                 }
+                Rec::Tuning(_) => {}
             }
             img.records.push(rec);
         }

@@ -108,6 +108,9 @@ pub fn take_over(
             })?,
             None => p.rec.exe.clone(),
         };
+    // Into its cgroups before its memory is filled and its threads are made, so
+    // that they are charged where the dumped ones were.
+    step(pid, "cgroups", || crate::tuning::restore_cgroups(p))?;
     step(pid, "memory", || {
         memory::restore_address_space(&main, &p.areas, src)?;
         memory::restore_mm(&main, &p.rec.mm, &exe)
