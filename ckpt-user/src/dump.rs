@@ -115,6 +115,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Skip)?;
     refuse_shared_fd_tables(&state, &table)?;
     refuse_unsupported(&table)?;
+    crate::tuning::refuse_early(opts.root)?;
     fault_point("tracker")?;
     // Loaded now, run while the tree is frozen (tuning.rs).
     let mut task_facts = crate::task_facts::Reader::load()?;

@@ -39,6 +39,8 @@ use crate::{
     restore::remote::Remote,
 };
 
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
 const SCHED_DEADLINE: u32 = 6;
 const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
 const SCHED_FLAG_KEEP_ALL: u64 = 0x08 | 0x10;
@@ -117,6 +119,16 @@ fn sched_setattr(tid: i32, s: &SchedAttr, flags: u64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// getpriority(PRIO_PROCESS, tid): the thread's nice value under any policy.
+fn getnice(tid: i32) -> Result<i32> {
+    // SAFETY: the raw syscall returns 20 - nice (never negative) or -errno.
+    let rc = unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) };
+    if rc < 0 {
+        return Err(os_err(format!("tid {tid}: getpriority")));
+    }
+    Ok(20 - rc as i32)
 }
 
 fn getaffinity(tid: i32) -> Result<Vec<u64>> {
@@ -241,9 +253,32 @@ fn spec_ctrl(which: u64, state: &str) -> std::result::Result<Option<u64>, ()> {
 const SPEC_STORE: &str = "Speculation_Store_Bypass:";
 const SPEC_BRANCH: &str = "SpeculationIndirectBranch:";
 
-/// Dump: the scheduling state of thread `tid` of `pid` (frozen), read from outside.
-pub fn capture_thread(pid: i32, tid: i32) -> Result<ThreadSchedRecord> {
-    let attr = sched_getattr(tid)?;
+/// Dump, before the tree is touched: what [`capture_thread`] and
+/// [`capture_process`] would refuse (SCHED_DEADLINE, a speculation state ckpt
+/// cannot set, a thread in another cgroup than its process). Checked again while
+/// the tree is frozen, in case it changed in between.
+pub fn refuse_early(root: i32) -> Result<()> {
+    for p in crate::procfs::tree(root)? {
+        let Ok(mine) = cgroups(&format!("/proc/{}/cgroup", p.pid)) else {
+            continue; // a zombie or gone: the frozen pass decides
+        };
+        for tid in crate::procfs::threads(p.pid) {
+            let Ok(attr) = sched_getattr(tid) else {
+                continue;
+            };
+            refuse_thread(p.pid, tid, &attr)?;
+            let status = fs::read_to_string(format!("/proc/{}/task/{tid}/status", p.pid))
+                .unwrap_or_default();
+            refuse_speculation(p.pid, tid, &status)?;
+            if tid != p.pid {
+                refuse_thread_cgroup(p.pid, tid, &mine)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn refuse_thread(pid: i32, tid: i32, attr: &SchedAttr) -> Result<()> {
     if attr.policy == SCHED_DEADLINE {
         return Err(Error::Other(format!(
             "pid {pid} tid {tid}: scheduling policy SCHED_DEADLINE (runtime {} ns, deadline {} \
@@ -251,14 +286,16 @@ pub fn capture_thread(pid: i32, tid: i32) -> Result<ThreadSchedRecord> {
             attr.runtime, attr.deadline, attr.period
         )));
     }
-    let status = read_trim(&format!("/proc/{pid}/task/{tid}/status"))?;
-    let spec_store_bypass = status_field(&status, SPEC_STORE);
-    let spec_indirect_branch = status_field(&status, SPEC_BRANCH);
-    for (which, name, state) in [
-        (PR_SPEC_STORE_BYPASS, SPEC_STORE, &spec_store_bypass),
-        (PR_SPEC_INDIRECT_BRANCH, SPEC_BRANCH, &spec_indirect_branch),
+    Ok(())
+}
+
+fn refuse_speculation(pid: i32, tid: i32, status: &str) -> Result<()> {
+    for (which, name) in [
+        (PR_SPEC_STORE_BYPASS, SPEC_STORE),
+        (PR_SPEC_INDIRECT_BRANCH, SPEC_BRANCH),
     ] {
-        if spec_ctrl(which, state).is_err() {
+        let state = status_field(status, name);
+        if spec_ctrl(which, &state).is_err() {
             return Err(Error::Other(format!(
                 "pid {pid} tid {tid}: speculation control {} {state:?}: not yet supported by \
                  ckpt dump",
@@ -266,10 +303,34 @@ pub fn capture_thread(pid: i32, tid: i32) -> Result<ThreadSchedRecord> {
             )));
         }
     }
+    Ok(())
+}
+
+fn refuse_thread_cgroup(pid: i32, tid: i32, process: &[CgroupMembership]) -> Result<()> {
+    let theirs = cgroups(&format!("/proc/{pid}/task/{tid}/cgroup"))?;
+    if let Some((a, b)) = theirs.iter().zip(process).find(|(a, b)| a != b) {
+        return Err(Error::Other(format!(
+            "pid {pid} tid {tid}: cgroup {} differs from its process's {} (a threaded \
+             cgroup): not yet supported by ckpt dump",
+            a.path, b.path
+        )));
+    }
+    Ok(())
+}
+
+/// Dump: the scheduling state of thread `tid` of `pid` (frozen), read from outside.
+pub fn capture_thread(pid: i32, tid: i32) -> Result<ThreadSchedRecord> {
+    let attr = sched_getattr(tid)?;
+    refuse_thread(pid, tid, &attr)?;
+    let status = read_trim(&format!("/proc/{pid}/task/{tid}/status"))?;
+    refuse_speculation(pid, tid, &status)?;
+    let spec_store_bypass = status_field(&status, SPEC_STORE);
+    let spec_indirect_branch = status_field(&status, SPEC_BRANCH);
     Ok(ThreadSchedRecord {
         pid,
         tid,
         attr,
+        nice: getnice(tid)?,
         affinity: getaffinity(tid)?,
         ioprio: ioprio_get(tid)?,
         timer_slack_ns: timer_slack(tid)?,
@@ -369,20 +430,8 @@ pub fn capture_process(
     let (membarrier, mlock_future) = mm_facts(pid, facts)?;
     let threads = crate::procfs::threads(pid);
     let mine = cgroups(&format!("/proc/{pid}/cgroup"))?;
-    for tid in threads.iter().filter(|&&t| t != pid) {
-        let theirs = cgroups(&format!("/proc/{pid}/task/{tid}/cgroup"))?;
-        if theirs != mine {
-            let (a, b) = theirs
-                .iter()
-                .zip(&mine)
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| (a.path.clone(), b.path.clone()))
-                .unwrap_or_default();
-            return Err(Error::Other(format!(
-                "pid {pid} tid {tid}: cgroup {a} differs from its process's {b} (a threaded \
-                 cgroup): not yet supported by ckpt dump"
-            )));
-        }
+    for &tid in threads.iter().filter(|&&t| t != pid) {
+        refuse_thread_cgroup(pid, tid, &mine)?;
     }
     let oom_score_adj: i32 = read_trim(&format!("/proc/{pid}/oom_score_adj"))?
         .parse()
@@ -649,9 +698,10 @@ fn differs(tid: i32, what: &str, want: impl std::fmt::Debug, got: impl std::fmt:
     ))
 }
 
-/// Restore: one thread's scheduling state, set from ckpt on the stopped thread
-/// (`remote` is that thread, for speculation control, which only a thread can set
-/// on itself) and read back.
+/// Restore: one thread's timer slack, affinity, I/O priority and speculation
+/// control, set from ckpt on the stopped thread (`remote` is that thread, for
+/// speculation control, which only a thread can set on itself) and read back; its
+/// policy comes last ([`restore_policy`]).
 pub fn restore_thread(s: &ThreadSchedRecord, remote: &Remote) -> Result<()> {
     let tid = s.tid;
     // Timer slack first: a realtime policy zeroes it and ignores later writes.
@@ -679,6 +729,25 @@ pub fn restore_thread(s: &ThreadSchedRecord, remote: &Remote) -> Result<()> {
     if got != s.ioprio {
         return Err(differs(tid, "I/O priority", s.ioprio, got));
     }
+    restore_speculation(s, remote)
+}
+
+/// Restore, the last step of a takeover: one thread's policy, nice and priority,
+/// then every sched_attr field and the timer slack read back. Last because a
+/// thread made SCHED_IDLE (or nice 19) on a busy machine may wait long for a CPU,
+/// and every remote syscall before this one needs the thread to run.
+pub fn restore_policy(s: &ThreadSchedRecord) -> Result<()> {
+    let tid = s.tid;
+    if ![SCHED_OTHER, SCHED_BATCH].contains(&s.attr.policy) {
+        // Only the fair policies set the nice value: set it under SCHED_OTHER
+        // first, the other policies keep it.
+        let fair = SchedAttr {
+            policy: SCHED_OTHER,
+            nice: s.nice,
+            ..SchedAttr::default()
+        };
+        sched_setattr(tid, &fair, 0)?;
+    }
     sched_setattr(tid, &s.attr, s.attr.flags & SCHED_FLAG_RESET_ON_FORK)?;
     let now = sched_getattr(tid)?;
     if (now.util_min, now.util_max) != (s.attr.util_min, s.attr.util_max) {
@@ -693,11 +762,15 @@ pub fn restore_thread(s: &ThreadSchedRecord, remote: &Remote) -> Result<()> {
     if got != s.attr {
         return Err(differs(tid, "sched_attr", s.attr, got));
     }
+    let got = getnice(tid)?;
+    if got != s.nice {
+        return Err(differs(tid, "nice", s.nice, got));
+    }
     let got = timer_slack(tid)?;
     if got != s.timer_slack_ns {
         return Err(differs(tid, "timer slack (ns)", s.timer_slack_ns, got));
     }
-    restore_speculation(s, remote)
+    Ok(())
 }
 
 fn restore_speculation(s: &ThreadSchedRecord, remote: &Remote) -> Result<()> {
@@ -820,9 +893,9 @@ pub fn write_records(
 }
 
 /// Restore, in takeover: everything of this module but the cgroups (see
-/// [`restore_cgroups`]) for process `p`, whose threads all exist and are stopped
-/// (`threads`: each thread's record and Remote), after its memory is mapped and
-/// before its credentials change.
+/// [`restore_cgroups`]) and the policies ([`restore_policies`]) for process `p`,
+/// whose threads all exist and are stopped (`threads`: each thread's record and
+/// Remote), after its memory is mapped and before its credentials change.
 pub fn restore(
     p: &crate::restore::plan::ProcPlan,
     main: &Remote,
@@ -849,7 +922,7 @@ pub fn describe(r: &ckpt_common::image::Record) -> String {
         Record::ThreadSched(s) => {
             let a = &s.attr;
             format!(
-                "thread {} scheduling: policy {}{}, nice {}, priority {}, util {}..{}, \
+                "thread {} scheduling: policy {}{}, nice {} ({} kept), priority {}, util {}..{}, \
                  affinity {}, ioprio class {} data {}, timer slack {} ns{}{}",
                 s.tid,
                 a.policy,
@@ -859,6 +932,7 @@ pub fn describe(r: &ckpt_common::image::Record) -> String {
                     ""
                 },
                 a.nice,
+                s.nice,
                 a.priority,
                 a.util_min,
                 a.util_max,
@@ -895,4 +969,10 @@ pub fn describe(r: &ckpt_common::image::Record) -> String {
         ),
         _ => String::new(),
     }
+}
+
+/// Restore, after the last remote syscall of a takeover: the policy of every
+/// thread of `p` (see [`restore_policy`]).
+pub fn restore_policies(p: &crate::restore::plan::ProcPlan) -> Result<()> {
+    p.sched.iter().try_for_each(|s| restore_policy(s))
 }

@@ -93,6 +93,9 @@ fn truth(pid: i32, tids: &[i32]) -> Vec<(String, String)> {
         a.size = 0;
         out.push((format!("tid {tid} sched_getattr"), format!("{a:?}")));
         out.push((format!("tid {tid} ioprio"), ioprio_get(tid).to_string()));
+        // SAFETY: plain syscall (the raw one returns 20 - nice).
+        let prio = unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) };
+        out.push((format!("tid {tid} getpriority"), prio.to_string()));
         out.push((
             format!("tid {tid} sched_getaffinity"),
             format!("{:x?}", affinity(tid)),
@@ -165,9 +168,47 @@ fn policy_nice_priority_reset_on_fork_affinity_ioprio_slack_oom_thp_autogroup_me
         (worker.policy, worker.priority, worker.flags & 1),
         (libc::SCHED_FIFO as u32, 10, 1)
     );
+    assert_eq!(sched_getattr(w.pids[2]).policy, libc::SCHED_IDLE as u32);
+    assert_eq!(
+        read(&format!("/proc/{}/timerslack_ns", w.pids[2])).trim(),
+        "777777"
+    );
     dump_restore(&mut w, &["membarrier", "mlockall", "reset-on-fork"]);
     let after = truth(w.pid, &w.pids.clone());
     assert_same(&before, &after);
+}
+
+#[test]
+fn a_restore_failing_at_the_last_tuning_step_of_a_threaded_process_kills_it_and_says_so() {
+    setup();
+    let mut w = Wl::bin(WL, "tuned");
+    w.dump();
+    let img = w.img();
+    let out = ckpt::run_timeout_env(
+        &["restore", "-D", &img],
+        &[("CKPT_RESTORE_FAIL_AT", "scheduling policy")],
+        CKPT_TIMEOUT,
+    )
+    .unwrap();
+    let err = out.describe();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("scheduling policy") && err.contains(&format!("pid {}", w.pid)),
+        "{err}"
+    );
+    for id in &w.pids {
+        assert!(
+            !Path::new(&format!("/proc/{id}")).exists(),
+            "{id} left: {err}"
+        );
+    }
+}
+
+#[test]
+fn mlockall_future_on_fault_still_locks_new_mappings_on_fault() {
+    setup();
+    let mut w = Wl::bin(WL, "onfault");
+    dump_restore(&mut w, &["onfault"]);
 }
 
 #[test]

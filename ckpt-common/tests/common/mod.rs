@@ -362,6 +362,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 util_min: r.u32(),
                 util_max: r.u32(),
             },
+            nice: r.i32(),
             affinity: (0..r.below(3)).map(|_| r.next()).collect(),
             ioprio: r.u32(),
             timer_slack_ns: r.next(),
@@ -700,6 +701,7 @@ pub fn sample_records(mut write_pages: impl FnMut(u64, &[u8]) -> PageRun) -> Vec
                 util_max: 1024,
                 ..SchedAttr::default()
             },
+            nice: -3,
             affinity: vec![0b10],
             ioprio: 2 << 13 | 4,
             timer_slack_ns: 50_000,

@@ -175,6 +175,10 @@ pub fn take_over(
         main.unmap_trampoline_and_set(thread::restore_final_regs(main_rec))?;
         thread::restore_xsave(pid, &main_rec.xsave)?;
         thread::restore_sigmask(pid, main_rec.sigmask)
+    })?;
+    // Last: a thread given a low priority here may wait long for a CPU.
+    step(pid, "scheduling policy", || {
+        crate::tuning::restore_policies(p)
     })
 }
 

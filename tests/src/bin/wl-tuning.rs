@@ -152,6 +152,7 @@ fn membarrier(cmd: libc::c_long) -> i64 {
 /// - main: SCHED_BATCH nice 7, ioprio idle, timer slack 123456 ns;
 /// - worker: SCHED_FIFO 10 with SCHED_RESET_ON_FORK, CPU 1 only (0 on a single
 ///   CPU), ioprio best-effort 2;
+/// - a third thread: SCHED_IDLE, timer slack 777777 ns, ioprio best-effort 7;
 /// - process: oom_score_adj 345, THP disabled, membarrier private and global
 ///   expedited registered, autogroup nice 4 (its own session's autogroup),
 ///   mlockall(MCL_FUTURE).
@@ -211,7 +212,20 @@ fn tuned() {
         }
     });
     let tid = rx.recv().unwrap();
-    ready(&[me, tid]);
+    let (idle_tx, idle_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let tid = gettid();
+        // SAFETY: plain prctl on this thread.
+        unsafe { assert_eq!(libc::prctl(libc::PR_SET_TIMERSLACK, 777_777, 0, 0, 0), 0) };
+        sched_setattr(tid, libc::SCHED_IDLE as u32, 0, 0, 0);
+        ioprio_set(tid, 2, 7);
+        idle_tx.send(tid).unwrap();
+        loop {
+            sleep_ms(1000);
+        }
+    });
+    let idle = idle_rx.recv().unwrap();
+    ready(&[me, tid, idle]);
     wait_go();
     let rc = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
     report(
@@ -278,6 +292,36 @@ fn cgroup() {
     done_and_park();
 }
 
+/// mlockall(MCL_FUTURE | MCL_ONFAULT): after go, a new mapping must be locked on
+/// fault (smaps VmFlags `lo` and `lf`).
+fn onfault() {
+    // SAFETY: plain syscall on this process.
+    assert_eq!(
+        unsafe { libc::mlockall(libc::MCL_FUTURE | libc::MCL_ONFAULT) },
+        0
+    );
+    ready(&[getpid()]);
+    wait_go();
+    // SAFETY: a fresh anonymous mapping, only inspected.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as usize;
+    let (lo, lf) = (vm_flag(addr, "lo"), vm_flag(addr, "lf"));
+    report(
+        "onfault",
+        lo == Some(true) && lf == Some(true),
+        &format!("a mapping made after restore is locked on fault (lo {lo:?}, lf {lf:?})"),
+    );
+    done_and_park();
+}
+
 /// Nothing but waiting (for the resource-limit tests: the limits come from prlimit).
 fn idle() {
     ready(&[getpid()]);
@@ -299,6 +343,7 @@ fn main() {
         "deadline" => deadline(),
         "cgroup" => cgroup(),
         "idle" => idle(),
+        "onfault" => onfault(),
         other => panic!("unknown scenario {other}"),
     }
 }

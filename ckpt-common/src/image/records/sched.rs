@@ -24,6 +24,10 @@ pub struct ThreadSchedRecord {
     pub tid: i32,
     /// `struct sched_attr` as sched_getattr(2) reported it.
     pub attr: SchedAttr,
+    /// getpriority(PRIO_PROCESS, tid): the nice value, which every policy keeps
+    /// (sched_getattr reports it for SCHED_OTHER and SCHED_BATCH only; a realtime
+    /// or SCHED_IDLE thread gets it back when it returns to SCHED_OTHER).
+    pub nice: i32,
     /// sched_getaffinity(2): the CPU mask, 64 CPUs a word, trailing zero words cut.
     pub affinity: Vec<u64>,
     /// ioprio_get(IOPRIO_WHO_PROCESS, tid): class << 13 | data.
@@ -82,12 +86,13 @@ impl Wire for SchedAttr {
 }
 
 impl Wire for ThreadSchedRecord {
-    const MIN_SIZE: usize = 4 + 4 + SchedAttr::MIN_SIZE + 4 + 4 + 8 + 4 + 4;
+    const MIN_SIZE: usize = 4 + 4 + SchedAttr::MIN_SIZE + 4 + 4 + 4 + 8 + 4 + 4;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
         out.put_i32_le(self.tid);
         self.attr.encode(out);
+        out.put_i32_le(self.nice);
         wire::put_list(out, &self.affinity);
         out.put_u32_le(self.ioprio);
         out.put_u64_le(self.timer_slack_ns);
@@ -100,6 +105,7 @@ impl Wire for ThreadSchedRecord {
             pid: wire::i32(buf, "pid")?,
             tid: wire::i32(buf, "tid")?,
             attr: SchedAttr::decode(buf)?,
+            nice: wire::i32(buf, "nice")?,
             affinity: wire::list(buf, "affinity")?,
             ioprio: wire::u32(buf, "ioprio")?,
             timer_slack_ns: wire::u64(buf, "timer_slack_ns")?,
