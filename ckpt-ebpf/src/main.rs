@@ -446,8 +446,8 @@ pub fn ckpt_iter_task_file(ctx: *mut core::ffi::c_void) -> i32 {
     0
 }
 
-/// `iter/task`: the [`TaskFacts`] of every thread-group leader, written to the
-/// iterator's output (other threads share the leader's mm). Context layout
+/// `iter/task`: the [`TaskFacts`] of every task, written to the iterator's
+/// output. Context layout
 /// (`struct bpf_iter__task`): meta, task, each 8 bytes (checked against BTF by the
 /// loader). `meta` and `meta->seq` are read with plain loads: the verifier then
 /// knows `seq` as the kernel's seq_file, which bpf_seq_write requires.
@@ -463,13 +463,19 @@ pub fn ckpt_iter_task_facts(ctx: *mut core::ffi::c_void) -> i32 {
         return 0;
     }
     let tgid = rd_u32(task + off!(task_tgid));
-    if rd_u32(task + off!(task_pid)) != tgid {
-        return 0;
-    }
+    let tid = rd_u32(task + off!(task_pid));
     let mm = rd_u64(task + off!(task_mm));
+    let signal = rd_u64(task + off!(task_signal));
     let state_at = off!(mm_membarrier_state);
     let facts = TaskFacts {
         tgid,
+        tid,
+        default_timer_slack_ns: rd_u64(task + off!(task_default_timer_slack)),
+        oom_score_adj_min: if signal == 0 {
+            0
+        } else {
+            i32::from(rd_i16(signal + off!(signal_oom_score_adj_min)))
+        },
         has_membarrier: u32::from(state_at != 0),
         mm,
         def_flags: if mm == 0 {
@@ -495,6 +501,12 @@ pub fn ckpt_iter_task_facts(ctx: *mut core::ffi::c_void) -> i32 {
         );
     }
     0
+}
+
+#[inline(always)]
+fn rd_i16(addr: u64) -> i16 {
+    // SAFETY: a helper call that reads kernel memory or fails.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const i16) }.unwrap_or(0)
 }
 
 #[cfg(not(test))]

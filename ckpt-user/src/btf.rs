@@ -314,6 +314,9 @@ impl KernelBtf {
             // Absent without CONFIG_MEMBARRIER: 0, and the iterator skips it.
             mm_membarrier_state: o("mm_struct", "membarrier_state").unwrap_or(0),
             mm_def_flags: o("mm_struct", "def_flags")?,
+            task_default_timer_slack: o("task_struct", "default_timer_slack_ns")?,
+            task_signal: o("task_struct", "signal")?,
+            signal_oom_score_adj_min: o("signal_struct", "oom_score_adj_min")?,
             fdt_window: 0,
             file_window: 0,
             inode_window: 0,

@@ -1,6 +1,7 @@
-//! Per-process kernel facts that no syscall or /proc file reports, read once for
+//! Per-task kernel facts that no syscall or /proc file reports, read once for
 //! the whole machine by a small `iter/task` eBPF program ([`TaskFacts`]: the mm's
-//! membarrier registrations and default VM flags so far).
+//! membarrier registrations and default VM flags, the default timer slack and the
+//! OOM score floor so far).
 //!
 //! Why its own load: the tracker's object may come pinned from a running monitor,
 //! without this program; loading the object again with every map shrunk to one
@@ -50,7 +51,7 @@ impl Reader {
         Ok(Reader { ebpf })
     }
 
-    /// The facts of every thread-group leader on the machine, by tgid.
+    /// The facts of every task on the machine, by tid.
     pub fn read(&mut self) -> Result<HashMap<u32, TaskFacts>> {
         let iter = iterator(&mut self.ebpf)?;
         let link_id = iter.attach().map_err(|e| failed("attach", &e))?;
@@ -73,7 +74,7 @@ impl Reader {
                 // are a valid value, and the chunk is exactly its size.
                 let f: TaskFacts =
                     unsafe { std::ptr::read_unaligned(c.as_ptr() as *const TaskFacts) };
-                (f.tgid, f)
+                (f.tid, f)
             })
             .collect())
     }

@@ -318,8 +318,14 @@ fn refuse_thread_cgroup(pid: i32, tid: i32, process: &[CgroupMembership]) -> Res
     Ok(())
 }
 
-/// Dump: the scheduling state of thread `tid` of `pid` (frozen), read from outside.
-pub fn capture_thread(pid: i32, tid: i32) -> Result<ThreadSchedRecord> {
+/// Dump: the scheduling state of thread `tid` of `pid` (frozen), read from
+/// outside; `facts` is what the task iterator read of it.
+pub fn capture_thread(pid: i32, tid: i32, facts: Option<&TaskFacts>) -> Result<ThreadSchedRecord> {
+    let facts = facts.ok_or_else(|| {
+        Error::Other(format!(
+            "pid {pid} tid {tid}: the task iterator did not report it (default timer slack)"
+        ))
+    })?;
     let attr = sched_getattr(tid)?;
     refuse_thread(pid, tid, &attr)?;
     let status = read_trim(&format!("/proc/{pid}/task/{tid}/status"))?;
@@ -334,6 +340,7 @@ pub fn capture_thread(pid: i32, tid: i32) -> Result<ThreadSchedRecord> {
         affinity: getaffinity(tid)?,
         ioprio: ioprio_get(tid)?,
         timer_slack_ns: timer_slack(tid)?,
+        default_timer_slack_ns: facts.default_timer_slack_ns,
         spec_store_bypass,
         spec_indirect_branch,
     })
@@ -452,6 +459,7 @@ pub fn capture_process(
     Ok(ProcessTuningRecord {
         pid,
         oom_score_adj,
+        oom_score_adj_min: facts.oom_score_adj_min,
         thp_disable: thp as u32,
         membarrier,
         mlock_future,
@@ -569,14 +577,17 @@ fn cgroup_moves(t: &ProcessTuningRecord) -> Result<Vec<String>> {
 pub fn check_plan(
     pid: i32,
     tuning: Option<&ProcessTuningRecord>,
+    sched: &[&ThreadSchedRecord],
     rlimits: &[Rlimit],
     own_session: bool,
 ) -> Result<()> {
     check_rlimits(pid, rlimits)?;
+    check_default_slack(pid, sched)?;
     let Some(t) = tuning else {
         return Ok(());
     };
     cgroup_moves(t)?;
+    check_oom_floor(t)?;
     if let Some(nice) = t.autogroup_nice {
         let mine = autogroup_nice(std::process::id() as i32)?;
         match mine {
@@ -594,6 +605,88 @@ pub fn check_plan(
             }
             Some(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// A thread's default timer slack is its creator's slack when it was created:
+/// a restored main thread gets ckpt's (every helper is forked from ckpt and keeps
+/// its slack until the takeover), another thread the slack its main thread is
+/// given just before creating it ([`before_creating_thread`]), which cannot be 0.
+fn check_default_slack(pid: i32, sched: &[&ThreadSchedRecord]) -> Result<()> {
+    // SAFETY: PR_GET_TIMERSLACK takes no argument.
+    let own = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) } as u64;
+    for s in sched {
+        let default = s.default_timer_slack_ns;
+        if s.tid == pid && default != own {
+            return Err(Error::Other(format!(
+                "pid {pid} tid {}: default timer slack {default} ns cannot be given back: a \
+                 restored process inherits ckpt's timer slack ({own} ns); run ckpt restore \
+                 with that slack (prctl PR_SET_TIMERSLACK)",
+                s.tid
+            )));
+        }
+        if s.tid != pid && default == 0 {
+            return Err(Error::Other(format!(
+                "pid {pid} tid {}: default timer slack 0 (it was created by a realtime thread) \
+                 cannot be given back",
+                s.tid
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Restore, just before thread `tid` of `p` is created (by its main thread): the
+/// main thread's timer slack set to the new thread's default, which the kernel
+/// copies from its creator. The main thread's own slack is set later.
+pub fn before_creating_thread(p: &crate::restore::plan::ProcPlan, tid: i32) -> Result<()> {
+    let Some(s) = p.sched.iter().find(|s| s.tid == tid) else {
+        return Ok(());
+    };
+    let pid = p.pid();
+    if timer_slack(pid)? != s.default_timer_slack_ns {
+        let path = format!("/proc/{pid}/timerslack_ns");
+        fs::write(&path, s.default_timer_slack_ns.to_string())
+            .map_err(|e| Error::io(format!("pid {pid}: writing {path} (for tid {tid})"), e))?;
+    }
+    Ok(())
+}
+
+/// Without CAP_SYS_RESOURCE ckpt cannot set a process's OOM score floor: it keeps
+/// the one it inherits from ckpt, which must then be the dumped one. ckpt's own
+/// floor is read once (by the task iterator) for the whole plan.
+fn check_oom_floor(t: &ProcessTuningRecord) -> Result<()> {
+    if crate::privileges::has_cap(CAP_SYS_RESOURCE) {
+        return Ok(());
+    }
+    static OWN: std::sync::OnceLock<std::result::Result<i32, String>> = std::sync::OnceLock::new();
+    let own = OWN
+        .get_or_init(|| {
+            let me = std::process::id();
+            let facts = crate::task_facts::Reader::load()
+                .and_then(|mut r| r.read())
+                .map_err(|e| e.to_string())?;
+            facts
+                .get(&me)
+                .map(|f| f.oom_score_adj_min)
+                .ok_or_else(|| "the task iterator did not report ckpt itself".to_string())
+        })
+        .clone()
+        .map_err(|e| Error::Other(format!("reading ckpt's own OOM score floor: {e}")))?;
+    if own != t.oom_score_adj_min {
+        return Err(Error::Other(format!(
+            "pid {}: OOM score floor (oom_score_adj_min) {} cannot be given back: ckpt has no \
+             CAP_SYS_RESOURCE, so the process keeps ckpt's floor {own}",
+            t.pid, t.oom_score_adj_min
+        )));
+    }
+    if t.oom_score_adj < own {
+        return Err(Error::Other(format!(
+            "pid {}: oom_score_adj {} is below ckpt's floor {own}, which ckpt cannot lower \
+             without CAP_SYS_RESOURCE",
+            t.pid, t.oom_score_adj
+        )));
     }
     Ok(())
 }
@@ -807,13 +900,7 @@ fn restore_speculation(s: &ThreadSchedRecord, remote: &Remote) -> Result<()> {
 /// main thread) once its memory is mapped, and read back where it can be.
 pub fn restore_process(t: &ProcessTuningRecord, main: &Remote) -> Result<()> {
     let pid = t.pid;
-    let path = format!("/proc/{pid}/oom_score_adj");
-    // Written only when it differs: a privileged write also sets the floor an
-    // unprivileged process may lower it to (oom_score_adj_min).
-    if read_trim(&path)? != t.oom_score_adj.to_string() {
-        fs::write(&path, t.oom_score_adj.to_string())
-            .map_err(|e| Error::io(format!("pid {pid}: writing {path}"), e))?;
-    }
+    restore_oom_score(t)?;
     let (disable, flags) = (u64::from(t.thp_disable & 1), u64::from(t.thp_disable & !1));
     main.call(
         || format!("pid {pid}: prctl(PR_SET_THP_DISABLE, {disable}, {flags:#x})"),
@@ -886,7 +973,8 @@ pub fn write_records(
         let rec = capture_process(p.pid, &leader, facts.get(&(p.pid as u32)))?;
         writer.write(&Record::ProcessTuning(Box::new(rec)))?;
         for &tid in &p.threads {
-            writer.write(&Record::ThreadSched(Box::new(capture_thread(p.pid, tid)?)))?;
+            let rec = capture_thread(p.pid, tid, facts.get(&(tid as u32)))?;
+            writer.write(&Record::ThreadSched(Box::new(rec)))?;
         }
     }
     Ok(())
@@ -975,4 +1063,86 @@ pub fn describe(r: &ckpt_common::image::Record) -> String {
 /// thread of `p` (see [`restore_policy`]).
 pub fn restore_policies(p: &crate::restore::plan::ProcPlan) -> Result<()> {
     p.sched.iter().try_for_each(|s| restore_policy(s))
+}
+
+const CAP_SYS_RESOURCE_BIT: u32 = 24;
+
+/// Restore: oom_score_adj and the floor below which the process may not lower it
+/// unprivileged (oom_score_adj_min). A write with CAP_SYS_RESOURCE sets both, a
+/// write without sets the score alone: ckpt writes the floor with the capability,
+/// then, when the score is above it, the score from a thread of its own that
+/// dropped the capability (capabilities are per thread).
+fn restore_oom_score(t: &ProcessTuningRecord) -> Result<()> {
+    let pid = t.pid;
+    let path = format!("/proc/{pid}/oom_score_adj");
+    let write = |v: i32| {
+        fs::write(&path, v.to_string())
+            .map_err(|e| Error::io(format!("pid {pid}: writing {v} to {path}"), e))
+    };
+    if t.oom_score_adj < t.oom_score_adj_min {
+        return Err(Error::Other(format!(
+            "pid {pid}: oom_score_adj {} below its floor {} cannot be given back",
+            t.oom_score_adj, t.oom_score_adj_min
+        )));
+    }
+    if !crate::privileges::has_cap(CAP_SYS_RESOURCE) {
+        // The floor stays the one inherited from ckpt, which the plan found equal
+        // to the dumped one (check_oom_floor).
+        if read_trim(&path)? != t.oom_score_adj.to_string() {
+            write(t.oom_score_adj)?;
+        }
+    } else {
+        write(t.oom_score_adj_min)?;
+    }
+    if t.oom_score_adj != t.oom_score_adj_min && crate::privileges::has_cap(CAP_SYS_RESOURCE) {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    drop_effective_cap(CAP_SYS_RESOURCE_BIT)?;
+                    write(t.oom_score_adj)
+                })
+                .join()
+                .unwrap_or_else(|_| Err(Error::Other("the oom_score_adj writer panicked".into())))
+        })?;
+    }
+    let got = read_trim(&path)?;
+    if got != t.oom_score_adj.to_string() {
+        return Err(Error::Other(format!(
+            "pid {pid}: oom_score_adj is {got} after restore, not {} as dumped",
+            t.oom_score_adj
+        )));
+    }
+    Ok(())
+}
+
+/// Removes capability `cap` from the calling thread's effective set only.
+fn drop_effective_cap(cap: u32) -> Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget fills two Data for version 3.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } < 0 {
+        return Err(os_err("capget".into()));
+    }
+    data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
+    // SAFETY: capset of this thread with the sets just read, one bit less.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } < 0 {
+        return Err(os_err(format!("capset without capability {cap}")));
+    }
+    Ok(())
 }

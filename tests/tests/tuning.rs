@@ -173,7 +173,16 @@ fn policy_nice_priority_reset_on_fork_affinity_ioprio_slack_oom_thp_autogroup_me
         read(&format!("/proc/{}/timerslack_ns", w.pids[2])).trim(),
         "777777"
     );
-    dump_restore(&mut w, &["membarrier", "mlockall", "reset-on-fork"]);
+    dump_restore(
+        &mut w,
+        &[
+            "membarrier",
+            "mlockall",
+            "reset-on-fork",
+            "default-slack",
+            "oom-floor",
+        ],
+    );
     let after = truth(w.pid, &w.pids.clone());
     assert_same(&before, &after);
 }

@@ -454,11 +454,13 @@ fn check_record(
             if !pass.tuned.insert((RecordType::ProcessTuning, p.pid)) {
                 return Err(format!("pid {} has two tuning records", p.pid));
             }
-            if !(-1000..=1000).contains(&p.oom_score_adj) {
-                return Err(format!(
-                    "pid {}: oom_score_adj {} is outside -1000..=1000",
-                    p.pid, p.oom_score_adj
-                ));
+            for (what, v) in [
+                ("oom_score_adj", p.oom_score_adj),
+                ("oom_score_adj_min", p.oom_score_adj_min),
+            ] {
+                if !(-1000..=1000).contains(&v) {
+                    return Err(format!("pid {}: {what} {v} is outside -1000..=1000", p.pid));
+                }
             }
             if p.membarrier & !crate::image::records::membarrier::ALL != 0 {
                 return Err(format!(

@@ -194,7 +194,7 @@ impl<'a> Plan<'a> {
         plan.check_processes()?;
         for p in plan.procs.iter().filter(|p| !p.is_zombie()) {
             let own_session = plan.index.contains_key(&p.sid);
-            crate::tuning::check_plan(p.pid(), p.tuning, &p.rec.rlimits, own_session)?;
+            crate::tuning::check_plan(p.pid(), p.tuning, &p.sched, &p.rec.rlimits, own_session)?;
         }
         plan.check_files()?;
         plan.check_memory()?;

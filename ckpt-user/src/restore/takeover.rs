@@ -128,6 +128,7 @@ pub fn take_over(
     let mut threads = vec![(main_rec, main.for_thread(pid)?)];
     for t in p.threads.iter().filter(|t| t.tid != pid) {
         let r = step(pid, "create threads", || {
+            crate::tuning::before_creating_thread(p, t.tid)?;
             thread::restore_create(&main, t.tid)
         })?;
         seized.tids.push(t.tid);

@@ -138,6 +138,38 @@ fn vm_flag(addr: usize, flag: &str) -> Option<bool> {
     None
 }
 
+/// Runs `f` on a thread of its own without CAP_SYS_RESOURCE in its effective set
+/// (capabilities are per thread), as an unprivileged process would.
+fn without_sys_resource<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut header = [0x2008_0522u32, 0];
+            let mut data = [0u32; 6];
+            // SAFETY: capget/capset version 3 with two data structs.
+            unsafe {
+                assert_eq!(
+                    libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()),
+                    0
+                );
+                data[0] &= !(1 << 24);
+                assert_eq!(
+                    libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()),
+                    0
+                );
+            }
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Writes /proc/self/oom_score_adj; Err(errno) when refused.
+fn set_oom(v: i32) -> Result<(), i32> {
+    std::fs::write("/proc/self/oom_score_adj", v.to_string())
+        .map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
 fn membarrier(cmd: libc::c_long) -> i64 {
     // SAFETY: membarrier takes integers only.
     let rc = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
@@ -163,7 +195,20 @@ fn membarrier(cmd: libc::c_long) -> i64 {
 /// (reset on fork still acts).
 fn tuned() {
     let me = getpid();
-    std::fs::write("/proc/self/oom_score_adj", "345").expect("oom_score_adj");
+    // A floor of 100 set with CAP_SYS_RESOURCE, then 345 without (the floor stays).
+    // Where even root lacks CAP_SYS_RESOURCE the floor stays the inherited one.
+    set_oom(100).expect("oom_score_adj 100");
+    without_sys_resource(|| set_oom(345)).expect("oom_score_adj 345");
+    let floor = if without_sys_resource(|| set_oom(99)).is_ok() {
+        let _ = without_sys_resource(|| set_oom(345));
+        // Lowest accepted: the inherited floor (0 unless a parent set one).
+        (-1000..=345)
+            .find(|&v| without_sys_resource(|| set_oom(v)).is_ok())
+            .unwrap_or(345)
+    } else {
+        100
+    };
+    without_sys_resource(|| set_oom(345)).expect("oom_score_adj 345 again");
     std::fs::write("/proc/self/autogroup", "4").expect("autogroup");
     // SAFETY: plain prctl calls on this process.
     unsafe {
@@ -225,8 +270,54 @@ fn tuned() {
         }
     });
     let idle = idle_rx.recv().unwrap();
-    ready(&[me, tid, idle]);
+    // Made while the main thread's slack is 123456: that is its default.
+    let (slack_tx, slack_rx) = std::sync::mpsc::channel();
+    let (slack_done_tx, slack_done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: plain prctl calls on this thread.
+        unsafe { assert_eq!(libc::prctl(libc::PR_SET_TIMERSLACK, 999, 0, 0, 0), 0) };
+        slack_tx.send(gettid()).unwrap();
+        wait_go();
+        // SAFETY: as above; 0 means "back to my default".
+        let back = unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 0, 0, 0, 0);
+            let v = libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0);
+            libc::prctl(libc::PR_SET_TIMERSLACK, 999, 0, 0, 0);
+            v
+        };
+        report(
+            "default-slack",
+            back == 123_456,
+            &format!("PR_SET_TIMERSLACK 0 gives back the default 123456 ns (got {back})"),
+        );
+        slack_done_tx.send(()).unwrap();
+        loop {
+            sleep_ms(1000);
+        }
+    });
+    let slacker = slack_rx.recv().unwrap();
+    ready(&[me, tid, idle, slacker]);
     wait_go();
+    let lower = without_sys_resource(|| {
+        (
+            set_oom(floor),
+            if floor > -1000 {
+                set_oom(floor - 1)
+            } else {
+                Err(libc::EACCES)
+            },
+        )
+    });
+    let _ = without_sys_resource(|| set_oom(345));
+    report(
+        "oom-floor",
+        lower == (Ok(()), Err(libc::EACCES)),
+        &format!(
+            "unprivileged, oom_score_adj goes down to its floor {floor} and not below (got \
+             {lower:?})"
+        ),
+    );
+    slack_done_rx.recv().unwrap();
     let rc = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
     report(
         "membarrier",

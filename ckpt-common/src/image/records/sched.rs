@@ -34,6 +34,9 @@ pub struct ThreadSchedRecord {
     pub ioprio: u32,
     /// /proc/TID/timerslack_ns.
     pub timer_slack_ns: u64,
+    /// The kernel's `default_timer_slack_ns` (what PR_SET_TIMERSLACK 0, or leaving
+    /// a realtime policy, gives back), read by the task iterator.
+    pub default_timer_slack_ns: u64,
     /// /proc/TID/status `Speculation_Store_Bypass:` (empty when the kernel has none).
     pub spec_store_bypass: String,
     /// /proc/TID/status `SpeculationIndirectBranch:` (empty when the kernel has none).
@@ -86,7 +89,7 @@ impl Wire for SchedAttr {
 }
 
 impl Wire for ThreadSchedRecord {
-    const MIN_SIZE: usize = 4 + 4 + SchedAttr::MIN_SIZE + 4 + 4 + 4 + 8 + 4 + 4;
+    const MIN_SIZE: usize = 4 + 4 + SchedAttr::MIN_SIZE + 4 + 4 + 4 + 8 + 8 + 4 + 4;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
@@ -96,6 +99,7 @@ impl Wire for ThreadSchedRecord {
         wire::put_list(out, &self.affinity);
         out.put_u32_le(self.ioprio);
         out.put_u64_le(self.timer_slack_ns);
+        out.put_u64_le(self.default_timer_slack_ns);
         wire::put_str(out, &self.spec_store_bypass);
         wire::put_str(out, &self.spec_indirect_branch);
     }
@@ -109,6 +113,7 @@ impl Wire for ThreadSchedRecord {
             affinity: wire::list(buf, "affinity")?,
             ioprio: wire::u32(buf, "ioprio")?,
             timer_slack_ns: wire::u64(buf, "timer_slack_ns")?,
+            default_timer_slack_ns: wire::u64(buf, "default_timer_slack_ns")?,
             spec_store_bypass: wire::string(buf, "spec_store_bypass")?,
             spec_indirect_branch: wire::string(buf, "spec_indirect_branch")?,
         })
@@ -133,6 +138,9 @@ pub struct ProcessTuningRecord {
     pub pid: i32,
     /// /proc/PID/oom_score_adj.
     pub oom_score_adj: i32,
+    /// The kernel's `signal->oom_score_adj_min`: how low an unprivileged write may
+    /// set oom_score_adj (a privileged write sets both), read by the task iterator.
+    pub oom_score_adj_min: i32,
     /// PR_GET_THP_DISABLE: 0, or 1 | PR_THP_DISABLE_EXCEPT_ADVISED (2).
     pub thp_disable: u32,
     /// [`membarrier`] registrations of the address space.
@@ -172,11 +180,12 @@ impl Wire for CgroupMembership {
 }
 
 impl Wire for ProcessTuningRecord {
-    const MIN_SIZE: usize = 4 + 4 + 4 + 4 + 4 + 1 + 4;
+    const MIN_SIZE: usize = 4 + 4 + 4 + 4 + 4 + 4 + 1 + 4;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
         out.put_i32_le(self.oom_score_adj);
+        out.put_i32_le(self.oom_score_adj_min);
         out.put_u32_le(self.thp_disable);
         out.put_u32_le(self.membarrier);
         out.put_u32_le(self.mlock_future);
@@ -188,6 +197,7 @@ impl Wire for ProcessTuningRecord {
         Ok(ProcessTuningRecord {
             pid: wire::i32(buf, "pid")?,
             oom_score_adj: wire::i32(buf, "oom_score_adj")?,
+            oom_score_adj_min: wire::i32(buf, "oom_score_adj_min")?,
             thp_disable: wire::u32(buf, "thp_disable")?,
             membarrier: wire::u32(buf, "membarrier")?,
             mlock_future: wire::u32(buf, "mlock_future")?,
