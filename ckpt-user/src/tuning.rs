@@ -20,10 +20,15 @@
 //!   threads are made (memory and pids are charged where the process is; the
 //!   cpuset bounds the affinity, the cpu controller the realtime budget), then per
 //!   thread timer slack before the policy (a realtime policy zeroes the slack and
-//!   ignores later writes), affinity, I/O priority, then the policy.
+//!   ignores later writes), affinity, I/O priority; the policies last of all,
+//!   after the last remote syscall (a SCHED_IDLE thread may wait long for a CPU).
 //! - Facts with no userspace query (membarrier registrations, mm->def_flags for
-//!   mlockall(MCL_FUTURE)) come from the kernel through [`crate::task_facts`],
-//!   read once for the whole tree while it is frozen.
+//!   mlockall(MCL_FUTURE), each thread's default timer slack, the OOM score
+//!   floor) come from the kernel through [`crate::task_facts`], read once for the
+//!   whole tree while it is frozen. The kernel copies a new thread's default slack
+//!   from its creator's slack: restore sets the main thread's slack to each
+//!   thread's default just before creating it, and requires a main thread's
+//!   default to be ckpt's (every helper is a fork of ckpt).
 
 use std::fs;
 
@@ -1011,7 +1016,7 @@ pub fn describe(r: &ckpt_common::image::Record) -> String {
             let a = &s.attr;
             format!(
                 "thread {} scheduling: policy {}{}, nice {} ({} kept), priority {}, util {}..{}, \
-                 affinity {}, ioprio class {} data {}, timer slack {} ns{}{}",
+                 affinity {}, ioprio class {} data {}, timer slack {} ns (default {}){}{}",
                 s.tid,
                 a.policy,
                 if a.flags & SCHED_FLAG_RESET_ON_FORK != 0 {
@@ -1028,6 +1033,7 @@ pub fn describe(r: &ckpt_common::image::Record) -> String {
                 s.ioprio >> 13,
                 s.ioprio & 0x1fff,
                 s.timer_slack_ns,
+                s.default_timer_slack_ns,
                 if s.spec_store_bypass.is_empty() {
                     String::new()
                 } else {
@@ -1041,9 +1047,10 @@ pub fn describe(r: &ckpt_common::image::Record) -> String {
             )
         }
         Record::ProcessTuning(t) => format!(
-            "tuning: oom_score_adj {}, THP disable {}, membarrier {:#x}, mlockall future {:#x}, \
-             autogroup nice {}, cgroups {}",
+            "tuning: oom_score_adj {} (floor {}), THP disable {}, membarrier {:#x}, mlockall \
+             future {:#x}, autogroup nice {}, cgroups {}",
             t.oom_score_adj,
+            t.oom_score_adj_min,
             t.thp_disable,
             t.membarrier,
             t.mlock_future,
@@ -1064,8 +1071,6 @@ pub fn describe(r: &ckpt_common::image::Record) -> String {
 pub fn restore_policies(p: &crate::restore::plan::ProcPlan) -> Result<()> {
     p.sched.iter().try_for_each(|s| restore_policy(s))
 }
-
-const CAP_SYS_RESOURCE_BIT: u32 = 24;
 
 /// Restore: oom_score_adj and the floor below which the process may not lower it
 /// unprivileged (oom_score_adj_min). A write with CAP_SYS_RESOURCE sets both, a
@@ -1098,7 +1103,7 @@ fn restore_oom_score(t: &ProcessTuningRecord) -> Result<()> {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    drop_effective_cap(CAP_SYS_RESOURCE_BIT)?;
+                    drop_effective_cap(CAP_SYS_RESOURCE)?;
                     write(t.oom_score_adj)
                 })
                 .join()
