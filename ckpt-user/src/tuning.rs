@@ -1151,3 +1151,84 @@ fn drop_effective_cap(cap: u32) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speculation_states_map_to_the_prctl_that_sets_them_or_to_nothing_or_are_refused() {
+        assert_eq!(
+            spec_ctrl(PR_SPEC_STORE_BYPASS, "thread mitigated"),
+            Ok(Some(PR_SPEC_DISABLE))
+        );
+        assert_eq!(
+            spec_ctrl(PR_SPEC_STORE_BYPASS, "thread force mitigated"),
+            Ok(Some(PR_SPEC_FORCE_DISABLE))
+        );
+        assert_eq!(
+            spec_ctrl(PR_SPEC_INDIRECT_BRANCH, "conditional enabled"),
+            Ok(Some(PR_SPEC_ENABLE))
+        );
+        assert_eq!(spec_ctrl(PR_SPEC_STORE_BYPASS, "vulnerable"), Ok(None));
+        assert_eq!(
+            spec_ctrl(PR_SPEC_INDIRECT_BRANCH, "always enabled"),
+            Ok(None)
+        );
+        assert_eq!(spec_ctrl(PR_SPEC_STORE_BYPASS, ""), Ok(None));
+        // A state of the other kind, or one this version does not know.
+        assert_eq!(
+            spec_ctrl(PR_SPEC_STORE_BYPASS, "conditional disabled"),
+            Err(())
+        );
+        assert_eq!(
+            spec_ctrl(PR_SPEC_INDIRECT_BRANCH, "thread mitigated (x)"),
+            Err(())
+        );
+    }
+
+    fn facts(membarrier_state: u32, def_flags: u64) -> TaskFacts {
+        TaskFacts {
+            membarrier_state,
+            def_flags,
+            has_membarrier: 1,
+            ..TaskFacts::default()
+        }
+    }
+
+    #[test]
+    fn membarrier_ready_bits_become_register_commands_and_def_flags_mlockall_flags() {
+        // PRIVATE_EXPEDITED and its READY bit, GLOBAL_EXPEDITED and its READY bit.
+        assert_eq!(
+            mm_facts(7, &facts(0b1111, 0)).unwrap(),
+            (
+                membarrier::REGISTER_PRIVATE_EXPEDITED | membarrier::REGISTER_GLOBAL_EXPEDITED,
+                0
+            )
+        );
+        // Registration under way (state bit without READY): nothing to register.
+        assert_eq!(mm_facts(7, &facts(0b10, 0)).unwrap(), (0, 0));
+        assert_eq!(mm_facts(7, &facts(0, VM_LOCKED)).unwrap(), (0, MCL_FUTURE));
+        assert_eq!(
+            mm_facts(7, &facts(0, VM_LOCKED | VM_LOCKONFAULT)).unwrap(),
+            (0, MCL_FUTURE | MCL_ONFAULT)
+        );
+    }
+
+    #[test]
+    fn unknown_membarrier_bits_and_default_vm_flags_are_refused_naming_the_pid() {
+        let e = mm_facts(42, &facts(1 << 9, 0)).unwrap_err().to_string();
+        assert!(e.contains("pid 42") && e.contains("membarrier"), "{e}");
+        let e = mm_facts(42, &facts(0, 0x4000_0000))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pid 42") && e.contains("def_flags"), "{e}");
+    }
+
+    #[test]
+    fn cgroup_hierarchies_match_whatever_the_order_of_their_controllers() {
+        assert!(same_controllers("cpu,cpuacct", "cpuacct,cpu"));
+        assert!(same_controllers("", ""));
+        assert!(!same_controllers("cpu", "cpu,cpuacct"));
+    }
+}

@@ -266,6 +266,17 @@ impl TestCgroup {
     }
 }
 
+impl TestCgroup {
+    /// A threaded child `t` of this cgroup.
+    fn threaded_child(&self) -> Option<TestCgroup> {
+        let dir = format!("{}/t", self.0);
+        fs::create_dir(&dir).ok()?;
+        let cg = TestCgroup(dir);
+        fs::write(format!("{}/cgroup.type", cg.0), "threaded").ok()?;
+        Some(cg)
+    }
+}
+
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         for _ in 0..100 {
@@ -321,6 +332,65 @@ fn a_cgroup_gone_before_the_restore_is_an_error_naming_the_pid_and_path_with_not
         err.contains(&format!("pid {}", w.pid))
             && err.contains("ckpt-test-")
             && err.contains("cgroup"),
+        "{err}"
+    );
+    assert!(!Path::new(&format!("/proc/{}", w.pid)).exists(), "{err}");
+}
+
+#[test]
+fn a_thread_in_a_threaded_cgroup_is_refused_before_the_tree_is_touched() {
+    setup();
+    let Some(cg) = TestCgroup::new("threaded") else {
+        eprintln!("no cgroup v2 hierarchy here: skipped");
+        return;
+    };
+    let Some(t) = cg.threaded_child() else {
+        eprintln!("no threaded cgroups here: skipped");
+        return;
+    };
+    let dir = cg.0.clone();
+    let w = Wl::bin_prepared(WL, "threaded", |d| {
+        fs::write(d.join("cgroup"), &dir).unwrap()
+    });
+    let tid = w.pids[1];
+    let img = w.img();
+    let pid_s = w.pid.to_string();
+    let out = ckpt::run_timeout(&["dump", "-t", &pid_s, "-D", &img], CKPT_TIMEOUT).unwrap();
+    let err = out.describe();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("pid {} tid {tid}", w.pid)) && err.contains("threaded cgroup"),
+        "{err}"
+    );
+    assert!(!Path::new(&img).join("ckpt.img").exists());
+    assert!(read(&format!("/proc/{}/task/{tid}/cgroup", w.pid)).contains("/t"));
+    assert!(read(&format!("/proc/{}/status", w.pid)).contains("TracerPid:\t0"));
+    drop(w);
+    drop(t);
+}
+
+#[test]
+fn a_default_timer_slack_other_than_ckpts_is_a_restore_error_with_nothing_created() {
+    setup();
+    let mut w = Wl::bin(WL, "idle");
+    w.dump();
+    let img = w.img();
+    // ckpt restore started from a thread with another timer slack inherits it.
+    let out = thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: plain prctl on this (scoped) thread only.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 77_777, 0, 0, 0) };
+            ckpt::run_timeout(&["restore", "-D", &img], CKPT_TIMEOUT).unwrap()
+        })
+        .join()
+        .unwrap()
+    });
+    let err = out.describe();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", w.pid))
+            && err.contains("default timer slack")
+            && err.contains("77777"),
         "{err}"
     );
     assert!(!Path::new(&format!("/proc/{}", w.pid)).exists(), "{err}");

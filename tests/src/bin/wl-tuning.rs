@@ -413,6 +413,28 @@ fn onfault() {
     done_and_park();
 }
 
+/// Joins the cgroup whose directory is in `<dir>/cgroup` and puts a second thread
+/// in its threaded child `t` (a threaded cgroup, which dump refuses).
+fn threaded() {
+    let dir = std::fs::read_to_string(path("cgroup")).expect("cgroup file");
+    let dir = dir.trim().to_string();
+    std::fs::write(format!("{dir}/cgroup.procs"), "0").expect("joining the cgroup");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let tid = gettid();
+        std::fs::write(format!("{dir}/t/cgroup.threads"), tid.to_string())
+            .expect("joining the threaded cgroup");
+        tx.send(tid).unwrap();
+        loop {
+            sleep_ms(10);
+        }
+    });
+    let tid = rx.recv().unwrap();
+    ready(&[getpid(), tid]);
+    wait_go();
+    done_and_park();
+}
+
 /// Nothing but waiting (for the resource-limit tests: the limits come from prlimit).
 fn idle() {
     ready(&[getpid()]);
@@ -435,6 +457,7 @@ fn main() {
         "cgroup" => cgroup(),
         "idle" => idle(),
         "onfault" => onfault(),
+        "threaded" => threaded(),
         other => panic!("unknown scenario {other}"),
     }
 }
