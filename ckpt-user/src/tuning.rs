@@ -45,6 +45,8 @@ use crate::{
 };
 
 const SCHED_OTHER: u32 = 0;
+const SCHED_FIFO: u32 = 1;
+const SCHED_RR: u32 = 2;
 const SCHED_BATCH: u32 = 3;
 const SCHED_DEADLINE: u32 = 6;
 const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
@@ -617,7 +619,7 @@ pub fn check_plan(
 /// A thread's default timer slack is its creator's slack when it was created:
 /// a restored main thread gets ckpt's (every helper is forked from ckpt and keeps
 /// its slack until the takeover), another thread the slack its main thread is
-/// given just before creating it ([`before_creating_thread`]), which cannot be 0.
+/// given just before creating it ([`before_creating_thread`]).
 fn check_default_slack(pid: i32, sched: &[&ThreadSchedRecord]) -> Result<()> {
     // SAFETY: PR_GET_TIMERSLACK takes no argument.
     let own = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) } as u64;
@@ -631,25 +633,35 @@ fn check_default_slack(pid: i32, sched: &[&ThreadSchedRecord]) -> Result<()> {
                 s.tid
             )));
         }
-        if s.tid != pid && default == 0 {
-            return Err(Error::Other(format!(
-                "pid {pid} tid {}: default timer slack 0 (it was created by a realtime thread) \
-                 cannot be given back",
-                s.tid
-            )));
-        }
     }
     Ok(())
 }
 
 /// Restore, just before thread `tid` of `p` is created (by its main thread): the
 /// main thread's timer slack set to the new thread's default, which the kernel
-/// copies from its creator. The main thread's own slack is set later.
+/// copies from its creator. A default of 0 (a thread made by a realtime thread)
+/// can only be copied from a realtime creator: the main thread is made SCHED_FIFO
+/// for that while. Its own slack and policy are set later ([`restore_policy`]).
 pub fn before_creating_thread(p: &crate::restore::plan::ProcPlan, tid: i32) -> Result<()> {
     let Some(s) = p.sched.iter().find(|s| s.tid == tid) else {
         return Ok(());
     };
     let pid = p.pid();
+    let main_rt = [SCHED_FIFO, SCHED_RR].contains(&sched_getattr(pid)?.policy);
+    if s.default_timer_slack_ns == 0 {
+        if !main_rt {
+            let fifo = SchedAttr {
+                policy: SCHED_FIFO,
+                priority: 1,
+                ..SchedAttr::default()
+            };
+            sched_setattr(pid, &fifo, 0)?;
+        }
+        return Ok(());
+    }
+    if main_rt {
+        sched_setattr(pid, &SchedAttr::default(), 0)?;
+    }
     if timer_slack(pid)? != s.default_timer_slack_ns {
         let path = format!("/proc/{pid}/timerslack_ns");
         fs::write(&path, s.default_timer_slack_ns.to_string())
@@ -863,6 +875,13 @@ pub fn restore_policy(s: &ThreadSchedRecord) -> Result<()> {
     let got = getnice(tid)?;
     if got != s.nice {
         return Err(differs(tid, "nice", s.nice, got));
+    }
+    // A write while the thread was realtime (made so to create a thread) was
+    // ignored; leaving a realtime policy gave it its default: write it again.
+    if s.timer_slack_ns != 0 && timer_slack(tid)? != s.timer_slack_ns {
+        let path = format!("/proc/{tid}/timerslack_ns");
+        fs::write(&path, s.timer_slack_ns.to_string())
+            .map_err(|e| Error::io(format!("tid {tid}: writing {path}"), e))?;
     }
     let got = timer_slack(tid)?;
     if got != s.timer_slack_ns {

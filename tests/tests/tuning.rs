@@ -214,6 +214,15 @@ fn a_restore_failing_at_the_last_tuning_step_of_a_threaded_process_kills_it_and_
 }
 
 #[test]
+fn a_thread_made_by_a_realtime_thread_keeps_its_default_timer_slack_of_zero() {
+    setup();
+    let mut w = Wl::bin(WL, "rtthreads");
+    let before = truth(w.pid, &w.pids.clone());
+    dump_restore(&mut w, &["rt-default-slack"]);
+    assert_same(&before, &truth(w.pid, &w.pids.clone()));
+}
+
+#[test]
 fn mlockall_future_on_fault_still_locks_new_mappings_on_fault() {
     setup();
     let mut w = Wl::bin(WL, "onfault");

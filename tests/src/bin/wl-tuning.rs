@@ -435,6 +435,45 @@ fn threaded() {
     done_and_park();
 }
 
+/// A SCHED_FIFO main thread that made a thread (whose default timer slack is then
+/// 0, its creator's); the thread went SCHED_OTHER with a slack of 4444 ns. After
+/// go it asks for its default back (PR_SET_TIMERSLACK 0): 0, not ckpt's 50000.
+fn rtthreads() {
+    let me = getpid();
+    sched_setattr(me, libc::SCHED_FIFO as u32, 0, 0, 3);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let tid = gettid();
+        sched_setattr(tid, libc::SCHED_OTHER as u32, 0, 2, 0);
+        // SAFETY: plain prctl calls on this thread.
+        unsafe { assert_eq!(libc::prctl(libc::PR_SET_TIMERSLACK, 4444, 0, 0, 0), 0) };
+        tx.send(tid).unwrap();
+        wait_go();
+        // SAFETY: as above; 0 means "back to my default".
+        let back = unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 0, 0, 0, 0);
+            let v = libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0);
+            libc::prctl(libc::PR_SET_TIMERSLACK, 4444, 0, 0, 0);
+            v
+        };
+        report(
+            "rt-default-slack",
+            back == 0,
+            &format!("a thread made by a SCHED_FIFO thread has default timer slack 0 (got {back})"),
+        );
+        done_tx.send(()).unwrap();
+        loop {
+            sleep_ms(1000);
+        }
+    });
+    let tid = rx.recv().unwrap();
+    ready(&[me, tid]);
+    wait_go();
+    done_rx.recv().unwrap();
+    done_and_park();
+}
+
 /// Nothing but waiting (for the resource-limit tests: the limits come from prlimit).
 fn idle() {
     ready(&[getpid()]);
@@ -458,6 +497,7 @@ fn main() {
         "idle" => idle(),
         "onfault" => onfault(),
         "threaded" => threaded(),
+        "rtthreads" => rtthreads(),
         other => panic!("unknown scenario {other}"),
     }
 }
