@@ -147,6 +147,17 @@ pub struct Offsets {
     pub regs_si: u32,
     pub regs_dx: u32,
     pub regs_r10: u32,
+    /// `task_struct.mm`, `mm_struct.membarrier_state` and `mm_struct.def_flags`,
+    /// for the task-facts iterator ([`TaskFacts`]); a field this kernel lacks
+    /// (membarrier_state without CONFIG_MEMBARRIER) is 0 and its fact is not read.
+    pub task_mm: u32,
+    pub mm_membarrier_state: u32,
+    pub mm_def_flags: u32,
+    /// `task_struct.default_timer_slack_ns`, `task_struct.signal` and
+    /// `signal_struct.oom_score_adj_min` (a short), for the same iterator.
+    pub task_default_timer_slack: u32,
+    pub task_signal: u32,
+    pub signal_oom_score_adj_min: u32,
     /// Bytes to read at once from each struct so that every field above is
     /// inside (see [`WINDOW_BYTES`]).
     pub fdt_window: u32,
@@ -234,6 +245,35 @@ pub const MAP_PIPES: &str = "CKPT_PIPES";
 pub const MAP_EVENTS: &str = "CKPT_EVENTS";
 pub const MAP_STATS: &str = "CKPT_STATS";
 pub const MAP_CONFIG: &str = "CKPT_CONFIG";
+
+/// Facts about one task that no syscall reports, written by the `iter/task`
+/// program (one record per task, in the iterator's output) for the kinds of state
+/// that need them (scheduling and tuning: membarrier registrations,
+/// mlockall(MCL_FUTURE), default timer slack, the OOM score floor). Raw kernel
+/// values: userspace interprets. The mm and signal facts are the process's (the
+/// same in every thread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskFacts {
+    pub tgid: u32,
+    pub tid: u32,
+    /// `task->default_timer_slack_ns`: what PR_SET_TIMERSLACK 0 (or leaving a
+    /// realtime policy) gives back; set at clone from the creator's slack.
+    pub default_timer_slack_ns: u64,
+    /// `task->signal->oom_score_adj_min`: the floor an unprivileged write of
+    /// oom_score_adj may go down to.
+    pub oom_score_adj_min: i32,
+    /// 1 when `membarrier_state` was read (the kernel has the field), else 0.
+    pub has_membarrier: u32,
+    /// Kernel `struct mm_struct *` (0: a kernel thread or an exiting task).
+    pub mm: u64,
+    /// `mm->def_flags`: VM_* flags every new mapping gets (VM_LOCKED after
+    /// mlockall(MCL_FUTURE)).
+    pub def_flags: u64,
+    /// `mm->membarrier_state`: MEMBARRIER_STATE_* bits.
+    pub membarrier_state: u32,
+    pub _pad: u32,
+}
 
 #[cfg(feature = "user")]
 mod pod {

@@ -250,9 +250,12 @@ fn validation_also_runs_when_an_image_is_opened() {
     let scratch = common::scratch("open-validates");
     let dir = scratch.image_dir();
     let (mut image, pages) = sample_image();
-    image
-        .records
-        .retain(|r| !matches!(r, Record::Thread(_) | Record::ThreadSecurity(_)));
+    image.records.retain(|r| {
+        !matches!(
+            r,
+            Record::Thread(_) | Record::ThreadSecurity(_) | Record::ThreadSched(_)
+        )
+    });
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join(ckpt_common::image::IMAGE_FILE), image.encode()).unwrap();
     std::fs::write(dir.join(ckpt_common::image::PAGES_FILE), pages).unwrap();
@@ -560,4 +563,38 @@ fn a_seccomp_filter_is_whole_instructions_on_an_earlier_filter() {
         }
     });
     assert!(msg.contains("which no earlier record defines"), "{msg}");
+}
+
+#[test]
+fn a_scheduling_record_for_a_thread_the_image_does_not_hold_is_refused() {
+    let i = find(|r| matches!(r, Record::ThreadSched(_)));
+    let err = broken(i, "thread-sched", |r| {
+        if let Record::ThreadSched(t) = &mut r[i] {
+            t.tid = 4242;
+        }
+    });
+    assert!(
+        err.contains("tid 4242") && err.contains("no earlier thread"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_tuning_record_with_an_unknown_membarrier_bit_or_oom_score_is_refused() {
+    let i = find(|r| matches!(r, Record::ProcessTuning(_)));
+    let err = broken(i, "process-tuning", |r| {
+        if let Record::ProcessTuning(p) = &mut r[i] {
+            p.membarrier = 1;
+        }
+    });
+    assert!(
+        err.contains("pid 101") && err.contains("membarrier"),
+        "{err}"
+    );
+    let err = broken(i, "process-tuning", |r| {
+        if let Record::ProcessTuning(p) = &mut r[i] {
+            p.oom_score_adj = 1001;
+        }
+    });
+    assert!(err.contains("oom_score_adj 1001"), "{err}");
 }

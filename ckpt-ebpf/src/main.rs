@@ -7,6 +7,7 @@
 //! - raw tracepoints `sched_process_fork/exec/exit`: tables copied, close-on-exec,
 //!   tables released.
 //! - `iter/task_file`: every fd that already exists (bootstrap and reconciliation).
+//! - `iter/task`: per-process facts no syscall reports ([`TaskFacts`]), on demand.
 //!
 //! The programs record facts and decide nothing; see `ckpt-user`'s tracker module.
 #![no_std]
@@ -443,6 +444,69 @@ pub fn ckpt_iter_task_file(ctx: *mut core::ffi::c_void) -> i32 {
     sc.events = false;
     sync_fd(&sc, fd);
     0
+}
+
+/// `iter/task`: the [`TaskFacts`] of every task, written to the iterator's
+/// output. Context layout
+/// (`struct bpf_iter__task`): meta, task, each 8 bytes (checked against BTF by the
+/// loader). `meta` and `meta->seq` are read with plain loads: the verifier then
+/// knows `seq` as the kernel's seq_file, which bpf_seq_write requires.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub fn ckpt_iter_task_facts(ctx: *mut core::ffi::c_void) -> i32 {
+    // SAFETY: ctx is the iterator's context, meta its first field. The task is
+    // read as a plain number (rd_u64), as in the task_file iterator: the offsets
+    // added to it are not constants, which the verifier allows on numbers only.
+    let meta = unsafe { core::ptr::read_volatile(ctx as *const u64) };
+    let task = rd_u64(ctx as u64 + 8);
+    if task == 0 || meta == 0 {
+        return 0;
+    }
+    let tgid = rd_u32(task + off!(task_tgid));
+    let tid = rd_u32(task + off!(task_pid));
+    let mm = rd_u64(task + off!(task_mm));
+    let signal = rd_u64(task + off!(task_signal));
+    let state_at = off!(mm_membarrier_state);
+    let facts = TaskFacts {
+        tgid,
+        tid,
+        default_timer_slack_ns: rd_u64(task + off!(task_default_timer_slack)),
+        oom_score_adj_min: if signal == 0 {
+            0
+        } else {
+            i32::from(rd_i16(signal + off!(signal_oom_score_adj_min)))
+        },
+        has_membarrier: u32::from(state_at != 0),
+        mm,
+        def_flags: if mm == 0 {
+            0
+        } else {
+            rd_u64(mm + off!(mm_def_flags))
+        },
+        membarrier_state: if mm == 0 || state_at == 0 {
+            0
+        } else {
+            rd_u32(mm + state_at)
+        },
+        _pad: 0,
+    };
+    // SAFETY: meta points at the kernel's bpf_iter_meta, whose first field is seq.
+    let seq = unsafe { core::ptr::read_volatile(meta as *const u64) };
+    // SAFETY: a helper call writing `facts` (on the stack) to the iterator's output.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_seq_write(
+            seq as *mut aya_ebpf::bindings::seq_file,
+            &facts as *const TaskFacts as *const core::ffi::c_void,
+            core::mem::size_of::<TaskFacts>() as u32,
+        );
+    }
+    0
+}
+
+#[inline(always)]
+fn rd_i16(addr: u64) -> i16 {
+    // SAFETY: a helper call that reads kernel memory or fails.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const i16) }.unwrap_or(0)
 }
 
 #[cfg(not(test))]

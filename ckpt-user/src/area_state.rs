@@ -34,9 +34,9 @@
 //! cannot be seen from outside the kernel, so a restored ring could silently lose
 //! them), private mappings of SysV segments (a private copy of an IPC object
 //! restore cannot name), areas with a NUMA memory policy (mbind), and processes
-//! with KSM on for every area (PR_SET_MEMORY_MERGE), transparent huge pages off
-//! (PR_SET_THP_DISABLE) or every future area locked
-//! (mlockall MCL_FUTURE, seen on a probe page mapped while the tree is frozen).
+//! with KSM on for every area (PR_SET_MEMORY_MERGE). The process-wide settings
+//! next to these (THP disabled, mlockall MCL_FUTURE) are restored by
+//! [`crate::tuning`].
 //!
 //! Restore order (after every area is mapped, its pages written and its final
 //! protections set): names, guard regions (MADV_GUARD_INSTALL refuses a locked
@@ -183,7 +183,6 @@ fn refusal(pid: i32, start: u64, end: u64, path: &str, what: &str) -> Error {
 /// smaps view for [`capture`].
 fn checked_smaps(pid: i32) -> Result<Vec<SmapsArea>> {
     refuse_merge_any(pid)?;
-    refuse_thp_disabled(pid)?;
     refuse_mempolicy(pid)?;
     let areas = smaps(pid)?;
     for a in &areas {
@@ -247,24 +246,6 @@ fn refuse_mempolicy(pid: i32) -> Result<()> {
     Ok(())
 }
 
-/// prctl(PR_SET_THP_DISABLE): no transparent huge pages for any area of the
-/// process (/proc/PID/status `THP_enabled: 0`). A process setting, like the
-/// areas' `hg`/`nh`, but not restored yet: refused.
-fn refuse_thp_disabled(pid: i32) -> Result<()> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| Error::io(format!("reading /proc/{pid}/status"), e))?;
-    if text
-        .lines()
-        .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"]))
-    {
-        return Err(Error::Other(format!(
-            "pid {pid}: transparent huge pages disabled (prctl PR_SET_THP_DISABLE): not yet \
-             supported by ckpt dump"
-        )));
-    }
-    Ok(())
-}
-
 /// prctl(PR_SET_MEMORY_MERGE): KSM for every present and future area of the
 /// process. The areas' `mg` is restored, but not the process setting that gives
 /// new areas theirs: refused.
@@ -288,17 +269,7 @@ fn refuse_merge_any(pid: i32) -> Result<()> {
 /// Dump, tree frozen: the state of every area of `pid` (keyed by start address),
 /// refusing what cannot be restored.
 pub fn capture(pid: i32, maps: &[Mapping]) -> Result<BTreeMap<u64, AreaState>> {
-    let probe = FutureLockProbe::map(pid, maps)?;
-    let areas = checked_smaps(pid);
-    let future = probe.flags(areas.as_ref().ok());
-    probe.unmap()?;
-    let areas = areas?;
-    if let Some(how) = future? {
-        return Err(Error::Other(format!(
-            "pid {pid}: mlockall({how}): every area mapped from now on is locked: not yet \
-             supported by ckpt dump"
-        )));
-    }
+    let areas = checked_smaps(pid)?;
     // The scan stops at the last area (the vsyscall page lies beyond what
     // PAGEMAP_SCAN accepts, and holds no guard).
     let top = maps
@@ -353,96 +324,6 @@ pub fn capture(pid: i32, maps: &[Mapping]) -> Result<BTreeMap<u64, AreaState>> {
         out.insert(m.start, st);
     }
     Ok(out)
-}
-
-/// mlockall(MCL_FUTURE) leaves no trace in /proc but on the areas mapped after it:
-/// so, with the tree frozen, the process maps one inaccessible page in a free gap
-/// (a page away from every area, so it merges with none), smaps shows whether the
-/// kernel locked it, and the page is unmapped again before anything else happens.
-struct FutureLockProbe {
-    pid: i32,
-    thread: crate::inject::RemoteThread,
-    at: u64,
-    /// mmap failed with EAGAIN: the page would have been locked past
-    /// RLIMIT_MEMLOCK.
-    over_limit: bool,
-}
-
-impl FutureLockProbe {
-    fn map(pid: i32, maps: &[Mapping]) -> Result<FutureLockProbe> {
-        let tid = *crate::procfs::threads(pid)
-            .first()
-            .ok_or_else(|| Error::Other(format!("pid {pid}: no thread to probe mlockall in")))?;
-        let busy: Vec<(u64, u64)> = maps
-            .iter()
-            .map(|m| (m.start.saturating_sub(PAGE_SIZE), m.end + PAGE_SIZE))
-            .collect();
-        let at = crate::restore::plan::free_gap(&busy, PAGE_SIZE, 1 << 32, 0x7000_0000_0000)
-            .ok_or_else(|| {
-                Error::Other(format!("pid {pid}: no free page to probe mlockall with"))
-            })?;
-        let thread = crate::inject::RemoteThread::new(tid);
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
-        let got = thread.syscall(
-            libc::SYS_mmap,
-            &[at, PAGE_SIZE, libc::PROT_NONE as u64, flags, u64::MAX, 0],
-        )?;
-        let over_limit = got == -i64::from(libc::EAGAIN);
-        if !over_limit && got as u64 != at {
-            return Err(Error::Other(format!(
-                "pid {pid}: mapping the mlockall probe page at {at:#x}: {}",
-                if got < 0 {
-                    crate::restore::remote::errno_of(got).to_string()
-                } else {
-                    format!("mapped at {got:#x}")
-                }
-            )));
-        }
-        Ok(FutureLockProbe {
-            pid,
-            thread,
-            at,
-            over_limit,
-        })
-    }
-
-    /// `MCL_FUTURE` (or with `| MCL_ONFAULT`) if the probe page was locked.
-    fn flags(&self, areas: Option<&Vec<SmapsArea>>) -> Result<Option<&'static str>> {
-        if self.over_limit {
-            return Ok(Some("MCL_FUTURE"));
-        }
-        let Some(areas) = areas else { return Ok(None) };
-        let a = areas.iter().find(|a| a.start == self.at).ok_or_else(|| {
-            Error::Other(format!(
-                "pid {}: the mlockall probe page at {:#x} is not in smaps",
-                self.pid, self.at
-            ))
-        })?;
-        let has = |f: &str| a.flags.iter().any(|g| g == f);
-        Ok(match (has("lo"), has("lf")) {
-            (true, true) => Some("MCL_FUTURE | MCL_ONFAULT"),
-            (true, false) => Some("MCL_FUTURE"),
-            _ => None,
-        })
-    }
-
-    fn unmap(self) -> Result<()> {
-        if self.over_limit {
-            return Ok(());
-        }
-        let r = self
-            .thread
-            .syscall(libc::SYS_munmap, &[self.at, PAGE_SIZE])?;
-        if r != 0 {
-            return Err(Error::Other(format!(
-                "pid {}: unmapping the mlockall probe page at {:#x}: {}",
-                self.pid,
-                self.at,
-                crate::restore::remote::errno_of(r)
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// PAGEMAP_SCAN's argument (include/uapi/linux/fs.h, `struct pm_scan_arg`).

@@ -39,7 +39,7 @@ fn cache_key() -> Option<Vec<u8>> {
     let meta = std::fs::metadata(VMLINUX_BTF).ok()?;
     Some(
         format!(
-            "ckpt-layout-v3 {} {} {}\n",
+            "ckpt-layout-v4 {} {} {}\n",
             boot.trim(),
             meta.size(),
             meta.mtime()
@@ -62,7 +62,7 @@ fn read_cache(key: &[u8]) -> Option<KernelLayout> {
     let raw = std::fs::read(LAYOUT_CACHE).ok()?;
     let rest = raw.strip_prefix(key)?;
     let size = std::mem::size_of::<Offsets>();
-    if rest.len() != size + 1 + 8 {
+    if rest.len() != size + 1 + 12 {
         return None;
     }
     let mut offsets = Offsets::default();
@@ -79,6 +79,7 @@ fn read_cache(key: &[u8]) -> Option<KernelLayout> {
     let attach = AttachIds {
         iter_task_file: id(size + 1),
         trace_sys_exit: id(size + 5),
+        iter_task: id(size + 9),
     };
     Some(KernelLayout {
         offsets,
@@ -93,6 +94,7 @@ fn write_cache(key: &[u8], layout: &KernelLayout) {
     raw.push((layout.file_ref == FileRefEncoding::FileRef) as u8);
     raw.extend_from_slice(&layout.attach.iter_task_file.to_le_bytes());
     raw.extend_from_slice(&layout.attach.trace_sys_exit.to_le_bytes());
+    raw.extend_from_slice(&layout.attach.iter_task.to_le_bytes());
     let path = std::path::Path::new(LAYOUT_CACHE);
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -140,6 +142,8 @@ pub struct AttachIds {
     pub iter_task_file: u32,
     /// TYPEDEF `btf_trace_sys_exit`.
     pub trace_sys_exit: u32,
+    /// FUNC `bpf_iter_task` (the task-facts iterator, [`crate::task_facts`]).
+    pub iter_task: u32,
 }
 
 impl AttachIds {
@@ -155,15 +159,21 @@ impl AttachIds {
         const FWD: u32 = 7;
         const TYPEDEF: u32 = 8;
         const FUNC: u32 = 12;
-        let names = b"\0bpf_iter_task_file\0btf_trace_sys_exit\0";
+        let names = b"\0bpf_iter_task_file\0btf_trace_sys_exit\0bpf_iter_task\0";
         let (iter_name, trace_name) = (1u32, 1 + "bpf_iter_task_file".len() as u32 + 1);
-        let last = self.iter_task_file.max(self.trace_sys_exit);
+        let task_name = trace_name + "btf_trace_sys_exit".len() as u32 + 1;
+        let last = self
+            .iter_task_file
+            .max(self.trace_sys_exit)
+            .max(self.iter_task);
         let mut types = Vec::with_capacity(last as usize * 12);
         for id in 1..=last {
             let (name, kind) = if id == self.iter_task_file {
                 (iter_name, FUNC)
             } else if id == self.trace_sys_exit {
                 (trace_name, TYPEDEF)
+            } else if id == self.iter_task {
+                (task_name, FUNC)
             } else {
                 (0, FWD)
             };
@@ -300,6 +310,13 @@ impl KernelBtf {
             regs_si: o("pt_regs", "si")?,
             regs_dx: o("pt_regs", "dx")?,
             regs_r10: o("pt_regs", "r10")?,
+            task_mm: o("task_struct", "mm")?,
+            // Absent without CONFIG_MEMBARRIER: 0, and the iterator skips it.
+            mm_membarrier_state: o("mm_struct", "membarrier_state").unwrap_or(0),
+            mm_def_flags: o("mm_struct", "def_flags")?,
+            task_default_timer_slack: o("task_struct", "default_timer_slack_ns")?,
+            task_signal: o("task_struct", "signal")?,
+            signal_oom_score_adj_min: o("signal_struct", "oom_score_adj_min")?,
             fdt_window: 0,
             file_window: 0,
             inode_window: 0,
@@ -310,6 +327,7 @@ impl KernelBtf {
         self.check_iter_context()?;
         let attach = AttachIds {
             iter_task_file: self.type_id("bpf_iter_task_file", |t| matches!(t, Type::Func(_)))?,
+            iter_task: self.type_id("bpf_iter_task", |t| matches!(t, Type::Func(_)))?,
             trace_sys_exit: self
                 .type_id("btf_trace_sys_exit", |t| matches!(t, Type::Typedef(_)))?,
         };
@@ -331,6 +349,14 @@ impl KernelBtf {
     /// The iterator program reads its context at fixed offsets (the verifier forbids
     /// variable ones there): make sure this kernel agrees before loading it.
     fn check_iter_context(&self) -> Result<()> {
+        for (field, want) in [("meta", 0), ("task", 8)] {
+            let got = self.offset("bpf_iter__task", field)?;
+            if got != want {
+                return Err(Error::Btf(format!(
+                    "bpf_iter__task.{field} is at {got}, ckpt's iterator expects {want}"
+                )));
+            }
+        }
         for (field, want) in [("meta", 0), ("task", 8), ("fd", 16), ("file", 24)] {
             let got = self.offset("bpf_iter__task_file", field)?;
             if got != want {

@@ -123,13 +123,16 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     crate::locks::dump(&table, crate::locks::When::BeforeFreeze, |_, _| {
         Err(Error::Other("no fd copies before the freeze".into()))
     })?;
+    crate::tuning::refuse_early(opts.root)?;
     fault_point("tracker")?;
+    // Loaded now, run while the tree is frozen (tuning.rs).
+    let mut task_facts = crate::task_facts::Reader::load()?;
     stages.done("load tracker");
 
     let tree = FrozenTree::freeze(opts.root)?;
     stages.done("freeze");
     let created_dir = !opts.dir.exists();
-    let result = collect_and_write(opts, &tree, &mut tracker, &mut stages);
+    let result = collect_and_write(opts, &tree, &mut tracker, &mut task_facts, &mut stages);
     let frozen_seconds = tree.frozen_for().as_secs_f64();
     match result {
         Ok(mut report) => {
@@ -252,6 +255,7 @@ fn collect_and_write(
     opts: &DumpOptions,
     tree: &FrozenTree,
     tracker: &mut Tracker,
+    task_facts: &mut crate::task_facts::Reader,
     stages: &mut Stages,
 ) -> Result<DumpReport> {
     // The tree is frozen: one reconciliation gives its exact fd tables.
@@ -314,6 +318,7 @@ fn collect_and_write(
             c.writer.write(r)?;
         }
     }
+    crate::tuning::write_records(&order, task_facts, &mut c.writer)?;
     fault_point("processes")?;
     stages.done("processes and threads");
     for p in &order {

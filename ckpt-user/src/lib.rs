@@ -29,8 +29,10 @@ pub mod restore;
 pub mod security;
 pub mod sharing;
 pub mod show;
+pub mod task_facts;
 pub mod thread;
 pub mod tracker;
+pub mod tuning;
 
 pub use error::{Error, Result};
 use sharing::{Scope, SharingTable};

@@ -396,7 +396,6 @@ fn ask(
 // thread: credentials are per thread in Linux).
 
 use ckpt_common::image::Siginfo;
-use log::warn;
 
 use crate::restore::remote::{Call, Remote};
 
@@ -624,8 +623,8 @@ pub fn restore_root(remote: &Remote, root: &std::path::Path) -> Result<()> {
 }
 
 /// Restore: resource limits, set by ckpt with prlimit while the process still has
-/// ckpt's credentials. Lowering is allowed; a hard limit above the current one
-/// cannot be raised without CAP_SYS_RESOURCE and is left as it is, with a warning.
+/// ckpt's credentials. A hard limit ckpt cannot raise is refused in the plan stage
+/// ([`crate::tuning::check_plan`]); meeting one here is an error all the same.
 pub fn restore_rlimits(pid: i32, limits: &[Rlimit]) -> Result<()> {
     for l in limits {
         let mut cur = libc::rlimit64 {
@@ -648,19 +647,10 @@ pub fn restore_rlimits(pid: i32, limits: &[Rlimit]) -> Result<()> {
                 std::io::Error::last_os_error(),
             ));
         }
-        let mut want = libc::rlimit64 {
+        let want = libc::rlimit64 {
             rlim_cur: l.cur,
             rlim_max: l.max,
         };
-        if l.max > cur.rlim_max {
-            warn!(
-                "pid {pid}: resource limit {} had hard limit {} at dump; raising it above {} \
-                 needs CAP_SYS_RESOURCE, so it stays at {}",
-                l.resource, l.max, cur.rlim_max, cur.rlim_max
-            );
-            want.rlim_max = cur.rlim_max;
-            want.rlim_cur = want.rlim_cur.min(cur.rlim_max);
-        }
         if want.rlim_cur == cur.rlim_cur && want.rlim_max == cur.rlim_max {
             continue;
         }

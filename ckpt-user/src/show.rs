@@ -88,6 +88,7 @@ impl Totals {
                 Record::Fd(_) => t.fds += 1,
                 Record::FileLock(_) => t.file_locks += 1,
                 Record::ThreadSecurity(_) | Record::SeccompFilter(_) => {}
+                Record::ThreadSched(_) | Record::ProcessTuning(_) => {}
             }
         }
         debug_assert_eq!(t.pages_dumped * page, verified);
@@ -137,6 +138,8 @@ struct Index<'a> {
     /// Open file objref → the fds (pid, fd) referring to it.
     users: BTreeMap<ObjRef, Vec<(i32, i32)>>,
     security: BTreeMap<i32, Vec<&'a ckpt_common::image::ThreadSecurityRecord>>,
+    /// Scheduling and tuning records, by pid.
+    tuning: BTreeMap<i32, Vec<&'a Record>>,
 }
 
 impl<'a> Index<'a> {
@@ -150,6 +153,7 @@ impl<'a> Index<'a> {
             objects: BTreeMap::new(),
             users: BTreeMap::new(),
             security: BTreeMap::new(),
+            tuning: BTreeMap::new(),
         };
         for record in &image.records {
             match record {
@@ -174,6 +178,8 @@ impl<'a> Index<'a> {
                 Record::SeccompFilter(f) => {
                     ix.objects.insert(f.objref, record);
                 }
+                Record::ThreadSched(t) => ix.tuning.entry(t.pid).or_default().push(record),
+                Record::ProcessTuning(t) => ix.tuning.entry(t.pid).or_default().push(record),
             }
         }
         ix
@@ -354,6 +360,10 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
         .unwrap_or_default()
     {
         let _ = writeln!(out, "  {}", crate::security::describe_thread(s));
+    }
+
+    for r in ix.tuning.get(&p.pid).map(Vec::as_slice).unwrap_or_default() {
+        let _ = writeln!(out, "  {}", crate::tuning::describe(r));
     }
     let areas = ix.areas.get(&p.pid).map(Vec::as_slice).unwrap_or_default();
     let mapped: u64 = areas.iter().map(|a| a.len()).sum();

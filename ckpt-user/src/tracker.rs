@@ -38,7 +38,8 @@ use crate::{
 };
 
 /// The compiled eBPF object, built by `build.rs` with aya-build.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ckpt-ebpf"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ckpt-ebpf"));
 
 /// Where a running monitor pins its maps.
 pub const PIN_DIR: &str = "/sys/fs/bpf/ckpt";

@@ -302,6 +302,9 @@ pub enum Rec {
     SeccompFilter {
         objref: u64,
     },
+    /// A thread-sched or process-tuning record (checked by tests/tests/tuning.rs
+    /// against /proc, not through the image).
+    Tuning(Value),
 }
 
 /// A decoded image.
@@ -381,6 +384,7 @@ impl Image {
                         .as_u64()
                         .context("a seccomp filter without objref")?,
                 },
+                "thread-sched" | "process-tuning" => Rec::Tuning(r.clone()),
                 other => bail!("record #{i} has an unknown type {other:?}"),
             };
             match &rec {
@@ -413,6 +417,7 @@ impl Image {
                     }
                 }
                 Rec::ThreadSecurity | Rec::SeccompFilter { .. } => {}
+                Rec::Tuning(_) => {}
             }
             img.records.push(rec);
         }

@@ -49,6 +49,7 @@ pub use records::{
     SocketMessage, SyscallState, ThreadRecord, UnlinkedAttrs,
 };
 pub use records::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
+pub use records::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};
 pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};
 

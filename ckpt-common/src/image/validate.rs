@@ -76,6 +76,8 @@ struct Pass {
     fds: HashSet<(i32, i32)>,
     /// The open file each (pid, fd) names, for the file lock records.
     fd_files: HashMap<(i32, i32), ObjRef>,
+    /// Threads and processes that already have their sched or tuning record.
+    tuned: HashSet<(RecordType, i32)>,
     /// Unix sockets already named as some socket's peer (each pairs once).
     paired: HashSet<ObjRef>,
     /// Unix sockets that name no peer (record index, objref): a later one must
@@ -556,6 +558,45 @@ fn check_record(
                     l.kind.name(),
                     l.start,
                     l.len
+                ));
+            }
+        }
+        Record::ThreadSched(t) => {
+            pass.running(t.pid)?;
+            if !pass.tids.contains(&t.tid) {
+                return Err(format!(
+                    "scheduling state of tid {} (pid {}), which has no earlier thread record",
+                    t.tid, t.pid
+                ));
+            }
+            if !pass.tuned.insert((RecordType::ThreadSched, t.tid)) {
+                return Err(format!("tid {} has two scheduling records", t.tid));
+            }
+            if t.affinity.len() > 128 {
+                return Err(format!(
+                    "tid {}: an affinity mask of {} words (at most 128: 8192 CPUs)",
+                    t.tid,
+                    t.affinity.len()
+                ));
+            }
+        }
+        Record::ProcessTuning(p) => {
+            pass.running(p.pid)?;
+            if !pass.tuned.insert((RecordType::ProcessTuning, p.pid)) {
+                return Err(format!("pid {} has two tuning records", p.pid));
+            }
+            for (what, v) in [
+                ("oom_score_adj", p.oom_score_adj),
+                ("oom_score_adj_min", p.oom_score_adj_min),
+            ] {
+                if !(-1000..=1000).contains(&v) {
+                    return Err(format!("pid {}: {what} {v} is outside -1000..=1000", p.pid));
+                }
+            }
+            if p.membarrier & !crate::image::records::membarrier::ALL != 0 {
+                return Err(format!(
+                    "pid {}: unknown membarrier registrations {:#x}",
+                    p.pid, p.membarrier
                 ));
             }
         }

@@ -54,6 +54,16 @@ impl Wire for u64 {
     }
 }
 
+impl Wire for i32 {
+    const MIN_SIZE: usize = 4;
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i32_le(*self);
+    }
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        i32(buf, "i32")
+    }
+}
+
 fn need(buf: &[u8], n: usize, field: &str) -> Result<(), ImageError> {
     if buf.remaining() < n {
         return Err(ImageError::malformed(format!(

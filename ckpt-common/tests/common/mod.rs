@@ -18,6 +18,7 @@ use ckpt_common::image::{
     records::{map, prot},
 };
 use ckpt_common::image::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
+use ckpt_common::image::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};
 
 pub const PAGE: u64 = 4096;
 
@@ -87,7 +88,7 @@ impl Rng {
 /// A record of a random kind with random field values (not a consistent image).
 pub fn random_record(rng: &mut Rng) -> Record {
     let r = rng;
-    match r.below(10) {
+    match r.below(12) {
         0 => Record::Process(Box::new(ProcessRecord {
             pid: r.i32(),
             ppid: r.i32(),
@@ -386,6 +387,43 @@ pub fn random_record(rng: &mut Rng) -> Record {
             flags: r.u32(),
             insns: r.bytes(64),
         }),
+        9 => Record::ThreadSched(Box::new(ThreadSchedRecord {
+            pid: r.i32(),
+            tid: r.i32(),
+            attr: SchedAttr {
+                policy: r.u32(),
+                flags: r.next(),
+                nice: r.i32(),
+                priority: r.u32(),
+                runtime: r.next(),
+                deadline: r.next(),
+                period: r.next(),
+                util_min: r.u32(),
+                util_max: r.u32(),
+            },
+            nice: r.i32(),
+            affinity: (0..r.below(3)).map(|_| r.next()).collect(),
+            ioprio: r.u32(),
+            timer_slack_ns: r.next(),
+            default_timer_slack_ns: r.next(),
+            spec_store_bypass: r.string(),
+            spec_indirect_branch: r.string(),
+        })),
+        10 => Record::ProcessTuning(Box::new(ProcessTuningRecord {
+            pid: r.i32(),
+            oom_score_adj: r.i32(),
+            oom_score_adj_min: r.i32(),
+            thp_disable: r.u32(),
+            membarrier: r.u32(),
+            mlock_future: r.u32(),
+            autogroup_nice: r.bool().then(|| r.i32()),
+            cgroups: (0..r.below(3))
+                .map(|_| CgroupMembership {
+                    controllers: r.string(),
+                    path: r.string(),
+                })
+                .collect(),
+        })),
         6 => Record::Fd(FdRecord {
             pid: r.i32(),
             fd: r.i32(),
@@ -748,6 +786,37 @@ pub fn sample_records(mut write_pages: impl FnMut(u64, &[u8]) -> PageRun) -> Vec
         )),
         fd(101, 0, pipe_r),
         fd(101, 1, pipe_w),
+        Record::ThreadSched(Box::new(ThreadSchedRecord {
+            pid: 100,
+            tid: 103,
+            attr: SchedAttr {
+                policy: 1,
+                flags: 1,
+                priority: 10,
+                util_max: 1024,
+                ..SchedAttr::default()
+            },
+            nice: -3,
+            affinity: vec![0b10],
+            ioprio: 2 << 13 | 4,
+            timer_slack_ns: 50_000,
+            default_timer_slack_ns: 50_000,
+            spec_store_bypass: "thread mitigated".into(),
+            spec_indirect_branch: "always enabled".into(),
+        })),
+        Record::ProcessTuning(Box::new(ProcessTuningRecord {
+            pid: 101,
+            oom_score_adj: 500,
+            oom_score_adj_min: 0,
+            thp_disable: 1,
+            membarrier: 1 << 4,
+            mlock_future: 2,
+            autogroup_nice: Some(3),
+            cgroups: vec![CgroupMembership {
+                controllers: String::new(),
+                path: "/ckpt.slice".into(),
+            }],
+        })),
         Record::Process(zombie),
         // A POSIX read lock of pid 100 on bytes 3-5 of /etc/hostname.
         Record::FileLock(FileLockRecord {

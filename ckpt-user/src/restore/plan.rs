@@ -17,7 +17,8 @@ use std::{
 
 use ckpt_common::image::{
     AreaKind, FdRecord, Image, InodeKind, InodeRecord, MemoryAreaRecord, ObjRef, OpenFileRecord,
-    ProcessRecord, ProcessState, Record, SharedMemoryRecord, ThreadRecord,
+    ProcessRecord, ProcessState, ProcessTuningRecord, Record, SharedMemoryRecord, ThreadRecord,
+    ThreadSchedRecord,
     records::{map, prot},
 };
 
@@ -48,6 +49,9 @@ pub struct ProcPlan<'a> {
     pub locks: Vec<&'a ckpt_common::image::FileLockRecord>,
     /// Its threads' capabilities, securebits, seccomp and loginuid.
     pub security: crate::security::ProcSecurity<'a>,
+    /// Scheduling state of its threads and its tuning ([`crate::tuning`]).
+    pub sched: Vec<&'a ThreadSchedRecord>,
+    pub tuning: Option<&'a ProcessTuningRecord>,
 }
 
 impl ProcPlan<'_> {
@@ -149,6 +153,8 @@ impl<'a> Plan<'a> {
                         deleted_exe: None,
                         locks: Vec::new(),
                         security: Default::default(),
+                        sched: Vec::new(),
+                        tuning: None,
                     });
                 }
                 Record::Thread(t) => procs[index[&t.pid]].threads.push(t),
@@ -178,6 +184,8 @@ impl<'a> Plan<'a> {
                 Record::SeccompFilter(f) => {
                     seccomp_filters.insert(f.objref, f);
                 }
+                Record::ThreadSched(t) => procs[index[&t.pid]].sched.push(t),
+                Record::ProcessTuning(t) => procs[index[&t.pid]].tuning = Some(t),
             }
         }
         for p in &mut procs {
@@ -202,6 +210,10 @@ impl<'a> Plan<'a> {
         plan.map_sessions()?;
         plan.check_processes()?;
         crate::security::check_plan(&plan.procs)?;
+        for p in plan.procs.iter().filter(|p| !p.is_zombie()) {
+            let own_session = plan.index.contains_key(&p.sid);
+            crate::tuning::check_plan(p.pid(), p.tuning, &p.sched, &p.rec.rlimits, own_session)?;
+        }
         plan.check_files()?;
         plan.check_memory()?;
         plan.trampoline = plan.pick_trampoline()?;

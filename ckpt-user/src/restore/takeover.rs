@@ -110,6 +110,9 @@ pub fn take_over(
             })?,
             None => p.rec.exe.clone(),
         };
+    // Into its cgroups before its memory is filled and its threads are made, so
+    // that they are charged where the dumped ones were.
+    step(pid, "cgroups", || crate::tuning::restore_cgroups(p))?;
     step(pid, "memory", || {
         memory::restore_address_space(&main, &p.areas, src)?;
         memory::restore_mm(&main, &p.rec.mm, &exe)?;
@@ -128,6 +131,7 @@ pub fn take_over(
     let mut threads = vec![(main_rec, main.for_thread(pid)?)];
     for t in p.threads.iter().filter(|t| t.tid != pid) {
         let r = step(pid, "create threads", || {
+            crate::tuning::before_creating_thread(p, t.tid)?;
             thread::restore_create(&main, t.tid)
         })?;
         seized.tids.push(t.tid);
@@ -139,6 +143,7 @@ pub fn take_over(
         })
         .map_err(|e| Error::Other(format!("{e} (thread {})", rec.tid)))?;
     }
+    step(pid, "tuning", || crate::tuning::restore(p, &main, &threads))?;
     step(pid, "root directory", || {
         process::restore_root(&main, &p.rec.root)
     })?;
@@ -187,6 +192,10 @@ pub fn take_over(
         main.unmap_trampoline_and_set(thread::restore_final_regs(main_rec))?;
         thread::restore_xsave(pid, &main_rec.xsave)?;
         thread::restore_sigmask(pid, main_rec.sigmask)
+    })?;
+    // Last: a thread given a low priority here may wait long for a CPU.
+    step(pid, "scheduling policy", || {
+        crate::tuning::restore_policies(p)
     })
 }
 

@@ -95,7 +95,17 @@ impl Created {
                     killed.push(root);
                 }
             }
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(root), None);
+            // The root's threads may still be traced by this thread: each is
+            // reaped with __WALL before the root can be (waiting for the root
+            // alone would wait for ever).
+            use nix::sys::wait::{WaitPidFlag, waitpid};
+            loop {
+                match waitpid(None, Some(WaitPidFlag::__WALL)) {
+                    Ok(status) if status.pid().map(|p| p.as_raw()) == Some(root) => break,
+                    Err(nix::errno::Errno::ECHILD) => break,
+                    _ => continue,
+                }
+            }
         }
         killed.sort_unstable();
         killed

@@ -578,7 +578,8 @@ fn ksm_any() {
     finish();
 }
 
-/// Every area mapped from now on locked (mlockall MCL_FUTURE): the dump is refused.
+/// Every area mapped from now on locked (mlockall MCL_FUTURE | MCL_ONFAULT): it stays so
+/// across a restore.
 fn mlockall() {
     // SAFETY: plain syscall.
     let r = unsafe { libc::mlockall(libc::MCL_FUTURE | libc::MCL_ONFAULT) };
@@ -596,7 +597,7 @@ fn mlockall() {
     report(
         "mlockall",
         locked,
-        "an area mapped after the refused dump is still locked on fault",
+        "an area mapped after the dump is locked on fault (mlockall MCL_FUTURE | MCL_ONFAULT)",
     );
     finish();
 }
@@ -637,8 +638,8 @@ fn mbind() {
     finish();
 }
 
-/// Transparent huge pages off for the process (prctl PR_SET_THP_DISABLE): the dump
-/// is refused.
+/// Transparent huge pages off for the process (prctl PR_SET_THP_DISABLE): they stay
+/// off across a restore.
 fn thp_disabled() {
     // SAFETY: prctl(PR_SET_THP_DISABLE = 41, 1).
     let r = unsafe { libc::prctl(41, 1, 0, 0, 0) };

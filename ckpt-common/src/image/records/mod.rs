@@ -11,6 +11,7 @@ mod files;
 mod locks;
 mod memory;
 mod process;
+mod sched;
 mod security;
 
 use crate::image::std::{format, prelude::rust_2024::*};
@@ -33,6 +34,7 @@ pub use process::{
     ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack, Siginfo,
     SyscallState, ThreadRecord,
 };
+pub use sched::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord, membarrier};
 pub use security::{
     Capabilities, FILTER_FLAG_LOG, FILTER_INSN_SIZE, MAX_FILTER_INSNS, SeccompFilterRecord,
     SeccompMode, ThreadSecurityRecord,
@@ -54,6 +56,10 @@ pub enum RecordType {
     ThreadSecurity = 9,
     /// One seccomp filter, saved once under an objref.
     SeccompFilter = 10,
+    /// Per-thread scheduling state (records/sched.rs).
+    ThreadSched = 11,
+    /// Per-process tuning (records/sched.rs).
+    ProcessTuning = 12,
     /// The last record: record count, checksum of checksums, pages.img length.
     Tail = 0xffff,
 }
@@ -71,6 +77,8 @@ impl RecordType {
             8 => RecordType::FileLock,
             9 => RecordType::ThreadSecurity,
             10 => RecordType::SeccompFilter,
+            11 => RecordType::ThreadSched,
+            12 => RecordType::ProcessTuning,
             0xffff => RecordType::Tail,
             _ => return None,
         })
@@ -88,6 +96,8 @@ impl RecordType {
             RecordType::FileLock => "file-lock",
             RecordType::ThreadSecurity => "thread-security",
             RecordType::SeccompFilter => "seccomp-filter",
+            RecordType::ThreadSched => "thread-sched",
+            RecordType::ProcessTuning => "process-tuning",
             RecordType::Tail => "tail",
         }
     }
@@ -116,6 +126,8 @@ pub enum Record {
     FileLock(FileLockRecord),
     ThreadSecurity(ThreadSecurityRecord),
     SeccompFilter(SeccompFilterRecord),
+    ThreadSched(Box<ThreadSchedRecord>),
+    ProcessTuning(Box<ProcessTuningRecord>),
 }
 
 impl Record {
@@ -145,6 +157,8 @@ impl Record {
             Record::FileLock(_) => RecordType::FileLock,
             Record::ThreadSecurity(_) => RecordType::ThreadSecurity,
             Record::SeccompFilter(_) => RecordType::SeccompFilter,
+            Record::ThreadSched(_) => RecordType::ThreadSched,
+            Record::ProcessTuning(_) => RecordType::ProcessTuning,
         }
     }
 
@@ -161,6 +175,8 @@ impl Record {
             Record::FileLock(r) => r.encode(out),
             Record::ThreadSecurity(r) => r.encode(out),
             Record::SeccompFilter(r) => r.encode(out),
+            Record::ThreadSched(r) => r.encode(out),
+            Record::ProcessTuning(r) => r.encode(out),
         }
     }
 
@@ -183,6 +199,13 @@ impl Record {
             }
             Some(RecordType::SeccompFilter) => {
                 Record::SeccompFilter(SeccompFilterRecord::decode(buf)?)
+            }
+
+            Some(RecordType::ThreadSched) => {
+                Record::ThreadSched(Box::new(ThreadSchedRecord::decode(buf)?))
+            }
+            Some(RecordType::ProcessTuning) => {
+                Record::ProcessTuning(Box::new(ProcessTuningRecord::decode(buf)?))
             }
             Some(RecordType::Tail) => {
                 return Err(ImageError::malformed(
