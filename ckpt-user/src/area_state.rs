@@ -451,6 +451,7 @@ pub fn restore(remote: &Remote, areas: &[&MemoryAreaRecord]) -> Result<()> {
     let mut guards: Vec<(Call, String)> = Vec::new();
     let mut advice: Vec<(Call, String)> = Vec::new();
     let mut locks: Vec<(Call, String)> = Vec::new();
+    let mut inaccessible_locks: Vec<(Call, String)> = Vec::new();
     let mut seals: Vec<(Call, String)> = Vec::new();
     for a in areas.iter().filter(|a| {
         !matches!(
@@ -500,10 +501,15 @@ pub fn restore(remote: &Remote, areas: &[&MemoryAreaRecord]) -> Result<()> {
             } else {
                 0
             };
-            locks.push((
+            let call = (
                 (libc::SYS_mlock2, [a.start, len, onfault, 0, 0, 0]),
                 format!("mlock2 of {area}"),
-            ));
+            );
+            if a.prot == 0 {
+                inaccessible_locks.push(call);
+            } else {
+                locks.push(call);
+            }
         }
         if a.vm_flags & vm::SEALED != 0 {
             seals.push((
@@ -513,10 +519,25 @@ pub fn restore(remote: &Remote, areas: &[&MemoryAreaRecord]) -> Result<()> {
         }
     }
     name_areas(remote, areas)?;
-    for step in [guards, advice, locks, seals] {
+    for step in [guards, advice, locks] {
         let calls: Vec<Call> = step.iter().map(|(c, _)| *c).collect();
         remote.batch(&calls, |i| step[i].1.clone())?;
     }
+    // mlock of a PROT_NONE area sets VM_LOCKED, then fails to fault its pages in
+    // (ENOMEM), as it did when mlockall(MCL_FUTURE) locked the area at its mmap:
+    // the flag is what is restored.
+    for ((nr, args), what) in &inaccessible_locks {
+        let rc = remote.syscall(*nr, args)?;
+        if rc != 0 && rc != -i64::from(libc::ENOMEM) {
+            return Err(Error::Other(format!(
+                "pid {}: {what}: {}",
+                remote.pid,
+                crate::restore::remote::errno_of(rc)
+            )));
+        }
+    }
+    let calls: Vec<Call> = seals.iter().map(|(c, _)| *c).collect();
+    remote.batch(&calls, |i| seals[i].1.clone())?;
     Ok(())
 }
 
