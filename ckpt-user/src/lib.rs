@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod btf;
 pub mod check;
+pub mod cow;
 pub mod dump;
 pub mod error;
 pub mod freeze;

@@ -49,6 +49,8 @@ pub struct Totals {
     pub pipe_bytes: u64,
     pub open_files: usize,
     pub fds: usize,
+    /// Pages children share copy-on-write with their parent (saved once, with it).
+    pub pages_inherited: u64,
 }
 
 impl Totals {
@@ -85,6 +87,9 @@ impl Totals {
                 }
                 Record::OpenFile(_) => t.open_files += 1,
                 Record::Fd(_) => t.fds += 1,
+                Record::CowInherit(c) => {
+                    t.pages_inherited += c.spans.iter().map(|s| u64::from(s.count)).sum::<u64>();
+                }
             }
         }
         debug_assert_eq!(t.pages_dumped * page, verified);
@@ -132,6 +137,8 @@ struct Index<'a> {
     objects: BTreeMap<ObjRef, &'a Record>,
     /// Open file objref → the fds (pid, fd) referring to it.
     users: BTreeMap<ObjRef, Vec<(i32, i32)>>,
+    /// (pid, area start) → pages it shares copy-on-write with its parent.
+    inherited: BTreeMap<(i32, u64), u64>,
 }
 
 impl<'a> Index<'a> {
@@ -143,6 +150,7 @@ impl<'a> Index<'a> {
             fds: BTreeMap::new(),
             objects: BTreeMap::new(),
             users: BTreeMap::new(),
+            inherited: BTreeMap::new(),
         };
         for record in &image.records {
             match record {
@@ -161,6 +169,10 @@ impl<'a> Index<'a> {
                 }
                 Record::OpenFile(f) => {
                     ix.objects.insert(f.objref, record);
+                }
+                Record::CowInherit(c) => {
+                    let n = c.spans.iter().map(|s| u64::from(s.count)).sum();
+                    ix.inherited.insert((c.pid, c.start), n);
                 }
             }
         }
@@ -357,13 +369,17 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
         let pages: u64 = a.pages.iter().map(|r| u64::from(r.count)).sum();
         let _ = writeln!(
             out,
-            "    {:<25} {} {:>8} {what}{}",
+            "    {:<25} {} {:>8} {what}{}{}",
             format!("{:x}-{:x}", a.start, a.end),
             prot_string(a),
             bytes(a.len()),
             match pages {
                 0 => String::new(),
                 n => format!(", {n} of {} pages dumped", a.len() / page),
+            },
+            match ix.inherited.get(&(p.pid, a.start)) {
+                Some(n) => format!(", {n} pages shared with parent {}", p.ppid),
+                None => String::new(),
             }
         );
     }

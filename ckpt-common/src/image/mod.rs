@@ -42,10 +42,11 @@ pub use error::ImageError;
 pub use header::Header;
 pub use pages::PagesFile;
 pub use records::{
-    AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch,
-    Itimer, MemoryAreaRecord, MmState, OpenFileRecord, PageRun, PosixTimer, ProcessAttrs,
-    ProcessRecord, ProcessState, Record, RecordType, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
-    SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
+    AreaKind, CowInheritRecord, Credentials, EpollTarget, FdRecord, FileOwner, InodeKind,
+    InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState, OpenFileRecord, PageRun,
+    PageSpan, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType, Rlimit,
+    RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo,
+    SocketMessage, SyscallState, ThreadRecord,
 };
 pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};
@@ -57,7 +58,7 @@ pub const PAGES_FILE: &str = "pages.img";
 /// First eight bytes of `ckpt.img`.
 pub const MAGIC: [u8; 8] = *b"CKPTIMG\0";
 /// The one format version this code reads and writes (see "Versioning" in IMAGE.md).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// An object reference: the number under which one shared object is saved.
 ///

@@ -11,7 +11,10 @@
 //!   (running) process; a running process has a main thread (tid = pid);
 //! - memory areas are page-aligned, non-empty, in increasing order and non-overlapping
 //!   within a process; page runs lie inside their area (or shared object), in order,
-//!   page-aligned and inside pages.img.
+//!   page-aligned and inside pages.img;
+//! - a copy-on-write inheritance names an area of its process and an area of that
+//!   process's parent; its pages lie inside both and are none of the child's own
+//!   saved pages.
 //!
 //! Errors name the offending record (index, type, byte offset) like decoding errors.
 
@@ -22,7 +25,8 @@ use crate::image::std::{
 };
 
 use super::{
-    AreaKind, Image, ImageError, InodeKind, ObjRef, PageRun, ProcessState, Record, RecordType,
+    AreaKind, Image, ImageError, InodeKind, MemoryAreaRecord, ObjRef, PageRun, ProcessState,
+    Record, RecordType,
     records::{map, prot},
 };
 
@@ -53,6 +57,7 @@ impl Defined {
 
 struct Process {
     index: usize,
+    ppid: i32,
     state: ProcessState,
     has_main_thread: bool,
     /// End of the last memory area seen (areas come in increasing order).
@@ -60,7 +65,9 @@ struct Process {
 }
 
 #[derive(Default)]
-struct Pass {
+struct Pass<'a> {
+    /// Memory areas by (pid, start), for copy-on-write records to name.
+    areas: HashMap<(i32, u64), &'a MemoryAreaRecord>,
     objrefs: HashMap<ObjRef, (usize, Defined)>,
     processes: HashMap<i32, Process>,
     tids: HashSet<i32>,
@@ -72,7 +79,7 @@ struct Pass {
     first_ends: Vec<(usize, ObjRef)>,
 }
 
-impl Pass {
+impl Pass<'_> {
     fn define(&mut self, index: usize, objref: ObjRef, what: Defined) -> Result<(), String> {
         if let Some((by, _)) = self.objrefs.get(&objref) {
             return Err(format!(
@@ -159,10 +166,10 @@ pub(crate) fn validate(image: &Image) -> Result<(), ImageError> {
     Ok(())
 }
 
-fn check_record(
-    pass: &mut Pass,
+fn check_record<'a>(
+    pass: &mut Pass<'a>,
     index: usize,
-    record: &Record,
+    record: &'a Record,
     page_size: u64,
     pages_len: u64,
 ) -> Result<(), String> {
@@ -188,6 +195,7 @@ fn check_record(
                 p.pid,
                 Process {
                     index,
+                    ppid: p.ppid,
                     state: p.state,
                     has_main_thread: false,
                     areas_end: 0,
@@ -292,6 +300,7 @@ fn check_record(
             }
             check_runs(&a.pages, pages, page_size, pages_len)
                 .map_err(|e| format!("{area}: {e}"))?;
+            pass.areas.insert((a.pid, a.start), a);
         }
         Record::SharedMemory(s) => {
             if s.size == 0 || !s.size.is_multiple_of(page_size) {
@@ -428,6 +437,78 @@ fn check_record(
             }
             pass.refer(d.file, "file", |x| x == Defined::OpenFile, "an open file")?;
         }
+        Record::CowInherit(c) => check_cow(pass, c, page_size)?,
+    }
+    Ok(())
+}
+
+/// A copy-on-write inheritance: both areas exist and are private, the inherited
+/// pages lie inside both, in order, and are none of the child's own saved pages.
+fn check_cow(pass: &mut Pass, c: &super::CowInheritRecord, page_size: u64) -> Result<(), String> {
+    let ppid = pass.running(c.pid)?.ppid;
+    let private = |a: &MemoryAreaRecord| {
+        a.flags & map::PRIVATE != 0
+            && matches!(
+                a.kind,
+                AreaKind::Anon | AreaKind::Heap | AreaKind::Stack | AreaKind::File { .. }
+            )
+    };
+    let child = pass
+        .areas
+        .get(&(c.pid, c.start))
+        .filter(|a| private(a))
+        .ok_or_else(|| {
+            format!(
+                "pid {} has no private area starting at {:#x} to inherit pages into",
+                c.pid, c.start
+            )
+        })?;
+    let parent = pass
+        .areas
+        .get(&(ppid, c.parent_start))
+        .filter(|a| private(a))
+        .ok_or_else(|| {
+            format!(
+                "pid {}'s parent {ppid} has no private area starting at {:#x} to inherit \
+                 pages from",
+                c.pid, c.parent_start
+            )
+        })?;
+    let mut next = 0u64;
+    let mut own = child.pages.iter().peekable();
+    for s in &c.spans {
+        let end = s.index.checked_add(u64::from(s.count)).unwrap_or(u64::MAX);
+        let (first, last) = (
+            c.start.saturating_add(s.index.saturating_mul(page_size)),
+            c.start.saturating_add(end.saturating_mul(page_size)),
+        );
+        if s.count == 0 || s.index < next || last > child.end || last < first {
+            return Err(format!(
+                "inherited pages {}+{} of area {:#x} of pid {} are empty, out of order or \
+                 past its end",
+                s.index, s.count, c.start, c.pid
+            ));
+        }
+        if first < parent.start || last > parent.end {
+            return Err(format!(
+                "inherited pages {first:#x}-{last:#x} of pid {} lie outside its parent's area \
+                 {:#x}-{:#x}",
+                c.pid, parent.start, parent.end
+            ));
+        }
+        while own
+            .peek()
+            .is_some_and(|r| r.index + u64::from(r.count) <= s.index)
+        {
+            own.next();
+        }
+        if own.peek().is_some_and(|r| r.index < end) {
+            return Err(format!(
+                "inherited pages {first:#x}-{last:#x} of pid {} are also saved as its own",
+                c.pid
+            ));
+        }
+        next = end;
     }
     Ok(())
 }

@@ -164,6 +164,8 @@ impl<'a> Plan<'a> {
                     open_files.insert(f.objref, f);
                 }
                 Record::SharedMemory(s) => shared.push(s),
+                // Read by crate::cow, which plans the inheritance.
+                Record::CowInherit(_) => {}
             }
         }
         let mut plan = Plan {

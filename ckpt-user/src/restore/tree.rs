@@ -53,6 +53,8 @@ pub struct HelperPlan {
     /// Epoll instances this process registered the watches of: (its fd for the
     /// instance, what to watch), done once its fds are in place (see kinds::epoll).
     pub epolls: Vec<(RawFd, Vec<EpollTarget>)>,
+    /// Areas shared copy-on-write, built before the children are forked.
+    pub cow: Vec<crate::cow::TempArea>,
 }
 
 /// Everything the helpers need, built before the first one is forked.
@@ -62,6 +64,7 @@ pub struct Helpers {
     trampoline: u64,
     /// Write end of the report pipe (inherited by every helper).
     report: RawFd,
+    cow: crate::cow::HelperCow,
 }
 
 /// Processes this restore created, so a failure kills exactly those.
@@ -122,7 +125,7 @@ fn epolls_of(plan: &Plan, p: &ProcPlan) -> Vec<(RawFd, Vec<EpollTarget>)> {
 }
 
 impl Helpers {
-    pub fn new(plan: &Plan, files: &OpenFiles) -> Result<Helpers> {
+    pub fn new(plan: &Plan, files: &OpenFiles, cow: &crate::cow::CowRestore) -> Result<Helpers> {
         let me = std::process::id() as i32;
         let mut plans = HashMap::new();
         for (i, p) in plan.procs.iter().enumerate() {
@@ -141,6 +144,7 @@ impl Helpers {
                     comm: cstring("a comm", rec.comm.as_bytes())?,
                     fds: files.fd_plan(plan, rec.pid),
                     epolls: epolls_of(plan, p),
+                    cow: cow.builds_of(rec.pid),
                 },
             );
         }
@@ -149,6 +153,7 @@ impl Helpers {
             root: plan.root().pid(),
             trampoline: plan.trampoline,
             report: -1,
+            cow: cow.for_helpers(),
         })
     }
 
@@ -311,6 +316,9 @@ impl Helpers {
             // SAFETY: setpgid on ourselves.
             check(unsafe { libc::setpgid(0, 0) }).map_err(fail("create process group"))?;
         }
+        self.cow
+            .build(&p.cow)
+            .map_err(|e| ("copy-on-write areas", e))?;
         for &child in &p.children {
             match clone_with_pid(child) {
                 Ok(0) => self.helper(child),

@@ -7,6 +7,7 @@
 //! maps each to its [`RecordType`] code. The objref records (inode, open file, shared
 //! memory) *define* an objref; fd and memory-area records only *refer* to one.
 
+mod cow;
 mod files;
 mod memory;
 mod process;
@@ -17,6 +18,7 @@ use bytes::BytesMut;
 
 use super::{ImageError, Wire, wire};
 
+pub use cow::{CowInheritRecord, PageSpan};
 pub use files::{
     EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
     SocketMessage,
@@ -39,6 +41,8 @@ pub enum RecordType {
     Inode = 5,
     OpenFile = 6,
     Fd = 7,
+    /// Pages of a child's area shared copy-on-write with its parent.
+    CowInherit = 14,
     /// The last record: record count, checksum of checksums, pages.img length.
     Tail = 0xffff,
 }
@@ -53,6 +57,7 @@ impl RecordType {
             5 => RecordType::Inode,
             6 => RecordType::OpenFile,
             7 => RecordType::Fd,
+            14 => RecordType::CowInherit,
             0xffff => RecordType::Tail,
             _ => return None,
         })
@@ -67,6 +72,7 @@ impl RecordType {
             RecordType::Inode => "inode",
             RecordType::OpenFile => "open-file",
             RecordType::Fd => "fd",
+            RecordType::CowInherit => "cow-inherit",
             RecordType::Tail => "tail",
         }
     }
@@ -92,6 +98,7 @@ pub enum Record {
     Inode(InodeRecord),
     OpenFile(OpenFileRecord),
     Fd(FdRecord),
+    CowInherit(CowInheritRecord),
 }
 
 impl Record {
@@ -118,6 +125,7 @@ impl Record {
             Record::Inode(_) => RecordType::Inode,
             Record::OpenFile(_) => RecordType::OpenFile,
             Record::Fd(_) => RecordType::Fd,
+            Record::CowInherit(_) => RecordType::CowInherit,
         }
     }
 
@@ -131,6 +139,7 @@ impl Record {
             Record::Inode(r) => r.encode(out),
             Record::OpenFile(r) => r.encode(out),
             Record::Fd(r) => r.encode(out),
+            Record::CowInherit(r) => r.encode(out),
         }
     }
 
@@ -147,6 +156,7 @@ impl Record {
             Some(RecordType::Inode) => Record::Inode(InodeRecord::decode(buf)?),
             Some(RecordType::OpenFile) => Record::OpenFile(OpenFileRecord::decode(buf)?),
             Some(RecordType::Fd) => Record::Fd(FdRecord::decode(buf)?),
+            Some(RecordType::CowInherit) => Record::CowInherit(CowInheritRecord::decode(buf)?),
             Some(RecordType::Tail) => {
                 return Err(ImageError::malformed(
                     "a tail record before the end of the image",

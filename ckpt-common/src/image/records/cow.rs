@@ -1,0 +1,74 @@
+//! Copy-on-write sharing between a process and its parent: a [`CowInheritRecord`]
+//! says which pages of one of a child's areas are the very pages its parent has at
+//! the same addresses (what fork left shared and neither process wrote since).
+//!
+//! Those pages are saved once, with the parent's area (or, down a chain, with the
+//! ancestor that has them as its own); the child's memory-area record keeps only the
+//! pages that differ. Restore makes the child inherit the parent's pages through a
+//! real fork, so they are one physical page again and Pss stays what it was. The
+//! record is separate from [`MemoryAreaRecord`](super::MemoryAreaRecord) so that
+//! areas without sharing (most of them) cost nothing.
+
+use crate::image::std::prelude::rust_2024::*;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::image::{ImageError, Wire, wire};
+
+/// Pages `[index, index + count)` of the child's area (counted from its start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PageSpan {
+    pub index: u64,
+    pub count: u32,
+}
+
+impl Wire for PageSpan {
+    const MIN_SIZE: usize = 8 + 4;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u64_le(self.index);
+        out.put_u32_le(self.count);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(PageSpan {
+            index: wire::u64(buf, "index")?,
+            count: wire::u32(buf, "count")?,
+        })
+    }
+}
+
+/// The pages area `start` of `pid` shares with its parent's area `parent_start`
+/// (same addresses, same physical pages).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CowInheritRecord {
+    pub pid: i32,
+    /// Start of the child's area (a memory-area record of `pid`).
+    pub start: u64,
+    /// Start of the parent's area the pages come from (a memory-area record of
+    /// `pid`'s parent, covering every inherited page).
+    pub parent_start: u64,
+    /// Inherited pages, in increasing order, never overlapping the child's own
+    /// saved page runs.
+    pub spans: Vec<PageSpan>,
+}
+
+impl Wire for CowInheritRecord {
+    const MIN_SIZE: usize = 4 + 8 + 8 + 4;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i32_le(self.pid);
+        out.put_u64_le(self.start);
+        out.put_u64_le(self.parent_start);
+        wire::put_list(out, &self.spans);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(CowInheritRecord {
+            pid: wire::i32(buf, "pid")?,
+            start: wire::u64(buf, "start")?,
+            parent_start: wire::u64(buf, "parent_start")?,
+            spans: wire::list(buf, "spans")?,
+        })
+    }
+}

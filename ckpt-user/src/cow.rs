@@ -1,0 +1,852 @@
+//! Copy-on-write sharing between a process and its parent, kept across dump and
+//! restore.
+//!
+//! After fork, parent and child see the same physical page at every address until
+//! one of them writes it. Saving each process's pages apart and writing them back
+//! apart would turn every such page into two, so a fork server would come back with
+//! its memory (and Pss) multiplied by its number of children.
+//!
+//! **Dump** ([`Inheritance::scan`], while the tree is frozen): for every process whose
+//! parent is in the tree, the pagemap entries of its private areas (anonymous, heap,
+//! stack, a private file mapping's own copies) are compared with its parent's at the
+//! same virtual address — fork keeps addresses, so that is where shared pages are.
+//! Equal PFNs (or equal swap entries) are the same page: it is saved once, with the
+//! parent (or, down a chain, with the ancestor that owns it), and the child's area
+//! gets a [`CowInheritRecord`] naming the parent's area and the inherited pages. A
+//! same page shared in a way one fork from the parent cannot rebuild (with a sibling
+//! or a grandparent the parent no longer shares it with, across two parent areas, or
+//! below the start of the parent's area) is refused, naming pid and address.
+//!
+//! **Restore** ([`CowRestore`]): every area that inherits or is inherited from is built
+//! by its helper *before* the helper forks its children, at a temporary address
+//! (one free range per cluster of such areas, free in ckpt and in every process, the
+//! same translation in every process): a parent maps its area there fresh and fills
+//! it from pages.img; a child, which inherited its parent's temporary areas through
+//! the fork, trims the one it inherits from to its own area, grows it where its own
+//! area is longer (`mremap` in place, so it stays one VMA), drops the pages it does
+//! not share (`MADV_DONTNEED`: zero again, or the file's page again) and writes its
+//! own; then it unmaps every temporary range it does not use and forks its own
+//! children, who find its areas ready. At takeover each temporary area is moved to
+//! its final address with `mremap`, which keeps the sharing, instead of being mapped
+//! and written ([`CowRestore::temp_of`]).
+
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::CString,
+    fs,
+    os::{
+        fd::{AsRawFd as _, OwnedFd, RawFd},
+        unix::{ffi::OsStrExt as _, fs::FileExt as _},
+    },
+};
+
+use ckpt_common::image::{
+    AreaKind, CowInheritRecord, InodeKind, MemoryAreaRecord, PageSpan, Record, records::map,
+};
+
+use crate::{
+    error::{Error, Result},
+    freeze::FrozenTree,
+    memory::{self, Mapping, MappingClass, PAGE_SIZE},
+    restore::plan::{Plan, free_gap},
+};
+
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+/// Bits 0-54: the PFN of a present page, the swap type and offset of a swapped one.
+const PM_FRAME: u64 = (1 << 55) - 1;
+
+// ---- dump -------------------------------------------------------------------------
+
+/// One private area of a frozen process and the identities of its saved pages.
+struct ScannedArea {
+    m: Mapping,
+    /// (page index in the area, page identity), for every page the dump saves.
+    pages: Vec<(u64, u64)>,
+}
+
+/// Which pages of which areas each process shares with its parent.
+#[derive(Default)]
+pub struct Inheritance {
+    /// (pid, area start) → (parent's area start, inherited page runs of the area).
+    areas: HashMap<(i32, u64), (u64, Vec<(u64, u64)>)>,
+}
+
+/// Areas whose pages may be shared copy-on-write (what `dirty_runs` saves privately).
+fn is_private(m: &Mapping) -> bool {
+    !m.shared
+        && matches!(
+            m.class(),
+            MappingClass::Anon | MappingClass::Heap | MappingClass::Stack | MappingClass::File
+        )
+}
+
+/// The identity of the physical page behind a pagemap entry, or None where the dump
+/// saves no page (not present, or a clean file page) or the page is the shared zero
+/// page (every process has it, nothing to share).
+fn identity(e: u64, zero: u64) -> Option<u64> {
+    if e & PM_SWAPPED != 0 {
+        return Some(PM_SWAPPED | (e & PM_FRAME));
+    }
+    if e & PM_PRESENT == 0 || e & PM_FILE != 0 {
+        return None;
+    }
+    let pfn = e & PM_FRAME;
+    (pfn != zero).then_some(PM_PRESENT | pfn)
+}
+
+/// The PFN of the kernel's zero page, seen through a fresh read-only fault in ckpt.
+fn zero_pfn() -> Result<u64> {
+    // SAFETY: a private anonymous page of ckpt's, read once and unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            PAGE_SIZE as usize,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(Error::io(
+                "mmap of a probe page",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        std::ptr::read_volatile(p as *const u8);
+        let mut e = [0u8; 8];
+        let r = fs::File::open("/proc/self/pagemap")
+            .and_then(|f| f.read_exact_at(&mut e, p as u64 / PAGE_SIZE * 8));
+        libc::munmap(p, PAGE_SIZE as usize);
+        r.map_err(|e| Error::io("reading /proc/self/pagemap", e))?;
+        let e = u64::from_le_bytes(e);
+        if e & PM_PRESENT == 0 || e & PM_FRAME == 0 {
+            return Err(Error::Other(
+                "/proc/self/pagemap shows no page frame numbers (needs CAP_SYS_ADMIN): \
+                 pages shared copy-on-write cannot be found"
+                    .into(),
+            ));
+        }
+        Ok(e & PM_FRAME)
+    }
+}
+
+/// The private areas of `pid` and the identities of their saved pages.
+fn scan_process(pid: i32, zero: u64) -> Result<Vec<ScannedArea>> {
+    let pagemap = fs::File::open(format!("/proc/{pid}/pagemap"))
+        .map_err(|e| Error::io(format!("opening /proc/{pid}/pagemap"), e))?;
+    let mut out = Vec::new();
+    // Read in bounded chunks: a huge reserved area must not cost 8 bytes per page.
+    const CHUNK: u64 = 1 << 16;
+    let mut raw = vec![0u8; (CHUNK * 8) as usize];
+    for m in memory::mappings(pid)? {
+        if !is_private(&m) {
+            continue;
+        }
+        let mut pages = Vec::new();
+        let mut first = 0;
+        while first < m.pages() {
+            let n = (m.pages() - first).min(CHUNK);
+            let buf = &mut raw[..(n * 8) as usize];
+            pagemap
+                .read_exact_at(buf, (m.start / PAGE_SIZE + first) * 8)
+                .map_err(|e| {
+                    Error::io(format!("reading /proc/{pid}/pagemap at {:#x}", m.start), e)
+                })?;
+            for (i, c) in buf.chunks_exact(8).enumerate() {
+                let e = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                if e & PM_PRESENT != 0 && e & PM_FILE == 0 && e & PM_FRAME == 0 {
+                    return Err(Error::Other(format!(
+                        "pid {pid}: /proc/{pid}/pagemap shows no page frame numbers: pages \
+                         shared copy-on-write cannot be found"
+                    )));
+                }
+                if let Some(id) = identity(e, zero) {
+                    pages.push((first + i as u64, id));
+                }
+            }
+            first += n;
+        }
+        out.push(ScannedArea { m, pages });
+    }
+    Ok(out)
+}
+
+fn refuse(pid: i32, what: String) -> Error {
+    Error::Other(format!("pid {pid}: {what}: not yet supported by ckpt dump"))
+}
+
+/// Whether parent area `p` can be what child area `c` inherits from: both anonymous,
+/// or both the same file at the same offset for the same address.
+fn compatible(c: &Mapping, p: &Mapping) -> bool {
+    let anon = |m: &Mapping| {
+        matches!(
+            m.class(),
+            MappingClass::Anon | MappingClass::Heap | MappingClass::Stack
+        )
+    };
+    if anon(c) || anon(p) {
+        return anon(c) && anon(p);
+    }
+    c.dev == p.dev
+        && c.inode == p.inode
+        && c.offset.wrapping_sub(p.offset) == c.start.wrapping_sub(p.start)
+}
+
+impl Inheritance {
+    /// Finds, in the frozen tree, every page a process shares with its parent at the
+    /// same address; refuses sharing one fork cannot rebuild.
+    pub fn scan(tree: &FrozenTree) -> Result<Inheritance> {
+        let live: HashMap<i32, i32> = tree
+            .processes
+            .values()
+            .filter(|p| !p.threads.is_empty())
+            .map(|p| (p.pid, p.ppid))
+            .collect();
+        let related: HashSet<i32> = live
+            .iter()
+            .filter(|(pid, ppid)| **pid != tree.root && live.contains_key(ppid))
+            .flat_map(|(&pid, &ppid)| [pid, ppid])
+            .collect();
+        let mut me = Inheritance::default();
+        if related.is_empty() {
+            return Ok(me);
+        }
+        let zero = zero_pfn()?;
+        let mut scanned: HashMap<i32, Vec<ScannedArea>> = HashMap::new();
+        for &pid in &related {
+            scanned.insert(pid, scan_process(pid, zero)?);
+        }
+        // Every saved page not inherited from the parent, by (address, identity):
+        // the same page anywhere else in the tree is sharing restore cannot rebuild.
+        let mut owners: HashMap<(u64, u64), i32> = HashMap::new();
+        for p in tree.topological() {
+            let pid = p.pid;
+            let Some(areas) = scanned.get(&pid) else {
+                continue;
+            };
+            let parent = (pid != tree.root)
+                .then(|| scanned.get(&p.ppid))
+                .flatten()
+                .map(|v| (p.ppid, v));
+            for a in areas {
+                let inherited = match parent {
+                    Some((ppid, pareas)) => me.inherit_area(pid, a, ppid, pareas)?,
+                    None => HashSet::new(),
+                };
+                for &(i, id) in &a.pages {
+                    if inherited.contains(&i) {
+                        continue;
+                    }
+                    let addr = a.m.start + i * PAGE_SIZE;
+                    if let Some(&other) = owners.get(&(addr, id)) {
+                        return Err(refuse(
+                            pid,
+                            format!(
+                                "the page at {addr:#x} is the same physical page as pid \
+                                 {other}'s at that address, shared copy-on-write with a \
+                                 process other than its parent"
+                            ),
+                        ));
+                    }
+                    owners.insert((addr, id), pid);
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    /// Records which pages of child area `a` are its parent's; returns their indices.
+    fn inherit_area(
+        &mut self,
+        pid: i32,
+        a: &ScannedArea,
+        ppid: i32,
+        parent: &[ScannedArea],
+    ) -> Result<HashSet<u64>> {
+        let mut inherited = HashSet::new();
+        let mut from: Option<&Mapping> = None;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        // Parent areas overlapping this one, in address order.
+        for pa in parent
+            .iter()
+            .filter(|pa| pa.m.start < a.m.end && a.m.start < pa.m.end)
+        {
+            let ids: HashMap<u64, u64> = pa
+                .pages
+                .iter()
+                .map(|&(i, id)| (pa.m.start + i * PAGE_SIZE, id))
+                .collect();
+            for &(i, id) in &a.pages {
+                let addr = a.m.start + i * PAGE_SIZE;
+                if ids.get(&addr) != Some(&id) {
+                    continue;
+                }
+                let area = format!("area {:#x}-{:#x}", a.m.start, a.m.end);
+                match from {
+                    Some(f) if f.start != pa.m.start => {
+                        return Err(refuse(
+                            pid,
+                            format!(
+                                "{area} shares pages copy-on-write with two areas of its \
+                                 parent {ppid} ({:#x}-{:#x} and {:#x}-{:#x})",
+                                f.start, f.end, pa.m.start, pa.m.end
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        if !compatible(&a.m, &pa.m) {
+                            return Err(refuse(
+                                pid,
+                                format!(
+                                    "{area} shares the page at {addr:#x} copy-on-write with \
+                                     its parent {ppid}'s area {:#x}-{:#x}, which maps \
+                                     something else",
+                                    pa.m.start, pa.m.end
+                                ),
+                            ));
+                        }
+                        if a.m.start < pa.m.start {
+                            return Err(refuse(
+                                pid,
+                                format!(
+                                    "{area} shares pages copy-on-write with its parent \
+                                     {ppid}'s area {:#x}-{:#x} but starts below it",
+                                    pa.m.start, pa.m.end
+                                ),
+                            ));
+                        }
+                        from = Some(&pa.m);
+                    }
+                }
+                inherited.insert(i);
+                match runs.last_mut() {
+                    Some((first, count)) if *first + *count == i => *count += 1,
+                    _ => runs.push((i, 1)),
+                }
+            }
+        }
+        if let Some(f) = from {
+            self.areas.insert((pid, a.m.start), (f.start, runs));
+        }
+        Ok(inherited)
+    }
+
+    /// `runs` (pages of area `m` of `pid` to save) without the pages it inherits.
+    pub fn own_runs(&self, pid: i32, m: &Mapping, runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        let Some((_, inherited)) = self.areas.get(&(pid, m.start)) else {
+            return runs;
+        };
+        let mut out = Vec::new();
+        let mut inh = inherited.iter().peekable();
+        for (first, count) in runs {
+            let end = first + count;
+            let mut at = first;
+            while at < end {
+                while inh.peek().is_some_and(|&&(s, c)| s + c <= at) {
+                    inh.next();
+                }
+                match inh.peek() {
+                    Some(&&(s, c)) if s <= at => at = (s + c).min(end),
+                    Some(&&(s, _)) if s < end => {
+                        out.push((at, s - at));
+                        at = s;
+                    }
+                    _ => {
+                        out.push((at, end - at));
+                        at = end;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One record per area that inherits pages, in (pid, address) order.
+    pub fn records(&self) -> Vec<Record> {
+        let mut keys: Vec<&(i32, u64)> = self.areas.keys().collect();
+        keys.sort_unstable();
+        keys.into_iter()
+            .map(|&(pid, start)| {
+                let (parent_start, runs) = &self.areas[&(pid, start)];
+                Record::CowInherit(CowInheritRecord {
+                    pid,
+                    start,
+                    parent_start: *parent_start,
+                    spans: runs
+                        .iter()
+                        .map(|&(index, count)| PageSpan {
+                            index,
+                            count: count as u32,
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+// ---- restore ----------------------------------------------------------------------
+
+/// How a helper maps a temporary area afresh (when it inherits none).
+#[derive(Clone, Debug)]
+struct Fresh {
+    /// `MAP_*` flags besides MAP_FIXED.
+    flags: i32,
+    /// The file of a private file mapping, and the offset of the area's start.
+    file: Option<(CString, u64)>,
+}
+
+/// One area a helper builds at its temporary address before forking.
+#[derive(Clone, Debug)]
+pub struct TempArea {
+    start: u64,
+    end: u64,
+    /// The parent's area [start, end) it inherits from, and the inherited page runs
+    /// (index, count) of this area.
+    inherit: Option<(u64, u64, Vec<(u64, u64)>)>,
+    fresh: Fresh,
+    /// Own pages: (final address, bytes, offset in pages.img).
+    own: Vec<(u64, u64, u64)>,
+}
+
+/// The restore side: temporary addresses, what each helper builds, and which areas
+/// takeover moves instead of mapping.
+#[derive(Default)]
+pub struct CowRestore {
+    /// Clusters of areas: (final start, final end, temporary start), sorted.
+    regions: Vec<(u64, u64, u64)>,
+    builds: HashMap<i32, Vec<TempArea>>,
+    /// pages.img, open for the helpers.
+    pages: Option<OwnedFd>,
+}
+
+impl CowRestore {
+    /// Plans the temporary areas of `plan`'s copy-on-write records. `anchors` are the
+    /// paths of recreated deleted files and memfds (by inode objref); `min_fd` the
+    /// lowest fd number ckpt may keep pages.img at.
+    pub fn plan(
+        plan: &Plan,
+        dir: &std::path::Path,
+        anchors: &HashMap<ckpt_common::image::ObjRef, std::path::PathBuf>,
+        min_fd: RawFd,
+    ) -> Result<CowRestore> {
+        let records: Vec<&CowInheritRecord> = plan
+            .image
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::CowInherit(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let mut me = CowRestore::default();
+        if records.is_empty() {
+            return Ok(me);
+        }
+        let area_of = |pid: i32, start: u64| -> Result<&MemoryAreaRecord> {
+            plan.procs
+                .get(*plan.index.get(&pid).unwrap_or(&usize::MAX))
+                .and_then(|p| p.areas.iter().find(|a| a.start == start).copied())
+                .ok_or_else(|| Error::Other(format!("pid {pid}: no area at {start:#x}")))
+        };
+        // Every area that inherits or is inherited from, with what it inherits.
+        let mut involved: HashMap<(i32, u64), Option<(u64, u64, Vec<(u64, u64)>)>> = HashMap::new();
+        for c in &records {
+            let ppid = plan.proc(c.pid).rec.ppid;
+            let pa = area_of(ppid, c.parent_start)?;
+            let ca = area_of(c.pid, c.start)?;
+            if ca.start < pa.start {
+                return Err(Error::Other(format!(
+                    "pid {}: area {:#x}-{:#x} inherits from its parent's area {:#x}-{:#x}, \
+                     which starts above it",
+                    c.pid, ca.start, ca.end, pa.start, pa.end
+                )));
+            }
+            let spans = c
+                .spans
+                .iter()
+                .map(|s| (s.index, u64::from(s.count)))
+                .collect();
+            involved.insert((c.pid, c.start), Some((pa.start, pa.end, spans)));
+            involved.entry((ppid, pa.start)).or_insert(None);
+        }
+        for ((pid, start), inherit) in involved {
+            let a = area_of(pid, start)?;
+            let mut flags = libc::MAP_PRIVATE;
+            if a.flags & map::GROWSDOWN != 0 {
+                flags |= libc::MAP_GROWSDOWN;
+            }
+            if a.flags & map::NORESERVE != 0 {
+                flags |= libc::MAP_NORESERVE;
+            }
+            let file = match a.kind {
+                AreaKind::File { objref } => {
+                    let path = match &plan.inodes[&objref].kind {
+                        InodeKind::Regular { path, .. } => path.clone(),
+                        _ => anchors.get(&objref).cloned().ok_or_else(|| {
+                            Error::Other(format!(
+                                "pid {pid}: area {start:#x}: {objref} has no file"
+                            ))
+                        })?,
+                    };
+                    let path = CString::new(path.as_os_str().as_bytes())
+                        .map_err(|_| Error::Other("a mapped path holds a NUL byte".into()))?;
+                    Some((path, a.offset))
+                }
+                _ => {
+                    flags |= libc::MAP_ANONYMOUS;
+                    None
+                }
+            };
+            let own = a
+                .pages
+                .iter()
+                .map(|r| {
+                    (
+                        a.start + r.index * PAGE_SIZE,
+                        u64::from(r.count) * PAGE_SIZE,
+                        r.offset,
+                    )
+                })
+                .collect();
+            me.builds.entry(pid).or_default().push(TempArea {
+                start: a.start,
+                end: a.end,
+                inherit,
+                fresh: Fresh { flags, file },
+                own,
+            });
+        }
+        for b in me.builds.values_mut() {
+            b.sort_by_key(|t| t.start);
+        }
+        me.place(plan)?;
+        let path = dir.join(ckpt_common::image::PAGES_FILE);
+        let f = fs::File::open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        me.pages = Some(crate::restore::files::park(f.into(), min_fd)?);
+        Ok(me)
+    }
+
+    /// Gives every cluster of involved areas a temporary range: free in ckpt (which
+    /// every helper starts as a copy of), in every saved address space and away from
+    /// the trampoline, congruent to its final range modulo 2 MiB (huge pages stay
+    /// huge when moved).
+    fn place(&mut self, plan: &Plan) -> Result<()> {
+        let mut ranges: Vec<(u64, u64)> = self
+            .builds
+            .values()
+            .flatten()
+            .map(|t| (t.start, t.end))
+            .collect();
+        ranges.sort_unstable();
+        let mut clusters: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in ranges {
+            match clusters.last_mut() {
+                Some((_, end)) if s <= *end => *end = (*end).max(e),
+                _ => clusters.push((s, e)),
+            }
+        }
+        let margin = 1 << 30;
+        let mut busy: Vec<(u64, u64)> = memory::mappings(std::process::id() as i32)?
+            .iter()
+            .map(|m| (m.start, m.end))
+            .collect();
+        for p in &plan.procs {
+            busy.extend(p.areas.iter().map(|a| (a.start, a.end)));
+        }
+        busy.push((
+            plan.trampoline,
+            plan.trampoline + crate::restore::remote::TRAMPOLINE_LEN,
+        ));
+        let mut busy: Vec<(u64, u64)> = busy
+            .into_iter()
+            .map(|(s, e)| (s.saturating_sub(margin), e.saturating_add(margin)))
+            .collect();
+        const HUGE: u64 = 2 << 20;
+        for (s, e) in clusters {
+            let len = e - s + HUGE;
+            let at = free_gap(&busy, len, 1 << 32, 0x7000_0000_0000).ok_or_else(|| {
+                Error::Other(format!(
+                    "found no free address range of {len:#x} bytes to build the \
+                     copy-on-write areas {s:#x}-{e:#x} at"
+                ))
+            })?;
+            let temp = at.next_multiple_of(HUGE) + s % HUGE;
+            busy.push((at, at + len + margin));
+            self.regions.push((s, e, temp));
+        }
+        Ok(())
+    }
+
+    /// Where final address `addr` (inside a planned area) is built.
+    fn temp(&self, addr: u64) -> u64 {
+        let i = self.regions.partition_point(|r| r.1 <= addr);
+        let (s, _, t) = self.regions[i];
+        t + (addr - s)
+    }
+
+    /// Whether `addr` lies in a temporary range (which takeover must not unmap).
+    pub fn is_temp(&self, addr: u64) -> bool {
+        self.regions
+            .iter()
+            .any(|&(s, e, t)| addr >= t && addr < t + (e - s))
+    }
+
+    /// The temporary ranges, for address choices that must avoid them.
+    pub fn temp_ranges(&self) -> Vec<(u64, u64)> {
+        self.regions
+            .iter()
+            .map(|&(s, e, t)| (t, t + (e - s)))
+            .collect()
+    }
+
+    /// Where `pid`'s area at `start` was built, if it was: takeover moves it from
+    /// there (its pages are in place already).
+    pub fn temp_of(&self, pid: i32, start: u64) -> Option<u64> {
+        self.builds
+            .get(&pid)?
+            .iter()
+            .any(|t| t.start == start)
+            .then(|| self.temp(start))
+    }
+
+    /// What the helper of `pid` builds.
+    pub fn builds_of(&self, pid: i32) -> Vec<TempArea> {
+        self.builds.get(&pid).cloned().unwrap_or_default()
+    }
+
+    /// What every helper needs besides its own builds.
+    pub fn for_helpers(&self) -> HelperCow {
+        HelperCow {
+            regions: self.regions.clone(),
+            pages: self.pages.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        }
+    }
+}
+
+/// The part of [`CowRestore`] a helper reads (a copy, made before the forks).
+#[derive(Default)]
+pub struct HelperCow {
+    regions: Vec<(u64, u64, u64)>,
+    pages: RawFd,
+}
+
+impl HelperCow {
+    fn temp(&self, addr: u64) -> u64 {
+        let i = self.regions.partition_point(|r| r.1 <= addr);
+        let (s, _, t) = self.regions[i];
+        t + (addr - s)
+    }
+
+    /// In a helper, before it forks its children: builds `areas` at their temporary
+    /// addresses from what the parent left there and pages.img, then unmaps every
+    /// other temporary range. Errors name the area and the call.
+    pub fn build(&self, areas: &[TempArea]) -> std::result::Result<(), String> {
+        if self.regions.is_empty() {
+            return Ok(());
+        }
+        for t in areas {
+            self.build_one(t)
+                .map_err(|e| format!("area {:#x}-{:#x}: {e}", t.start, t.end))?;
+        }
+        // The parent's other temporary areas are not this process's.
+        for &(s, e, temp) in &self.regions {
+            let mut at = s;
+            for t in areas.iter().filter(|t| t.start >= s && t.end <= e) {
+                if t.start > at {
+                    unmap(temp + (at - s), t.start - at)?;
+                }
+                at = t.end;
+            }
+            if e > at {
+                unmap(temp + (at - s), e - at)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn build_one(&self, t: &TempArea) -> std::result::Result<(), String> {
+        let tstart = self.temp(t.start);
+        let len = t.end - t.start;
+        match &t.inherit {
+            Some((ps, pe, spans)) => {
+                let (ps, pe) = (*ps, *pe);
+                if t.start < ps {
+                    return Err(format!("starts below its parent's area at {ps:#x}"));
+                }
+                if t.end > pe {
+                    // Longer than the parent's: grow the inherited area in place, so
+                    // it stays one area.
+                    unmap(self.temp(pe), t.end - pe)?;
+                    let old = pe - t.start;
+                    // SAFETY: resizing a temporary mapping of this helper's in place.
+                    let got = unsafe {
+                        libc::mremap(tstart as *mut libc::c_void, old as usize, len as usize, 0)
+                    };
+                    if got as u64 != tstart {
+                        return Err(format!(
+                            "mremap growing {tstart:#x}+{old:#x} to {len:#x}: {}",
+                            std::io::Error::last_os_error()
+                        ));
+                    }
+                }
+                // Pages of the parent's this process does not share: gone (zero, or
+                // the file's page again).
+                let shared_end = (t.end.min(pe) - t.start) / PAGE_SIZE;
+                let mut at = 0;
+                for &(i, n) in spans.iter().chain(std::iter::once(&(shared_end, 0))) {
+                    if i > at {
+                        // SAFETY: advice on a temporary mapping of this helper's.
+                        let rc = unsafe {
+                            libc::madvise(
+                                (tstart + at * PAGE_SIZE) as *mut libc::c_void,
+                                ((i - at) * PAGE_SIZE) as usize,
+                                libc::MADV_DONTNEED,
+                            )
+                        };
+                        if rc < 0 {
+                            return Err(format!(
+                                "madvise(MADV_DONTNEED) at {:#x}: {}",
+                                tstart + at * PAGE_SIZE,
+                                std::io::Error::last_os_error()
+                            ));
+                        }
+                    }
+                    at = at.max(i + n);
+                }
+                // Writable while the own pages go in (takeover sets the final
+                // protection).
+                // SAFETY: a temporary mapping of this helper's.
+                if unsafe {
+                    libc::mprotect(
+                        tstart as *mut libc::c_void,
+                        len as usize,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                    )
+                } < 0
+                {
+                    return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
+                }
+            }
+            None => {
+                let (fd, offset) = match &t.fresh.file {
+                    Some((path, offset)) => {
+                        // SAFETY: open of a NUL-terminated path.
+                        let fd =
+                            unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                        if fd < 0 {
+                            return Err(format!(
+                                "opening {}: {}",
+                                path.to_string_lossy(),
+                                std::io::Error::last_os_error()
+                            ));
+                        }
+                        (fd, *offset)
+                    }
+                    None => (-1, 0),
+                };
+                // SAFETY: a fixed mapping inside a temporary range of this helper's.
+                let got = unsafe {
+                    libc::mmap(
+                        tstart as *mut libc::c_void,
+                        len as usize,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        t.fresh.flags | libc::MAP_FIXED,
+                        fd,
+                        offset as libc::off_t,
+                    )
+                };
+                let err = std::io::Error::last_os_error();
+                if fd >= 0 {
+                    // SAFETY: the fd opened above.
+                    unsafe { libc::close(fd) };
+                }
+                if got as u64 != tstart {
+                    return Err(format!("mmap at {tstart:#x}: {err}"));
+                }
+            }
+        }
+        for &(addr, bytes, off) in &t.own {
+            let mut done = 0;
+            while done < bytes {
+                // SAFETY: reading pages.img into a writable temporary mapping.
+                let n = unsafe {
+                    libc::pread(
+                        self.pages,
+                        (self.temp(addr) + done) as *mut libc::c_void,
+                        (bytes - done) as usize,
+                        (off + done) as libc::off_t,
+                    )
+                };
+                if n <= 0 {
+                    let e = std::io::Error::last_os_error();
+                    if n < 0 && e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(format!("reading pages.img at {:#x}: {e}", off + done));
+                }
+                done += n as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unmap(addr: u64, len: u64) -> std::result::Result<(), String> {
+    // SAFETY: unmapping a temporary range of this helper's.
+    if unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) } < 0 {
+        return Err(format!(
+            "munmap {addr:#x}+{len:#x}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(start: u64, end: u64) -> Mapping {
+        Mapping {
+            start,
+            end,
+            prot: 3,
+            shared: false,
+            offset: 0,
+            dev: (0, 0),
+            inode: 0,
+            path: String::new(),
+        }
+    }
+
+    #[test]
+    fn own_runs_leave_out_inherited_pages() {
+        let mut inh = Inheritance::default();
+        let m = mapping(0x10000, 0x30000);
+        inh.areas
+            .insert((7, m.start), (m.start, vec![(2, 3), (8, 1)]));
+        assert_eq!(
+            inh.own_runs(7, &m, vec![(0, 4), (6, 4), (12, 2)]),
+            vec![(0, 2), (6, 2), (9, 1), (12, 2)]
+        );
+        // Another process's area of the same address keeps all its runs.
+        assert_eq!(inh.own_runs(8, &m, vec![(0, 4)]), vec![(0, 4)]);
+    }
+
+    #[test]
+    fn identity_ignores_clean_file_pages_and_the_zero_page() {
+        assert_eq!(identity(PM_PRESENT | 42, 7), Some(PM_PRESENT | 42));
+        assert_eq!(identity(PM_PRESENT | 7, 7), None);
+        assert_eq!(identity(PM_PRESENT | PM_FILE | 42, 7), None);
+        assert_eq!(
+            identity(PM_SWAPPED | PM_FILE | 42, 7),
+            Some(PM_SWAPPED | 42)
+        );
+        assert_eq!(identity(0, 7), None);
+    }
+}

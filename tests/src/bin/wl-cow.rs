@@ -1,0 +1,336 @@
+//! Workloads for `tests/tests/cow.rs`: `wl-cow <scenario> <dir>`, processes that
+//! share pages copy-on-write after fork.
+//!
+//! The protocol is wl-restore's (see there): setsid, `<dir>/ready` with every pid,
+//! wait for `<dir>/go`, then `PASS`/`FAIL` lines in `<dir>/result` and `DONE`. Every
+//! page a process has is filled with a pattern that names the page and who wrote it,
+//! so after restore each process checks all of its memory itself; the test measures
+//! the sharing (Pss, Rss) from /proc while they wait.
+
+use std::time::Duration;
+
+use ckpt_tests::wl::{close, fork, getpid, open, write_all};
+
+static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+const PAGE: usize = 4096;
+
+fn path(name: &str) -> String {
+    format!("{}/{name}", DIR.get().expect("dir set"))
+}
+
+fn exists(name: &str) -> bool {
+    std::path::Path::new(&path(name)).exists()
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn wait_file(name: &str) {
+    while !exists(name) {
+        sleep_ms(5);
+    }
+}
+
+/// Creates `name` whole (by rename).
+fn put_file(name: &str, text: &str) {
+    let tmp = path(&format!("{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path(name)).expect("rename");
+}
+
+fn line(text: &str) {
+    let fd = open(
+        &path("result"),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+        0o644,
+    );
+    write_all(fd, format!("{text}\n").as_bytes());
+    close(fd);
+}
+
+fn report(who: &str, ok: bool, what: &str) -> bool {
+    line(&format!(
+        "{} {who}: {what}",
+        if ok { "PASS" } else { "FAIL" }
+    ));
+    ok
+}
+
+fn ready(pids: &[i32]) {
+    let mut s = String::from("READY");
+    for p in pids {
+        s.push_str(&format!(" {p}"));
+    }
+    s.push('\n');
+    put_file("ready", &s);
+}
+
+fn reap(pid: i32, who: &str) -> bool {
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+    let ok = r == pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+    report(
+        who,
+        ok,
+        &format!("child {pid} ended (waitpid={r}, status={st:#x}; expected exit 0)"),
+    )
+}
+
+fn finish(children: &[(i32, &str)]) -> ! {
+    for &(pid, who) in children {
+        reap(pid, who);
+    }
+    let text = std::fs::read_to_string(path("result")).unwrap_or_default();
+    let failed = text.lines().any(|l| l.starts_with("FAIL"));
+    line("DONE");
+    std::process::exit(i32::from(failed));
+}
+
+fn child_exit(ok: bool) -> ! {
+    // SAFETY: leave without running the parent's atexit handlers.
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+}
+
+/// A memory region of whole pages, each filled with a word naming (seed, page).
+struct Region {
+    base: *mut u64,
+    pages: usize,
+}
+
+fn word(seed: u64, page: usize) -> u64 {
+    (seed << 40) | (page as u64) << 8 | 0x5a
+}
+
+impl Region {
+    /// Anonymous private memory of `pages` pages.
+    fn anon(pages: usize) -> Region {
+        // SAFETY: a fresh private anonymous mapping.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        Region {
+            base: p.cast(),
+            pages,
+        }
+    }
+
+    /// `pages` pages of the brk heap.
+    fn brk(pages: usize) -> Region {
+        // SAFETY: growing the heap; glibc's malloc copes with a foreign sbrk.
+        let p = unsafe { libc::sbrk((pages * PAGE + PAGE) as libc::intptr_t) };
+        assert_ne!(p as isize, -1, "sbrk");
+        let aligned = (p as usize).next_multiple_of(PAGE);
+        Region {
+            base: aligned as *mut u64,
+            pages,
+        }
+    }
+
+    fn fill(&self, seed: u64, pages: std::ops::Range<usize>) {
+        for p in pages {
+            let w = word(seed, p);
+            for i in 0..PAGE / 8 {
+                // SAFETY: inside the region.
+                unsafe { self.base.add(p * PAGE / 8 + i).write_volatile(w) };
+            }
+        }
+    }
+
+    /// Pages whose words are not all `seed_of(page)`'s (the first few).
+    fn check(&self, seed_of: impl Fn(usize) -> u64) -> Vec<usize> {
+        let mut bad = Vec::new();
+        for p in 0..self.pages {
+            let w = word(seed_of(p), p);
+            // SAFETY: inside the region.
+            let ok = (0..PAGE / 8)
+                .all(|i| unsafe { self.base.add(p * PAGE / 8 + i).read_volatile() } == w);
+            if !ok && bad.len() < 8 {
+                bad.push(p);
+            }
+        }
+        bad
+    }
+
+    /// Reads every page (a read never breaks the sharing).
+    fn sum(&self) -> u64 {
+        let mut s = 0u64;
+        for p in 0..self.pages {
+            // SAFETY: inside the region.
+            s = s.wrapping_add(unsafe { self.base.add(p * PAGE / 8).read_volatile() });
+        }
+        s
+    }
+}
+
+fn expect_pages(who: &str, what: &str, r: &Region, seed_of: impl Fn(usize) -> u64) -> bool {
+    let bad = r.check(seed_of);
+    report(
+        who,
+        bad.is_empty(),
+        &if bad.is_empty() {
+            format!(
+                "every one of the {} pages of {what} holds its pattern",
+                r.pages
+            )
+        } else {
+            format!("{what}: pages {bad:?} do not hold their pattern")
+        },
+    )
+}
+
+/// A fork server: 64 MiB of anonymous memory and 4 MiB of brk heap written by the
+/// parent, 4 children that only read them (but one page each of their own). After
+/// go: every page checked by every process; then each child writes a page the
+/// parent must not see, and the parent one the children must not see.
+fn server() {
+    const BIG: usize = 64 << 20 >> 12;
+    const HEAP: usize = 4 << 20 >> 12;
+    const CHILDREN: usize = 4;
+    let big = Region::anon(BIG);
+    big.fill(1, 0..BIG);
+    let heap = Region::brk(HEAP);
+    heap.fill(2, 0..HEAP);
+    let own_page = |k: usize| 1000 * (k + 1);
+    let mut children = Vec::new();
+    for k in 0..CHILDREN {
+        let pid = fork();
+        if pid == 0 {
+            let who = format!("child{k}");
+            let _ = big.sum() + heap.sum();
+            big.fill(10 + k as u64, own_page(k)..own_page(k) + 1);
+            wait_file("go");
+            let mut ok = expect_pages(&who, "the big area", &big, |p| {
+                if p == own_page(k) { 10 + k as u64 } else { 1 }
+            });
+            ok &= expect_pages(&who, "the heap", &heap, |_| 2);
+            // Copy-on-write is still private both ways.
+            big.fill(20 + k as u64, 5000 + k..5001 + k);
+            put_file(&format!("wrote{k}"), "");
+            wait_file("parent-wrote");
+            ok &= expect_pages(&who, "the big area after the writes", &big, |p| {
+                if p == own_page(k) {
+                    10 + k as u64
+                } else if p == 5000 + k {
+                    20 + k as u64
+                } else {
+                    1
+                }
+            });
+            child_exit(ok);
+        }
+        children.push(pid);
+    }
+    let mut pids = vec![getpid()];
+    pids.extend(&children);
+    ready(&pids);
+    wait_file("go");
+    expect_pages("parent", "the big area", &big, |_| 1);
+    expect_pages("parent", "the heap", &heap, |_| 2);
+    for k in 0..CHILDREN {
+        wait_file(&format!("wrote{k}"));
+    }
+    expect_pages(
+        "parent",
+        "the big area after the children wrote",
+        &big,
+        |_| 1,
+    );
+    big.fill(30, 6000..6001);
+    put_file("parent-wrote", "");
+    let names: Vec<String> = (0..CHILDREN).map(|k| format!("child{k}")).collect();
+    let list: Vec<(i32, &str)> = children
+        .iter()
+        .zip(&names)
+        .map(|(&p, n)| (p, n.as_str()))
+        .collect();
+    finish(&list);
+}
+
+/// A chain: the parent writes 16 MiB, its child rewrites the first MiB and forks a
+/// grandchild, which rewrites the second MiB. Each level shares what it did not
+/// write with the level above.
+fn chain() {
+    const PAGES: usize = 16 << 20 >> 12;
+    const MIB: usize = 256;
+    let r = Region::anon(PAGES);
+    r.fill(1, 0..PAGES);
+    let child = fork();
+    if child == 0 {
+        r.fill(2, 0..MIB);
+        let grandchild = fork();
+        if grandchild == 0 {
+            r.fill(3, MIB..2 * MIB);
+            wait_file("go");
+            let ok = expect_pages("grandchild", "the area", &r, |p| match p {
+                p if p < MIB => 2,
+                p if p < 2 * MIB => 3,
+                _ => 1,
+            });
+            child_exit(ok);
+        }
+        put_file("grandchild", &grandchild.to_string());
+        wait_file("go");
+        let mut ok = expect_pages("child", "the area", &r, |p| if p < MIB { 2 } else { 1 });
+        ok &= reap(grandchild, "grandchild-exit");
+        child_exit(ok);
+    }
+    wait_file("grandchild");
+    let grandchild: i32 = std::fs::read_to_string(path("grandchild"))
+        .expect("grandchild")
+        .parse()
+        .expect("a pid");
+    ready(&[getpid(), child, grandchild]);
+    wait_file("go");
+    expect_pages("parent", "the area", &r, |_| 1);
+    finish(&[(child, "child-exit")]);
+}
+
+/// Two children share pages their parent no longer has (it rewrote them after
+/// forking both): one fork from the parent cannot give that back.
+fn siblings() {
+    const PAGES: usize = 256;
+    let r = Region::anon(PAGES);
+    r.fill(1, 0..PAGES);
+    let mut children = Vec::new();
+    for k in 0..2 {
+        let pid = fork();
+        if pid == 0 {
+            wait_file("go");
+            let ok = expect_pages(&format!("child{k}"), "the area", &r, |_| 1);
+            child_exit(ok);
+        }
+        children.push(pid);
+    }
+    r.fill(2, 0..PAGES);
+    ready(&[getpid(), children[0], children[1]]);
+    wait_file("go");
+    expect_pages("parent", "the area", &r, |_| 2);
+    finish(&[(children[0], "child0"), (children[1], "child1")]);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    assert!(args.len() == 3, "usage: wl-cow <scenario> <dir>");
+    DIR.set(args[2].clone()).expect("once");
+    // SAFETY: plain syscall; the spawner does not make us a group leader.
+    if unsafe { libc::setsid() } < 0 {
+        panic!("setsid: {}", std::io::Error::last_os_error());
+    }
+    match args[1].as_str() {
+        "server" => server(),
+        "chain" => chain(),
+        "siblings" => siblings(),
+        other => panic!("unknown scenario {other}"),
+    }
+}
