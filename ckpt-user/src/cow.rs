@@ -41,7 +41,8 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, CowInheritRecord, InodeKind, MemoryAreaRecord, PageSpan, Record, records::map,
+    AreaKind, CowForkPagesRecord, CowInheritRecord, InodeKind, MemoryAreaRecord, PageSpan, Record,
+    records::map,
 };
 
 use crate::{
@@ -71,6 +72,9 @@ struct ScannedArea {
 pub struct Inheritance {
     /// (pid, area start) → (parent's area start, inherited page runs of the area).
     areas: HashMap<(i32, u64), (u64, Vec<(u64, u64)>)>,
+    /// (parent, its area start) → pages it holds only while forking: (address, a
+    /// child to read the page from).
+    fork_pages: HashMap<(i32, u64), Vec<(u64, i32)>>,
 }
 
 /// Areas whose pages may be shared copy-on-write (what `dirty_runs` saves privately).
@@ -196,7 +200,9 @@ fn compatible(c: &Mapping, p: &Mapping) -> bool {
 
 impl Inheritance {
     /// Finds, in the frozen tree, every page a process shares with its parent at the
-    /// same address; refuses sharing one fork cannot rebuild.
+    /// same address (as the parent has it now, or as it had it when it forked: a page
+    /// two children still share after the parent rewrote it); refuses sharing one
+    /// fork cannot rebuild.
     pub fn scan(tree: &FrozenTree) -> Result<Inheritance> {
         let live: HashMap<i32, i32> = tree
             .processes
@@ -218,28 +224,23 @@ impl Inheritance {
         for &pid in &related {
             scanned.insert(pid, scan_process(pid, zero)?);
         }
-        // Every saved page not inherited from the parent, by (address, identity):
-        // the same page anywhere else in the tree is sharing restore cannot rebuild.
+        // Addresses each process inherits from its parent.
+        let mut inherited: HashMap<i32, HashSet<u64>> = HashMap::new();
+        // Every saved page not inherited, by (address, identity): the same page
+        // anywhere else in the tree is sharing restore cannot rebuild.
         let mut owners: HashMap<(u64, u64), i32> = HashMap::new();
         for p in tree.topological() {
             let pid = p.pid;
             let Some(areas) = scanned.get(&pid) else {
                 continue;
             };
-            let parent = (pid != tree.root)
-                .then(|| scanned.get(&p.ppid))
-                .flatten()
-                .map(|v| (p.ppid, v));
+            let mine = inherited.remove(&pid).unwrap_or_default();
             for a in areas {
-                let inherited = match parent {
-                    Some((ppid, pareas)) => me.inherit_area(pid, a, ppid, pareas)?,
-                    None => HashSet::new(),
-                };
                 for &(i, id) in &a.pages {
-                    if inherited.contains(&i) {
+                    let addr = a.m.start + i * PAGE_SIZE;
+                    if mine.contains(&addr) {
                         continue;
                     }
-                    let addr = a.m.start + i * PAGE_SIZE;
                     if let Some(&other) = owners.get(&(addr, id)) {
                         return Err(refuse(
                             pid,
@@ -253,79 +254,181 @@ impl Inheritance {
                     owners.insert((addr, id), pid);
                 }
             }
+            let children: Vec<i32> = {
+                let mut c: Vec<i32> = live
+                    .iter()
+                    .filter(|&(&c, &pp)| pp == pid && c != pid && scanned.contains_key(&c))
+                    .map(|(&c, _)| c)
+                    .collect();
+                c.sort_unstable();
+                c
+            };
+            if children.is_empty() {
+                continue;
+            }
+            let fork_ids = me.fork_time_pages(pid, areas, &mine, &children, &scanned)?;
+            for &c in &children {
+                let mut got = HashSet::new();
+                for a in &scanned[&c] {
+                    got.extend(me.inherit_area(c, a, pid, areas, &fork_ids)?);
+                }
+                inherited.insert(c, got);
+            }
         }
         Ok(me)
     }
 
-    /// Records which pages of child area `a` are its parent's; returns their indices.
+    /// What `pid` must hold at each address while it forks `children`: its own
+    /// pages, except where two or more children share a page it no longer has (it
+    /// wrote or dropped it after forking them). Those older pages are recorded (with
+    /// a child to read them from); returns (address → identity) for every saved page
+    /// of `pid` as its children are forked.
+    fn fork_time_pages(
+        &mut self,
+        pid: i32,
+        areas: &[ScannedArea],
+        mine: &HashSet<u64>,
+        children: &[i32],
+        scanned: &HashMap<i32, Vec<ScannedArea>>,
+    ) -> Result<HashMap<u64, u64>> {
+        let mut now: HashMap<u64, u64> = HashMap::new();
+        for a in areas {
+            for &(i, id) in &a.pages {
+                now.insert(a.m.start + i * PAGE_SIZE, id);
+            }
+        }
+        // (address, identity) → the children with it, where the parent has another.
+        let mut groups: HashMap<(u64, u64), Vec<i32>> = HashMap::new();
+        let mut with_parent: HashSet<u64> = HashSet::new();
+        for &c in children {
+            for a in &scanned[&c] {
+                for &(i, id) in &a.pages {
+                    let addr = a.m.start + i * PAGE_SIZE;
+                    if now.get(&addr) == Some(&id) {
+                        with_parent.insert(addr);
+                    } else {
+                        groups.entry((addr, id)).or_default().push(c);
+                    }
+                }
+            }
+        }
+        let mut fork_ids = now;
+        let mut older: Vec<(u64, u64, i32)> = groups
+            .into_iter()
+            .filter(|(_, c)| c.len() > 1)
+            .map(|((addr, id), c)| (addr, id, c[0]))
+            .collect();
+        older.sort_unstable();
+        for w in older.windows(2) {
+            if w[0].0 == w[1].0 {
+                return Err(refuse(
+                    w[0].2,
+                    format!(
+                        "its parent {pid}'s children share two different pages at {:#x} \
+                         copy-on-write, both written over by the parent since",
+                        w[0].0
+                    ),
+                ));
+            }
+        }
+        for &(addr, id, from) in &older {
+            let area = areas
+                .iter()
+                .find(|a| a.m.start <= addr && addr < a.m.end)
+                .ok_or_else(|| {
+                    refuse(
+                        from,
+                        format!(
+                            "the page at {addr:#x} is shared copy-on-write with a sibling, \
+                             and its parent {pid} no longer maps that address"
+                        ),
+                    )
+                })?;
+            if with_parent.contains(&addr) || mine.contains(&addr) {
+                return Err(refuse(
+                    from,
+                    format!(
+                        "the page at {addr:#x} is shared copy-on-write with a sibling while \
+                         another child shares its parent {pid}'s newer page there (or the \
+                         parent's is its own parent's)"
+                    ),
+                ));
+            }
+            self.fork_pages
+                .entry((pid, area.m.start))
+                .or_default()
+                .push((addr, from));
+            fork_ids.insert(addr, id);
+        }
+        Ok(fork_ids)
+    }
+
+    /// Records which pages of child area `a` are its parent's as the parent forked
+    /// (`fork_ids`: address → identity); returns their addresses.
     fn inherit_area(
         &mut self,
         pid: i32,
         a: &ScannedArea,
         ppid: i32,
         parent: &[ScannedArea],
+        fork_ids: &HashMap<u64, u64>,
     ) -> Result<HashSet<u64>> {
         let mut inherited = HashSet::new();
         let mut from: Option<&Mapping> = None;
         let mut runs: Vec<(u64, u64)> = Vec::new();
-        // Parent areas overlapping this one, in address order.
-        for pa in parent
-            .iter()
-            .filter(|pa| pa.m.start < a.m.end && a.m.start < pa.m.end)
-        {
-            let ids: HashMap<u64, u64> = pa
-                .pages
+        for &(i, id) in &a.pages {
+            let addr = a.m.start + i * PAGE_SIZE;
+            if fork_ids.get(&addr) != Some(&id) {
+                continue;
+            }
+            let area = format!("area {:#x}-{:#x}", a.m.start, a.m.end);
+            let pa = parent
                 .iter()
-                .map(|&(i, id)| (pa.m.start + i * PAGE_SIZE, id))
-                .collect();
-            for &(i, id) in &a.pages {
-                let addr = a.m.start + i * PAGE_SIZE;
-                if ids.get(&addr) != Some(&id) {
-                    continue;
+                .find(|pa| pa.m.start <= addr && addr < pa.m.end)
+                .map(|pa| &pa.m)
+                .ok_or_else(|| {
+                    Error::Other(format!("pid {pid}: parent {ppid} has no area at {addr:#x}"))
+                })?;
+            match from {
+                Some(f) if f.start != pa.start => {
+                    return Err(refuse(
+                        pid,
+                        format!(
+                            "{area} shares pages copy-on-write with two areas of its parent \
+                             {ppid} ({:#x}-{:#x} and {:#x}-{:#x})",
+                            f.start, f.end, pa.start, pa.end
+                        ),
+                    ));
                 }
-                let area = format!("area {:#x}-{:#x}", a.m.start, a.m.end);
-                match from {
-                    Some(f) if f.start != pa.m.start => {
+                Some(_) => {}
+                None => {
+                    if !compatible(&a.m, pa) {
                         return Err(refuse(
                             pid,
                             format!(
-                                "{area} shares pages copy-on-write with two areas of its \
-                                 parent {ppid} ({:#x}-{:#x} and {:#x}-{:#x})",
-                                f.start, f.end, pa.m.start, pa.m.end
+                                "{area} shares the page at {addr:#x} copy-on-write with its \
+                                 parent {ppid}'s area {:#x}-{:#x}, which maps something else",
+                                pa.start, pa.end
                             ),
                         ));
                     }
-                    Some(_) => {}
-                    None => {
-                        if !compatible(&a.m, &pa.m) {
-                            return Err(refuse(
-                                pid,
-                                format!(
-                                    "{area} shares the page at {addr:#x} copy-on-write with \
-                                     its parent {ppid}'s area {:#x}-{:#x}, which maps \
-                                     something else",
-                                    pa.m.start, pa.m.end
-                                ),
-                            ));
-                        }
-                        if a.m.start < pa.m.start {
-                            return Err(refuse(
-                                pid,
-                                format!(
-                                    "{area} shares pages copy-on-write with its parent \
-                                     {ppid}'s area {:#x}-{:#x} but starts below it",
-                                    pa.m.start, pa.m.end
-                                ),
-                            ));
-                        }
-                        from = Some(&pa.m);
+                    if a.m.start < pa.start {
+                        return Err(refuse(
+                            pid,
+                            format!(
+                                "{area} shares pages copy-on-write with its parent {ppid}'s \
+                                 area {:#x}-{:#x} but starts below it",
+                                pa.start, pa.end
+                            ),
+                        ));
                     }
+                    from = Some(pa);
                 }
-                inherited.insert(i);
-                match runs.last_mut() {
-                    Some((first, count)) if *first + *count == i => *count += 1,
-                    _ => runs.push((i, 1)),
-                }
+            }
+            inherited.insert(addr);
+            match runs.last_mut() {
+                Some((first, count)) if *first + *count == i => *count += 1,
+                _ => runs.push((i, 1)),
             }
         }
         if let Some(f) = from {
@@ -364,27 +467,63 @@ impl Inheritance {
         out
     }
 
-    /// One record per area that inherits pages, in (pid, address) order.
-    pub fn records(&self) -> Vec<Record> {
+    /// Writes the fork-time pages of each parent (read from a child that shares
+    /// them) and one record per area that inherits pages, in (pid, address) order.
+    pub fn write_records(&self, writer: &mut ckpt_common::image::ImageWriter) -> Result<()> {
+        let mut keys: Vec<&(i32, u64)> = self.fork_pages.keys().collect();
+        keys.sort_unstable();
+        let mut mems: HashMap<i32, fs::File> = HashMap::new();
+        for &(pid, start) in keys {
+            let mut pages = self.fork_pages[&(pid, start)].clone();
+            pages.sort_unstable();
+            let mut runs = Vec::new();
+            let mut i = 0;
+            while i < pages.len() {
+                // A run of consecutive addresses, each page read from its child.
+                let mut j = i + 1;
+                while j < pages.len() && pages[j].0 == pages[j - 1].0 + PAGE_SIZE {
+                    j += 1;
+                }
+                let mut buf = ckpt_common::image::AlignedPages::default();
+                let data = buf.resize((j - i) * PAGE_SIZE as usize);
+                for (k, &(addr, from)) in pages[i..j].iter().enumerate() {
+                    let mem = match mems.entry(from) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                            fs::File::open(format!("/proc/{from}/mem"))
+                                .map_err(|e| Error::io(format!("opening /proc/{from}/mem"), e))?,
+                        ),
+                    };
+                    let page = &mut data[k * PAGE_SIZE as usize..(k + 1) * PAGE_SIZE as usize];
+                    memory::read_pages(from, mem, addr, page)?;
+                }
+                runs.push(writer.write_pages((pages[i].0 - start) / PAGE_SIZE, buf.as_slice())?);
+                i = j;
+            }
+            writer.write(&Record::CowForkPages(CowForkPagesRecord {
+                pid,
+                start,
+                pages: runs,
+            }))?;
+        }
         let mut keys: Vec<&(i32, u64)> = self.areas.keys().collect();
         keys.sort_unstable();
-        keys.into_iter()
-            .map(|&(pid, start)| {
-                let (parent_start, runs) = &self.areas[&(pid, start)];
-                Record::CowInherit(CowInheritRecord {
-                    pid,
-                    start,
-                    parent_start: *parent_start,
-                    spans: runs
-                        .iter()
-                        .map(|&(index, count)| PageSpan {
-                            index,
-                            count: count as u32,
-                        })
-                        .collect(),
-                })
-            })
-            .collect()
+        for &(pid, start) in keys {
+            let (parent_start, runs) = &self.areas[&(pid, start)];
+            writer.write(&Record::CowInherit(CowInheritRecord {
+                pid,
+                start,
+                parent_start: *parent_start,
+                spans: runs
+                    .iter()
+                    .map(|&(index, count)| PageSpan {
+                        index,
+                        count: count as u32,
+                    })
+                    .collect(),
+            }))?;
+        }
+        Ok(())
     }
 }
 
@@ -410,6 +549,9 @@ pub struct TempArea {
     fresh: Fresh,
     /// Own pages: (final address, bytes, offset in pages.img).
     own: Vec<(u64, u64, u64)>,
+    /// Pages held only while forking, written over the own ones before the forks and
+    /// replaced by them (or dropped) after: (final address, bytes, offset).
+    fork: Vec<(u64, u64, u64)>,
 }
 
 /// The restore side: temporary addresses, what each helper builds, and which areas
@@ -445,6 +587,21 @@ impl CowRestore {
         let mut me = CowRestore::default();
         if records.is_empty() {
             return Ok(me);
+        }
+        let mut fork_pages: HashMap<(i32, u64), Vec<(u64, u64, u64)>> = HashMap::new();
+        for r in &plan.image.records {
+            if let Record::CowForkPages(f) = r {
+                fork_pages
+                    .entry((f.pid, f.start))
+                    .or_default()
+                    .extend(f.pages.iter().map(|r| {
+                        (
+                            f.start + r.index * PAGE_SIZE,
+                            u64::from(r.count) * PAGE_SIZE,
+                            r.offset,
+                        )
+                    }));
+            }
         }
         let area_of = |pid: i32, start: u64| -> Result<&MemoryAreaRecord> {
             plan.procs
@@ -518,6 +675,7 @@ impl CowRestore {
                 inherit,
                 fresh: Fresh { flags, file },
                 own,
+                fork: fork_pages.remove(&(pid, start)).unwrap_or_default(),
             });
         }
         for b in me.builds.values_mut() {
@@ -770,26 +928,64 @@ impl HelperCow {
                 }
             }
         }
-        for &(addr, bytes, off) in &t.own {
-            let mut done = 0;
-            while done < bytes {
-                // SAFETY: reading pages.img into a writable temporary mapping.
-                let n = unsafe {
-                    libc::pread(
-                        self.pages,
-                        (self.temp(addr) + done) as *mut libc::c_void,
-                        (bytes - done) as usize,
-                        (off + done) as libc::off_t,
-                    )
-                };
-                if n <= 0 {
-                    let e = std::io::Error::last_os_error();
-                    if n < 0 && e.kind() == std::io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(format!("reading pages.img at {:#x}: {e}", off + done));
+        for &(addr, bytes, off) in t.own.iter().chain(&t.fork) {
+            self.read_in(addr, bytes, off)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `bytes` of pages.img at `off` into the temporary copy of `addr`.
+    fn read_in(&self, addr: u64, bytes: u64, off: u64) -> std::result::Result<(), String> {
+        let mut done = 0;
+        while done < bytes {
+            // SAFETY: reading pages.img into a writable temporary mapping.
+            let n = unsafe {
+                libc::pread(
+                    self.pages,
+                    (self.temp(addr) + done) as *mut libc::c_void,
+                    (bytes - done) as usize,
+                    (off + done) as libc::off_t,
+                )
+            };
+            if n <= 0 {
+                let e = std::io::Error::last_os_error();
+                if n < 0 && e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
                 }
-                done += n as u64;
+                return Err(format!("reading pages.img at {:#x}: {e}", off + done));
+            }
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// In a helper, once its children are forked: the pages it held only for them
+    /// give way to its own (or to nothing: zero, or the file's page again).
+    pub fn after_forks(&self, areas: &[TempArea]) -> std::result::Result<(), String> {
+        for t in areas {
+            for &(addr, bytes, _) in &t.fork {
+                // SAFETY: advice on a temporary mapping of this helper's.
+                if unsafe {
+                    libc::madvise(
+                        self.temp(addr) as *mut libc::c_void,
+                        bytes as usize,
+                        libc::MADV_DONTNEED,
+                    )
+                } < 0
+                {
+                    return Err(format!(
+                        "area {:#x}-{:#x}: madvise(MADV_DONTNEED) at {addr:#x}: {}",
+                        t.start,
+                        t.end,
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                for &(own, own_bytes, off) in &t.own {
+                    let (s, e) = (own.max(addr), (own + own_bytes).min(addr + bytes));
+                    if s < e {
+                        self.read_in(s, e - s, off + (s - own))?;
+                    }
+                }
             }
         }
         Ok(())

@@ -295,9 +295,7 @@ fn collect_and_write(
             c.memory(p.pid, &cow)?;
         }
     }
-    for r in cow.records() {
-        c.writer.write(&r)?;
-    }
+    cow.write_records(&mut c.writer)?;
     c.progress.done();
     fault_point("memory")?;
     stages.done("memory");

@@ -90,6 +90,10 @@ impl Totals {
                 Record::CowInherit(c) => {
                     t.pages_inherited += c.spans.iter().map(|s| u64::from(s.count)).sum::<u64>();
                 }
+                Record::CowForkPages(c) => {
+                    t.page_runs += c.pages.len();
+                    t.pages_dumped += c.pages.iter().map(|r| u64::from(r.count)).sum::<u64>();
+                }
             }
         }
         debug_assert_eq!(t.pages_dumped * page, verified);
@@ -174,6 +178,7 @@ impl<'a> Index<'a> {
                     let n = c.spans.iter().map(|s| u64::from(s.count)).sum();
                     ix.inherited.insert((c.pid, c.start), n);
                 }
+                Record::CowForkPages(_) => {}
             }
         }
         ix

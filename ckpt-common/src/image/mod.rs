@@ -42,10 +42,10 @@ pub use error::ImageError;
 pub use header::Header;
 pub use pages::PagesFile;
 pub use records::{
-    AreaKind, CowInheritRecord, Credentials, EpollTarget, FdRecord, FileOwner, InodeKind,
-    InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState, OpenFileRecord, PageRun,
-    PageSpan, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType, Rlimit,
-    RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo,
+    AreaKind, CowForkPagesRecord, CowInheritRecord, Credentials, EpollTarget, FdRecord, FileOwner,
+    InodeKind, InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState, OpenFileRecord,
+    PageRun, PageSpan, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType,
+    Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo,
     SocketMessage, SyscallState, ThreadRecord,
 };
 pub use wire::Wire;

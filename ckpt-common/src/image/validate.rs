@@ -438,6 +438,26 @@ fn check_record<'a>(
             pass.refer(d.file, "file", |x| x == Defined::OpenFile, "an open file")?;
         }
         Record::CowInherit(c) => check_cow(pass, c, page_size)?,
+        Record::CowForkPages(c) => {
+            pass.running(c.pid)?;
+            let a = pass
+                .areas
+                .get(&(c.pid, c.start))
+                .filter(|a| a.flags & map::PRIVATE != 0)
+                .ok_or_else(|| {
+                    format!(
+                        "pid {} has no private area starting at {:#x} for its fork-time pages",
+                        c.pid, c.start
+                    )
+                })?;
+            check_runs(
+                &c.pages,
+                (a.end - a.start) / page_size,
+                page_size,
+                pages_len,
+            )
+            .map_err(|e| format!("fork-time pages of area {:#x}: {e}", c.start))?;
+        }
     }
     Ok(())
 }

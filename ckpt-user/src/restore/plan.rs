@@ -165,7 +165,7 @@ impl<'a> Plan<'a> {
                 }
                 Record::SharedMemory(s) => shared.push(s),
                 // Read by crate::cow, which plans the inheritance.
-                Record::CowInherit(_) => {}
+                Record::CowInherit(_) | Record::CowForkPages(_) => {}
             }
         }
         let mut plan = Plan {

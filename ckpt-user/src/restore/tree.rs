@@ -331,6 +331,9 @@ impl Helpers {
                 }
             }
         }
+        self.cow
+            .after_forks(&p.cow)
+            .map_err(|e| ("copy-on-write areas", e))?;
         join_group(p.pgid).map_err(fail("join process group"))?;
         // SAFETY: PR_SET_NAME with a NUL-terminated name.
         unsafe { libc::prctl(libc::PR_SET_NAME, p.comm.as_ptr(), 0, 0, 0) };

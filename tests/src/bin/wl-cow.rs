@@ -297,7 +297,7 @@ fn chain() {
 }
 
 /// Two children share pages their parent no longer has (it rewrote them after
-/// forking both): one fork from the parent cannot give that back.
+/// forking both): the parent must hold the old pages while it forks them again.
 fn siblings() {
     const PAGES: usize = 256;
     let r = Region::anon(PAGES);
@@ -319,6 +319,37 @@ fn siblings() {
     finish(&[(children[0], "child0"), (children[1], "child1")]);
 }
 
+/// A grandchild shares pages with its grandparent that its parent rewrote after
+/// forking it: one fork from the parent cannot give that back.
+fn skip() {
+    const PAGES: usize = 256;
+    let r = Region::anon(PAGES);
+    r.fill(1, 0..PAGES);
+    let child = fork();
+    if child == 0 {
+        let grandchild = fork();
+        if grandchild == 0 {
+            wait_file("go");
+            child_exit(expect_pages("grandchild", "the area", &r, |_| 1));
+        }
+        r.fill(2, 0..PAGES);
+        put_file("grandchild", &grandchild.to_string());
+        wait_file("go");
+        let mut ok = expect_pages("child", "the area", &r, |_| 2);
+        ok &= reap(grandchild, "grandchild-exit");
+        child_exit(ok);
+    }
+    wait_file("grandchild");
+    let grandchild: i32 = std::fs::read_to_string(path("grandchild"))
+        .expect("grandchild")
+        .parse()
+        .expect("a pid");
+    ready(&[getpid(), child, grandchild]);
+    wait_file("go");
+    expect_pages("parent", "the area", &r, |_| 1);
+    finish(&[(child, "child-exit")]);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-cow <scenario> <dir>");
@@ -331,6 +362,7 @@ fn main() {
         "server" => server(),
         "chain" => chain(),
         "siblings" => siblings(),
+        "skip" => skip(),
         other => panic!("unknown scenario {other}"),
     }
 }

@@ -72,3 +72,34 @@ impl Wire for CowInheritRecord {
         })
     }
 }
+
+/// Pages a parent holds at area `start` only while it forks its children: older
+/// contents two or more of its children still share although the parent has since
+/// written its own (or dropped them). Saved once; restore writes them before the
+/// forks and the parent's own pages (or nothing) back after.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CowForkPagesRecord {
+    pub pid: i32,
+    /// Start of the parent's area (a memory-area record of `pid`).
+    pub start: u64,
+    /// The pages, `index` counted from the area's start.
+    pub pages: Vec<super::PageRun>,
+}
+
+impl Wire for CowForkPagesRecord {
+    const MIN_SIZE: usize = 4 + 8 + 4;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i32_le(self.pid);
+        out.put_u64_le(self.start);
+        wire::put_list(out, &self.pages);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(CowForkPagesRecord {
+            pid: wire::i32(buf, "pid")?,
+            start: wire::u64(buf, "start")?,
+            pages: wire::list(buf, "pages")?,
+        })
+    }
+}

@@ -18,7 +18,7 @@ use bytes::BytesMut;
 
 use super::{ImageError, Wire, wire};
 
-pub use cow::{CowInheritRecord, PageSpan};
+pub use cow::{CowForkPagesRecord, CowInheritRecord, PageSpan};
 pub use files::{
     EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
     SocketMessage,
@@ -43,6 +43,8 @@ pub enum RecordType {
     Fd = 7,
     /// Pages of a child's area shared copy-on-write with its parent.
     CowInherit = 14,
+    /// Pages a parent holds only while it forks its children.
+    CowForkPages = 15,
     /// The last record: record count, checksum of checksums, pages.img length.
     Tail = 0xffff,
 }
@@ -58,6 +60,7 @@ impl RecordType {
             6 => RecordType::OpenFile,
             7 => RecordType::Fd,
             14 => RecordType::CowInherit,
+            15 => RecordType::CowForkPages,
             0xffff => RecordType::Tail,
             _ => return None,
         })
@@ -73,6 +76,7 @@ impl RecordType {
             RecordType::OpenFile => "open-file",
             RecordType::Fd => "fd",
             RecordType::CowInherit => "cow-inherit",
+            RecordType::CowForkPages => "cow-fork-pages",
             RecordType::Tail => "tail",
         }
     }
@@ -99,6 +103,7 @@ pub enum Record {
     OpenFile(OpenFileRecord),
     Fd(FdRecord),
     CowInherit(CowInheritRecord),
+    CowForkPages(CowForkPagesRecord),
 }
 
 impl Record {
@@ -108,6 +113,7 @@ impl Record {
         match self {
             Record::MemoryArea(a) => &a.pages,
             Record::SharedMemory(s) => &s.pages,
+            Record::CowForkPages(c) => &c.pages,
             Record::Inode(InodeRecord {
                 kind: InodeKind::DeletedFile { pages, .. } | InodeKind::MemFd { pages, .. },
                 ..
@@ -126,6 +132,7 @@ impl Record {
             Record::OpenFile(_) => RecordType::OpenFile,
             Record::Fd(_) => RecordType::Fd,
             Record::CowInherit(_) => RecordType::CowInherit,
+            Record::CowForkPages(_) => RecordType::CowForkPages,
         }
     }
 
@@ -140,6 +147,7 @@ impl Record {
             Record::OpenFile(r) => r.encode(out),
             Record::Fd(r) => r.encode(out),
             Record::CowInherit(r) => r.encode(out),
+            Record::CowForkPages(r) => r.encode(out),
         }
     }
 
@@ -157,6 +165,9 @@ impl Record {
             Some(RecordType::OpenFile) => Record::OpenFile(OpenFileRecord::decode(buf)?),
             Some(RecordType::Fd) => Record::Fd(FdRecord::decode(buf)?),
             Some(RecordType::CowInherit) => Record::CowInherit(CowInheritRecord::decode(buf)?),
+            Some(RecordType::CowForkPages) => {
+                Record::CowForkPages(CowForkPagesRecord::decode(buf)?)
+            }
             Some(RecordType::Tail) => {
                 return Err(ImageError::malformed(
                     "a tail record before the end of the image",
