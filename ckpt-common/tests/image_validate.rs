@@ -6,8 +6,8 @@
 mod common;
 
 use ckpt_common::image::{
-    AreaKind, FdRecord, Image, ImageError, InodeKind, InodeRecord, InotifyWatch, ObjRef, PageRun,
-    Record, SocketMessage,
+    AreaKind, CowForkPagesRecord, CowInheritRecord, FdRecord, Image, ImageError, InodeKind,
+    InodeRecord, InotifyWatch, ObjRef, PageRun, PageSpan, Record, SocketMessage,
 };
 use common::{PAGE, area, frames, sample_image, thread};
 
@@ -389,4 +389,86 @@ fn only_a_datagram_socket_alone_may_be_connected_by_path() {
     assert!(msg.contains("only datagram sockets"), "{msg}");
     let msg = broken(at, "inode", |r| r.insert(at, alone(9, None)));
     assert!(msg.contains("is not SOCK_STREAM"), "{msg}");
+}
+
+/// The sample with child 101 given a stack at its parent's stack address, sharing
+/// page 15 (the parent's own saved page there) copy-on-write.
+fn with_cow(spans: Vec<PageSpan>, parent_start: u64) -> Vec<Record> {
+    let mut r = sample();
+    r.push(Record::MemoryArea(area(
+        101,
+        0x7ffd_0000,
+        0x7ffe_0000,
+        AreaKind::Stack,
+        vec![],
+    )));
+    r.push(Record::CowInherit(CowInheritRecord {
+        pid: 101,
+        start: 0x7ffd_0000,
+        parent_start,
+        spans,
+    }));
+    r
+}
+
+#[test]
+fn a_cow_inheritance_names_areas_of_the_child_and_its_parent() {
+    let (mut image, _) = sample_image();
+    image.records = with_cow(
+        vec![PageSpan {
+            index: 15,
+            count: 1,
+        }],
+        0x7ffd_0000,
+    );
+    image.validate().unwrap();
+    let last = image.records.len() - 1;
+    let msg = broken(last, "cow-inherit", |r| {
+        *r = with_cow(
+            vec![PageSpan {
+                index: 15,
+                count: 1,
+            }],
+            0x7ffc_0000,
+        );
+    });
+    assert!(
+        msg.contains("parent 100 has no private area starting at 0x7ffc0000"),
+        "{msg}"
+    );
+    let msg = broken(last, "cow-inherit", |r| {
+        *r = with_cow(
+            vec![PageSpan {
+                index: 15,
+                count: 2,
+            }],
+            0x7ffd_0000,
+        );
+    });
+    assert!(msg.contains("past its end"), "{msg}");
+}
+
+#[test]
+fn fork_time_pages_lie_inside_an_area_of_their_process() {
+    let stack = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Stack));
+    let run = match &sample()[stack] {
+        Record::MemoryArea(a) => a.pages[0],
+        _ => unreachable!(),
+    };
+    let (mut image, _) = sample_image();
+    image.records.push(Record::CowForkPages(CowForkPagesRecord {
+        pid: 100,
+        start: 0x7ffd_0000,
+        pages: vec![PageRun { index: 3, ..run }],
+    }));
+    image.validate().unwrap();
+    let n = image.records.len();
+    let msg = broken(n - 1, "cow-fork-pages", |r| {
+        r.push(Record::CowForkPages(CowForkPagesRecord {
+            pid: 100,
+            start: 0x7ffd_0000,
+            pages: vec![PageRun { index: 16, ..run }],
+        }));
+    });
+    assert!(msg.contains("ends past the last page"), "{msg}");
 }

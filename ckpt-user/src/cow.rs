@@ -58,6 +58,15 @@ const PM_FILE: u64 = 1 << 61;
 /// Bits 0-54: the PFN of a present page, the swap type and offset of a swapped one.
 const PM_FRAME: u64 = (1 << 55) - 1;
 
+/// An area by (pid, start address).
+type AreaKey = (i32, u64);
+/// Page runs of an area: (first page index, count).
+type Runs = Vec<(u64, u64)>;
+/// Page copies out of pages.img: (final address, bytes, offset in pages.img).
+type Copies = Vec<(u64, u64, u64)>;
+/// The parent's area [start, end) an area inherits from, and the inherited runs.
+type Inherit = (u64, u64, Runs);
+
 // ---- dump -------------------------------------------------------------------------
 
 /// One private area of a frozen process and the identities of its saved pages.
@@ -71,10 +80,10 @@ struct ScannedArea {
 #[derive(Default)]
 pub struct Inheritance {
     /// (pid, area start) → (parent's area start, inherited page runs of the area).
-    areas: HashMap<(i32, u64), (u64, Vec<(u64, u64)>)>,
+    areas: HashMap<AreaKey, (u64, Runs)>,
     /// (parent, its area start) → pages it holds only while forking: (address, a
     /// child to read the page from).
-    fork_pages: HashMap<(i32, u64), Vec<(u64, i32)>>,
+    fork_pages: HashMap<AreaKey, Vec<(u64, i32)>>,
 }
 
 /// Areas whose pages may be shared copy-on-write (what `dirty_runs` saves privately).
@@ -545,13 +554,13 @@ pub struct TempArea {
     end: u64,
     /// The parent's area [start, end) it inherits from, and the inherited page runs
     /// (index, count) of this area.
-    inherit: Option<(u64, u64, Vec<(u64, u64)>)>,
+    inherit: Option<Inherit>,
     fresh: Fresh,
     /// Own pages: (final address, bytes, offset in pages.img).
-    own: Vec<(u64, u64, u64)>,
+    own: Copies,
     /// Pages held only while forking, written over the own ones before the forks and
     /// replaced by them (or dropped) after: (final address, bytes, offset).
-    fork: Vec<(u64, u64, u64)>,
+    fork: Copies,
 }
 
 /// The restore side: temporary addresses, what each helper builds, and which areas
@@ -588,7 +597,7 @@ impl CowRestore {
         if records.is_empty() {
             return Ok(me);
         }
-        let mut fork_pages: HashMap<(i32, u64), Vec<(u64, u64, u64)>> = HashMap::new();
+        let mut fork_pages: HashMap<AreaKey, Copies> = HashMap::new();
         for r in &plan.image.records {
             if let Record::CowForkPages(f) = r {
                 fork_pages
@@ -610,7 +619,7 @@ impl CowRestore {
                 .ok_or_else(|| Error::Other(format!("pid {pid}: no area at {start:#x}")))
         };
         // Every area that inherits or is inherited from, with what it inherits.
-        let mut involved: HashMap<(i32, u64), Option<(u64, u64, Vec<(u64, u64)>)>> = HashMap::new();
+        let mut involved: HashMap<AreaKey, Option<Inherit>> = HashMap::new();
         for c in &records {
             let ppid = plan.proc(c.pid).rec.ppid;
             let pa = area_of(ppid, c.parent_start)?;

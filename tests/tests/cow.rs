@@ -73,18 +73,19 @@ fn assert_same_memory(
     }
 }
 
+/// Memory of a tree measured around a dump and restore.
+struct Roundtrip {
+    before: BTreeMap<i32, (u64, u64)>,
+    after: BTreeMap<i32, (u64, u64)>,
+    /// KiB the machine used more with the tree alive than once it was dumped...
+    used_before: i64,
+    /// ...and with the tree restored.
+    used_after: i64,
+}
+
 /// Starts `scenario`, lets it settle, measures, dumps, restores detached, measures
-/// again, then lets the workload check itself. Returns (before, after, used memory
-/// of the tree before, after).
-fn measured_roundtrip(
-    scenario: &str,
-    who: &[&str],
-) -> (
-    BTreeMap<i32, (u64, u64)>,
-    BTreeMap<i32, (u64, u64)>,
-    i64,
-    i64,
-) {
+/// again, then lets the workload check itself.
+fn measured_roundtrip(scenario: &str, who: &[&str]) -> Roundtrip {
     setup();
     let mut w = Wl::bin(WL, scenario);
     thread::sleep(Duration::from_millis(300));
@@ -101,17 +102,22 @@ fn measured_roundtrip(
     w.go();
     let text = w.wait_result(Duration::from_secs(60));
     w.check_result(&text, who);
-    (
+    Roundtrip {
         before,
         after,
-        used_alive - used_dead,
-        used_restored - used_dead,
-    )
+        used_before: used_alive - used_dead,
+        used_after: used_restored - used_dead,
+    }
 }
 
 #[test]
 fn fork_server_children_share_the_parents_64_mib_after_restore() {
-    let (before, after, used_before, used_after) = measured_roundtrip(
+    let Roundtrip {
+        before,
+        after,
+        used_before,
+        used_after,
+    } = measured_roundtrip(
         "server",
         &["parent", "child0", "child1", "child2", "child3"],
     );
@@ -134,7 +140,7 @@ fn fork_server_children_share_the_parents_64_mib_after_restore() {
 
 #[test]
 fn grandchild_chain_shares_what_each_level_did_not_write() {
-    let (before, after, _, _) = measured_roundtrip(
+    let Roundtrip { before, after, .. } = measured_roundtrip(
         "chain",
         &[
             "parent",
@@ -152,14 +158,15 @@ fn grandchild_chain_shares_what_each_level_did_not_write() {
 
 #[test]
 fn children_still_share_the_pages_their_parent_rewrote_after_forking_them() {
-    let (before, after, _, _) = measured_roundtrip("siblings", &["parent", "child0", "child1"]);
+    let Roundtrip { before, after, .. } =
+        measured_roundtrip("siblings", &["parent", "child0", "child1"]);
     assert_same_memory("siblings", &before, &after, 64);
 }
 
 #[test]
 fn a_grandchild_sharing_pages_only_with_its_grandparent_is_refused_and_left_running() {
     setup();
-    let mut w = Wl::bin(WL, "skip");
+    let w = Wl::bin(WL, "skip");
     thread::sleep(Duration::from_millis(200));
     let pids = w.pids.clone();
     let img = w.img();

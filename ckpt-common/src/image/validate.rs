@@ -497,7 +497,7 @@ fn check_cow(pass: &mut Pass, c: &super::CowInheritRecord, page_size: u64) -> Re
     let mut next = 0u64;
     let mut own = child.pages.iter().peekable();
     for s in &c.spans {
-        let end = s.index.checked_add(u64::from(s.count)).unwrap_or(u64::MAX);
+        let end = s.index.saturating_add(u64::from(s.count));
         let (first, last) = (
             c.start.saturating_add(s.index.saturating_mul(page_size)),
             c.start.saturating_add(end.saturating_mul(page_size)),

@@ -10,10 +10,11 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, Credentials, EpollTarget, FdRecord, FileOwner, Header, Image, InodeKind, InodeRecord,
-    InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun, PosixTimer,
-    ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE,
-    SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
+    AreaKind, CowForkPagesRecord, CowInheritRecord, Credentials, EpollTarget, FdRecord, FileOwner,
+    Header, Image, InodeKind, InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef,
+    OpenFileRecord, PageRun, PageSpan, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState,
+    Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack,
+    Siginfo, SocketMessage, SyscallState, ThreadRecord,
     records::{map, prot},
 };
 
@@ -85,7 +86,7 @@ impl Rng {
 /// A record of a random kind with random field values (not a consistent image).
 pub fn random_record(rng: &mut Rng) -> Record {
     let r = rng;
-    match r.below(7) {
+    match r.below(9) {
         0 => Record::Process(Box::new(ProcessRecord {
             pid: r.i32(),
             ppid: r.i32(),
@@ -346,6 +347,22 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 sig: r.u32(),
             }),
             path: r.path(),
+        }),
+        7 => Record::CowInherit(CowInheritRecord {
+            pid: r.i32(),
+            start: r.next(),
+            parent_start: r.next(),
+            spans: (0..r.below(4))
+                .map(|_| PageSpan {
+                    index: r.next(),
+                    count: r.u32(),
+                })
+                .collect(),
+        }),
+        8 => Record::CowForkPages(CowForkPagesRecord {
+            pid: r.i32(),
+            start: r.next(),
+            pages: random_runs(r),
         }),
         _ => Record::Fd(FdRecord {
             pid: r.i32(),
