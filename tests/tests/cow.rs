@@ -112,29 +112,37 @@ fn measured_roundtrip(scenario: &str, who: &[&str]) -> Roundtrip {
 
 #[test]
 fn fork_server_children_share_the_parents_64_mib_after_restore() {
-    let Roundtrip {
-        before,
-        after,
-        used_before,
-        used_after,
-    } = measured_roundtrip(
-        "server",
-        &["parent", "child0", "child1", "child2", "child3"],
-    );
-    assert_same_memory("server", &before, &after, 64);
-    let total = |m: &BTreeMap<i32, (u64, u64)>| m.values().map(|v| v.1).sum::<u64>();
-    let (pss0, pss1) = (total(&before), total(&after));
-    // 68 MiB written once: about 17 MiB of Pss each, not 68 MiB.
-    assert!(
-        pss1 < 80 << 10 && pss1.abs_diff(pss0) < 2 << 10,
-        "total Pss {pss0} KiB before, {pss1} KiB after restore"
-    );
-    // The machine: about 68 MiB more in use with the tree alive, restored or not;
-    // five private copies would be 340 MiB. Other work on the machine adds noise.
-    assert!(
-        used_after < used_before + (100 << 10),
-        "the machine uses {used_before} KiB more with the tree before the dump, \
-         {used_after} KiB more after restore"
+    // The machine is shared: its used memory moves with others' work, so a
+    // measurement spoilt by them is taken again (at most three times).
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let Roundtrip {
+            before,
+            after,
+            used_before,
+            used_after,
+        } = measured_roundtrip(
+            "server",
+            &["parent", "child0", "child1", "child2", "child3"],
+        );
+        assert_same_memory("server", &before, &after, 64);
+        let total = |m: &BTreeMap<i32, (u64, u64)>| m.values().map(|v| v.1).sum::<u64>();
+        let (pss0, pss1) = (total(&before), total(&after));
+        // 68 MiB written once: about 17 MiB of Pss each, not 68 MiB.
+        assert!(
+            pss1 < 80 << 10 && pss1.abs_diff(pss0) < 2 << 10,
+            "total Pss {pss0} KiB before, {pss1} KiB after restore"
+        );
+        // The machine: about 68 MiB more in use with the tree alive, restored or
+        // not; five private copies would be 340 MiB.
+        if used_after < used_before + (100 << 10) {
+            return;
+        }
+        seen.push((used_before, used_after));
+    }
+    panic!(
+        "the machine used (KiB more with the tree before the dump, after the restore) \
+         {seen:?}"
     );
 }
 
