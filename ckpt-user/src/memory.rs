@@ -940,6 +940,17 @@ fn map_areas(
         })
         .collect();
     remote.batch(&calls, |i| format!("mprotect of {}", what(protect[i])))?;
+    // A moved area is not locked by its temporary mapping (locks are not inherited).
+    let locked: Vec<&MemoryAreaRecord> = mapped
+        .iter()
+        .copied()
+        .filter(|a| a.flags & map::LOCKED != 0 && src.cow.temp_of(remote.pid, a.start).is_some())
+        .collect();
+    let calls: Vec<Call> = locked
+        .iter()
+        .map(|a| (libc::SYS_mlock, [a.start, a.end - a.start, 0, 0, 0, 0]))
+        .collect();
+    remote.batch(&calls, |i| format!("mlock of {}", what(locked[i])))?;
     Ok(())
 }
 

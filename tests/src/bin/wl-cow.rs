@@ -98,6 +98,8 @@ fn child_exit(ok: bool) -> ! {
 struct Region {
     base: *mut u64,
     pages: usize,
+    /// The number of the first page in the patterns (a part of a larger region).
+    first: usize,
 }
 
 fn word(seed: u64, page: usize) -> u64 {
@@ -122,6 +124,7 @@ impl Region {
         Region {
             base: p.cast(),
             pages,
+            first: 0,
         }
     }
 
@@ -134,12 +137,13 @@ impl Region {
         Region {
             base: aligned as *mut u64,
             pages,
+            first: 0,
         }
     }
 
     fn fill(&self, seed: u64, pages: std::ops::Range<usize>) {
         for p in pages {
-            let w = word(seed, p);
+            let w = word(seed, p + self.first);
             for i in 0..PAGE / 8 {
                 // SAFETY: inside the region.
                 unsafe { self.base.add(p * PAGE / 8 + i).write_volatile(w) };
@@ -151,7 +155,7 @@ impl Region {
     fn check(&self, seed_of: impl Fn(usize) -> u64) -> Vec<usize> {
         let mut bad = Vec::new();
         for p in 0..self.pages {
-            let w = word(seed_of(p), p);
+            let w = word(seed_of(p), p + self.first);
             // SAFETY: inside the region.
             let ok = (0..PAGE / 8)
                 .all(|i| unsafe { self.base.add(p * PAGE / 8 + i).read_volatile() } == w);
@@ -350,6 +354,122 @@ fn skip() {
     finish(&[(child, "child-exit")]);
 }
 
+/// Children whose areas are no longer the parent's: one split in three by
+/// mprotect with its first and last pages unmapped, one grown past the parent's end
+/// by mremap. Each still shares the rest.
+fn reshaped() {
+    const PAGES: usize = 1024;
+    const GROWN: usize = 64;
+    let r = Region::anon(PAGES + GROWN);
+    // SAFETY: unmapping the tail of our own region: room for the child to grow.
+    unsafe { libc::munmap(r.base.add(PAGES * PAGE / 8).cast(), GROWN * PAGE) };
+    let r = Region {
+        base: r.base,
+        pages: PAGES,
+        first: 0,
+    };
+    r.fill(1, 0..PAGES);
+    let split = fork();
+    if split == 0 {
+        // SAFETY: reshaping our own copy of the region.
+        unsafe {
+            libc::mprotect(
+                r.base.add(256 * PAGE / 8).cast(),
+                256 * PAGE,
+                libc::PROT_READ,
+            );
+            libc::munmap(r.base.cast(), 64 * PAGE);
+            libc::munmap(r.base.add(960 * PAGE / 8).cast(), 64 * PAGE);
+        }
+        let middle = Region {
+            base: r.base.wrapping_add(64 * PAGE / 8),
+            pages: 896,
+            first: 64,
+        };
+        middle.fill(4, 800..801);
+        wait_file("go");
+        let ok = expect_pages(
+            "split",
+            "the area",
+            &middle,
+            |p| if p == 800 { 4 } else { 1 },
+        ) & {
+            // SAFETY: a plain mprotect probe.
+            let ro = unsafe {
+                libc::mprotect(
+                    r.base.add(256 * PAGE / 8).cast(),
+                    256 * PAGE,
+                    libc::PROT_READ,
+                )
+            } == 0;
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+            let start = format!("{:x}-", r.base as usize + 256 * PAGE);
+            let line = maps.lines().find(|l| l.starts_with(&start)).unwrap_or("");
+            report(
+                "split",
+                ro && line.contains(" r--p "),
+                &format!("the read-only part: {line:?}"),
+            )
+        };
+        child_exit(ok);
+    }
+    let grown = fork();
+    if grown == 0 {
+        // SAFETY: growing our own mapping in place into the free tail.
+        let p = unsafe { libc::mremap(r.base.cast(), PAGES * PAGE, (PAGES + GROWN) * PAGE, 0) };
+        assert_eq!(p, r.base.cast(), "mremap in place");
+        let g = Region {
+            base: r.base,
+            pages: PAGES + GROWN,
+            first: 0,
+        };
+        g.fill(5, PAGES..PAGES + GROWN);
+        wait_file("go");
+        let mut ok = expect_pages("grown", "the area", &g, |p| if p >= PAGES { 5 } else { 1 });
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let whole = format!(
+            "{:x}-{:x} ",
+            r.base as usize,
+            r.base as usize + (PAGES + GROWN) * PAGE
+        );
+        ok &= report(
+            "grown",
+            maps.lines().any(|l| l.starts_with(&whole)),
+            &format!("one area {whole}"),
+        );
+        child_exit(ok);
+    }
+    ready(&[getpid(), split, grown]);
+    wait_file("go");
+    expect_pages("parent", "the area", &r, |_| 1);
+    finish(&[(split, "split-exit"), (grown, "grown-exit")]);
+}
+
+/// The parent splits its area with mprotect after forking: the child's one area
+/// shares pages with two of the parent's.
+fn parent_split() {
+    const PAGES: usize = 512;
+    let r = Region::anon(PAGES);
+    r.fill(1, 0..PAGES);
+    let child = fork();
+    if child == 0 {
+        wait_file("go");
+        child_exit(expect_pages("child", "the area", &r, |_| 1));
+    }
+    // SAFETY: reshaping our own region.
+    unsafe {
+        libc::mprotect(
+            r.base.add(256 * PAGE / 8).cast(),
+            256 * PAGE,
+            libc::PROT_READ,
+        )
+    };
+    ready(&[getpid(), child]);
+    wait_file("go");
+    expect_pages("parent", "the area", &r, |_| 1);
+    finish(&[(child, "child-exit")]);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-cow <scenario> <dir>");
@@ -363,6 +483,8 @@ fn main() {
         "chain" => chain(),
         "siblings" => siblings(),
         "skip" => skip(),
+        "reshaped" => reshaped(),
+        "parent-split" => parent_split(),
         other => panic!("unknown scenario {other}"),
     }
 }
