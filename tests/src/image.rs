@@ -283,6 +283,31 @@ pub enum Rec {
     Inode(InodeRec),
     File(FileRec),
     Fd(FdRec),
+    /// Pages of a child's area that are its parent's (copy-on-write).
+    CowInherit(CowInheritRec),
+    /// Pages a parent holds only while it forks its children.
+    CowForkPages(CowForkPagesRec),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CowSpan {
+    pub index: u64,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CowInheritRec {
+    pub pid: i32,
+    pub start: u64,
+    pub parent_start: u64,
+    pub spans: Vec<CowSpan>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CowForkPagesRec {
+    pub pid: i32,
+    pub start: u64,
+    pub pages: Vec<Run>,
 }
 
 /// A decoded image.
@@ -355,6 +380,8 @@ impl Image {
                 "inode" => Rec::Inode(field(r, kind, i)?),
                 "open-file" => Rec::File(field(r, kind, i)?),
                 "fd" => Rec::Fd(field(r, kind, i)?),
+                "cow-inherit" => Rec::CowInherit(field(r, kind, i)?),
+                "cow-fork-pages" => Rec::CowForkPages(field(r, kind, i)?),
                 other => bail!("record #{i} has an unknown type {other:?}"),
             };
             match &rec {
@@ -375,11 +402,88 @@ impl Image {
                         bail!("pid {} fd {} has two fd records", f.pid, f.fd);
                     }
                 }
+                Rec::CowInherit(_) | Rec::CowForkPages(_) => {}
             }
             img.records.push(rec);
         }
+        img.resolve_inherited()?;
         img.doc = doc;
         Ok(img)
+    }
+
+    /// Gives each child area the pages it shares copy-on-write with its parent
+    /// (stored once, with the parent: its fork-time pages, else its own, else what it
+    /// inherits itself), as one-page runs at the parent's pages.img offsets, so that
+    /// an area's `pages` are all of its saved contents. Parents come first.
+    fn resolve_inherited(&mut self) -> Result<()> {
+        let fork: Vec<CowForkPagesRec> = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Rec::CowForkPages(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        let inherits: Vec<CowInheritRec> = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Rec::CowInherit(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        let order: Vec<(i32, i32)> = self.processes.iter().map(|p| (p.pid, p.ppid)).collect();
+        for (pid, ppid) in order {
+            for c in inherits.iter().filter(|c| c.pid == pid) {
+                // The parent's saved page at each address: (offset in pages.img).
+                let mut parent: BTreeMap<u64, u64> = BTreeMap::new();
+                let pa = self
+                    .areas
+                    .iter()
+                    .find(|a| a.pid == ppid && a.start == c.parent_start)
+                    .with_context(|| {
+                        format!(
+                            "cow-inherit of pid {pid}: parent {ppid} has no area {:#x}",
+                            c.parent_start
+                        )
+                    })?;
+                for r in &pa.pages {
+                    for k in 0..u64::from(r.count) {
+                        parent.insert(pa.start + (r.index + k) * PAGE, r.offset + k * PAGE);
+                    }
+                }
+                for f in fork.iter().filter(|f| f.pid == ppid && f.start == pa.start) {
+                    for r in &f.pages {
+                        for k in 0..u64::from(r.count) {
+                            parent.insert(f.start + (r.index + k) * PAGE, r.offset + k * PAGE);
+                        }
+                    }
+                }
+                let area = self
+                    .areas
+                    .iter_mut()
+                    .find(|a| a.pid == pid && a.start == c.start)
+                    .with_context(|| format!("cow-inherit of pid {pid}: no area {:#x}", c.start))?;
+                for s in &c.spans {
+                    for index in s.index..s.index + u64::from(s.count) {
+                        let addr = area.start + index * PAGE;
+                        let offset = *parent.get(&addr).with_context(|| {
+                            format!(
+                                "pid {pid} inherits {addr:#x}, which its parent {ppid} did not save"
+                            )
+                        })?;
+                        area.pages.push(Run {
+                            index,
+                            count: 1,
+                            offset,
+                            crc32: 0,
+                        });
+                    }
+                }
+                area.pages.sort_by_key(|r| r.index);
+            }
+        }
+        Ok(())
     }
 
     pub fn process(&self, pid: i32) -> Option<&ProcRec> {
