@@ -421,7 +421,10 @@ impl Inheritance {
                             ),
                         ));
                     }
-                    if a.m.start < pa.start {
+                    // Only a stack grows down (restore extends it as the kernel did).
+                    let stacks =
+                        a.m.class() == MappingClass::Stack && pa.class() == MappingClass::Stack;
+                    if a.m.start < pa.start && !stacks {
                         return Err(refuse(
                             pid,
                             format!(
@@ -624,7 +627,7 @@ impl CowRestore {
             let ppid = plan.proc(c.pid).rec.ppid;
             let pa = area_of(ppid, c.parent_start)?;
             let ca = area_of(c.pid, c.start)?;
-            if ca.start < pa.start {
+            if ca.start < pa.start && (ca.flags & pa.flags & map::GROWSDOWN) == 0 {
                 return Err(Error::Other(format!(
                     "pid {}: area {:#x}-{:#x} inherits from its parent's area {:#x}-{:#x}, \
                      which starts above it",
@@ -843,7 +846,16 @@ impl HelperCow {
             Some((ps, pe, spans)) => {
                 let (ps, pe) = (*ps, *pe);
                 if t.start < ps {
-                    return Err(format!("starts below its parent's area at {ps:#x}"));
+                    // A stack that grew down further than its parent's: grown the
+                    // way the kernel grew it, by a fault below it (the page is
+                    // dropped again below), so it stays one area.
+                    if t.fresh.flags & libc::MAP_GROWSDOWN == 0 {
+                        return Err(format!("starts below its parent's area at {ps:#x}"));
+                    }
+                    unmap(tstart, ps - t.start)?;
+                    // SAFETY: the address just below a GROWSDOWN temporary mapping
+                    // of this helper's: the fault extends it down to this page.
+                    unsafe { std::ptr::write_volatile(tstart as *mut u8, 0) };
                 }
                 if t.end > pe {
                     // Longer than the parent's: grow the inherited area in place, so

@@ -215,6 +215,13 @@ fn children_that_split_trimmed_or_grew_their_area_still_share_the_rest() {
 }
 
 #[test]
+fn a_child_stack_grown_below_its_parents_still_shares_the_parents_stack_pages() {
+    let Roundtrip { before, after, .. } =
+        measured_roundtrip("deep-stack", &["parent", "child", "child-exit"]);
+    assert_same_memory("deep-stack", &before, &after, 64);
+}
+
+#[test]
 fn a_child_area_spanning_two_parent_areas_is_refused_and_left_running() {
     setup();
     let w = Wl::bin(WL, "parent-split");

@@ -470,6 +470,57 @@ fn parent_split() {
     finish(&[(child, "child-exit")]);
 }
 
+/// Recurses `depth` frames of a page each, every frame's page filled with its
+/// depth; at the bottom waits for go; then checks each frame on the way back up.
+#[inline(never)]
+fn deep(depth: u32, bottom: &dyn Fn()) -> bool {
+    let mut frame = [0u8; PAGE];
+    frame.fill(depth as u8);
+    let frame = std::hint::black_box(frame);
+    let below = if depth == 0 {
+        room_below();
+        bottom();
+        true
+    } else {
+        deep(depth - 1, bottom)
+    };
+    below & frame.iter().all(|&b| b == depth as u8)
+}
+
+/// Grows the stack 64 KiB below the caller's frame and returns: ckpt's syscalls in
+/// a frozen thread use the stack below its stack pointer.
+#[inline(never)]
+fn room_below() {
+    let room = std::hint::black_box([1u8; 64 << 10]);
+    std::hint::black_box(&room);
+}
+
+/// A child whose stack grew far below its parent's after the fork: it shares the
+/// parent's stack pages and owns the deeper ones.
+fn deep_stack() {
+    const PAGES: usize = 256;
+    let r = Region::anon(PAGES);
+    r.fill(1, 0..PAGES);
+    let child = fork();
+    if child == 0 {
+        let ok = deep(600, &|| {
+            put_file("deep", "");
+            wait_file("go");
+        });
+        let ok = report(
+            "child",
+            ok,
+            "every frame of a 600-page-deep stack after restore",
+        ) & expect_pages("child", "the area", &r, |_| 1);
+        child_exit(ok);
+    }
+    wait_file("deep");
+    ready(&[getpid(), child]);
+    wait_file("go");
+    expect_pages("parent", "the area", &r, |_| 1);
+    finish(&[(child, "child-exit")]);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-cow <scenario> <dir>");
@@ -485,6 +536,7 @@ fn main() {
         "skip" => skip(),
         "reshaped" => reshaped(),
         "parent-split" => parent_split(),
+        "deep-stack" => deep_stack(),
         other => panic!("unknown scenario {other}"),
     }
 }
