@@ -406,6 +406,7 @@ fn with_cow(spans: Vec<PageSpan>, parent_start: u64) -> Vec<Record> {
         pid: 101,
         start: 0x7ffd_0000,
         parent_start,
+        fork_index: 0,
         spans,
     }));
     r
@@ -459,7 +460,9 @@ fn fork_time_pages_lie_inside_an_area_of_their_process() {
     image.records.push(Record::CowForkPages(CowForkPagesRecord {
         pid: 100,
         start: 0x7ffd_0000,
+        before: 101,
         pages: vec![PageRun { index: 3, ..run }],
+        restore: vec![PageSpan { index: 3, count: 1 }],
     }));
     image.validate().unwrap();
     let n = image.records.len();
@@ -467,7 +470,9 @@ fn fork_time_pages_lie_inside_an_area_of_their_process() {
         r.push(Record::CowForkPages(CowForkPagesRecord {
             pid: 100,
             start: 0x7ffd_0000,
+            before: 0,
             pages: vec![PageRun { index: 16, ..run }],
+            restore: vec![],
         }));
     });
     assert!(msg.contains("ends past the last page"), "{msg}");

@@ -81,9 +81,47 @@ struct ScannedArea {
 pub struct Inheritance {
     /// (pid, area start) → (parent's area start, inherited page runs of the area).
     areas: HashMap<AreaKey, (u64, Runs)>,
-    /// (parent, its area start) → pages it holds only while forking: (address, a
-    /// child to read the page from).
-    fork_pages: HashMap<AreaKey, Vec<(u64, i32)>>,
+    /// (parent, its area start, the child about to be forked or 0) → the step of
+    /// the parent's pages just before that fork.
+    stages: HashMap<(i32, u64, i32), Stage>,
+    /// Each child's place in its parent's fork order.
+    fork_index: HashMap<i32, u32>,
+}
+
+/// Pages a parent changes between two forks.
+#[derive(Default)]
+struct Stage {
+    /// Older pages written: (address, a child to read the page from).
+    pages: Vec<(u64, i32)>,
+    /// Addresses set back to the parent's own page (or none).
+    restore: Vec<u64>,
+}
+
+/// What a parent holds at each address as it forks its children.
+struct ForkIds {
+    /// Its pages now.
+    now: HashMap<u64, u64>,
+    /// Older pages children share.
+    versions: HashMap<u64, Vec<u64>>,
+}
+
+impl ForkIds {
+    fn has(&self, addr: u64, id: u64) -> bool {
+        self.now.get(&addr) == Some(&id)
+            || self.versions.get(&addr).is_some_and(|v| v.contains(&id))
+    }
+}
+
+/// When `pid` started (clock ticks since boot): children sort into fork order.
+fn start_time(pid: i32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| Error::io(format!("reading /proc/{pid}/stat"), e))?;
+    let ticks = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::Other(format!("/proc/{pid}/stat: no start time")))?;
+    Ok(ticks)
 }
 
 /// Areas whose pages may be shared copy-on-write (what `dirty_runs` saves privately).
@@ -269,14 +307,21 @@ impl Inheritance {
                     .filter(|&(&c, &pp)| pp == pid && c != pid && scanned.contains_key(&c))
                     .map(|(&c, _)| c)
                     .collect();
-                c.sort_unstable();
+                // The order the parent forked them in: its pages may change between.
+                let mut keyed = Vec::with_capacity(c.len());
+                for pid in c.drain(..) {
+                    keyed.push((start_time(pid)?, pid));
+                }
+                keyed.sort_unstable();
+                c.extend(keyed.into_iter().map(|(_, p)| p));
                 c
             };
             if children.is_empty() {
                 continue;
             }
             let fork_ids = me.fork_time_pages(pid, areas, &mine, &children, &scanned)?;
-            for &c in &children {
+            for (k, &c) in children.iter().enumerate() {
+                me.fork_index.insert(c, k as u32);
                 let mut got = HashSet::new();
                 for a in &scanned[&c] {
                     got.extend(me.inherit_area(c, a, pid, areas, &fork_ids)?);
@@ -287,11 +332,13 @@ impl Inheritance {
         Ok(me)
     }
 
-    /// What `pid` must hold at each address while it forks `children`: its own
-    /// pages, except where two or more children share a page it no longer has (it
-    /// wrote or dropped it after forking them). Those older pages are recorded (with
-    /// a child to read them from); returns (address → identity) for every saved page
-    /// of `pid` as its children are forked.
+    /// What `pid` holds at each address as it forks each of `children` (in fork
+    /// order): its own pages, except where two or more children share a page it
+    /// has since rewritten or dropped. Such older pages are recorded as steps
+    /// between the forks (written before forking the first child that shares them,
+    /// the parent's own page back before the first child that shares that, or after
+    /// the last fork). Sharing no order of forks rebuilds is refused. Returns the
+    /// identities children may inherit at each address.
     fn fork_time_pages(
         &mut self,
         pid: i32,
@@ -299,77 +346,105 @@ impl Inheritance {
         mine: &HashSet<u64>,
         children: &[i32],
         scanned: &HashMap<i32, Vec<ScannedArea>>,
-    ) -> Result<HashMap<u64, u64>> {
+    ) -> Result<ForkIds> {
         let mut now: HashMap<u64, u64> = HashMap::new();
         for a in areas {
             for &(i, id) in &a.pages {
                 now.insert(a.m.start + i * PAGE_SIZE, id);
             }
         }
-        // (address, identity) → the children with it, where the parent has another.
-        let mut groups: HashMap<(u64, u64), Vec<i32>> = HashMap::new();
-        let mut with_parent: HashSet<u64> = HashSet::new();
-        for &c in children {
+        // Children's pages the parent does not have now, in fork order; and the
+        // first child sharing the parent's page, where one does.
+        let mut other: HashMap<u64, Vec<(usize, u64)>> = HashMap::new();
+        let mut first_with_parent: HashMap<u64, usize> = HashMap::new();
+        for (k, &c) in children.iter().enumerate() {
             for a in &scanned[&c] {
                 for &(i, id) in &a.pages {
                     let addr = a.m.start + i * PAGE_SIZE;
                     if now.get(&addr) == Some(&id) {
-                        with_parent.insert(addr);
+                        first_with_parent.entry(addr).or_insert(k);
                     } else {
-                        groups.entry((addr, id)).or_default().push(c);
+                        other.entry(addr).or_default().push((k, id));
                     }
                 }
             }
         }
-        let mut fork_ids = now;
-        let mut older: Vec<(u64, u64, i32)> = groups
-            .into_iter()
-            .filter(|(_, c)| c.len() > 1)
-            .map(|((addr, id), c)| (addr, id, c[0]))
-            .collect();
-        older.sort_unstable();
-        for w in older.windows(2) {
-            if w[0].0 == w[1].0 {
+        let mut versions: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut addrs: Vec<u64> = other.keys().copied().collect();
+        addrs.sort_unstable();
+        for addr in addrs {
+            let list = &other[&addr];
+            let shared: Vec<(usize, u64)> = list
+                .iter()
+                .copied()
+                .filter(|&(_, id)| list.iter().filter(|&&(_, o)| o == id).count() > 1)
+                .collect();
+            if shared.is_empty() {
+                continue;
+            }
+            let first = children[shared[0].0];
+            // Each older page is held over one run of forks, all before the forks
+            // that share the parent's present page.
+            let mut done: Vec<u64> = Vec::new();
+            for w in shared.windows(2) {
+                if w[1].1 != w[0].1 {
+                    done.push(w[0].1);
+                    if done.contains(&w[1].1) {
+                        return Err(refuse(
+                            children[w[1].0],
+                            format!(
+                                "the page at {addr:#x} is shared copy-on-write with siblings \
+                                 forked before and after a sibling with another page there: \
+                                 no order of forks from its parent {pid} gives that back"
+                            ),
+                        ));
+                    }
+                }
+            }
+            let last_older = shared.last().map_or(0, |s| s.0);
+            let with_parent = first_with_parent.get(&addr).copied();
+            if with_parent.is_some_and(|k| k < last_older) || mine.contains(&addr) {
                 return Err(refuse(
-                    w[0].2,
+                    first,
                     format!(
-                        "its parent {pid}'s children share two different pages at {:#x} \
-                         copy-on-write, both written over by the parent since",
-                        w[0].0
+                        "the page at {addr:#x} is shared copy-on-write with a sibling, and \
+                         its parent {pid}'s page there is shared with a child forked before \
+                         them (or is its own parent's)"
                     ),
                 ));
             }
-        }
-        for &(addr, id, from) in &older {
             let area = areas
                 .iter()
                 .find(|a| a.m.start <= addr && addr < a.m.end)
                 .ok_or_else(|| {
                     refuse(
-                        from,
+                        first,
                         format!(
                             "the page at {addr:#x} is shared copy-on-write with a sibling, \
                              and its parent {pid} no longer maps that address"
                         ),
                     )
                 })?;
-            if with_parent.contains(&addr) || mine.contains(&addr) {
-                return Err(refuse(
-                    from,
-                    format!(
-                        "the page at {addr:#x} is shared copy-on-write with a sibling while \
-                         another child shares its parent {pid}'s newer page there (or the \
-                         parent's is its own parent's)"
-                    ),
-                ));
+            let mut id_prev = None;
+            for &(k, id) in &shared {
+                if id_prev != Some(id) {
+                    self.stages
+                        .entry((pid, area.m.start, children[k]))
+                        .or_default()
+                        .pages
+                        .push((addr, children[k]));
+                    id_prev = Some(id);
+                }
             }
-            self.fork_pages
-                .entry((pid, area.m.start))
+            let back = with_parent.map_or(0, |k| children[k]);
+            self.stages
+                .entry((pid, area.m.start, back))
                 .or_default()
-                .push((addr, from));
-            fork_ids.insert(addr, id);
+                .restore
+                .push(addr);
+            versions.insert(addr, shared.iter().map(|s| s.1).collect());
         }
-        Ok(fork_ids)
+        Ok(ForkIds { now, versions })
     }
 
     /// Records which pages of child area `a` are its parent's as the parent forked
@@ -380,14 +455,14 @@ impl Inheritance {
         a: &ScannedArea,
         ppid: i32,
         parent: &[ScannedArea],
-        fork_ids: &HashMap<u64, u64>,
+        fork_ids: &ForkIds,
     ) -> Result<HashSet<u64>> {
         let mut inherited = HashSet::new();
         let mut from: Option<&Mapping> = None;
         let mut runs: Vec<(u64, u64)> = Vec::new();
         for &(i, id) in &a.pages {
             let addr = a.m.start + i * PAGE_SIZE;
-            if fork_ids.get(&addr) != Some(&id) {
+            if !fork_ids.has(addr, id) {
                 continue;
             }
             let area = format!("area {:#x}-{:#x}", a.m.start, a.m.end);
@@ -482,11 +557,12 @@ impl Inheritance {
     /// Writes the fork-time pages of each parent (read from a child that shares
     /// them) and one record per area that inherits pages, in (pid, address) order.
     pub fn write_records(&self, writer: &mut ckpt_common::image::ImageWriter) -> Result<()> {
-        let mut keys: Vec<&(i32, u64)> = self.fork_pages.keys().collect();
+        let mut keys: Vec<&(i32, u64, i32)> = self.stages.keys().collect();
         keys.sort_unstable();
         let mut mems: HashMap<i32, fs::File> = HashMap::new();
-        for &(pid, start) in keys {
-            let mut pages = self.fork_pages[&(pid, start)].clone();
+        for &(pid, start, before) in keys {
+            let stage = &self.stages[&(pid, start, before)];
+            let mut pages = stage.pages.clone();
             pages.sort_unstable();
             let mut runs = Vec::new();
             let mut i = 0;
@@ -512,10 +588,25 @@ impl Inheritance {
                 runs.push(writer.write_pages((pages[i].0 - start) / PAGE_SIZE, buf.as_slice())?);
                 i = j;
             }
+            let mut restore: Vec<u64> = stage
+                .restore
+                .iter()
+                .map(|a| (a - start) / PAGE_SIZE)
+                .collect();
+            restore.sort_unstable();
+            let mut spans: Vec<PageSpan> = Vec::new();
+            for index in restore {
+                match spans.last_mut() {
+                    Some(s) if s.index + u64::from(s.count) == index => s.count += 1,
+                    _ => spans.push(PageSpan { index, count: 1 }),
+                }
+            }
             writer.write(&Record::CowForkPages(CowForkPagesRecord {
                 pid,
                 start,
+                before,
                 pages: runs,
+                restore: spans,
             }))?;
         }
         let mut keys: Vec<&(i32, u64)> = self.areas.keys().collect();
@@ -526,6 +617,7 @@ impl Inheritance {
                 pid,
                 start,
                 parent_start: *parent_start,
+                fork_index: self.fork_index.get(&pid).copied().unwrap_or(0),
                 spans: runs
                     .iter()
                     .map(|&(index, count)| PageSpan {
@@ -561,9 +653,17 @@ pub struct TempArea {
     fresh: Fresh,
     /// Own pages: (final address, bytes, offset in pages.img).
     own: Copies,
-    /// Pages held only while forking, written over the own ones before the forks and
-    /// replaced by them (or dropped) after: (final address, bytes, offset).
-    fork: Copies,
+    /// The steps of its pages between its forks.
+    stages: Vec<Step>,
+}
+
+/// Just before forking child `before` (0: after the last fork): `restore` ranges
+/// (address, bytes) become the process's own again, `pages` are written.
+#[derive(Clone, Debug)]
+struct Step {
+    before: i32,
+    pages: Copies,
+    restore: Vec<(u64, u64)>,
 }
 
 /// The restore side: temporary addresses, what each helper builds, and which areas
@@ -573,6 +673,8 @@ pub struct CowRestore {
     /// Clusters of areas: (final start, final end, temporary start), sorted.
     regions: Vec<(u64, u64, u64)>,
     builds: HashMap<i32, Vec<TempArea>>,
+    /// Each child's place in its parent's fork order.
+    fork_index: HashMap<i32, u32>,
     /// pages.img, open for the helpers.
     pages: Option<OwnedFd>,
 }
@@ -600,19 +702,37 @@ impl CowRestore {
         if records.is_empty() {
             return Ok(me);
         }
-        let mut fork_pages: HashMap<AreaKey, Copies> = HashMap::new();
+        let mut steps: HashMap<AreaKey, Vec<Step>> = HashMap::new();
         for r in &plan.image.records {
-            if let Record::CowForkPages(f) = r {
-                fork_pages
-                    .entry((f.pid, f.start))
-                    .or_default()
-                    .extend(f.pages.iter().map(|r| {
-                        (
-                            f.start + r.index * PAGE_SIZE,
-                            u64::from(r.count) * PAGE_SIZE,
-                            r.offset,
-                        )
-                    }));
+            match r {
+                Record::CowForkPages(f) => steps.entry((f.pid, f.start)).or_default().push(Step {
+                    before: f.before,
+                    pages: f
+                        .pages
+                        .iter()
+                        .map(|r| {
+                            (
+                                f.start + r.index * PAGE_SIZE,
+                                u64::from(r.count) * PAGE_SIZE,
+                                r.offset,
+                            )
+                        })
+                        .collect(),
+                    restore: f
+                        .restore
+                        .iter()
+                        .map(|s| {
+                            (
+                                f.start + s.index * PAGE_SIZE,
+                                u64::from(s.count) * PAGE_SIZE,
+                            )
+                        })
+                        .collect(),
+                }),
+                Record::CowInherit(c) => {
+                    me.fork_index.insert(c.pid, c.fork_index);
+                }
+                _ => {}
             }
         }
         let area_of = |pid: i32, start: u64| -> Result<&MemoryAreaRecord> {
@@ -687,7 +807,7 @@ impl CowRestore {
                 inherit,
                 fresh: Fresh { flags, file },
                 own,
-                fork: fork_pages.remove(&(pid, start)).unwrap_or_default(),
+                stages: steps.remove(&(pid, start)).unwrap_or_default(),
             });
         }
         for b in me.builds.values_mut() {
@@ -782,6 +902,13 @@ impl CowRestore {
             .iter()
             .any(|t| t.start == start)
             .then(|| self.temp(start))
+    }
+
+    /// `children` in the order their parent forked them (those that inherit
+    /// nothing last): its pages change between the forks.
+    pub fn fork_order(&self, mut children: Vec<i32>) -> Vec<i32> {
+        children.sort_by_key(|c| self.fork_index.get(c).copied().unwrap_or(u32::MAX));
+        children
     }
 
     /// What the helper of `pid` builds.
@@ -949,7 +1076,7 @@ impl HelperCow {
                 }
             }
         }
-        for &(addr, bytes, off) in t.own.iter().chain(&t.fork) {
+        for &(addr, bytes, off) in &t.own {
             self.read_in(addr, bytes, off)?;
         }
         Ok(())
@@ -980,32 +1107,37 @@ impl HelperCow {
         Ok(())
     }
 
-    /// In a helper, once its children are forked: the pages it held only for them
-    /// give way to its own (or to nothing: zero, or the file's page again).
-    pub fn after_forks(&self, areas: &[TempArea]) -> std::result::Result<(), String> {
+    /// In a helper, just before it forks `child` (0: once it forked them all): the
+    /// steps of its pages at that point (see [`CowForkPagesRecord`]).
+    pub fn before_fork(&self, areas: &[TempArea], child: i32) -> std::result::Result<(), String> {
         for t in areas {
-            for &(addr, bytes, _) in &t.fork {
-                // SAFETY: advice on a temporary mapping of this helper's.
-                if unsafe {
-                    libc::madvise(
-                        self.temp(addr) as *mut libc::c_void,
-                        bytes as usize,
-                        libc::MADV_DONTNEED,
-                    )
-                } < 0
-                {
-                    return Err(format!(
-                        "area {:#x}-{:#x}: madvise(MADV_DONTNEED) at {addr:#x}: {}",
-                        t.start,
-                        t.end,
-                        std::io::Error::last_os_error()
-                    ));
-                }
-                for &(own, own_bytes, off) in &t.own {
-                    let (s, e) = (own.max(addr), (own + own_bytes).min(addr + bytes));
-                    if s < e {
-                        self.read_in(s, e - s, off + (s - own))?;
+            for step in t.stages.iter().filter(|s| s.before == child) {
+                for &(addr, bytes) in &step.restore {
+                    // SAFETY: advice on a temporary mapping of this helper's.
+                    if unsafe {
+                        libc::madvise(
+                            self.temp(addr) as *mut libc::c_void,
+                            bytes as usize,
+                            libc::MADV_DONTNEED,
+                        )
+                    } < 0
+                    {
+                        return Err(format!(
+                            "area {:#x}-{:#x}: madvise(MADV_DONTNEED) at {addr:#x}: {}",
+                            t.start,
+                            t.end,
+                            std::io::Error::last_os_error()
+                        ));
                     }
+                    for &(own, own_bytes, off) in &t.own {
+                        let (s, e) = (own.max(addr), (own + own_bytes).min(addr + bytes));
+                        if s < e {
+                            self.read_in(s, e - s, off + (s - own))?;
+                        }
+                    }
+                }
+                for &(addr, bytes, off) in &step.pages {
+                    self.read_in(addr, bytes, off)?;
                 }
             }
         }

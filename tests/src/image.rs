@@ -300,6 +300,7 @@ pub struct CowInheritRec {
     pub pid: i32,
     pub start: u64,
     pub parent_start: u64,
+    pub fork_index: u32,
     pub spans: Vec<CowSpan>,
 }
 
@@ -307,7 +308,9 @@ pub struct CowInheritRec {
 pub struct CowForkPagesRec {
     pub pid: i32,
     pub start: u64,
+    pub before: i32,
     pub pages: Vec<Run>,
+    pub restore: Vec<CowSpan>,
 }
 
 /// A decoded image.
@@ -452,7 +455,30 @@ impl Image {
                         parent.insert(pa.start + (r.index + k) * PAGE, r.offset + k * PAGE);
                     }
                 }
-                for f in fork.iter().filter(|f| f.pid == ppid && f.start == pa.start) {
+                // The parent's steps between forks, up to this child's fork.
+                let pos = |pid: i32| -> u32 {
+                    inherits
+                        .iter()
+                        .find(|c| c.pid == pid)
+                        .map_or(u32::MAX, |c| c.fork_index)
+                };
+                let mut steps: Vec<&CowForkPagesRec> = fork
+                    .iter()
+                    .filter(|f| f.pid == ppid && f.start == pa.start)
+                    .filter(|f| f.before != 0 && pos(f.before) <= c.fork_index)
+                    .collect();
+                steps.sort_by_key(|f| pos(f.before));
+                let own = parent.clone();
+                for f in steps {
+                    for s in &f.restore {
+                        for k in s.index..s.index + u64::from(s.count) {
+                            let addr = f.start + k * PAGE;
+                            match own.get(&addr) {
+                                Some(&o) => parent.insert(addr, o),
+                                None => parent.remove(&addr),
+                            };
+                        }
+                    }
                     for r in &f.pages {
                         for k in 0..u64::from(r.count) {
                             parent.insert(f.start + (r.index + k) * PAGE, r.offset + k * PAGE);

@@ -222,6 +222,13 @@ fn a_child_stack_grown_below_its_parents_still_shares_the_parents_stack_pages() 
 }
 
 #[test]
+fn children_forked_between_rewrites_each_share_the_pages_of_their_fork() {
+    let Roundtrip { before, after, .. } =
+        measured_roundtrip("generations", &["parent", "first", "second", "third"]);
+    assert_same_memory("generations", &before, &after, 64);
+}
+
+#[test]
 fn a_child_area_spanning_two_parent_areas_is_refused_and_left_running() {
     setup();
     let w = Wl::bin(WL, "parent-split");
@@ -244,6 +251,58 @@ fn a_child_area_spanning_two_parent_areas_is_refused_and_left_running() {
     w.go();
     let text = w.wait_result(Duration::from_secs(30));
     w.check_result(&text, &["parent", "child"]);
+}
+
+/// A multiprocessing pool of four forked workers (the parent touches its heap
+/// between the forks), over a list of a million integers.
+const PYTHON_POOL: &str = r#"
+import multiprocessing as mp, os, time
+def square(x):
+    return x * x
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    data = [i * 7 for i in range(1_000_000)]
+    pool = mp.Pool(4)
+    assert pool.map(square, range(10)) == [i * i for i in range(10)]
+    kids = [p.pid for p in mp.active_children()]
+    with open("ready.tmp", "w") as r:
+        r.write("READY %d %s\n" % (os.getpid(), " ".join(map(str, kids))))
+    os.rename("ready.tmp", "ready")
+    while not os.path.exists("go"):
+        time.sleep(0.05)
+    ok = pool.map(square, range(100)) == [i * i for i in range(100)] and sum(data) == 7 * 999_999 * 1_000_000 // 2
+    pool.close()
+    pool.join()
+    with open("result", "a") as f:
+        f.write("%s pool: four workers answer after restore\nDONE\n" % ("PASS" if ok else "FAIL"))
+"#;
+
+#[test]
+fn python_multiprocessing_pool_workers_share_the_parents_memory_after_restore() {
+    setup();
+    let mut w = Wl::start_with("python-pool", |_| {
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(PYTHON_POOL);
+        (c, true)
+    });
+    thread::sleep(Duration::from_millis(500));
+    let pids = w.pids.clone();
+    assert_eq!(pids.len(), 5, "the pool's workers: {pids:?}");
+    let before = memory_of(&pids);
+    w.dump();
+    w.restore_detached();
+    thread::sleep(Duration::from_millis(300));
+    let after = memory_of(&pids);
+    let total = |m: &BTreeMap<i32, (u64, u64)>| m.values().map(|v| v.1).sum::<u64>();
+    assert!(
+        total(&after).abs_diff(total(&before)) < 2 << 10,
+        "total anonymous Pss {} KiB before, {} KiB after restore\nbefore {before:?}\nafter {after:?}",
+        total(&before),
+        total(&after)
+    );
+    w.go();
+    let text = w.wait_result(Duration::from_secs(30));
+    w.check_result(&text, &["pool"]);
 }
 
 /// python3 builds a list of two million integers (~80 MiB), then forks three

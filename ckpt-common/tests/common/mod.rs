@@ -352,6 +352,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
             pid: r.i32(),
             start: r.next(),
             parent_start: r.next(),
+            fork_index: r.u32(),
             spans: (0..r.below(4))
                 .map(|_| PageSpan {
                     index: r.next(),
@@ -362,7 +363,14 @@ pub fn random_record(rng: &mut Rng) -> Record {
         8 => Record::CowForkPages(CowForkPagesRecord {
             pid: r.i32(),
             start: r.next(),
+            before: r.i32(),
             pages: random_runs(r),
+            restore: (0..r.below(3))
+                .map(|_| PageSpan {
+                    index: r.next(),
+                    count: r.u32(),
+                })
+                .collect(),
         }),
         _ => Record::Fd(FdRecord {
             pid: r.i32(),

@@ -137,7 +137,7 @@ impl Helpers {
                     ppid: if i == 0 { me } else { rec.ppid },
                     setsid: rec.sid == rec.pid,
                     pgid: p.pgid,
-                    children: p.children.clone(),
+                    children: cow.fork_order(p.children.clone()),
                     zombie: p.is_zombie().then_some(rec.exit_code),
                     cwd: cstring("a cwd", rec.cwd.as_os_str().as_bytes())?,
                     umask: rec.umask,
@@ -320,6 +320,9 @@ impl Helpers {
             .build(&p.cow)
             .map_err(|e| ("copy-on-write areas", e))?;
         for &child in &p.children {
+            self.cow
+                .before_fork(&p.cow, child)
+                .map_err(|e| ("copy-on-write areas", e))?;
             match clone_with_pid(child) {
                 Ok(0) => self.helper(child),
                 Ok(_) => {}
@@ -332,7 +335,7 @@ impl Helpers {
             }
         }
         self.cow
-            .after_forks(&p.cow)
+            .before_fork(&p.cow, 0)
             .map_err(|e| ("copy-on-write areas", e))?;
         join_group(p.pgid).map_err(fail("join process group"))?;
         // SAFETY: PR_SET_NAME with a NUL-terminated name.

@@ -521,6 +521,40 @@ fn deep_stack() {
     finish(&[(child, "child-exit")]);
 }
 
+/// Three generations of the parent's pages: two children forked while it had
+/// the first, a third after it rewrote a part, then the parent rewrote half of
+/// that part again. Every child shares the pages it had at its fork.
+fn generations() {
+    const PAGES: usize = 256;
+    let r = Region::anon(PAGES);
+    r.fill(1, 0..PAGES);
+    let mut children = Vec::new();
+    let mut fork_checking = |name: &'static str, seed_of: fn(usize) -> u64| {
+        let pid = fork();
+        if pid == 0 {
+            wait_file("go");
+            child_exit(expect_pages(name, "the area", &r, seed_of));
+        }
+        sleep_ms(20);
+        children.push((pid, name));
+    };
+    fork_checking("first", |_| 1);
+    fork_checking("second", |_| 1);
+    r.fill(2, 0..64);
+    fork_checking("third", |p| if p < 64 { 2 } else { 1 });
+    r.fill(3, 0..32);
+    let mut pids = vec![getpid()];
+    pids.extend(children.iter().map(|c| c.0));
+    ready(&pids);
+    wait_file("go");
+    expect_pages("parent", "the area", &r, |p| match p {
+        p if p < 32 => 3,
+        p if p < 64 => 2,
+        _ => 1,
+    });
+    finish(&children);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-cow <scenario> <dir>");
@@ -537,6 +571,7 @@ fn main() {
         "reshaped" => reshaped(),
         "parent-split" => parent_split(),
         "deep-stack" => deep_stack(),
+        "generations" => generations(),
         other => panic!("unknown scenario {other}"),
     }
 }

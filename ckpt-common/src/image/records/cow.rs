@@ -48,18 +48,22 @@ pub struct CowInheritRecord {
     /// Start of the parent's area the pages come from (a memory-area record of
     /// `pid`'s parent, covering every inherited page).
     pub parent_start: u64,
+    /// The child's place among its siblings in the order the parent forked them
+    /// (restore forks them in that order: the parent's pages change in between).
+    pub fork_index: u32,
     /// Inherited pages, in increasing order, never overlapping the child's own
     /// saved page runs.
     pub spans: Vec<PageSpan>,
 }
 
 impl Wire for CowInheritRecord {
-    const MIN_SIZE: usize = 4 + 8 + 8 + 4;
+    const MIN_SIZE: usize = 4 + 8 + 8 + 4 + 4;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
         out.put_u64_le(self.start);
         out.put_u64_le(self.parent_start);
+        out.put_u32_le(self.fork_index);
         wire::put_list(out, &self.spans);
     }
 
@@ -68,38 +72,49 @@ impl Wire for CowInheritRecord {
             pid: wire::i32(buf, "pid")?,
             start: wire::u64(buf, "start")?,
             parent_start: wire::u64(buf, "parent_start")?,
+            fork_index: wire::u32(buf, "fork_index")?,
             spans: wire::list(buf, "spans")?,
         })
     }
 }
 
-/// Pages a parent holds at area `start` only while it forks its children: older
-/// contents two or more of its children still share although the parent has since
-/// written its own (or dropped them). Saved once; restore writes them before the
-/// forks and the parent's own pages (or nothing) back after.
+/// One step of a parent's pages between its forks: just before it forks child
+/// `before` (0: once every child is forked), the pages of area `start` in `restore`
+/// become its own again (its saved page, or none: zero, or the file's page) and those
+/// in `pages` are written. They are older contents its children still share: a page
+/// two or more of them share that the parent has since rewritten or dropped. Saved
+/// once each.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CowForkPagesRecord {
     pub pid: i32,
     /// Start of the parent's area (a memory-area record of `pid`).
     pub start: u64,
-    /// The pages, `index` counted from the area's start.
+    /// The child (of `pid`) about to be forked, or 0 for after the last fork.
+    pub before: i32,
+    /// Pages written, `index` counted from the area's start.
     pub pages: Vec<super::PageRun>,
+    /// Pages set back to the process's own contents.
+    pub restore: Vec<PageSpan>,
 }
 
 impl Wire for CowForkPagesRecord {
-    const MIN_SIZE: usize = 4 + 8 + 4;
+    const MIN_SIZE: usize = 4 + 8 + 4 + 4 + 4;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
         out.put_u64_le(self.start);
+        out.put_i32_le(self.before);
         wire::put_list(out, &self.pages);
+        wire::put_list(out, &self.restore);
     }
 
     fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
         Ok(CowForkPagesRecord {
             pid: wire::i32(buf, "pid")?,
             start: wire::u64(buf, "start")?,
+            before: wire::i32(buf, "before")?,
             pages: wire::list(buf, "pages")?,
+            restore: wire::list(buf, "restore")?,
         })
     }
 }
