@@ -173,36 +173,12 @@ fn children_still_share_the_pages_their_parent_rewrote_after_forking_them() {
 
 #[test]
 fn a_grandchild_sharing_pages_only_with_its_grandparent_is_refused_and_left_running() {
-    setup();
-    let w = Wl::bin(WL, "skip");
-    thread::sleep(Duration::from_millis(200));
-    let pids = w.pids.clone();
-    let img = w.img();
-    let out = ckpt::run_timeout(
-        &["dump", "-t", &w.pid.to_string(), "-D", &img],
-        CKPT_TIMEOUT,
-    )
-    .unwrap();
-    let err = out.describe();
-    assert!(!out.status.success(), "dump succeeded: {err}");
-    assert!(
-        err.contains(&format!("pid {}:", pids[2]))
-            && err.contains("shared copy-on-write with a process other than its parent")
-            && err.contains("not yet supported by ckpt dump"),
-        "the refusal names no child pid or no reason: {err}"
+    refused_and_left_running(
+        "skip",
+        2,
+        "shared copy-on-write with a process other than its parent",
+        &["parent", "child", "grandchild"],
     );
-    assert!(!std::path::Path::new(&img).exists(), "the image was left");
-    for &p in &pids {
-        let status = fs::read_to_string(format!("/proc/{p}/status")).unwrap();
-        assert!(
-            status.contains("TracerPid:\t0") && !status.contains("State:\tt"),
-            "pid {p} is not running free after the refusal:\n{status}"
-        );
-    }
-    // Unchanged: every process still finds its pages as it left them.
-    w.go();
-    let text = w.wait_result(Duration::from_secs(30));
-    w.check_result(&text, &["parent", "child", "grandchild"]);
 }
 
 #[test]
@@ -228,10 +204,12 @@ fn children_forked_between_rewrites_each_share_the_pages_of_their_fork() {
     assert_same_memory("generations", &before, &after, 64);
 }
 
-#[test]
-fn a_child_area_spanning_two_parent_areas_is_refused_and_left_running() {
+/// Dumps `scenario`, which must be refused with a message naming pid `pids[who]`
+/// and containing `reason`; the tree must then run on unchanged (its processes
+/// check their own memory after go, and PASS for each of `passes`).
+fn refused_and_left_running(scenario: &str, who: usize, reason: &str, passes: &[&str]) {
     setup();
-    let w = Wl::bin(WL, "parent-split");
+    let w = Wl::bin(WL, scenario);
     thread::sleep(Duration::from_millis(200));
     let img = w.img();
     let out = ckpt::run_timeout(
@@ -240,17 +218,41 @@ fn a_child_area_spanning_two_parent_areas_is_refused_and_left_running() {
     )
     .unwrap();
     let err = out.describe();
-    assert!(!out.status.success(), "dump succeeded: {err}");
+    assert!(!out.status.success(), "{scenario}: dump succeeded: {err}");
     assert!(
-        err.contains(&format!("pid {}:", w.pids[1]))
-            && err.contains(&format!("with two areas of its parent {}", w.pid))
+        err.contains(&format!("pid {}:", w.pids[who]))
+            && err.contains(reason)
             && err.contains("not yet supported by ckpt dump"),
-        "the refusal names no pid or no reason: {err}"
+        "{scenario}: the refusal does not name pid {} and {reason:?}: {err}",
+        w.pids[who]
     );
     assert!(!std::path::Path::new(&img).exists(), "the image was left");
+    for &p in &w.pids {
+        let status = fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+        assert!(
+            status.contains("TracerPid:\t0") && !status.contains("State:\tt"),
+            "pid {p} is not running free after the refusal:\n{status}"
+        );
+    }
     w.go();
     let text = w.wait_result(Duration::from_secs(30));
-    w.check_result(&text, &["parent", "child"]);
+    w.check_result(&text, passes);
+}
+
+#[test]
+fn children_sharing_an_area_their_parent_unmapped_are_refused_and_left_running() {
+    refused_and_left_running(
+        "unmapped",
+        1,
+        "no longer maps that address",
+        &["parent", "child0", "child1"],
+    );
+}
+
+#[test]
+fn a_child_area_spanning_two_parent_areas_is_refused_and_left_running() {
+    let reason = "with two areas of its parent";
+    refused_and_left_running("parent-split", 1, reason, &["parent", "child"]);
 }
 
 /// A multiprocessing pool of four forked workers (the parent touches its heap

@@ -555,6 +555,28 @@ fn generations() {
     finish(&children);
 }
 
+/// The parent unmaps an area after forking two children, which still share it.
+fn unmapped() {
+    const PAGES: usize = 64;
+    let r = Region::anon(PAGES);
+    r.fill(1, 0..PAGES);
+    let mut children = Vec::new();
+    for name in ["child0", "child1"] {
+        let pid = fork();
+        if pid == 0 {
+            wait_file("go");
+            child_exit(expect_pages(name, "the area", &r, |_| 1));
+        }
+        children.push((pid, name));
+    }
+    // SAFETY: unmapping our own region, never used again here.
+    unsafe { libc::munmap(r.base.cast(), PAGES * PAGE) };
+    ready(&[getpid(), children[0].0, children[1].0]);
+    wait_file("go");
+    report("parent", true, "unmapped the area");
+    finish(&children);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-cow <scenario> <dir>");
@@ -572,6 +594,7 @@ fn main() {
         "parent-split" => parent_split(),
         "deep-stack" => deep_stack(),
         "generations" => generations(),
+        "unmapped" => unmapped(),
         other => panic!("unknown scenario {other}"),
     }
 }
