@@ -12,10 +12,15 @@
 //! same virtual address — fork keeps addresses, so that is where shared pages are.
 //! Equal PFNs (or equal swap entries) are the same page: it is saved once, with the
 //! parent (or, down a chain, with the ancestor that owns it), and the child's area
-//! gets a [`CowInheritRecord`] naming the parent's area and the inherited pages. A
-//! same page shared in a way one fork from the parent cannot rebuild (with a sibling
-//! or a grandparent the parent no longer shares it with, across two parent areas, or
-//! below the start of the parent's area) is refused, naming pid and address.
+//! gets a [`CowInheritRecord`] naming the parent's area and the inherited pages.
+//! A page two or more children share that the parent has since rewritten (or
+//! dropped) is an older content of the parent's: children are put in the order the
+//! parent forked them (their start times), and the parent's pages between its
+//! forks are recorded as steps ([`CowForkPagesRecord`]): which older pages it held
+//! before forking which child, and when its own came back. Sharing no fork order
+//! rebuilds is refused, naming pid and address: a page shared with a grandparent
+//! but not the parent, siblings sharing an area the parent unmapped, a child area
+//! spanning two of the parent's, a non-stack area starting below the parent's.
 //!
 //! **Restore** ([`CowRestore`]): every area that inherits or is inherited from is built
 //! by its helper *before* the helper forks its children, at a temporary address
@@ -25,8 +30,10 @@
 //! the fork, trims the one it inherits from to its own area, grows it where its own
 //! area is longer (`mremap` in place, so it stays one VMA), drops the pages it does
 //! not share (`MADV_DONTNEED`: zero again, or the file's page again) and writes its
-//! own; then it unmaps every temporary range it does not use and forks its own
-//! children, who find its areas ready. At takeover each temporary area is moved to
+//! own (a stack that grew further down grows again by a fault below it); then it
+//! unmaps every temporary range it does not use and forks its own children in
+//! their original order, taking the recorded steps between the forks, so each
+//! child finds the pages it had at its fork. At takeover each temporary area is moved to
 //! its final address with `mremap`, which keeps the sharing, instead of being mapped
 //! and written ([`CowRestore::temp_of`]).
 

@@ -143,6 +143,8 @@ struct Index<'a> {
     users: BTreeMap<ObjRef, Vec<(i32, i32)>>,
     /// (pid, area start) → pages it shares copy-on-write with its parent.
     inherited: BTreeMap<(i32, u64), u64>,
+    /// (pid, area start) → pages it holds only between its forks.
+    fork_held: BTreeMap<(i32, u64), u64>,
 }
 
 impl<'a> Index<'a> {
@@ -155,6 +157,7 @@ impl<'a> Index<'a> {
             objects: BTreeMap::new(),
             users: BTreeMap::new(),
             inherited: BTreeMap::new(),
+            fork_held: BTreeMap::new(),
         };
         for record in &image.records {
             match record {
@@ -178,7 +181,10 @@ impl<'a> Index<'a> {
                     let n = c.spans.iter().map(|s| u64::from(s.count)).sum();
                     ix.inherited.insert((c.pid, c.start), n);
                 }
-                Record::CowForkPages(_) => {}
+                Record::CowForkPages(f) => {
+                    let n: u64 = f.pages.iter().map(|r| u64::from(r.count)).sum();
+                    *ix.fork_held.entry((f.pid, f.start)).or_default() += n;
+                }
             }
         }
         ix
@@ -374,7 +380,7 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
         let pages: u64 = a.pages.iter().map(|r| u64::from(r.count)).sum();
         let _ = writeln!(
             out,
-            "    {:<25} {} {:>8} {what}{}{}",
+            "    {:<25} {} {:>8} {what}{}{}{}",
             format!("{:x}-{:x}", a.start, a.end),
             prot_string(a),
             bytes(a.len()),
@@ -384,6 +390,10 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
             },
             match ix.inherited.get(&(p.pid, a.start)) {
                 Some(n) => format!(", {n} pages shared with parent {}", p.ppid),
+                None => String::new(),
+            },
+            match ix.fork_held.get(&(p.pid, a.start)) {
+                Some(n) => format!(", {n} older pages held while forking"),
                 None => String::new(),
             }
         );
