@@ -1180,6 +1180,55 @@ mod tests {
         }
     }
 
+    /// One area at 0x10000 of 8 pages with the given (page, identity) pairs.
+    fn scanned(pages: &[(u64, u64)]) -> Vec<ScannedArea> {
+        vec![ScannedArea {
+            m: mapping(0x10000, 0x18000),
+            pages: pages.to_vec(),
+        }]
+    }
+
+    #[test]
+    fn children_forked_between_rewrites_get_steps_in_fork_order() {
+        // Page 0: the first two children share the parent's first content (1), the
+        // third the second (2), the parent now has a third (3). Page 1: the first
+        // two share 1, the third shares the parent's present page (2).
+        let parent = scanned(&[(0, 3), (1, 2)]);
+        let mut all = HashMap::new();
+        all.insert(11, scanned(&[(0, 1), (1, 1)]));
+        all.insert(12, scanned(&[(0, 1), (1, 1)]));
+        all.insert(13, scanned(&[(0, 2), (1, 2)]));
+        let mut inh = Inheritance::default();
+        let ids = inh
+            .fork_time_pages(10, &parent, &HashSet::new(), &[11, 12, 13], &all)
+            .unwrap();
+        assert!(ids.has(0x10000, 1) && ids.has(0x11000, 1) && ids.has(0x11000, 2));
+        // Page 0 of the third child is its own: nobody shares it.
+        assert!(!ids.has(0x10000, 2));
+        let step = |before| inh.stages.get(&(10, 0x10000, before));
+        // Before the first child: the older pages, read from it.
+        assert_eq!(step(11).unwrap().pages, vec![(0x10000, 11), (0x11000, 11)]);
+        // Before the third: page 1 back to the parent's own (which it shares).
+        assert_eq!(step(13).unwrap().restore, vec![0x11000]);
+        // After the last fork: page 0 back to the parent's own.
+        assert_eq!(step(0).unwrap().restore, vec![0x10000]);
+    }
+
+    #[test]
+    fn siblings_sharing_a_page_around_another_are_refused() {
+        // 11 and 13 share content 1, 12 between them has content 2 shared with 14.
+        let parent = scanned(&[(0, 9)]);
+        let mut all = HashMap::new();
+        for (pid, id) in [(11, 1), (12, 2), (13, 1), (14, 2)] {
+            all.insert(pid, scanned(&[(0, id)]));
+        }
+        let err = Inheritance::default()
+            .fork_time_pages(10, &parent, &HashSet::new(), &[11, 12, 13, 14], &all)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("no order of forks"), "{err}");
+    }
+
     #[test]
     fn own_runs_leave_out_inherited_pages() {
         let mut inh = Inheritance::default();
