@@ -143,7 +143,7 @@ fn is_private(m: &Mapping) -> bool {
 /// The identity of the physical page behind a pagemap entry, or None where the dump
 /// saves no page (not present, or a clean file page) or the page is the shared zero
 /// page (every process has it, nothing to share).
-fn identity(e: u64, zero: u64) -> Option<u64> {
+fn identity(e: u64, zero: &ZeroPages) -> Option<u64> {
     if e & PM_SWAPPED != 0 {
         return Some(PM_SWAPPED | (e & PM_FRAME));
     }
@@ -151,16 +151,36 @@ fn identity(e: u64, zero: u64) -> Option<u64> {
         return None;
     }
     let pfn = e & PM_FRAME;
-    (pfn != zero).then_some(PM_PRESENT | pfn)
+    let huge = zero.huge.is_some_and(|h| (h..h + 512).contains(&pfn));
+    (pfn != zero.small && !huge).then_some(PM_PRESENT | pfn)
 }
 
-/// The PFN of the kernel's zero page, seen through a fresh read-only fault in ckpt.
-fn zero_pfn() -> Result<u64> {
-    // SAFETY: a private anonymous page of ckpt's, read once and unmapped.
+/// The kernel's zero pages (read faults map them everywhere): never sharing.
+struct ZeroPages {
+    small: u64,
+    /// The first PFN of the huge zero page, where transparent huge pages use one.
+    huge: Option<u64>,
+}
+
+impl ZeroPages {
+    fn probe() -> Result<ZeroPages> {
+        let small = zero_pfn(PAGE_SIZE, false)?;
+        let huge = zero_pfn(4 << 20, true)
+            .ok()
+            .filter(|&h| h != small && h % 512 == 0);
+        Ok(ZeroPages { small, huge })
+    }
+}
+
+/// The PFN behind a fresh read-only fault in ckpt's memory: the zero page, or with
+/// `huge` (a 2 MiB-aligned page inside `len` bytes, huge pages asked for) the huge
+/// zero page.
+fn zero_pfn(len: u64, huge: bool) -> Result<u64> {
+    // SAFETY: a private anonymous mapping of ckpt's, read once and unmapped.
     unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
-            PAGE_SIZE as usize,
+            len as usize,
             libc::PROT_READ,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
@@ -172,11 +192,17 @@ fn zero_pfn() -> Result<u64> {
                 std::io::Error::last_os_error(),
             ));
         }
-        std::ptr::read_volatile(p as *const u8);
+        let at = if huge {
+            libc::madvise(p, len as usize, libc::MADV_HUGEPAGE);
+            (p as u64).next_multiple_of(2 << 20)
+        } else {
+            p as u64
+        };
+        std::ptr::read_volatile(at as *const u8);
         let mut e = [0u8; 8];
         let r = fs::File::open("/proc/self/pagemap")
-            .and_then(|f| f.read_exact_at(&mut e, p as u64 / PAGE_SIZE * 8));
-        libc::munmap(p, PAGE_SIZE as usize);
+            .and_then(|f| f.read_exact_at(&mut e, at / PAGE_SIZE * 8));
+        libc::munmap(p, len as usize);
         r.map_err(|e| Error::io("reading /proc/self/pagemap", e))?;
         let e = u64::from_le_bytes(e);
         if e & PM_PRESENT == 0 || e & PM_FRAME == 0 {
@@ -191,7 +217,7 @@ fn zero_pfn() -> Result<u64> {
 }
 
 /// The private areas of `pid` and the identities of their saved pages.
-fn scan_process(pid: i32, zero: u64) -> Result<Vec<ScannedArea>> {
+fn scan_process(pid: i32, zero: &ZeroPages) -> Result<Vec<ScannedArea>> {
     let pagemap = fs::File::open(format!("/proc/{pid}/pagemap"))
         .map_err(|e| Error::io(format!("opening /proc/{pid}/pagemap"), e))?;
     let mut out = Vec::new();
@@ -273,16 +299,18 @@ impl Inheritance {
         if related.is_empty() {
             return Ok(me);
         }
-        let zero = zero_pfn()?;
+        let zero = ZeroPages::probe()?;
         let mut scanned: HashMap<i32, Vec<ScannedArea>> = HashMap::new();
         for &pid in &related {
-            scanned.insert(pid, scan_process(pid, zero)?);
+            scanned.insert(pid, scan_process(pid, &zero)?);
         }
         // Addresses each process inherits from its parent.
         let mut inherited: HashMap<i32, HashSet<u64>> = HashMap::new();
-        // Every saved page not inherited, by (address, identity): the same page
-        // anywhere else in the tree is sharing restore cannot rebuild.
-        let mut owners: HashMap<(u64, u64), i32> = HashMap::new();
+        // Every saved page not inherited, by identity: the same page anywhere else
+        // in the tree (at another address: moved by mremap after the fork, or
+        // merged by KSM; or shared with a grandparent only) is sharing restore
+        // cannot rebuild.
+        let mut owners: HashMap<u64, (i32, u64)> = HashMap::new();
         for p in tree.topological() {
             let pid = p.pid;
             let Some(areas) = scanned.get(&pid) else {
@@ -295,17 +323,22 @@ impl Inheritance {
                     if mine.contains(&addr) {
                         continue;
                     }
-                    if let Some(&other) = owners.get(&(addr, id)) {
-                        return Err(refuse(
-                            pid,
-                            format!(
-                                "the page at {addr:#x} is the same physical page as pid \
-                                 {other}'s at that address, shared copy-on-write with a \
-                                 process other than its parent"
-                            ),
-                        ));
+                    match owners.get(&id) {
+                        Some(&(other, at)) if other != pid => {
+                            return Err(refuse(
+                                pid,
+                                format!(
+                                    "the page at {addr:#x} is the same physical page as pid \
+                                     {other}'s at {at:#x}, shared copy-on-write with a \
+                                     process other than its parent or at another address"
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            owners.insert(id, (pid, addr));
+                        }
                     }
-                    owners.insert((addr, id), pid);
                 }
             }
             let children: Vec<i32> = {
@@ -1245,13 +1278,19 @@ mod tests {
 
     #[test]
     fn identity_ignores_clean_file_pages_and_the_zero_page() {
-        assert_eq!(identity(PM_PRESENT | 42, 7), Some(PM_PRESENT | 42));
-        assert_eq!(identity(PM_PRESENT | 7, 7), None);
-        assert_eq!(identity(PM_PRESENT | PM_FILE | 42, 7), None);
+        let zero = ZeroPages {
+            small: 7,
+            huge: Some(1024),
+        };
+        assert_eq!(identity(PM_PRESENT | 42, &zero), Some(PM_PRESENT | 42));
+        assert_eq!(identity(PM_PRESENT | 7, &zero), None);
+        assert_eq!(identity(PM_PRESENT | 1030, &zero), None);
+        assert_eq!(identity(PM_PRESENT | 1536, &zero), Some(PM_PRESENT | 1536));
+        assert_eq!(identity(PM_PRESENT | PM_FILE | 42, &zero), None);
         assert_eq!(
-            identity(PM_SWAPPED | PM_FILE | 42, 7),
+            identity(PM_SWAPPED | PM_FILE | 42, &zero),
             Some(PM_SWAPPED | 42)
         );
-        assert_eq!(identity(0, 7), None);
+        assert_eq!(identity(0, &zero), None);
     }
 }

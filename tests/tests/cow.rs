@@ -250,6 +250,11 @@ fn children_sharing_an_area_their_parent_unmapped_are_refused_and_left_running()
 }
 
 #[test]
+fn a_child_that_moved_its_shared_pages_to_another_address_is_refused_and_left_running() {
+    refused_and_left_running("moved", 1, "or at another address", &["parent", "child"]);
+}
+
+#[test]
 fn a_child_area_spanning_two_parent_areas_is_refused_and_left_running() {
     let reason = "with two areas of its parent";
     refused_and_left_running("parent-split", 1, reason, &["parent", "child"]);

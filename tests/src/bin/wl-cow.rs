@@ -577,6 +577,46 @@ fn unmapped() {
     finish(&children);
 }
 
+/// A child moves the area it shares with its parent to another address (mremap,
+/// as realloc does with a large block).
+fn moved() {
+    const PAGES: usize = 64;
+    // One page more, made read-only: the area cannot grow in place past it.
+    let r = Region::anon(PAGES + 1);
+    // SAFETY: protecting the last page of our own region.
+    unsafe { libc::mprotect(r.base.add(PAGES * PAGE / 8).cast(), PAGE, libc::PROT_READ) };
+    let r = Region {
+        base: r.base,
+        pages: PAGES,
+        first: 0,
+    };
+    r.fill(1, 0..PAGES);
+    let child = fork();
+    if child == 0 {
+        // SAFETY: moving our own mapping to wherever the kernel finds room.
+        let moved = unsafe {
+            libc::mremap(
+                r.base.cast(),
+                PAGES * PAGE,
+                2 * PAGES * PAGE,
+                libc::MREMAP_MAYMOVE,
+            )
+        };
+        assert_ne!(moved, libc::MAP_FAILED, "mremap");
+        let m = Region {
+            base: moved.cast(),
+            pages: PAGES,
+            first: 0,
+        };
+        wait_file("go");
+        child_exit(expect_pages("child", "the moved area", &m, |_| 1));
+    }
+    ready(&[getpid(), child]);
+    wait_file("go");
+    expect_pages("parent", "the area", &r, |_| 1);
+    finish(&[(child, "child-exit")]);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-cow <scenario> <dir>");
@@ -595,6 +635,7 @@ fn main() {
         "deep-stack" => deep_stack(),
         "generations" => generations(),
         "unmapped" => unmapped(),
+        "moved" => moved(),
         other => panic!("unknown scenario {other}"),
     }
 }
