@@ -312,6 +312,50 @@ fn python_multiprocessing_pool_workers_share_the_parents_memory_after_restore() 
     w.check_result(&text, &["pool"]);
 }
 
+/// bash builds a 600 KB variable, then two subshells (forks that run no other
+/// program) wait in a builtin `read -t` loop, forking nothing, until `go`.
+const BASH_SUBSHELLS: &str = r#"
+x=$(seq 1 100000 | tr "\n" " ")
+want=${#x}
+mkfifo never
+for k in 0 1; do
+    (
+        exec 9<>never
+        until [ -e go ]; do read -t 0.1 -u 9; done
+        if [ "${#x}" = "$want" ]; then r=PASS; else r=FAIL; fi
+        echo "$r subshell$k: the variable after restore" >> result
+    ) &
+done
+echo "READY $$ $(jobs -p | tr "\n" " ")" > ready.tmp && mv ready.tmp ready
+exec 9<>never
+until [ -e go ]; do read -t 0.1 -u 9; done
+wait
+echo "PASS bash: subshells ended" >> result
+echo DONE >> result
+"#;
+
+#[test]
+fn bash_subshells_share_the_shells_memory_after_restore() {
+    setup();
+    let mut w = Wl::start_with("bash-subshells", |_| {
+        let mut c = Command::new("bash");
+        c.arg("-c").arg(BASH_SUBSHELLS);
+        (c, true)
+    });
+    thread::sleep(Duration::from_millis(300));
+    let pids = w.pids.clone();
+    assert_eq!(pids.len(), 3, "bash and its subshells: {pids:?}");
+    let before = memory_of(&pids);
+    w.dump();
+    w.restore_detached();
+    thread::sleep(Duration::from_millis(300));
+    let after = memory_of(&pids);
+    assert_same_memory("bash", &before, &after, 64);
+    w.go();
+    let text = w.wait_result(Duration::from_secs(30));
+    w.check_result(&text, &["bash", "subshell0", "subshell1"]);
+}
+
 /// python3 builds a list of two million integers (~80 MiB), then forks three
 /// children that sleep; they must come back sharing it.
 const PYTHON_FORK: &str = r#"
