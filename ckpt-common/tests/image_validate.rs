@@ -463,6 +463,7 @@ fn fork_time_pages_lie_inside_an_area_of_their_process() {
         before: 101,
         pages: vec![PageRun { index: 3, ..run }],
         restore: vec![PageSpan { index: 3, count: 1 }],
+        ghost: None,
     }));
     image.validate().unwrap();
     let n = image.records.len();
@@ -473,6 +474,7 @@ fn fork_time_pages_lie_inside_an_area_of_their_process() {
             before: 0,
             pages: vec![PageRun { index: 16, ..run }],
             restore: vec![],
+            ghost: None,
         }));
     });
     assert!(msg.contains("ends past the last page"), "{msg}");

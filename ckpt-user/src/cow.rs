@@ -19,8 +19,11 @@
 //! forks are recorded as steps ([`CowForkPagesRecord`]): which older pages it held
 //! before forking which child, and when its own came back. Sharing no fork order
 //! rebuilds is refused, naming pid and address: a page shared with a grandparent
-//! but not the parent, siblings sharing an area the parent unmapped, a child area
-//! spanning two of the parent's, a non-stack area starting below the parent's.
+//! but not the parent or at another address, a child area spanning two of the
+//! parent's, a non-stack area starting below the parent's. An anonymous area the
+//! parent unmapped after forking children that still share it is held again by the
+//! parent between its forks (a "ghost" area of its steps); a file mapping, or part
+//! of an area, so unmapped is refused.
 //!
 //! **Restore** ([`CowRestore`]): every area that inherits or is inherited from is built
 //! by its helper *before* the helper forks its children, at a temporary address
@@ -48,8 +51,8 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, CowForkPagesRecord, CowInheritRecord, InodeKind, MemoryAreaRecord, PageSpan, Record,
-    records::map,
+    AreaKind, CowForkPagesRecord, CowInheritRecord, GhostArea, InodeKind, MemoryAreaRecord,
+    PageSpan, Record, records::map,
 };
 
 use crate::{
@@ -93,6 +96,8 @@ pub struct Inheritance {
     stages: HashMap<(i32, u64, i32), Stage>,
     /// Each child's place in its parent's fork order.
     fork_index: HashMap<i32, u32>,
+    /// Areas a parent unmapped after forking children that still share them.
+    ghosts: HashMap<i32, Vec<Mapping>>,
 }
 
 /// Pages a parent changes between two forks.
@@ -360,11 +365,13 @@ impl Inheritance {
                 continue;
             }
             let fork_ids = me.fork_time_pages(pid, areas, &mine, &children, &scanned)?;
+            let ghosts = me.ghosts.get(&pid).cloned().unwrap_or_default();
+            let parent: Vec<&Mapping> = areas.iter().map(|a| &a.m).chain(&ghosts).collect();
             for (k, &c) in children.iter().enumerate() {
                 me.fork_index.insert(c, k as u32);
                 let mut got = HashSet::new();
                 for a in &scanned[&c] {
-                    got.extend(me.inherit_area(c, a, pid, areas, &fork_ids)?);
+                    got.extend(me.inherit_area(c, a, pid, &parent, &fork_ids)?);
                 }
                 inherited.insert(c, got);
             }
@@ -453,38 +460,83 @@ impl Inheritance {
                     ),
                 ));
             }
-            let area = areas
-                .iter()
-                .find(|a| a.m.start <= addr && addr < a.m.end)
-                .ok_or_else(|| {
-                    refuse(
-                        first,
-                        format!(
-                            "the page at {addr:#x} is shared copy-on-write with a sibling, \
-                             and its parent {pid} no longer maps that address"
-                        ),
-                    )
-                })?;
+            let (area_start, ghost) =
+                match areas.iter().find(|a| a.m.start <= addr && addr < a.m.end) {
+                    Some(a) => (a.m.start, false),
+                    None => (
+                        self.ghost_at(pid, addr, areas, &scanned[&first], first)?,
+                        true,
+                    ),
+                };
             let mut id_prev = None;
             for &(k, id) in &shared {
                 if id_prev != Some(id) {
                     self.stages
-                        .entry((pid, area.m.start, children[k]))
+                        .entry((pid, area_start, children[k]))
                         .or_default()
                         .pages
                         .push((addr, children[k]));
                     id_prev = Some(id);
                 }
             }
-            let back = with_parent.map_or(0, |k| children[k]);
-            self.stages
-                .entry((pid, area.m.start, back))
-                .or_default()
-                .restore
-                .push(addr);
+            // An unmapped area goes as a whole after the last fork.
+            if !ghost {
+                let back = with_parent.map_or(0, |k| children[k]);
+                self.stages
+                    .entry((pid, area_start, back))
+                    .or_default()
+                    .restore
+                    .push(addr);
+            }
             versions.insert(addr, shared.iter().map(|s| s.1).collect());
         }
         Ok(ForkIds { now, versions })
+    }
+
+    /// The area `pid` unmapped after forking children that still share its page at
+    /// `addr`: the area of `child` (the first of them) there, held again by the
+    /// parent between its forks. Only anonymous ones, that overlap nothing the parent
+    /// maps now, nor another such area differently.
+    fn ghost_at(
+        &mut self,
+        pid: i32,
+        addr: u64,
+        areas: &[ScannedArea],
+        child: &[ScannedArea],
+        first: i32,
+    ) -> Result<u64> {
+        let no = |why: &str| {
+            refuse(
+                first,
+                format!(
+                    "the page at {addr:#x} is shared copy-on-write with a sibling, and its \
+                     parent {pid} no longer maps that address ({why})"
+                ),
+            )
+        };
+        let m = child
+            .iter()
+            .find(|a| a.m.start <= addr && addr < a.m.end)
+            .map(|a| &a.m)
+            .ok_or_else(|| no("no area"))?;
+        if !matches!(
+            m.class(),
+            MappingClass::Anon | MappingClass::Heap | MappingClass::Stack
+        ) {
+            return Err(no("a file mapping"));
+        }
+        if areas.iter().any(|a| a.m.start < m.end && m.start < a.m.end) {
+            return Err(no("it maps another area over part of it"));
+        }
+        let ghosts = self.ghosts.entry(pid).or_default();
+        if let Some(g) = ghosts.iter().find(|g| g.start < m.end && m.start < g.end) {
+            if (g.start, g.end) != (m.start, m.end) {
+                return Err(no("its children's areas there differ"));
+            }
+        } else {
+            ghosts.push(m.clone());
+        }
+        Ok(m.start)
     }
 
     /// Records which pages of child area `a` are its parent's as the parent forked
@@ -494,7 +546,7 @@ impl Inheritance {
         pid: i32,
         a: &ScannedArea,
         ppid: i32,
-        parent: &[ScannedArea],
+        parent: &[&Mapping],
         fork_ids: &ForkIds,
     ) -> Result<HashSet<u64>> {
         let mut inherited = HashSet::new();
@@ -508,8 +560,8 @@ impl Inheritance {
             let area = format!("area {:#x}-{:#x}", a.m.start, a.m.end);
             let pa = parent
                 .iter()
-                .find(|pa| pa.m.start <= addr && addr < pa.m.end)
-                .map(|pa| &pa.m)
+                .find(|pa| pa.start <= addr && addr < pa.end)
+                .copied()
                 .ok_or_else(|| {
                     Error::Other(format!("pid {pid}: parent {ppid} has no area at {addr:#x}"))
                 })?;
@@ -641,12 +693,22 @@ impl Inheritance {
                     _ => spans.push(PageSpan { index, count: 1 }),
                 }
             }
+            let ghost = self
+                .ghosts
+                .get(&pid)
+                .and_then(|g| g.iter().find(|m| m.start == start))
+                .map(|m| GhostArea {
+                    end: m.end,
+                    prot: m.prot,
+                    flags: m.flags(),
+                });
             writer.write(&Record::CowForkPages(CowForkPagesRecord {
                 pid,
                 start,
                 before,
                 pages: runs,
                 restore: spans,
+                ghost,
             }))?;
         }
         let mut keys: Vec<&(i32, u64)> = self.areas.keys().collect();
@@ -695,6 +757,8 @@ pub struct TempArea {
     own: Copies,
     /// The steps of its pages between its forks.
     stages: Vec<Step>,
+    /// An area the process no longer has: unmapped after its last fork.
+    ghost: bool,
 }
 
 /// Just before forking child `before` (0: after the last fork): `restore` ranges
@@ -775,7 +839,32 @@ impl CowRestore {
                 _ => {}
             }
         }
+        // Areas parents unmapped after forking, held again between their forks.
+        let ghosts: HashMap<AreaKey, MemoryAreaRecord> = plan
+            .image
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::CowForkPages(f) => f.ghost.map(|g| {
+                    let area = MemoryAreaRecord {
+                        pid: f.pid,
+                        start: f.start,
+                        end: g.end,
+                        prot: g.prot,
+                        flags: g.flags,
+                        offset: 0,
+                        kind: AreaKind::Anon,
+                        pages: Vec::new(),
+                    };
+                    ((f.pid, f.start), area)
+                }),
+                _ => None,
+            })
+            .collect();
         let area_of = |pid: i32, start: u64| -> Result<&MemoryAreaRecord> {
+            if let Some(g) = ghosts.get(&(pid, start)) {
+                return Ok(g);
+            }
             plan.procs
                 .get(*plan.index.get(&pid).unwrap_or(&usize::MAX))
                 .and_then(|p| p.areas.iter().find(|a| a.start == start).copied())
@@ -848,6 +937,7 @@ impl CowRestore {
                 fresh: Fresh { flags, file },
                 own,
                 stages: steps.remove(&(pid, start)).unwrap_or_default(),
+                ghost: ghosts.contains_key(&(pid, start)),
             });
         }
         for b in me.builds.values_mut() {
@@ -1179,6 +1269,9 @@ impl HelperCow {
                 for &(addr, bytes, off) in &step.pages {
                     self.read_in(addr, bytes, off)?;
                 }
+            }
+            if child == 0 && t.ghost {
+                unmap(self.temp(t.start), t.end - t.start)?;
             }
         }
         Ok(())

@@ -311,6 +311,7 @@ pub struct CowForkPagesRec {
     pub before: i32,
     pub pages: Vec<Run>,
     pub restore: Vec<CowSpan>,
+    pub ghost: Option<Value>,
 }
 
 /// A decoded image.
@@ -440,10 +441,27 @@ impl Image {
             for c in inherits.iter().filter(|c| c.pid == pid) {
                 // The parent's saved page at each address: (offset in pages.img).
                 let mut parent: BTreeMap<u64, u64> = BTreeMap::new();
+                // An area the parent unmapped after forking has only the pages
+                // of its steps.
+                let ghost = AreaRec {
+                    pid: ppid,
+                    start: c.parent_start,
+                    end: u64::MAX,
+                    prot: 0,
+                    flags: 0,
+                    offset: 0,
+                    kind: "anon".into(),
+                    objref: None,
+                    pages: Vec::new(),
+                };
+                let is_ghost = fork
+                    .iter()
+                    .any(|f| f.pid == ppid && f.start == c.parent_start && f.ghost.is_some());
                 let pa = self
                     .areas
                     .iter()
                     .find(|a| a.pid == ppid && a.start == c.parent_start)
+                    .or(is_ghost.then_some(&ghost))
                     .with_context(|| {
                         format!(
                             "cow-inherit of pid {pid}: parent {ppid} has no area {:#x}",

@@ -240,11 +240,18 @@ fn refused_and_left_running(scenario: &str, who: usize, reason: &str, passes: &[
 }
 
 #[test]
-fn children_sharing_an_area_their_parent_unmapped_are_refused_and_left_running() {
+fn children_sharing_an_area_their_parent_unmapped_after_forking_still_share_it() {
+    let Roundtrip { before, after, .. } =
+        measured_roundtrip("unmapped", &["parent", "child0", "child1"]);
+    assert_same_memory("unmapped", &before, &after, 64);
+}
+
+#[test]
+fn children_sharing_a_file_mapping_their_parent_unmapped_are_refused_and_left_running() {
     refused_and_left_running(
-        "unmapped",
+        "unmapped-file",
         1,
-        "no longer maps that address",
+        "no longer maps that address (a file mapping)",
         &["parent", "child0", "child1"],
     );
 }

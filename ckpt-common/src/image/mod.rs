@@ -43,10 +43,10 @@ pub use header::Header;
 pub use pages::PagesFile;
 pub use records::{
     AreaKind, CowForkPagesRecord, CowInheritRecord, Credentials, EpollTarget, FdRecord, FileOwner,
-    InodeKind, InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState, OpenFileRecord,
-    PageRun, PageSpan, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType,
-    Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo,
-    SocketMessage, SyscallState, ThreadRecord,
+    GhostArea, InodeKind, InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState,
+    OpenFileRecord, PageRun, PageSpan, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState,
+    Record, RecordType, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction,
+    SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
 };
 pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};

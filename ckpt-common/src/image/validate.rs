@@ -68,6 +68,8 @@ struct Process {
 struct Pass<'a> {
     /// Memory areas by (pid, start), for copy-on-write records to name.
     areas: HashMap<(i32, u64), &'a MemoryAreaRecord>,
+    /// Areas a parent unmapped after forking, by (pid, start): their end.
+    ghosts: HashMap<(i32, u64), u64>,
     objrefs: HashMap<ObjRef, (usize, Defined)>,
     processes: HashMap<i32, Process>,
     tids: HashSet<i32>,
@@ -440,23 +442,71 @@ fn check_record<'a>(
         Record::CowInherit(c) => check_cow(pass, c, page_size)?,
         Record::CowForkPages(c) => {
             pass.running(c.pid)?;
-            let a = pass
-                .areas
-                .get(&(c.pid, c.start))
-                .filter(|a| a.flags & map::PRIVATE != 0)
-                .ok_or_else(|| {
-                    format!(
-                        "pid {} has no private area starting at {:#x} for its fork-time pages",
-                        c.pid, c.start
-                    )
-                })?;
-            check_runs(
-                &c.pages,
-                (a.end - a.start) / page_size,
-                page_size,
-                pages_len,
-            )
-            .map_err(|e| format!("fork-time pages of area {:#x}: {e}", c.start))?;
+            let end = match c.ghost {
+                Some(g) => {
+                    let anon = map::PRIVATE | map::ANONYMOUS;
+                    if c.start >= g.end
+                        || !c.start.is_multiple_of(page_size)
+                        || !g.end.is_multiple_of(page_size)
+                        || g.flags & anon != anon
+                    {
+                        return Err(format!(
+                            "unmapped area {:#x}-{:#x} of pid {} is empty, not page-aligned or \
+                             not private anonymous",
+                            c.start, g.end, c.pid
+                        ));
+                    }
+                    if let Some(a) = pass
+                        .areas
+                        .values()
+                        .find(|a| a.pid == c.pid && a.start < g.end && c.start < a.end)
+                    {
+                        return Err(format!(
+                            "unmapped area {:#x}-{:#x} of pid {} overlaps its area {:#x}-{:#x}",
+                            c.start, g.end, c.pid, a.start, a.end
+                        ));
+                    }
+                    pass.ghosts.insert((c.pid, c.start), g.end);
+                    g.end
+                }
+                None => {
+                    pass.areas
+                        .get(&(c.pid, c.start))
+                        .filter(|a| a.flags & map::PRIVATE != 0)
+                        .ok_or_else(|| {
+                            format!(
+                                "pid {} has no private area starting at {:#x} for its \
+                                 fork-time pages",
+                                c.pid, c.start
+                            )
+                        })?
+                        .end
+                }
+            };
+            let pages = (end - c.start) / page_size;
+            check_runs(&c.pages, pages, page_size, pages_len)
+                .map_err(|e| format!("fork-time pages of area {:#x}: {e}", c.start))?;
+            if let Some(s) = c
+                .restore
+                .iter()
+                .find(|s| s.count == 0 || s.index.saturating_add(u64::from(s.count)) > pages)
+            {
+                return Err(format!(
+                    "pages {}+{} to restore lie outside area {:#x} of pid {}",
+                    s.index, s.count, c.start, c.pid
+                ));
+            }
+            if c.before != 0
+                && pass
+                    .processes
+                    .get(&c.before)
+                    .is_none_or(|p| p.ppid != c.pid)
+            {
+                return Err(format!(
+                    "fork-time pages of pid {} come before forking {}, which is not its child",
+                    c.pid, c.before
+                ));
+            }
         }
     }
     Ok(())
@@ -483,17 +533,21 @@ fn check_cow(pass: &mut Pass, c: &super::CowInheritRecord, page_size: u64) -> Re
                 c.pid, c.start
             )
         })?;
-    let parent = pass
-        .areas
-        .get(&(ppid, c.parent_start))
-        .filter(|a| private(a))
-        .ok_or_else(|| {
-            format!(
-                "pid {}'s parent {ppid} has no private area starting at {:#x} to inherit \
-                 pages from",
-                c.pid, c.parent_start
-            )
-        })?;
+    let parent = match pass.ghosts.get(&(ppid, c.parent_start)) {
+        Some(&end) => (c.parent_start, end),
+        None => pass
+            .areas
+            .get(&(ppid, c.parent_start))
+            .filter(|a| private(a))
+            .map(|a| (a.start, a.end))
+            .ok_or_else(|| {
+                format!(
+                    "pid {}'s parent {ppid} has no private area starting at {:#x} to inherit \
+                     pages from",
+                    c.pid, c.parent_start
+                )
+            })?,
+    };
     let mut next = 0u64;
     let mut own = child.pages.iter().peekable();
     for s in &c.spans {
@@ -509,11 +563,11 @@ fn check_cow(pass: &mut Pass, c: &super::CowInheritRecord, page_size: u64) -> Re
                 s.index, s.count, c.start, c.pid
             ));
         }
-        if first < parent.start || last > parent.end {
+        if first < parent.0 || last > parent.1 {
             return Err(format!(
                 "inherited pages {first:#x}-{last:#x} of pid {} lie outside its parent's area \
                  {:#x}-{:#x}",
-                c.pid, parent.start, parent.end
+                c.pid, parent.0, parent.1
             ));
         }
         while own

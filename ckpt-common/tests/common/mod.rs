@@ -11,10 +11,10 @@ use std::{
 
 use ckpt_common::image::{
     AreaKind, CowForkPagesRecord, CowInheritRecord, Credentials, EpollTarget, FdRecord, FileOwner,
-    Header, Image, InodeKind, InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord, MmState, ObjRef,
-    OpenFileRecord, PageRun, PageSpan, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState,
-    Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack,
-    Siginfo, SocketMessage, SyscallState, ThreadRecord,
+    GhostArea, Header, Image, InodeKind, InodeRecord, InotifyWatch, Itimer, MemoryAreaRecord,
+    MmState, ObjRef, OpenFileRecord, PageRun, PageSpan, PosixTimer, ProcessAttrs, ProcessRecord,
+    ProcessState, Record, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction,
+    SigAltStack, Siginfo, SocketMessage, SyscallState, ThreadRecord,
     records::{map, prot},
 };
 
@@ -371,6 +371,11 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     count: r.u32(),
                 })
                 .collect(),
+            ghost: r.bool().then(|| GhostArea {
+                end: r.next(),
+                prot: r.u32(),
+                flags: r.u32(),
+            }),
         }),
         _ => Record::Fd(FdRecord {
             pid: r.i32(),

@@ -555,10 +555,50 @@ fn generations() {
     finish(&children);
 }
 
-/// The parent unmaps an area after forking two children, which still share it.
-fn unmapped() {
+/// The parent unmaps an area after forking two children, which still share it
+/// (`file`: a private mapping of a file whose pages it wrote).
+fn unmapped(file: bool) {
     const PAGES: usize = 64;
-    let r = Region::anon(PAGES);
+    let r = if file {
+        ckpt_tests::wl::make_file(&path("data"), PAGES * PAGE);
+        let fd = open(&path("data"), libc::O_RDONLY | libc::O_CLOEXEC, 0);
+        // SAFETY: a private mapping of our own file.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGES * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                fd,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap of the file");
+        close(fd);
+        Region {
+            base: p.cast(),
+            pages: PAGES,
+            first: 0,
+        }
+    } else {
+        // Its own area: inaccessible pages on both sides keep it from merging
+        // with its neighbours.
+        let g = Region::anon(PAGES + 2);
+        // SAFETY: protecting the first and last page of our own region.
+        unsafe {
+            libc::mprotect(g.base.cast(), PAGE, libc::PROT_NONE);
+            libc::mprotect(
+                g.base.add((PAGES + 1) * PAGE / 8).cast(),
+                PAGE,
+                libc::PROT_NONE,
+            );
+        }
+        Region {
+            base: g.base.wrapping_add(PAGE / 8),
+            pages: PAGES,
+            first: 0,
+        }
+    };
     r.fill(1, 0..PAGES);
     let mut children = Vec::new();
     for name in ["child0", "child1"] {
@@ -573,7 +613,13 @@ fn unmapped() {
     unsafe { libc::munmap(r.base.cast(), PAGES * PAGE) };
     ready(&[getpid(), children[0].0, children[1].0]);
     wait_file("go");
-    report("parent", true, "unmapped the area");
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let start = format!("{:x}-", r.base as usize);
+    report(
+        "parent",
+        !maps.lines().any(|l| l.starts_with(&start)),
+        &format!("the area it unmapped at {start} is not mapped again"),
+    );
     finish(&children);
 }
 
@@ -634,7 +680,8 @@ fn main() {
         "parent-split" => parent_split(),
         "deep-stack" => deep_stack(),
         "generations" => generations(),
-        "unmapped" => unmapped(),
+        "unmapped" => unmapped(false),
+        "unmapped-file" => unmapped(true),
         "moved" => moved(),
         other => panic!("unknown scenario {other}"),
     }

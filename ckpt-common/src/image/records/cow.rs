@@ -95,10 +95,42 @@ pub struct CowForkPagesRecord {
     pub pages: Vec<super::PageRun>,
     /// Pages set back to the process's own contents.
     pub restore: Vec<PageSpan>,
+    /// Set when `start` is an area the process no longer has (it unmapped it after
+    /// forking children that still share it): restore maps it, private and
+    /// anonymous, before the first fork that needs it and unmaps it after the last.
+    pub ghost: Option<GhostArea>,
+}
+
+/// An area a parent unmapped after forking: where it ends and how it was mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GhostArea {
+    pub end: u64,
+    /// `PROT_*` bits.
+    pub prot: u32,
+    /// `MAP_*` bits (private and anonymous).
+    pub flags: u32,
+}
+
+impl Wire for GhostArea {
+    const MIN_SIZE: usize = 8 + 4 + 4;
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u64_le(self.end);
+        out.put_u32_le(self.prot);
+        out.put_u32_le(self.flags);
+    }
+
+    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
+        Ok(GhostArea {
+            end: wire::u64(buf, "end")?,
+            prot: wire::u32(buf, "prot")?,
+            flags: wire::u32(buf, "flags")?,
+        })
+    }
 }
 
 impl Wire for CowForkPagesRecord {
-    const MIN_SIZE: usize = 4 + 8 + 4 + 4 + 4;
+    const MIN_SIZE: usize = 4 + 8 + 4 + 4 + 4 + 1;
 
     fn encode(&self, out: &mut BytesMut) {
         out.put_i32_le(self.pid);
@@ -106,6 +138,7 @@ impl Wire for CowForkPagesRecord {
         out.put_i32_le(self.before);
         wire::put_list(out, &self.pages);
         wire::put_list(out, &self.restore);
+        wire::put_option(out, &self.ghost);
     }
 
     fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
@@ -115,6 +148,7 @@ impl Wire for CowForkPagesRecord {
             before: wire::i32(buf, "before")?,
             pages: wire::list(buf, "pages")?,
             restore: wire::list(buf, "restore")?,
+            ghost: wire::option(buf, "ghost")?,
         })
     }
 }

@@ -18,7 +18,7 @@ use bytes::BytesMut;
 
 use super::{ImageError, Wire, wire};
 
-pub use cow::{CowForkPagesRecord, CowInheritRecord, PageSpan};
+pub use cow::{CowForkPagesRecord, CowInheritRecord, GhostArea, PageSpan};
 pub use files::{
     EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
     SocketMessage,
