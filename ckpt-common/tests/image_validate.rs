@@ -6,8 +6,9 @@
 mod common;
 
 use ckpt_common::image::{
-    AreaKind, FdRecord, GuardRun, Image, ImageError, InodeKind, InodeRecord, InotifyWatch, ObjRef,
-    PageRun, Record, SocketMessage, records::vm,
+    AreaKind, CowForkPagesRecord, CowInheritRecord, FdRecord, GuardRun, Image, ImageError,
+    InodeKind, InodeRecord, InotifyWatch, ObjRef, PageRun, PageSpan, Record, SocketMessage,
+    records::vm,
 };
 use common::{PAGE, area, frames, sample_image, thread};
 
@@ -597,4 +598,93 @@ fn a_tuning_record_with_an_unknown_membarrier_bit_or_oom_score_is_refused() {
         }
     });
     assert!(err.contains("oom_score_adj 1001"), "{err}");
+}
+
+/// The sample with child 101 given a stack at its parent's stack address, sharing
+/// page 15 (the parent's own saved page there) copy-on-write.
+fn with_cow(spans: Vec<PageSpan>, parent_start: u64) -> Vec<Record> {
+    let mut r = sample();
+    r.push(Record::MemoryArea(area(
+        101,
+        0x7ffd_0000,
+        0x7ffe_0000,
+        AreaKind::Stack,
+        vec![],
+    )));
+    r.push(Record::CowInherit(CowInheritRecord {
+        pid: 101,
+        start: 0x7ffd_0000,
+        parent_start,
+        fork_index: 0,
+        spans,
+    }));
+    r
+}
+
+#[test]
+fn a_cow_inheritance_names_areas_of_the_child_and_its_parent() {
+    let (mut image, _) = sample_image();
+    image.records = with_cow(
+        vec![PageSpan {
+            index: 15,
+            count: 1,
+        }],
+        0x7ffd_0000,
+    );
+    image.validate().unwrap();
+    let last = image.records.len() - 1;
+    let msg = broken(last, "cow-inherit", |r| {
+        *r = with_cow(
+            vec![PageSpan {
+                index: 15,
+                count: 1,
+            }],
+            0x7ffc_0000,
+        );
+    });
+    assert!(
+        msg.contains("parent 100 has no private area starting at 0x7ffc0000"),
+        "{msg}"
+    );
+    let msg = broken(last, "cow-inherit", |r| {
+        *r = with_cow(
+            vec![PageSpan {
+                index: 15,
+                count: 2,
+            }],
+            0x7ffd_0000,
+        );
+    });
+    assert!(msg.contains("past its end"), "{msg}");
+}
+
+#[test]
+fn fork_time_pages_lie_inside_an_area_of_their_process() {
+    let stack = find(|r| matches!(r, Record::MemoryArea(a) if a.kind == AreaKind::Stack));
+    let run = match &sample()[stack] {
+        Record::MemoryArea(a) => a.pages[0],
+        _ => unreachable!(),
+    };
+    let (mut image, _) = sample_image();
+    image.records.push(Record::CowForkPages(CowForkPagesRecord {
+        pid: 100,
+        start: 0x7ffd_0000,
+        before: 101,
+        pages: vec![PageRun { index: 3, ..run }],
+        restore: vec![PageSpan { index: 3, count: 1 }],
+        ghost: None,
+    }));
+    image.validate().unwrap();
+    let n = image.records.len();
+    let msg = broken(n - 1, "cow-fork-pages", |r| {
+        r.push(Record::CowForkPages(CowForkPagesRecord {
+            pid: 100,
+            start: 0x7ffd_0000,
+            before: 0,
+            pages: vec![PageRun { index: 16, ..run }],
+            restore: vec![],
+            ghost: None,
+        }));
+    });
+    assert!(msg.contains("ends past the last page"), "{msg}");
 }

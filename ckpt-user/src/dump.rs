@@ -264,6 +264,8 @@ fn collect_and_write(
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Read)?;
     refuse_shared_fd_tables(&state, &table)?;
     let unix_sockets = refuse_unsupported(&table)?;
+    // Pages shared copy-on-write with a parent: found (or refused) before any image.
+    let cow = crate::cow::Inheritance::scan(tree)?;
     fault_point("files")?;
     stages.done("read fd tables");
 
@@ -323,9 +325,10 @@ fn collect_and_write(
     stages.done("processes and threads");
     for p in &order {
         if !p.threads.is_empty() {
-            c.memory(p.pid)?;
+            c.memory(p.pid, &cow)?;
         }
     }
+    cow.write_records(&mut c.writer)?;
     c.progress.done();
     fault_point("memory")?;
     stages.done("memory");
@@ -606,7 +609,7 @@ impl Collector<'_> {
         }
     }
 
-    fn memory(&mut self, pid: i32) -> Result<()> {
+    fn memory(&mut self, pid: i32, cow: &crate::cow::Inheritance) -> Result<()> {
         let maps = memory::mappings(pid)?;
         let mut states = crate::area_state::capture(pid, &maps)?;
         let pagemap = fs::File::open(format!("/proc/{pid}/pagemap"))
@@ -683,7 +686,7 @@ impl Collector<'_> {
             let pages = if class == MappingClass::SharedAnon {
                 Vec::new()
             } else {
-                let runs = memory::dirty_runs(pid, m, &pagemap)?;
+                let runs = cow.own_runs(pid, m, memory::dirty_runs(pid, m, &pagemap)?);
                 self.report.pages += runs.iter().map(|r| r.1).sum::<u64>();
                 let (writer, progress) = (&mut self.writer, &mut self.progress);
                 memory::save_runs(pid, m, &runs, &mem, |i, d| {

@@ -10,6 +10,7 @@ pub mod area_state;
 pub mod batch;
 pub mod btf;
 pub mod check;
+pub mod cow;
 pub mod dump;
 pub mod error;
 pub mod freeze;

@@ -582,6 +582,9 @@ pub struct AreaSources<'a> {
     /// in ckpt, which a helper copies with pidfd_getfd (a reopen would be a writer
     /// of the memfd, and forbid executing it).
     pub memfd_fds: &'a HashMap<ObjRef, i32>,
+    /// Areas the helpers built at temporary addresses (shared copy-on-write): moved
+    /// into place, not mapped and written.
+    pub cow: &'a crate::cow::CowRestore,
 }
 
 /// Restore: rebuilds the whole address space of the stopped helper behind `remote`
@@ -597,8 +600,8 @@ pub fn restore_address_space(
     // One look at the helper's maps serves both: unmapping ckpt's areas leaves the
     // kernel-provided ones where they are.
     let maps = mappings(remote.pid)?;
-    unmap_foreign(remote, &maps)?;
-    move_kernel_areas(remote, areas, &maps)?;
+    unmap_foreign(remote, &maps, src.cow)?;
+    move_kernel_areas(remote, areas, &maps, &src.cow.temp_ranges())?;
     let (backing, fds) = open_backing(remote, areas, src)?;
     let result = map_areas(remote, areas, &backing, src);
     let closes: Vec<Call> = fds
@@ -611,11 +614,11 @@ pub fn restore_address_space(
 
 /// Unmaps everything ckpt left in the helper except the trampoline and the
 /// kernel-provided areas.
-fn unmap_foreign(remote: &Remote, maps: &[Mapping]) -> Result<()> {
+fn unmap_foreign(remote: &Remote, maps: &[Mapping], cow: &crate::cow::CowRestore) -> Result<()> {
     let (t0, t1) = remote.trampoline();
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for m in maps {
-        if m.class().is_special() || (m.start >= t0 && m.end <= t1) {
+        if m.class().is_special() || (m.start >= t0 && m.end <= t1) || cow.is_temp(m.start) {
             continue;
         }
         match runs.last_mut() {
@@ -658,7 +661,12 @@ fn mremap_all(remote: &Remote, moves: &[(&'static str, u64, u64, u64)]) -> Resul
 /// Moves the helper's vvar, vvar_vclock and vdso to where the dumped process had
 /// them (through a parking place, so no move lands on an area still to be moved);
 /// unmaps those the dumped process did not have.
-fn move_kernel_areas(remote: &Remote, areas: &[&MemoryAreaRecord], maps: &[Mapping]) -> Result<()> {
+fn move_kernel_areas(
+    remote: &Remote,
+    areas: &[&MemoryAreaRecord],
+    maps: &[Mapping],
+    keep: &[(u64, u64)],
+) -> Result<()> {
     let want_class = |a: &MemoryAreaRecord| match a.kind {
         AreaKind::Vvar => Some(MappingClass::Vvar),
         AreaKind::VvarVclock => Some(MappingClass::VvarVclock),
@@ -694,6 +702,7 @@ fn move_kernel_areas(remote: &Remote, areas: &[&MemoryAreaRecord], maps: &[Mappi
     let total: u64 = moves.iter().map(|m| m.2).sum();
     let (t0, t1) = remote.trampoline();
     let mut busy = vec![(t0, t1)];
+    busy.extend_from_slice(keep);
     for &(_, from, len, to) in &moves {
         busy.push((from, from + len));
         busy.push((to, to + len));
@@ -884,6 +893,14 @@ fn map_areas(
         ) {
             continue;
         }
+        if let Some(temp) = src.cow.temp_of(remote.pid, a.start) {
+            // Built by the helper, pages and all; the move keeps them shared.
+            let len = a.end - a.start;
+            let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+            calls.push((libc::SYS_mremap, [temp, len, len, flags, a.start, 0]));
+            mapped.push(a);
+            continue;
+        }
         let mut flags = libc::MAP_FIXED as u64;
         if a.flags & map::GROWSDOWN != 0 {
             flags |= libc::MAP_GROWSDOWN as u64;
@@ -939,6 +956,13 @@ fn map_areas(
     let mut protect: Vec<&MemoryAreaRecord> = Vec::new();
     let mut chunks: Vec<(u64, &[u8])> = Vec::new();
     for a in &mapped {
+        if src.cow.temp_of(remote.pid, a.start).is_some() {
+            // Filled and writable at its temporary address.
+            if a.prot != prot::READ | prot::WRITE {
+                protect.push(a);
+            }
+            continue;
+        }
         src.pages.for_each(&a.pages, |off, bytes| {
             chunks.push((a.start + off, bytes));
             Ok(())
@@ -958,6 +982,17 @@ fn map_areas(
         })
         .collect();
     remote.batch(&calls, |i| format!("mprotect of {}", what(protect[i])))?;
+    // A moved area is not locked by its temporary mapping (locks are not inherited).
+    let locked: Vec<&MemoryAreaRecord> = mapped
+        .iter()
+        .copied()
+        .filter(|a| a.flags & map::LOCKED != 0 && src.cow.temp_of(remote.pid, a.start).is_some())
+        .collect();
+    let calls: Vec<Call> = locked
+        .iter()
+        .map(|a| (libc::SYS_mlock, [a.start, a.end - a.start, 0, 0, 0, 0]))
+        .collect();
+    remote.batch(&calls, |i| format!("mlock of {}", what(locked[i])))?;
     Ok(())
 }
 

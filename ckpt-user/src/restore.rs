@@ -113,7 +113,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     // Files first, so ckpt's own fds do not sit on numbers the image uses.
     let files = OpenFiles::create(&plan, &pages)?;
     let shared = SharedObjects::create(&plan, &pages)?;
-    let mut helpers = Helpers::new(&plan, &files)?;
+    // Areas shared copy-on-write are built by the helpers before they fork.
+    let cow = crate::cow::CowRestore::plan(&plan, &opts.dir, &files.anchor_paths(), files.high)?;
+    let mut helpers = Helpers::new(&plan, &files, &cow)?;
     stages.done("create files");
 
     let mut created = Created::default();
@@ -130,6 +132,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
             ckpt_pid: std::process::id() as i32,
             pages: &pages,
             anchors: &anchors,
+            cow: &cow,
         };
         let procs: Vec<&plan::ProcPlan> = plan.procs.iter().filter(|p| !p.is_zombie()).collect();
         // With --detach ckpt, the root's parent, leaves at once: the root's

@@ -50,6 +50,8 @@ pub struct Totals {
     pub open_files: usize,
     pub fds: usize,
     pub file_locks: usize,
+    /// Pages children share copy-on-write with their parent (saved once, with it).
+    pub pages_inherited: u64,
 }
 
 impl Totals {
@@ -89,6 +91,13 @@ impl Totals {
                 Record::FileLock(_) => t.file_locks += 1,
                 Record::ThreadSecurity(_) | Record::SeccompFilter(_) => {}
                 Record::ThreadSched(_) | Record::ProcessTuning(_) => {}
+                Record::CowInherit(c) => {
+                    t.pages_inherited += c.spans.iter().map(|s| u64::from(s.count)).sum::<u64>();
+                }
+                Record::CowForkPages(c) => {
+                    t.page_runs += c.pages.len();
+                    t.pages_dumped += c.pages.iter().map(|r| u64::from(r.count)).sum::<u64>();
+                }
             }
         }
         debug_assert_eq!(t.pages_dumped * page, verified);
@@ -140,6 +149,10 @@ struct Index<'a> {
     security: BTreeMap<i32, Vec<&'a ckpt_common::image::ThreadSecurityRecord>>,
     /// Scheduling and tuning records, by pid.
     tuning: BTreeMap<i32, Vec<&'a Record>>,
+    /// (pid, area start) → pages it shares copy-on-write with its parent.
+    inherited: BTreeMap<(i32, u64), u64>,
+    /// (pid, area start) → pages it holds only between its forks.
+    fork_held: BTreeMap<(i32, u64), u64>,
 }
 
 impl<'a> Index<'a> {
@@ -154,6 +167,8 @@ impl<'a> Index<'a> {
             users: BTreeMap::new(),
             security: BTreeMap::new(),
             tuning: BTreeMap::new(),
+            inherited: BTreeMap::new(),
+            fork_held: BTreeMap::new(),
         };
         for record in &image.records {
             match record {
@@ -180,6 +195,14 @@ impl<'a> Index<'a> {
                 }
                 Record::ThreadSched(t) => ix.tuning.entry(t.pid).or_default().push(record),
                 Record::ProcessTuning(t) => ix.tuning.entry(t.pid).or_default().push(record),
+                Record::CowInherit(c) => {
+                    let n = c.spans.iter().map(|s| u64::from(s.count)).sum();
+                    ix.inherited.insert((c.pid, c.start), n);
+                }
+                Record::CowForkPages(f) => {
+                    let n: u64 = f.pages.iter().map(|r| u64::from(r.count)).sum();
+                    *ix.fork_held.entry((f.pid, f.start)).or_default() += n;
+                }
             }
         }
         ix
@@ -387,7 +410,7 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
         let pages: u64 = a.pages.iter().map(|r| u64::from(r.count)).sum();
         let _ = writeln!(
             out,
-            "    {:<25} {} {:>8} {what}{}{}",
+            "    {:<25} {} {:>8} {what}{}{}{}{}",
             format!("{:x}-{:x}", a.start, a.end),
             prot_string(a),
             bytes(a.len()),
@@ -395,7 +418,15 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
                 0 => String::new(),
                 n => format!(", {n} of {} pages dumped", a.len() / page),
             },
-            crate::area_state::describe(a)
+            crate::area_state::describe(a),
+            match ix.inherited.get(&(p.pid, a.start)) {
+                Some(n) => format!(", {n} pages shared with parent {}", p.ppid),
+                None => String::new(),
+            },
+            match ix.fork_held.get(&(p.pid, a.start)) {
+                Some(n) => format!(", {n} older pages held while forking"),
+                None => String::new(),
+            }
         );
     }
     let fds = ix.fds.get(&p.pid).map(Vec::as_slice).unwrap_or_default();

@@ -305,6 +305,35 @@ pub enum Rec {
     /// A thread-sched or process-tuning record (checked by tests/tests/tuning.rs
     /// against /proc, not through the image).
     Tuning(Value),
+    /// Pages of a child's area that are its parent's (copy-on-write).
+    CowInherit(CowInheritRec),
+    /// Pages a parent holds only while it forks its children.
+    CowForkPages(CowForkPagesRec),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CowSpan {
+    pub index: u64,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CowInheritRec {
+    pub pid: i32,
+    pub start: u64,
+    pub parent_start: u64,
+    pub fork_index: u32,
+    pub spans: Vec<CowSpan>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CowForkPagesRec {
+    pub pid: i32,
+    pub start: u64,
+    pub before: i32,
+    pub pages: Vec<Run>,
+    pub restore: Vec<CowSpan>,
+    pub ghost: Option<Value>,
 }
 
 /// A decoded image.
@@ -385,6 +414,8 @@ impl Image {
                         .context("a seccomp filter without objref")?,
                 },
                 "thread-sched" | "process-tuning" => Rec::Tuning(r.clone()),
+                "cow-inherit" => Rec::CowInherit(field(r, kind, i)?),
+                "cow-fork-pages" => Rec::CowForkPages(field(r, kind, i)?),
                 other => bail!("record #{i} has an unknown type {other:?}"),
             };
             match &rec {
@@ -418,11 +449,128 @@ impl Image {
                 }
                 Rec::ThreadSecurity | Rec::SeccompFilter { .. } => {}
                 Rec::Tuning(_) => {}
+                Rec::CowInherit(_) | Rec::CowForkPages(_) => {}
             }
             img.records.push(rec);
         }
+        img.resolve_inherited()?;
         img.doc = doc;
         Ok(img)
+    }
+
+    /// Gives each child area the pages it shares copy-on-write with its parent
+    /// (stored once, with the parent: its fork-time pages, else its own, else what it
+    /// inherits itself), as one-page runs at the parent's pages.img offsets, so that
+    /// an area's `pages` are all of its saved contents. Parents come first.
+    fn resolve_inherited(&mut self) -> Result<()> {
+        let fork: Vec<CowForkPagesRec> = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Rec::CowForkPages(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        let inherits: Vec<CowInheritRec> = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Rec::CowInherit(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        let order: Vec<(i32, i32)> = self.processes.iter().map(|p| (p.pid, p.ppid)).collect();
+        for (pid, ppid) in order {
+            for c in inherits.iter().filter(|c| c.pid == pid) {
+                // The parent's saved page at each address: (offset in pages.img).
+                let mut parent: BTreeMap<u64, u64> = BTreeMap::new();
+                // An area the parent unmapped after forking has only the pages
+                // of its steps.
+                let ghost = AreaRec {
+                    pid: ppid,
+                    start: c.parent_start,
+                    end: u64::MAX,
+                    prot: 0,
+                    flags: 0,
+                    offset: 0,
+                    kind: "anon".into(),
+                    objref: None,
+                    pages: Vec::new(),
+                };
+                let is_ghost = fork
+                    .iter()
+                    .any(|f| f.pid == ppid && f.start == c.parent_start && f.ghost.is_some());
+                let pa = self
+                    .areas
+                    .iter()
+                    .find(|a| a.pid == ppid && a.start == c.parent_start)
+                    .or(is_ghost.then_some(&ghost))
+                    .with_context(|| {
+                        format!(
+                            "cow-inherit of pid {pid}: parent {ppid} has no area {:#x}",
+                            c.parent_start
+                        )
+                    })?;
+                for r in &pa.pages {
+                    for k in 0..u64::from(r.count) {
+                        parent.insert(pa.start + (r.index + k) * PAGE, r.offset + k * PAGE);
+                    }
+                }
+                // The parent's steps between forks, up to this child's fork.
+                let pos = |pid: i32| -> u32 {
+                    inherits
+                        .iter()
+                        .find(|c| c.pid == pid)
+                        .map_or(u32::MAX, |c| c.fork_index)
+                };
+                let mut steps: Vec<&CowForkPagesRec> = fork
+                    .iter()
+                    .filter(|f| f.pid == ppid && f.start == pa.start)
+                    .filter(|f| f.before != 0 && pos(f.before) <= c.fork_index)
+                    .collect();
+                steps.sort_by_key(|f| pos(f.before));
+                let own = parent.clone();
+                for f in steps {
+                    for s in &f.restore {
+                        for k in s.index..s.index + u64::from(s.count) {
+                            let addr = f.start + k * PAGE;
+                            match own.get(&addr) {
+                                Some(&o) => parent.insert(addr, o),
+                                None => parent.remove(&addr),
+                            };
+                        }
+                    }
+                    for r in &f.pages {
+                        for k in 0..u64::from(r.count) {
+                            parent.insert(f.start + (r.index + k) * PAGE, r.offset + k * PAGE);
+                        }
+                    }
+                }
+                let area = self
+                    .areas
+                    .iter_mut()
+                    .find(|a| a.pid == pid && a.start == c.start)
+                    .with_context(|| format!("cow-inherit of pid {pid}: no area {:#x}", c.start))?;
+                for s in &c.spans {
+                    for index in s.index..s.index + u64::from(s.count) {
+                        let addr = area.start + index * PAGE;
+                        let offset = *parent.get(&addr).with_context(|| {
+                            format!(
+                                "pid {pid} inherits {addr:#x}, which its parent {ppid} did not save"
+                            )
+                        })?;
+                        area.pages.push(Run {
+                            index,
+                            count: 1,
+                            offset,
+                            crc32: 0,
+                        });
+                    }
+                }
+                area.pages.sort_by_key(|r| r.index);
+            }
+        }
+        Ok(())
     }
 
     pub fn process(&self, pid: i32) -> Option<&ProcRec> {

@@ -14,6 +14,9 @@
 //!   page-aligned and inside pages.img;
 //! - a file lock names an fd of its (running) process on the open file it names,
 //!   and a byte range only for the kinds that have one.
+//! - a copy-on-write inheritance names an area of its process and an area of that
+//!   process's parent; its pages lie inside both and are none of the child's own
+//!   saved pages.
 //!
 //! Errors name the offending record (index, type, byte offset) like decoding errors.
 
@@ -24,8 +27,8 @@ use crate::image::std::{
 };
 
 use super::{
-    AreaKind, Image, ImageError, InodeKind, ObjRef, PageRun, ProcessState, Record, RecordType,
-    SeccompMode,
+    AreaKind, Image, ImageError, InodeKind, MemoryAreaRecord, ObjRef, PageRun, ProcessState,
+    Record, RecordType, SeccompMode,
     records::{FILTER_FLAG_LOG, FILTER_INSN_SIZE, MAX_FILTER_INSNS, map, prot},
 };
 
@@ -58,6 +61,7 @@ impl Defined {
 
 struct Process {
     index: usize,
+    ppid: i32,
     state: ProcessState,
     has_main_thread: bool,
     /// End of the last memory area seen (areas come in increasing order).
@@ -65,7 +69,11 @@ struct Process {
 }
 
 #[derive(Default)]
-struct Pass {
+struct Pass<'a> {
+    /// Memory areas by (pid, start), for copy-on-write records to name.
+    areas: HashMap<(i32, u64), &'a MemoryAreaRecord>,
+    /// Areas a parent unmapped after forking, by (pid, start): their end.
+    ghosts: HashMap<(i32, u64), u64>,
     objrefs: HashMap<ObjRef, (usize, Defined)>,
     processes: HashMap<i32, Process>,
     tids: HashSet<i32>,
@@ -85,7 +93,7 @@ struct Pass {
     first_ends: Vec<(usize, ObjRef)>,
 }
 
-impl Pass {
+impl Pass<'_> {
     fn define(&mut self, index: usize, objref: ObjRef, what: Defined) -> Result<(), String> {
         if let Some((by, _)) = self.objrefs.get(&objref) {
             return Err(format!(
@@ -172,10 +180,10 @@ pub(crate) fn validate(image: &Image) -> Result<(), ImageError> {
     Ok(())
 }
 
-fn check_record(
-    pass: &mut Pass,
+fn check_record<'a>(
+    pass: &mut Pass<'a>,
     index: usize,
-    record: &Record,
+    record: &'a Record,
     page_size: u64,
     pages_len: u64,
 ) -> Result<(), String> {
@@ -210,6 +218,7 @@ fn check_record(
                 p.pid,
                 Process {
                     index,
+                    ppid: p.ppid,
                     state: p.state,
                     has_main_thread: false,
                     areas_end: 0,
@@ -316,6 +325,7 @@ fn check_record(
             check_runs(&a.pages, pages, page_size, pages_len)
                 .map_err(|e| format!("{area}: {e}"))?;
             super::records::check_area_state(a, pages).map_err(|e| format!("{area}: {e}"))?;
+            pass.areas.insert((a.pid, a.start), a);
         }
         Record::ThreadSecurity(t) => {
             if pass.thread_pids.get(&t.tid) != Some(&t.pid) {
@@ -600,6 +610,150 @@ fn check_record(
                 ));
             }
         }
+        Record::CowInherit(c) => check_cow(pass, c, page_size)?,
+        Record::CowForkPages(c) => {
+            pass.running(c.pid)?;
+            let end = match c.ghost {
+                Some(g) => {
+                    let anon = map::PRIVATE | map::ANONYMOUS;
+                    if c.start >= g.end
+                        || !c.start.is_multiple_of(page_size)
+                        || !g.end.is_multiple_of(page_size)
+                        || g.flags & anon != anon
+                    {
+                        return Err(format!(
+                            "unmapped area {:#x}-{:#x} of pid {} is empty, not page-aligned or \
+                             not private anonymous",
+                            c.start, g.end, c.pid
+                        ));
+                    }
+                    if let Some(a) = pass
+                        .areas
+                        .values()
+                        .find(|a| a.pid == c.pid && a.start < g.end && c.start < a.end)
+                    {
+                        return Err(format!(
+                            "unmapped area {:#x}-{:#x} of pid {} overlaps its area {:#x}-{:#x}",
+                            c.start, g.end, c.pid, a.start, a.end
+                        ));
+                    }
+                    pass.ghosts.insert((c.pid, c.start), g.end);
+                    g.end
+                }
+                None => {
+                    pass.areas
+                        .get(&(c.pid, c.start))
+                        .filter(|a| a.flags & map::PRIVATE != 0)
+                        .ok_or_else(|| {
+                            format!(
+                                "pid {} has no private area starting at {:#x} for its \
+                                 fork-time pages",
+                                c.pid, c.start
+                            )
+                        })?
+                        .end
+                }
+            };
+            let pages = (end - c.start) / page_size;
+            check_runs(&c.pages, pages, page_size, pages_len)
+                .map_err(|e| format!("fork-time pages of area {:#x}: {e}", c.start))?;
+            if let Some(s) = c
+                .restore
+                .iter()
+                .find(|s| s.count == 0 || s.index.saturating_add(u64::from(s.count)) > pages)
+            {
+                return Err(format!(
+                    "pages {}+{} to restore lie outside area {:#x} of pid {}",
+                    s.index, s.count, c.start, c.pid
+                ));
+            }
+            if c.before != 0
+                && pass
+                    .processes
+                    .get(&c.before)
+                    .is_none_or(|p| p.ppid != c.pid)
+            {
+                return Err(format!(
+                    "fork-time pages of pid {} come before forking {}, which is not its child",
+                    c.pid, c.before
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A copy-on-write inheritance: both areas exist and are private, the inherited
+/// pages lie inside both, in order, and are none of the child's own saved pages.
+fn check_cow(pass: &mut Pass, c: &super::CowInheritRecord, page_size: u64) -> Result<(), String> {
+    let ppid = pass.running(c.pid)?.ppid;
+    let private = |a: &MemoryAreaRecord| {
+        a.flags & map::PRIVATE != 0
+            && matches!(
+                a.kind,
+                AreaKind::Anon | AreaKind::Heap | AreaKind::Stack | AreaKind::File { .. }
+            )
+    };
+    let child = pass
+        .areas
+        .get(&(c.pid, c.start))
+        .filter(|a| private(a))
+        .ok_or_else(|| {
+            format!(
+                "pid {} has no private area starting at {:#x} to inherit pages into",
+                c.pid, c.start
+            )
+        })?;
+    let parent = match pass.ghosts.get(&(ppid, c.parent_start)) {
+        Some(&end) => (c.parent_start, end),
+        None => pass
+            .areas
+            .get(&(ppid, c.parent_start))
+            .filter(|a| private(a))
+            .map(|a| (a.start, a.end))
+            .ok_or_else(|| {
+                format!(
+                    "pid {}'s parent {ppid} has no private area starting at {:#x} to inherit \
+                     pages from",
+                    c.pid, c.parent_start
+                )
+            })?,
+    };
+    let mut next = 0u64;
+    let mut own = child.pages.iter().peekable();
+    for s in &c.spans {
+        let end = s.index.saturating_add(u64::from(s.count));
+        let (first, last) = (
+            c.start.saturating_add(s.index.saturating_mul(page_size)),
+            c.start.saturating_add(end.saturating_mul(page_size)),
+        );
+        if s.count == 0 || s.index < next || last > child.end || last < first {
+            return Err(format!(
+                "inherited pages {}+{} of area {:#x} of pid {} are empty, out of order or \
+                 past its end",
+                s.index, s.count, c.start, c.pid
+            ));
+        }
+        if first < parent.0 || last > parent.1 {
+            return Err(format!(
+                "inherited pages {first:#x}-{last:#x} of pid {} lie outside its parent's area \
+                 {:#x}-{:#x}",
+                c.pid, parent.0, parent.1
+            ));
+        }
+        while own
+            .peek()
+            .is_some_and(|r| r.index + u64::from(r.count) <= s.index)
+        {
+            own.next();
+        }
+        if own.peek().is_some_and(|r| r.index < end) {
+            return Err(format!(
+                "inherited pages {first:#x}-{last:#x} of pid {} are also saved as its own",
+                c.pid
+            ));
+        }
+        next = end;
     }
     Ok(())
 }

@@ -10,11 +10,12 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, Credentials, EpollTarget, FdRecord, FileLockRecord, FileOwner, GuardRun, Header,
-    Image, InodeKind, InodeRecord, InotifyWatch, Itimer, LockKind, MemoryAreaRecord, MmState,
-    ObjRef, OpenFileRecord, PageRun, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record,
-    Rlimit, RobustList, Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo,
-    SocketMessage, SyscallState, ThreadRecord, UnlinkedAttrs,
+    AreaKind, CowForkPagesRecord, CowInheritRecord, Credentials, EpollTarget, FdRecord,
+    FileLockRecord, FileOwner, GhostArea, GuardRun, Header, Image, InodeKind, InodeRecord,
+    InotifyWatch, Itimer, LockKind, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun,
+    PageSpan, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList,
+    Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage,
+    SyscallState, ThreadRecord, UnlinkedAttrs,
     records::{map, prot},
 };
 use ckpt_common::image::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
@@ -88,7 +89,7 @@ impl Rng {
 /// A record of a random kind with random field values (not a consistent image).
 pub fn random_record(rng: &mut Rng) -> Record {
     let r = rng;
-    match r.below(12) {
+    match r.below(14) {
         0 => Record::Process(Box::new(ProcessRecord {
             pid: r.i32(),
             ppid: r.i32(),
@@ -424,6 +425,35 @@ pub fn random_record(rng: &mut Rng) -> Record {
                 })
                 .collect(),
         })),
+        11 => Record::CowInherit(CowInheritRecord {
+            pid: r.i32(),
+            start: r.next(),
+            parent_start: r.next(),
+            fork_index: r.u32(),
+            spans: (0..r.below(4))
+                .map(|_| PageSpan {
+                    index: r.next(),
+                    count: r.u32(),
+                })
+                .collect(),
+        }),
+        12 => Record::CowForkPages(CowForkPagesRecord {
+            pid: r.i32(),
+            start: r.next(),
+            before: r.i32(),
+            pages: random_runs(r),
+            restore: (0..r.below(3))
+                .map(|_| PageSpan {
+                    index: r.next(),
+                    count: r.u32(),
+                })
+                .collect(),
+            ghost: r.bool().then(|| GhostArea {
+                end: r.next(),
+                prot: r.u32(),
+                flags: r.u32(),
+            }),
+        }),
         6 => Record::Fd(FdRecord {
             pid: r.i32(),
             fd: r.i32(),

@@ -186,6 +186,8 @@ impl<'a> Plan<'a> {
                 }
                 Record::ThreadSched(t) => procs[index[&t.pid]].sched.push(t),
                 Record::ProcessTuning(t) => procs[index[&t.pid]].tuning = Some(t),
+                // Read by crate::cow, which plans the inheritance.
+                Record::CowInherit(_) | Record::CowForkPages(_) => {}
             }
         }
         for p in &mut procs {

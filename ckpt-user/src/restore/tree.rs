@@ -55,6 +55,8 @@ pub struct HelperPlan {
     pub epolls: Vec<(RawFd, Vec<EpollTarget>)>,
     /// The loginuid to write, when it is not ckpt's.
     pub loginuid: Option<u32>,
+    /// Areas shared copy-on-write, built before the children are forked.
+    pub cow: Vec<crate::cow::TempArea>,
 }
 
 /// Everything the helpers need, built before the first one is forked.
@@ -64,6 +66,7 @@ pub struct Helpers {
     trampoline: u64,
     /// Write end of the report pipe (inherited by every helper).
     report: RawFd,
+    cow: crate::cow::HelperCow,
 }
 
 /// Processes this restore created, so a failure kills exactly those.
@@ -134,7 +137,7 @@ fn epolls_of(plan: &Plan, p: &ProcPlan) -> Vec<(RawFd, Vec<EpollTarget>)> {
 }
 
 impl Helpers {
-    pub fn new(plan: &Plan, files: &OpenFiles) -> Result<Helpers> {
+    pub fn new(plan: &Plan, files: &OpenFiles, cow: &crate::cow::CowRestore) -> Result<Helpers> {
         let me = std::process::id() as i32;
         let mut plans = HashMap::new();
         for (i, p) in plan.procs.iter().enumerate() {
@@ -146,7 +149,7 @@ impl Helpers {
                     ppid: if i == 0 { me } else { rec.ppid },
                     setsid: rec.sid == rec.pid,
                     pgid: p.pgid,
-                    children: p.children.clone(),
+                    children: cow.fork_order(p.children.clone()),
                     zombie: p.is_zombie().then_some(rec.exit_code),
                     cwd: cstring("a cwd", rec.cwd.as_os_str().as_bytes())?,
                     umask: rec.umask,
@@ -154,6 +157,7 @@ impl Helpers {
                     fds: files.fd_plan(plan, rec.pid),
                     epolls: epolls_of(plan, p),
                     loginuid: p.security.loginuid_to_set(rec.pid),
+                    cow: cow.builds_of(rec.pid),
                 },
             );
         }
@@ -162,6 +166,7 @@ impl Helpers {
             root: plan.root().pid(),
             trampoline: plan.trampoline,
             report: -1,
+            cow: cow.for_helpers(),
         })
     }
 
@@ -324,7 +329,13 @@ impl Helpers {
             // SAFETY: setpgid on ourselves.
             check(unsafe { libc::setpgid(0, 0) }).map_err(fail("create process group"))?;
         }
+        self.cow
+            .build(&p.cow)
+            .map_err(|e| ("copy-on-write areas", e))?;
         for &child in &p.children {
+            self.cow
+                .before_fork(&p.cow, child)
+                .map_err(|e| ("copy-on-write areas", e))?;
             match clone_with_pid(child) {
                 Ok(0) => self.helper(child),
                 Ok(_) => {}
@@ -336,6 +347,9 @@ impl Helpers {
                 }
             }
         }
+        self.cow
+            .before_fork(&p.cow, 0)
+            .map_err(|e| ("copy-on-write areas", e))?;
         join_group(p.pgid).map_err(fail("join process group"))?;
         // SAFETY: PR_SET_NAME with a NUL-terminated name.
         unsafe { libc::prctl(libc::PR_SET_NAME, p.comm.as_ptr(), 0, 0, 0) };

@@ -7,6 +7,7 @@
 //! maps each to its [`RecordType`] code. The objref records (inode, open file, shared
 //! memory) *define* an objref; fd and memory-area records only *refer* to one.
 
+mod cow;
 mod files;
 mod locks;
 mod memory;
@@ -20,6 +21,7 @@ use bytes::BytesMut;
 
 use super::{ImageError, Wire, wire};
 
+pub use cow::{CowForkPagesRecord, CowInheritRecord, GhostArea, PageSpan};
 pub use files::{
     EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
     SocketMessage, UnlinkedAttrs,
@@ -60,6 +62,10 @@ pub enum RecordType {
     ThreadSched = 11,
     /// Per-process tuning (records/sched.rs).
     ProcessTuning = 12,
+    /// Pages of a child's area shared copy-on-write with its parent.
+    CowInherit = 14,
+    /// Pages a parent holds only while it forks its children.
+    CowForkPages = 15,
     /// The last record: record count, checksum of checksums, pages.img length.
     Tail = 0xffff,
 }
@@ -79,6 +85,8 @@ impl RecordType {
             10 => RecordType::SeccompFilter,
             11 => RecordType::ThreadSched,
             12 => RecordType::ProcessTuning,
+            14 => RecordType::CowInherit,
+            15 => RecordType::CowForkPages,
             0xffff => RecordType::Tail,
             _ => return None,
         })
@@ -98,6 +106,8 @@ impl RecordType {
             RecordType::SeccompFilter => "seccomp-filter",
             RecordType::ThreadSched => "thread-sched",
             RecordType::ProcessTuning => "process-tuning",
+            RecordType::CowInherit => "cow-inherit",
+            RecordType::CowForkPages => "cow-fork-pages",
             RecordType::Tail => "tail",
         }
     }
@@ -128,6 +138,8 @@ pub enum Record {
     SeccompFilter(SeccompFilterRecord),
     ThreadSched(Box<ThreadSchedRecord>),
     ProcessTuning(Box<ProcessTuningRecord>),
+    CowInherit(CowInheritRecord),
+    CowForkPages(CowForkPagesRecord),
 }
 
 impl Record {
@@ -137,6 +149,7 @@ impl Record {
         match self {
             Record::MemoryArea(a) => &a.pages,
             Record::SharedMemory(s) => &s.pages,
+            Record::CowForkPages(c) => &c.pages,
             Record::Inode(InodeRecord {
                 kind: InodeKind::DeletedFile { pages, .. } | InodeKind::MemFd { pages, .. },
                 ..
@@ -159,6 +172,8 @@ impl Record {
             Record::SeccompFilter(_) => RecordType::SeccompFilter,
             Record::ThreadSched(_) => RecordType::ThreadSched,
             Record::ProcessTuning(_) => RecordType::ProcessTuning,
+            Record::CowInherit(_) => RecordType::CowInherit,
+            Record::CowForkPages(_) => RecordType::CowForkPages,
         }
     }
 
@@ -177,6 +192,8 @@ impl Record {
             Record::SeccompFilter(r) => r.encode(out),
             Record::ThreadSched(r) => r.encode(out),
             Record::ProcessTuning(r) => r.encode(out),
+            Record::CowInherit(r) => r.encode(out),
+            Record::CowForkPages(r) => r.encode(out),
         }
     }
 
@@ -206,6 +223,11 @@ impl Record {
             }
             Some(RecordType::ProcessTuning) => {
                 Record::ProcessTuning(Box::new(ProcessTuningRecord::decode(buf)?))
+            }
+
+            Some(RecordType::CowInherit) => Record::CowInherit(CowInheritRecord::decode(buf)?),
+            Some(RecordType::CowForkPages) => {
+                Record::CowForkPages(CowForkPagesRecord::decode(buf)?)
             }
             Some(RecordType::Tail) => {
                 return Err(ImageError::malformed(
