@@ -27,6 +27,7 @@ pub mod image;
 pub mod monitor;
 pub mod proc_util;
 pub mod scenario;
+pub mod state;
 pub mod truth;
 pub mod wl;
 pub mod workload;

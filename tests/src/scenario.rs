@@ -15,6 +15,7 @@
 //! for them and removes the directory.
 
 use std::{
+    collections::BTreeSet,
     fs,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
@@ -24,7 +25,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{ckpt, proc_util};
+use crate::{ckpt, proc_util, state::Snapshot};
+
+/// How long apart the two snapshots before a dump are taken: a field that changes
+/// in between is one the workload moves by itself.
+const STATE_SETTLE: Duration = Duration::from_millis(200);
 
 /// How long one ckpt command may take.
 pub const CKPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -101,6 +106,8 @@ pub struct Wl {
     pub pid: i32,
     /// The pids the workload reported in its READY line, its own first.
     pub pids: Vec<i32>,
+    /// The tree's state before the dump and the fields it moved by itself.
+    before: Option<(Snapshot, BTreeSet<String>)>,
 }
 
 impl Wl {
@@ -171,6 +178,7 @@ impl Wl {
             child: Some(child),
             pid,
             pids: vec![pid],
+            before: None,
         }
     }
 
@@ -234,6 +242,7 @@ impl Wl {
     /// `ckpt dump` (kills the tree), then reaps the root and waits until no process
     /// of the session is left, so every pid is free for the restore.
     pub fn dump(&mut self) {
+        self.before = Some(self.state_before_dump());
         let pid_s = self.pid.to_string();
         let img = self.img();
         let out = ckpt::run_timeout(&["dump", "-t", &pid_s, "-D", &img], CKPT_TIMEOUT).unwrap();
@@ -254,6 +263,26 @@ impl Wl {
         );
     }
 
+    /// `ckpt dump --leave-running`: the dump must leave the tree exactly as it was
+    /// (its whole state compared, see [`crate::state`]).
+    pub fn dump_leave_running(&mut self) {
+        self.before = Some(self.state_before_dump());
+        let pid_s = self.pid.to_string();
+        let img = self.img();
+        let out = ckpt::run_timeout(
+            &["dump", "-t", &pid_s, "-D", &img, "--leave-running"],
+            CKPT_TIMEOUT,
+        )
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: dump --leave-running failed: {}",
+            self.name,
+            out.describe()
+        );
+        self.check_state_after("dump --leave-running");
+    }
+
     pub fn go(&self) {
         fs::write(self.dir.join("go"), b"go").unwrap();
     }
@@ -264,6 +293,8 @@ impl Wl {
         ckpt::run_timeout(&["restore", "-D", &img], CKPT_TIMEOUT).unwrap()
     }
 
+    /// `ckpt restore -D img -d`, then the whole observable state of the restored
+    /// tree must equal what it was before the dump (see [`crate::state`]).
     pub fn restore_detached(&self) {
         let img = self.img();
         let out = ckpt::run_timeout(&["restore", "-D", &img, "-d"], CKPT_TIMEOUT).unwrap();
@@ -273,6 +304,67 @@ impl Wl {
             self.name,
             out.describe()
         );
+        self.check_state_after("restore");
+    }
+
+    /// The tree's state before the dump, and the fields the workload itself moved
+    /// within [`STATE_SETTLE`] (those are not compared for this scenario).
+    fn state_before_dump(&self) -> (Snapshot, BTreeSet<String>) {
+        let pids: Vec<i32> = session_members(self.pid).iter().map(|m| m.0).collect();
+        let first = Snapshot::of(&pids);
+        thread::sleep(STATE_SETTLE);
+        let second = Snapshot::of(&pids);
+        let moving = second.moving_since(&first);
+        if std::env::var_os("CKPT_TEST_SHOW_MOVING").is_some() {
+            eprintln!("{}: fields the workload moves by itself: {moving:#?}", self.name);
+        }
+        (second, moving)
+    }
+
+    /// Compares the tree's state now (after `what`) with [`Wl::state_before_dump`]'s.
+    fn check_state_after(&self, what: &str) {
+        let Some((before, moving)) = &self.before else {
+            return;
+        };
+        let pids: Vec<i32> = session_members(self.pid).iter().map(|m| m.0).collect();
+        let after = Snapshot::of(&pids);
+        let c = before.compare(&after, moving);
+        assert!(
+            c.differences.is_empty(),
+            "{}: after {what} the tree differs from the dumped one in {} of {} fields \
+             (before → after):\n{}",
+            self.name,
+            c.differences.len(),
+            c.differences.len() + c.equal,
+            c.report()
+        );
+        eprintln!(
+            "{}: state after {what} equals the dumped one in all {} fields compared \
+             ({} left out as moving)",
+            self.name, c.equal, c.skipped
+        );
+    }
+
+    /// Waits (at most `timeout`) for the restored root — this process's child since
+    /// `restore -d` left, as the subreaper — and returns its wait status.
+    pub fn wait_root(&self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut status = 0;
+            // SAFETY: waiting for a process of our own workload, by pid.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            if r == self.pid {
+                return status;
+            }
+            assert!(
+                r == 0 && Instant::now() < deadline,
+                "{}: the restored root {} did not end in {timeout:?} (waitpid {r}); log:\n{}",
+                self.name,
+                self.pid,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits for DONE in `<dir>/result` and returns the file.
@@ -313,21 +405,21 @@ impl Wl {
     }
 
     /// Dump, restore without -d (go exists first), expect exit 0 and PASS from `who`.
+    /// Dump, restore -d (the state compared), go, then expect PASS from `who` and
+    /// the root's exit 0.
     pub fn dump_restore_check(&mut self, who: &[&str]) {
         self.dump();
+        self.restore_detached();
         self.go();
-        let out = self.restore_wait();
-        let text = fs::read_to_string(self.dir.join("result")).unwrap_or_default();
+        let text = self.wait_result(Duration::from_secs(30));
+        self.check_result(&text, who);
+        let status = self.wait_root(Duration::from_secs(10));
         assert!(
-            out.code() == Some(0),
-            "{}: ckpt restore: expected exit status 0, got {:?}\n{}\nresult:\n{text}\nlog:\n{}",
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{}: the restored root ended with wait status {status:#x}, not exit 0\nresult:\n{text}\nlog:\n{}",
             self.name,
-            out.code(),
-            out.describe(),
             self.log()
         );
-        let text = self.wait_result(Duration::from_secs(5));
-        self.check_result(&text, who);
     }
 }
 

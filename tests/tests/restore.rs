@@ -290,16 +290,9 @@ fn shell_pipeline() {
 #[test]
 fn dump_leave_running_consumes_nothing_from_socket_queues() {
     setup();
-    let w = Wl::bin(WL, "sockets");
+    let mut w = Wl::bin(WL, "sockets");
     thread::sleep(Duration::from_millis(300));
-    let pid_s = w.pid.to_string();
-    let img = w.img();
-    let out = ckpt::run_timeout(
-        &["dump", "-t", &pid_s, "-D", &img, "--leave-running"],
-        CKPT_TIMEOUT,
-    )
-    .unwrap();
-    assert!(out.status.success(), "{}", out.describe());
+    w.dump_leave_running();
     w.go();
     let text = w.wait_result(Duration::from_secs(30));
     w.check_result(&text, &["sockets-parent", "sockets-child"]);
