@@ -180,8 +180,10 @@ impl FrozenTree {
                 // A zombie has no thread to stop (PTRACE_SEIZE answers EPERM):
                 // it is saved from /proc alone.
                 if is_zombie(p.pid) {
+                    // (It may have exited since an earlier pass listed its threads.)
                     tree.processes
                         .entry(p.pid)
+                        .and_modify(|z| z.threads.clear())
                         .or_insert_with(|| FrozenProcess {
                             pid: p.pid,
                             ppid: p.ppid,
@@ -210,7 +212,12 @@ impl FrozenTree {
                         stopped: stop_signal != 0,
                         stop_signal,
                     });
-                entry.threads = procfs::threads(p.pid);
+                // Only threads that are stopped: one that exited as the freeze
+                // spread is gone (its process, if that was all, a zombie next pass).
+                entry.threads = procfs::threads(p.pid)
+                    .into_iter()
+                    .filter(|t| tree.seized.contains(t))
+                    .collect();
             }
             if !new {
                 break;

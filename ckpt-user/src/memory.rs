@@ -971,7 +971,35 @@ fn map_areas(
             protect.push(a);
         }
     }
+    // An anonymous area accounted as once writable (VmFlags `ac`) keeps the
+    // accounting through its mprotect to read-only only if it has an anon_vma,
+    // which a first write gives: an area with no saved page gets one zero byte,
+    // and loses the page again.
+    const ZERO: [u8; 1] = [0];
+    let unfaulted: Vec<&MemoryAreaRecord> = protect
+        .iter()
+        .copied()
+        .filter(|a| {
+            a.pages.is_empty()
+                && a.flags & (map::SHARED | map::LOCKED) == 0
+                && backing_of(a, src, remote.pid).is_ok_and(|b| b.is_none())
+                && src.cow.temp_of(remote.pid, a.start).is_none()
+        })
+        .collect();
+    chunks.extend(unfaulted.iter().map(|a| (a.start, &ZERO[..])));
     remote.write_pages(&chunks)?;
+    let calls: Vec<Call> = unfaulted
+        .iter()
+        .map(|a| {
+            (
+                libc::SYS_madvise,
+                [a.start, PAGE_SIZE, libc::MADV_DONTNEED as u64, 0, 0, 0],
+            )
+        })
+        .collect();
+    remote.batch(&calls, |i| {
+        format!("MADV_DONTNEED of the first page of {}", what(unfaulted[i]))
+    })?;
     let calls: Vec<Call> = protect
         .iter()
         .map(|a| {

@@ -316,7 +316,10 @@ impl Wl {
         let second = Snapshot::of(&pids);
         let moving = second.moving_since(&first);
         if std::env::var_os("CKPT_TEST_SHOW_MOVING").is_some() {
-            eprintln!("{}: fields the workload moves by itself: {moving:#?}", self.name);
+            eprintln!(
+                "{}: fields the workload moves by itself: {moving:#?}",
+                self.name
+            );
         }
         (second, moving)
     }
@@ -326,7 +329,19 @@ impl Wl {
         let Some((before, moving)) = &self.before else {
             return;
         };
-        let pids: Vec<i32> = session_members(self.pid).iter().map(|m| m.0).collect();
+        // The processes both the snapshot and the image hold: a workload's
+        // short-lived children (a shell loop's `sleep`) come and go by themselves
+        // around the dump.
+        let image = crate::image::Image::show(Path::new(&self.img()))
+            .unwrap_or_else(|e| panic!("{}: reading the image: {e:#}", self.name));
+        let seen = before.pids();
+        let pids: Vec<i32> = image
+            .processes
+            .iter()
+            .map(|p| p.pid)
+            .filter(|p| seen.contains(p))
+            .collect();
+        let before = before.restricted_to(&pids);
         let after = Snapshot::of(&pids);
         let c = before.compare(&after, moving);
         assert!(

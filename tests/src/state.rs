@@ -66,6 +66,16 @@ pub const MOVING: &[(&str, &str)] = &[
         "signals queued for the whole user, other processes' included",
     ),
     (
+        "sessionid[0]",
+        "the audit session: the kernel gives a new one whenever loginuid is written \
+         (restore writes it when the dumped one differs from ckpt's), and nothing sets it",
+    ),
+    (
+        "fdinfo:ticks[0]",
+        "a timerfd's unread expirations count on while it runs (an expired periodic \
+         timer counts the periods it missed only when queried, as the dump does)",
+    ),
+    (
         "status:Ngid",
         "the NUMA balancing group the kernel chose for the task",
     ),
@@ -180,6 +190,29 @@ impl Snapshot {
         }
     }
 
+    /// The processes the snapshot holds.
+    pub fn pids(&self) -> BTreeSet<i32> {
+        self.fields
+            .keys()
+            .filter_map(|k| k.strip_prefix("pid ")?.split(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    /// Only the fields of processes `pids` (and the tree's locks).
+    pub fn restricted_to(&self, pids: &[i32]) -> Snapshot {
+        let prefixes: Vec<String> = pids.iter().map(|p| format!("pid {p} ")).collect();
+        Snapshot {
+            fields: self
+                .fields
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("locks[") || prefixes.iter().any(|p| k.starts_with(p))
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
     /// Keys whose value differs between `earlier` and `self`, or that only one has:
     /// what the workload changes by itself while it runs.
     pub fn moving_since(&self, earlier: &Snapshot) -> BTreeSet<String> {
@@ -254,7 +287,10 @@ fn process(pid: i32, out: &mut BTreeMap<String, String>) {
             let name = line.get(..26).unwrap_or(line).trim();
             out.insert(
                 format!("{p} limits:{name}"),
-                line.get(26..).unwrap_or("").split_whitespace().collect::<Vec<_>>()[..]
+                line.get(26..)
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()[..]
                     .join(" "),
             );
         }
@@ -327,19 +363,27 @@ fn threads(pid: i32, out: &mut BTreeMap<String, String>) {
 }
 
 /// Every mapping: its maps line and its smaps VmFlags, THPeligible and ProtectionKey.
+///
+/// Two neighbouring anonymous areas alike in everything are shown as one: the
+/// kernel keeps them apart only when they have different anon_vmas (one made
+/// before a fork, one after), which restore does not rebuild — see
+/// docs/ARCHITECTURE.md, "Exact or refused".
 fn areas(pid: i32, out: &mut BTreeMap<String, String>) {
     let Some(smaps) = read(&format!("/proc/{pid}/smaps")) else {
         return;
     };
-    let mut area = String::new();
+    // (start, end, maps line after the range, [(field, value)])
+    let mut list: Vec<(u64, u64, String, Vec<(String, String)>)> = Vec::new();
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
             let mut it = line.split_whitespace();
             let range = it.next().unwrap_or("");
-            area = format!("pid {pid} area {range}");
+            let (s, e) = range.split_once('-').unwrap_or(("0", "0"));
+            let start = u64::from_str_radix(s, 16).unwrap_or(0);
+            let end = u64::from_str_radix(e, 16).unwrap_or(0);
             let rest: Vec<&str> = it.collect();
-            out.insert(format!("{area} maps"), rest.join(" "));
+            list.push((start, end, rest.join(" "), Vec::new()));
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
@@ -350,7 +394,25 @@ fn areas(pid: i32, out: &mut BTreeMap<String, String>) {
             if name == "VmFlags" {
                 v.sort_unstable();
             }
-            out.insert(format!("{area} smaps:{name}"), v.join(" "));
+            if let Some(last) = list.last_mut() {
+                last.3.push((name.to_string(), v.join(" ")));
+            }
+        }
+    }
+    let mut merged: Vec<(u64, u64, String, Vec<(String, String)>)> = Vec::new();
+    for a in list {
+        let anonymous =
+            a.2.split_whitespace().nth(3) == Some("0") && a.2.split_whitespace().count() == 4;
+        match merged.last_mut() {
+            Some(m) if anonymous && m.1 == a.0 && m.2 == a.2 && m.3 == a.3 => m.1 = a.1,
+            _ => merged.push(a),
+        }
+    }
+    for (start, end, rest, fields) in merged {
+        let area = format!("pid {pid} area {start:x}-{end:x}");
+        out.insert(format!("{area} maps"), rest);
+        for (name, v) in fields {
+            out.insert(format!("{area} smaps:{name}"), v);
         }
     }
 }
@@ -391,6 +453,13 @@ fn fds(pid: i32, out: &mut BTreeMap<String, String>) {
                     "armed".into()
                 };
             }
+            if name == "tfd" {
+                // An epoll instance lists its targets in the order of their kernel
+                // addresses: keyed by the target's fd number instead.
+                let target = value.split(' ').next().unwrap_or("").to_string();
+                out.insert(format!("{k} fdinfo:tfd[fd {target}]"), value);
+                continue;
+            }
             let n = seen.entry(name.to_string()).or_default();
             out.insert(format!("{k} fdinfo:{name}[{n}]"), value);
             *n += 1;
@@ -427,7 +496,10 @@ fn rank_inodes(raw: BTreeMap<String, String>) -> BTreeMap<String, String> {
     raw.into_iter()
         .map(|(k, v)| {
             let mut name = |n: &str| -> String {
-                format!("@{{{}}}", first.entry(n.to_string()).or_insert_with(|| k.clone()))
+                format!(
+                    "@{{{}}}",
+                    first.entry(n.to_string()).or_insert_with(|| k.clone())
+                )
             };
             let v = if k.ends_with(" link") {
                 match (v.find(":["), v.ends_with(']')) {

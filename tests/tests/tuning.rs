@@ -144,8 +144,8 @@ fn assert_same(before: &[(String, String)], after: &[(String, String)]) {
 /// Dump (kills the tree), restore detached, wait for DONE; the workload stays.
 fn dump_restore(w: &mut Wl, who: &[&str]) {
     w.dump();
-    w.go();
     w.restore_detached();
+    w.go();
     let text = w.wait_result(Duration::from_secs(10));
     w.check_result(&text, who);
 }
@@ -435,8 +435,8 @@ fn a_hard_rlimit_above_what_ckpt_may_set_is_a_restore_error_with_nothing_created
     );
     assert!(!Path::new(&format!("/proc/{}", w.pid)).exists(), "{err}");
     // The same image restores where the limit can be set.
-    w.go();
     w.restore_detached();
+    w.go();
     let text = w.wait_result(Duration::from_secs(10));
     w.check_result(&text, &["idle"]);
     assert!(read(&format!("/proc/{}/limits", w.pid)).lines().any(|l| {

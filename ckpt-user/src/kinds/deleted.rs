@@ -99,9 +99,12 @@ pub fn fill(file: &OwnedFd, size: u64, pages: &[PageRun], reader: &PageReader) -
 }
 
 /// Restore: a new unnamed file in `path`'s directory, filled with the saved
-/// contents, with its saved mode, owner and times, open read-write; and, unless something else has that name now,
-/// linked at `path` again (returned true): the open files are then opened by that
-/// name, so that /proc shows them as "PATH (deleted)" once the caller unlinks it.
+/// contents, with its saved mode, owner and times, returned open read-only by the
+/// name `path`, so that /proc shows every open file and mapping made from it as
+/// "PATH (deleted)", as they were. Returns true when it is still linked at `path`
+/// (the caller unlinks it once its open files are made); false when another file
+/// had the name (the two were exchanged for that one open, and the other file has
+/// its name back).
 pub fn restore_create(
     path: &Path,
     mode: u32,
@@ -134,22 +137,106 @@ pub fn restore_create(
     apply_attrs(&fd, mode, attrs, &what)?;
     let name = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::Other(format!("{} holds a NUL byte", path.display())))?;
-    // SAFETY: linkat of our fd (AT_EMPTY_PATH) to a NUL-terminated path.
-    let linked = unsafe {
-        libc::linkat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            name.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    } == 0;
-    if !linked {
-        log::debug!(
-            "deleted file {}: left unnamed ({})",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
+    let link_at = |to: &CString| {
+        // SAFETY: linkat of our fd (AT_EMPTY_PATH) to a NUL-terminated path.
+        let rc = unsafe {
+            libc::linkat(
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let open_ro = || open_read_only(&name, path);
+    match link_at(&name) {
+        // Opened by its name, the file's dentry is that name: /proc shows the
+        // open files and mappings made from it as "PATH (deleted)" once the caller
+        // unlinks it, as they were.
+        Ok(()) => Ok((open_ro()?, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            // Another file has the name now (a package upgrade replaced the
+            // executable). The recreated file takes the name for the time of one
+            // open — exchanged with the file there, which gets it back at once —
+            // and so shows as "PATH (deleted)" too.
+            let temp = CString::new(
+                format!(
+                    "{}/.ckpt-restore-{}-{}",
+                    dir.display(),
+                    std::process::id(),
+                    fd.as_raw_fd()
+                )
+                .into_bytes(),
+            )
+            .map_err(|_| Error::Other(format!("{} holds a NUL byte", dir.display())))?;
+            link_at(&temp)
+                .map_err(|e| Error::io(format!("{what}: linking it in {}", dir.display()), e))?;
+            // SAFETY: renameat2 of two NUL-terminated paths.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_renameat2,
+                    libc::AT_FDCWD,
+                    temp.as_ptr(),
+                    libc::AT_FDCWD,
+                    name.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                // SAFETY: unlinking our own temporary name.
+                unsafe { libc::unlink(temp.as_ptr()) };
+                return Err(Error::io(
+                    format!(
+                        "{what}: taking the name {} (RENAME_EXCHANGE)",
+                        path.display()
+                    ),
+                    e,
+                ));
+            }
+            let opened = open_ro();
+            // SAFETY: the recreated file leaves the name, the other file gets it back.
+            let (gone, back) = unsafe {
+                (
+                    libc::unlink(name.as_ptr()),
+                    libc::rename(temp.as_ptr(), name.as_ptr()),
+                )
+            };
+            if gone != 0 || back != 0 {
+                return Err(Error::io(
+                    format!(
+                        "{what}: giving {} back to the file that has it now (it is at {})",
+                        path.display(),
+                        temp.to_string_lossy()
+                    ),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            Ok((opened?, false))
+        }
+        Err(e) => Err(Error::io(
+            format!("{what}: naming it {} again", path.display()),
+            e,
+        )),
     }
-    Ok((fd, linked))
+}
+
+/// `path` (the C string `name`) opened read-only, close-on-exec.
+fn open_read_only(name: &CString, path: &Path) -> Result<OwnedFd> {
+    // SAFETY: a plain open of a NUL-terminated path.
+    let fd = unsafe { libc::open(name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::io(
+            format!("opening the recreated {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fd is a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

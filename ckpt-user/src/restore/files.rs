@@ -320,12 +320,16 @@ impl OpenFiles {
         };
         // Filled: ckpt keeps it read-only. A writer anywhere would forbid it as an
         // executable (PR_SET_MM_MAP's exe_fd needs deny_write_access), and the
-        // restored opens and mappings reopen it with their own modes.
+        // restored opens and mappings reopen it with their own modes. A deleted
+        // file comes opened read-only by its name already.
         let (rw, name) = anchor;
-        let ro = park(
-            regular::open_path(&proc_fd(rw.as_raw_fd()), libc::O_RDONLY as u32)?,
-            self.high,
-        )?;
+        let ro = if matches!(inode.kind, InodeKind::DeletedFile { .. }) {
+            rw.try_clone()
+                .map_err(|e| Error::io("dup of a recreated file", e))?
+        } else {
+            regular::open_path(&proc_fd(rw.as_raw_fd()), libc::O_RDONLY as u32)?
+        };
+        let ro = park(ro, self.high)?;
         if matches!(inode.kind, InodeKind::MemFd { .. }) {
             // The memfd_create file takes no write access (see kinds::memfd): it is
             // the first read-write open file of the memfd, if one comes, and what
