@@ -362,6 +362,10 @@ fn threads(pid: i32, out: &mut BTreeMap<String, String>) {
     }
 }
 
+/// One area of smaps: start, end, its maps line after the range, and the smaps
+/// fields compared.
+type Area = (u64, u64, String, Vec<(String, String)>);
+
 /// Every mapping: its maps line and its smaps VmFlags, THPeligible and ProtectionKey.
 ///
 /// Two neighbouring anonymous areas alike in everything are shown as one: the
@@ -372,8 +376,7 @@ fn areas(pid: i32, out: &mut BTreeMap<String, String>) {
     let Some(smaps) = read(&format!("/proc/{pid}/smaps")) else {
         return;
     };
-    // (start, end, maps line after the range, [(field, value)])
-    let mut list: Vec<(u64, u64, String, Vec<(String, String)>)> = Vec::new();
+    let mut list: Vec<Area> = Vec::new();
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
@@ -399,7 +402,7 @@ fn areas(pid: i32, out: &mut BTreeMap<String, String>) {
             }
         }
     }
-    let mut merged: Vec<(u64, u64, String, Vec<(String, String)>)> = Vec::new();
+    let mut merged: Vec<Area> = Vec::new();
     for a in list {
         let anonymous =
             a.2.split_whitespace().nth(3) == Some("0") && a.2.split_whitespace().count() == 4;
