@@ -32,8 +32,8 @@
 //!
 //! Refused whatever the flags: aio rings (`/[aio]`, io_setup: requests in flight
 //! cannot be seen from outside the kernel, so a restored ring could silently lose
-//! them), private mappings of SysV segments (a private copy of an IPC object
-//! restore cannot name), areas with a NUMA memory policy (mbind), and processes
+//! them), SysV segments, attached or mapped privately (restore does not make
+//! the IPC object again), areas with a NUMA memory policy (mbind), and processes
 //! with KSM on for every area (PR_SET_MEMORY_MERGE). The process-wide settings
 //! next to these (THP disabled, mlockall MCL_FUTURE) are restored by
 //! [`crate::tuning`].
@@ -148,8 +148,12 @@ fn refused_area(path: &str, shared: bool) -> Option<&'static str> {
     if path == AIO_RING {
         return Some("an aio ring (io_setup)");
     }
-    if path.starts_with("/SYSV") && !shared {
-        return Some("a private mapping of a SysV shared memory segment");
+    if path.starts_with("/SYSV") {
+        return Some(if shared {
+            "a SysV shared memory segment (shmat): its IPC object is not restored"
+        } else {
+            "a private mapping of a SysV shared memory segment"
+        });
     }
     None
 }

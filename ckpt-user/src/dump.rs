@@ -117,7 +117,13 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Skip)?;
     refuse_shared_fd_tables(&state, &table)?;
     for p in &table.processes {
-        crate::area_state::refuse_unsupported(p.pid)?;
+        if let Err(e) = crate::area_state::refuse_unsupported(p.pid) {
+            // A process that ended meanwhile (a shell loop's `sleep`) is none of
+            // the dump's business; the frozen pass decides for those that remain.
+            if crate::procfs::runs(p.pid) {
+                return Err(e);
+            }
+        }
     }
     refuse_unsupported(&table)?;
     crate::locks::dump(&table, crate::locks::When::BeforeFreeze, |_, _| {

@@ -124,6 +124,14 @@ pub fn threads(pid: i32) -> Vec<i32> {
     tids
 }
 
+/// Whether `pid` still runs: it exists and is not a zombie.
+pub fn runs(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rfind(')')
+            .is_some_and(|i| !s[i + 1..].trim_start().starts_with(['Z', 'X']))
+    })
+}
+
 /// One process, or an error naming it.
 pub fn one(pid: i32) -> Result<ProcessInfo> {
     process_info(pid).ok_or(Error::NoSuchProcess(pid))

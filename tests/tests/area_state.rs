@@ -290,6 +290,16 @@ fn private_mapping_of_a_sysv_segment_is_refused() {
     refused(&mut w, &[&format!("{start:#x}"), "SysV"], "sysv");
 }
 
+/// A SysV segment attached shared: its pages could come back only as plain shared
+/// memory, without the IPC object (no id to shmctl, nothing to attach again).
+#[test]
+fn an_attached_sysv_segment_is_refused() {
+    setup();
+    let mut w = Wl::bin(WL, "sysv-shared");
+    let (_, start, _) = named_areas(&w).remove(0);
+    refused(&mut w, &[&format!("{start:#x}"), "SysV"], "sysv");
+}
+
 /// python3's mmap.madvise (the standard library): DONTFORK, WIPEONFORK, DONTDUMP
 /// and MADV_RANDOM areas come back with their VmFlags, and a child forked after
 /// the restore sees them as the advice says.

@@ -83,6 +83,7 @@ fn main() {
         "aio" => aio(),
         "uffd" => uffd(),
         "sysv-private" => sysv_private(),
+        "sysv-shared" => sysv_shared(),
         "ksm-any" => ksm_any(),
         "mlockall" => mlockall(),
         "mbind" => mbind(),
@@ -550,6 +551,25 @@ fn sysv_private() {
     close(fd);
     let p = private as usize;
     std::fs::write(path("areas"), format!("sysv {p:x} {:x}\n", p + PAGE)).expect("areas");
+    ready(&[getpid()]);
+    wait_go();
+    report("sysv", true, "still running after the refused dump");
+    finish();
+}
+
+/// A SysV segment attached (shmat): restore would bring its pages back as plain
+/// shared memory without the IPC object, so the dump is refused.
+fn sysv_shared() {
+    // SAFETY: a private SysV segment of one page, attached anywhere.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, PAGE, libc::IPC_CREAT | 0o600) };
+    assert!(id >= 0, "shmget: {}", io::Error::last_os_error());
+    // SAFETY: as above.
+    let at = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+    assert!(at as isize != -1, "shmat");
+    // SAFETY: mark for removal; it stays while attached.
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    let a = at as usize;
+    std::fs::write(path("areas"), format!("sysv {a:x} {:x}\n", a + PAGE)).expect("areas");
     ready(&[getpid()]);
     wait_go();
     report("sysv", true, "still running after the refused dump");
