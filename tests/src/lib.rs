@@ -16,6 +16,8 @@
 //! - [`monitor`]: guards for long-running `ckpt monitor` processes (background
 //!   `--quiet` monitor and the streaming `--json` event feed).
 //! - [`wl`]: helpers used *inside* the workload programs (tests/src/bin).
+//! - [`wl_protocol`]: the ready / go / result protocol those programs speak with the
+//!   restore tests.
 //! - [`scenario`]: the restore tests' harness: a workload in its own session, dumped,
 //!   restored and judged by itself.
 //! - [`image`]: a `ckpt dump` image read through `ckpt show --json`, and the checkers
@@ -30,6 +32,7 @@ pub mod scenario;
 pub mod state;
 pub mod truth;
 pub mod wl;
+pub mod wl_protocol;
 pub mod workload;
 
 pub use doc::{CheckOpts, Doc};

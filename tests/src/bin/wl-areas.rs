@@ -6,74 +6,17 @@
 //! `<dir>/areas`: one `name start end` line (hex) per area it set up, so the test
 //! can read the same areas' smaps entries from outside.
 
-use std::{io, time::Duration};
+use std::io;
 
-use ckpt_tests::wl::{close, getpid, open, write_all};
-
-static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+use ckpt_tests::wl::{close, getpid, open};
+use ckpt_tests::wl_protocol::*;
 
 const PAGE: usize = 4096;
-
-fn dir() -> &'static str {
-    DIR.get().expect("dir set")
-}
-
-fn path(name: &str) -> String {
-    format!("{}/{name}", dir())
-}
-
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
-}
-
-fn wait_go() {
-    while !std::path::Path::new(&path("go")).exists() {
-        sleep_ms(5);
-    }
-}
-
-/// Appends one line to `<dir>/result` in one write.
-fn line(text: &str) {
-    let fd = open(
-        &path("result"),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-        0o644,
-    );
-    write_all(fd, format!("{text}\n").as_bytes());
-    close(fd);
-}
-
-fn report(who: &str, ok: bool, what: &str) -> bool {
-    line(&format!(
-        "{} {who}: {what}",
-        if ok { "PASS" } else { "FAIL" }
-    ));
-    ok
-}
-
-fn ready(pids: &[i32]) {
-    let mut s = String::from("READY");
-    for p in pids {
-        s.push_str(&format!(" {p}"));
-    }
-    s.push('\n');
-    let tmp = path("ready.tmp");
-    std::fs::write(&tmp, s).expect("ready.tmp");
-    std::fs::rename(&tmp, path("ready")).expect("ready");
-}
-
-/// Writes DONE and exits 0 if no FAIL line was written, else 1.
-fn finish() -> ! {
-    let text = std::fs::read_to_string(path("result")).unwrap_or_default();
-    let failed = text.lines().any(|l| l.starts_with("FAIL"));
-    line("DONE");
-    std::process::exit(i32::from(failed));
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-areas <scenario> <dir>");
-    DIR.set(args[2].clone()).expect("once");
+    set_dir(&args[2]);
     // SAFETY: plain syscall.
     if unsafe { libc::setsid() } < 0 {
         panic!("setsid: {}", io::Error::last_os_error());
@@ -421,7 +364,7 @@ fn advice() {
         r == -1 && e == Some(libc::EPERM),
         &format!("munmap of the sealed area fails with EPERM (got {r}, errno {e:?})"),
     );
-    finish();
+    finish(&[]);
 }
 
 fn wait_child(pid: i32) -> i32 {
@@ -482,7 +425,7 @@ fn aio() {
             String::from_utf8_lossy(&buf)
         ),
     );
-    finish();
+    finish(&[]);
 }
 
 /// An area registered with a userfaultfd: the dump is refused.
@@ -511,7 +454,7 @@ fn uffd() {
     ready(&[getpid()]);
     wait_go();
     report("uffd", true, "still running after the refused dump");
-    finish();
+    finish(&[]);
 }
 
 /// A SysV segment attached shared, and mapped a second time privately (through
@@ -554,7 +497,7 @@ fn sysv_private() {
     ready(&[getpid()]);
     wait_go();
     report("sysv", true, "still running after the refused dump");
-    finish();
+    finish(&[]);
 }
 
 /// A SysV segment attached (shmat): restore would bring its pages back as plain
@@ -573,7 +516,7 @@ fn sysv_shared() {
     ready(&[getpid()]);
     wait_go();
     report("sysv", true, "still running after the refused dump");
-    finish();
+    finish(&[]);
 }
 
 /// KSM on for every area of the process (prctl PR_SET_MEMORY_MERGE): the dump is
@@ -595,7 +538,7 @@ fn ksm_any() {
         on == 1,
         &format!("PR_GET_MEMORY_MERGE is still 1 (got {on})"),
     );
-    finish();
+    finish(&[]);
 }
 
 /// Every area mapped from now on locked (mlockall MCL_FUTURE | MCL_ONFAULT): it stays so
@@ -619,7 +562,7 @@ fn mlockall() {
         locked,
         "an area mapped after the dump is locked on fault (mlockall MCL_FUTURE | MCL_ONFAULT)",
     );
-    finish();
+    finish(&[]);
 }
 
 /// An area bound to NUMA node 0 (mbind MPOL_BIND): the dump is refused.
@@ -655,7 +598,7 @@ fn mbind() {
         bound,
         "the area is still bound after the refused dump",
     );
-    finish();
+    finish(&[]);
 }
 
 /// Transparent huge pages off for the process (prctl PR_SET_THP_DISABLE): they stay
@@ -673,5 +616,5 @@ fn thp_disabled() {
         off == 1,
         &format!("PR_GET_THP_DISABLE is still 1 (got {off})"),
     );
-    finish();
+    finish(&[]);
 }

@@ -7,25 +7,10 @@
 //! so after restore each process checks all of its memory itself; the test measures
 //! the sharing (Pss, Rss) from /proc while they wait.
 
-use std::time::Duration;
-
-use ckpt_tests::wl::{close, fork, getpid, open, write_all};
-
-static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+use ckpt_tests::wl::{close, fork, getpid, open};
+use ckpt_tests::wl_protocol::*;
 
 const PAGE: usize = 4096;
-
-fn path(name: &str) -> String {
-    format!("{}/{name}", DIR.get().expect("dir set"))
-}
-
-fn exists(name: &str) -> bool {
-    std::path::Path::new(&path(name)).exists()
-}
-
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
-}
 
 fn wait_file(name: &str) {
     while !exists(name) {
@@ -38,60 +23,6 @@ fn put_file(name: &str, text: &str) {
     let tmp = path(&format!("{name}.tmp"));
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path(name)).expect("rename");
-}
-
-fn line(text: &str) {
-    let fd = open(
-        &path("result"),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-        0o644,
-    );
-    write_all(fd, format!("{text}\n").as_bytes());
-    close(fd);
-}
-
-fn report(who: &str, ok: bool, what: &str) -> bool {
-    line(&format!(
-        "{} {who}: {what}",
-        if ok { "PASS" } else { "FAIL" }
-    ));
-    ok
-}
-
-fn ready(pids: &[i32]) {
-    let mut s = String::from("READY");
-    for p in pids {
-        s.push_str(&format!(" {p}"));
-    }
-    s.push('\n');
-    put_file("ready", &s);
-}
-
-fn reap(pid: i32, who: &str) -> bool {
-    let mut st = 0;
-    // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-    let ok = r == pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
-    report(
-        who,
-        ok,
-        &format!("child {pid} ended (waitpid={r}, status={st:#x}; expected exit 0)"),
-    )
-}
-
-fn finish(children: &[(i32, &str)]) -> ! {
-    for &(pid, who) in children {
-        reap(pid, who);
-    }
-    let text = std::fs::read_to_string(path("result")).unwrap_or_default();
-    let failed = text.lines().any(|l| l.starts_with("FAIL"));
-    line("DONE");
-    std::process::exit(i32::from(failed));
-}
-
-fn child_exit(ok: bool) -> ! {
-    // SAFETY: leave without running the parent's atexit handlers.
-    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
 }
 
 /// A memory region of whole pages, each filled with a word naming (seed, page).
@@ -666,7 +597,7 @@ fn moved() {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-cow <scenario> <dir>");
-    DIR.set(args[2].clone()).expect("once");
+    set_dir(&args[2]);
     // SAFETY: plain syscall; the spawner does not make us a group leader.
     if unsafe { libc::setsid() } < 0 {
         panic!("setsid: {}", std::io::Error::last_os_error());

@@ -16,96 +16,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ckpt_tests::wl::{check, close, fork, getpid, open, write_all};
-
-static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-fn dir() -> &'static str {
-    DIR.get().expect("dir set")
-}
-
-fn path(name: &str) -> String {
-    format!("{}/{name}", dir())
-}
-
-fn exists(name: &str) -> bool {
-    std::path::Path::new(&path(name)).exists()
-}
-
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
-}
-
-fn go() -> bool {
-    exists("go")
-}
-
-fn wait_go() {
-    while !go() {
-        sleep_ms(5);
-    }
-}
-
-/// Appends one line to `<dir>/result` in one write (O_APPEND).
-fn line(text: &str) {
-    let fd = open(
-        &path("result"),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-        0o644,
-    );
-    write_all(fd, format!("{text}\n").as_bytes());
-    close(fd);
-}
-
-fn report(who: &str, ok: bool, what: &str) -> bool {
-    line(&format!(
-        "{} {who}: {what}",
-        if ok { "PASS" } else { "FAIL" }
-    ));
-    ok
-}
-
-fn expect_eq<T: PartialEq + std::fmt::Debug>(who: &str, what: &str, got: T, want: T) -> bool {
-    if got == want {
-        report(who, true, &format!("{what} = {got:?}"))
-    } else {
-        report(
-            who,
-            false,
-            &format!("{what}: expected {want:?}, got {got:?}"),
-        )
-    }
-}
-
-fn ready(pids: &[i32]) {
-    let mut s = String::from("READY");
-    for p in pids {
-        s.push_str(&format!(" {p}"));
-    }
-    s.push('\n');
-    let tmp = path("ready.tmp");
-    std::fs::write(&tmp, s).expect("ready.tmp");
-    std::fs::rename(&tmp, path("ready")).expect("ready");
-}
-
-/// Writes DONE and exits with 0 if no FAIL line was written, else 1.
-fn finish() -> ! {
-    let text = std::fs::read_to_string(path("result")).unwrap_or_default();
-    let failed = text.lines().any(|l| l.starts_with("FAIL"));
-    line("DONE");
-    std::process::exit(i32::from(failed));
-}
-
-fn child_exit(ok: bool) -> ! {
-    // SAFETY: leave without running atexit handlers of the parent's image.
-    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-}
+use ckpt_tests::wl::{check, fork, getpid, open, write_all};
+use ckpt_tests::wl_protocol::*;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scenario = args.get(1).cloned().unwrap_or_default();
-    DIR.set(args.get(2).cloned().expect("usage: wl-files SCENARIO DIR"))
-        .unwrap();
+    set_dir(args.get(2).expect("usage: wl-files SCENARIO DIR"));
     if scenario == "exec-child" {
         // Run from a memfd by fexecve: only says so.
         report("fexec-child", true, "ran from the restored memfd");
@@ -298,7 +215,7 @@ fn unlinked() {
         back == data[..5000],
         true,
     );
-    finish();
+    finish(&[]);
 }
 
 /// The bytes of this program.
@@ -364,7 +281,7 @@ fn fexec(mapped: bool) {
     };
     run("fexecve");
     run("execve of /proc/self/fd/N");
-    finish();
+    finish(&[]);
 }
 
 fn timerfd(clock: libc::c_int, flags: libc::c_int, value: libc::timespec, interval_ns: i64) -> i32 {
@@ -571,7 +488,7 @@ fn timerfds() {
         n == 8 && ticks >= 2,
         &format!("periodic: {ticks} more expirations 35 ms later"),
     );
-    finish();
+    finish(&[]);
 }
 
 fn proc_state(pid: i32) -> char {
@@ -669,7 +586,7 @@ fn job_stop(sig: libc::c_int, threads: usize) {
         (libc::WIFEXITED(st), libc::WEXITSTATUS(st)),
         (true, 0),
     );
-    finish();
+    finish(&[]);
 }
 
 /// 5. A memfd made with MFD_HUGETLB (refused by the dump), if the machine has
@@ -683,7 +600,7 @@ fn hugetlb() {
     }
     ready(&[getpid()]);
     wait_go();
-    finish();
+    finish(&[]);
 }
 
 /// The fdinfo lines that name an object restore must give back as it was: all
@@ -780,7 +697,7 @@ fn fdinfo_all() {
             b.clone(),
         );
     }
-    finish();
+    finish(&[]);
 }
 
 /// 7. A process running from a memfd: it copies itself into one and fexecve's it
@@ -842,5 +759,5 @@ fn memfd_exe_run() -> ! {
         (libc::WIFEXITED(st), libc::WEXITSTATUS(st)),
         (true, 0),
     );
-    finish();
+    finish(&[]);
 }

@@ -9,98 +9,15 @@
 //! what only its own fds can tell (F_GETLEASE, F_GETOWN, its OFD locks through a
 //! new open).
 
-use std::{io, time::Duration};
+use std::io;
 
 use ckpt_tests::wl::{check, close, fork, getpid, open, write_all};
-
-static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-fn dir() -> &'static str {
-    DIR.get().expect("dir set")
-}
-
-fn path(name: &str) -> String {
-    format!("{}/{name}", dir())
-}
-
-fn exists(name: &str) -> bool {
-    std::path::Path::new(&path(name)).exists()
-}
-
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
-}
+use ckpt_tests::wl_protocol::*;
 
 fn wait_for(name: &str) {
     while !exists(name) {
         sleep_ms(5);
     }
-}
-
-/// Appends one line to `<dir>/result` in one write (O_APPEND).
-fn line(text: &str) {
-    let fd = open(
-        &path("result"),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-        0o644,
-    );
-    write_all(fd, format!("{text}\n").as_bytes());
-    close(fd);
-}
-
-fn report(who: &str, ok: bool, what: &str) -> bool {
-    line(&format!(
-        "{} {who}: {what}",
-        if ok { "PASS" } else { "FAIL" }
-    ));
-    ok
-}
-
-fn expect_eq<T: PartialEq + std::fmt::Debug>(who: &str, what: &str, got: T, want: T) -> bool {
-    if got == want {
-        report(who, true, &format!("{what} = {got:?}"))
-    } else {
-        report(
-            who,
-            false,
-            &format!("{what}: expected {want:?}, got {got:?}"),
-        )
-    }
-}
-
-fn ready(pids: &[i32]) {
-    let mut s = String::from("READY");
-    for p in pids {
-        s.push_str(&format!(" {p}"));
-    }
-    s.push('\n');
-    let tmp = path("ready.tmp");
-    std::fs::write(&tmp, s).expect("ready.tmp");
-    std::fs::rename(&tmp, path("ready")).expect("ready");
-}
-
-fn reap(pid: i32, who: &str) -> bool {
-    let mut st = 0;
-    // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-    let ok = r == pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
-    report(
-        who,
-        ok,
-        &format!("child {pid} ended (waitpid={r}, status={st:#x}; expected exit 0)"),
-    )
-}
-
-fn finish() -> ! {
-    let text = std::fs::read_to_string(path("result")).unwrap_or_default();
-    let failed = text.lines().any(|l| l.starts_with("FAIL"));
-    line("DONE");
-    std::process::exit(i32::from(failed));
-}
-
-fn child_exit(ok: bool) -> ! {
-    // SAFETY: leave without running the parent's atexit handlers.
-    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
 }
 
 fn file(name: &str, len: usize) -> i32 {
@@ -150,7 +67,7 @@ fn flock(fd: i32, op: i32) -> i32 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-locks <scenario> <dir>");
-    DIR.set(args[2].clone()).expect("once");
+    set_dir(&args[2]);
     // SAFETY: plain syscall; the spawner does not make us a group leader.
     if unsafe { libc::setsid() } < 0 {
         panic!("setsid: {}", io::Error::last_os_error());
@@ -267,7 +184,7 @@ fn hold() {
     }
     std::fs::write(path("released"), b"").unwrap();
     wait_for("end");
-    finish();
+    finish(&[]);
 }
 
 /// The root holds a POSIX write lock and a flock on `w`; three children wait for
@@ -326,7 +243,7 @@ fn waiters() {
     for (c, how) in kids.iter().zip(["posix", "flock", "ofd"]) {
         reap(*c, &format!("waiters-{how}"));
     }
-    finish();
+    finish(&[]);
 }
 
 /// A flock (write) on `a`, a POSIX write lock on bytes 10-19 of `b`, a shared flock
@@ -342,7 +259,7 @@ fn simple() {
     ready(&[getpid()]);
     wait_for("go");
     report("simple", true, "ran after go");
-    finish();
+    finish(&[]);
 }
 
 /// A write lease on `wl` (SIGIO ignored: nobody should break it). After go: it
@@ -364,7 +281,7 @@ fn wlease() {
     // SAFETY: plain fcntl.
     let owner = unsafe { libc::fcntl(fd, libc::F_GETOWN) };
     expect_eq("wlease", "F_GETOWN", owner, getpid());
-    finish();
+    finish(&[]);
 }
 
 /// A read lease on `lb` (SIGIO ignored): the test breaks it (an open for writing)
@@ -382,7 +299,7 @@ fn breaking() {
     ready(&[getpid()]);
     wait_for("go");
     report("breaking", true, "still running after the refused dump");
-    finish();
+    finish(&[]);
 }
 
 /// A flock on `del`, then `del` unlinked: a lock on a deleted file.
@@ -393,7 +310,7 @@ fn deleted() {
     ready(&[getpid()]);
     wait_for("go");
     report("deleted", true, "still running after the refused dump");
-    finish();
+    finish(&[]);
 }
 
 /// The root takes a flock on `o` and forks a child that keeps the fd; the test
@@ -409,5 +326,5 @@ fn outsider() {
     ready(&[getpid(), child]);
     wait_for("go");
     reap(child, "outsider-child");
-    finish();
+    finish(&[]);
 }

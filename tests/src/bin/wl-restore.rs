@@ -16,108 +16,7 @@ use std::{
 };
 
 use ckpt_tests::wl::{check, close, dup, dup2, fork, getpid, move_fd, open, pipe2, write_all};
-
-static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-fn dir() -> &'static str {
-    DIR.get().expect("dir set")
-}
-
-fn path(name: &str) -> String {
-    format!("{}/{name}", dir())
-}
-
-fn exists(name: &str) -> bool {
-    std::path::Path::new(&path(name)).exists()
-}
-
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
-}
-
-fn go() -> bool {
-    exists("go")
-}
-
-fn wait_go() {
-    while !go() {
-        sleep_ms(5);
-    }
-}
-
-/// Appends one line to `<dir>/result` in one write (O_APPEND, so lines from several
-/// processes never interleave).
-fn line(text: &str) {
-    let fd = open(
-        &path("result"),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-        0o644,
-    );
-    write_all(fd, format!("{text}\n").as_bytes());
-    close(fd);
-}
-
-fn report(who: &str, ok: bool, what: &str) -> bool {
-    line(&format!(
-        "{} {who}: {what}",
-        if ok { "PASS" } else { "FAIL" }
-    ));
-    ok
-}
-
-/// `report` for an equality: the message says expected and got.
-fn expect_eq<T: PartialEq + std::fmt::Debug>(who: &str, what: &str, got: T, want: T) -> bool {
-    if got == want {
-        report(who, true, &format!("{what} = {got:?}"))
-    } else {
-        report(
-            who,
-            false,
-            &format!("{what}: expected {want:?}, got {got:?}"),
-        )
-    }
-}
-
-fn ready(pids: &[i32]) {
-    let mut s = String::from("READY");
-    for p in pids {
-        s.push_str(&format!(" {p}"));
-    }
-    s.push('\n');
-    let tmp = path("ready.tmp");
-    std::fs::write(&tmp, s).expect("ready.tmp");
-    std::fs::rename(&tmp, path("ready")).expect("ready");
-}
-
-/// Waits for child `pid` (it exits 0 on success) and reports, as `who`, how it ended.
-fn reap(pid: i32, who: &str) -> bool {
-    let mut st = 0;
-    // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-    let ok = r == pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
-    report(
-        who,
-        ok,
-        &format!("child {pid} ended (waitpid={r}, status={st:#x}; expected exit 0)"),
-    )
-}
-
-/// Waits for `children` (each exits 0 on success), reports how each ended, writes
-/// DONE and exits with 0 if no FAIL line was written, else 1.
-fn finish(children: &[(i32, &str)]) -> ! {
-    for &(pid, who) in children {
-        reap(pid, who);
-    }
-    let text = std::fs::read_to_string(path("result")).unwrap_or_default();
-    let failed = text.lines().any(|l| l.starts_with("FAIL"));
-    line("DONE");
-    std::process::exit(i32::from(failed));
-}
-
-fn child_exit(ok: bool) -> ! {
-    // SAFETY: leave without running atexit handlers of the parent's image.
-    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-}
+use ckpt_tests::wl_protocol::*;
 
 /// Waits up to `timeout_ms` for `fd` to be readable: whether it became so.
 fn readable_within(fd: i32, timeout_ms: i32) -> Result<bool, String> {
@@ -195,7 +94,7 @@ fn getfl(fd: i32) -> i32 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-restore <scenario> <dir>");
-    DIR.set(args[2].clone()).expect("once");
+    set_dir(&args[2]);
     // SAFETY: plain syscall; the spawner does not make us a group leader.
     if unsafe { libc::setsid() } < 0 {
         panic!("setsid: {}", io::Error::last_os_error());

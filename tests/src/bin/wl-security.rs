@@ -15,66 +15,7 @@ use std::{
 };
 
 use ckpt_tests::wl::{close, getpid, open, write_all};
-
-static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-fn dir() -> &'static str {
-    DIR.get().expect("dir set")
-}
-
-fn path(name: &str) -> String {
-    format!("{}/{name}", dir())
-}
-
-fn wait_go() {
-    while !std::path::Path::new(&path("go")).exists() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Appends one line to `<dir>/result` in one write.
-fn line(text: &str) {
-    let fd = open(
-        &path("result"),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-        0o644,
-    );
-    write_all(fd, format!("{text}\n").as_bytes());
-    close(fd);
-}
-
-fn report(who: &str, ok: bool, what: &str) -> bool {
-    line(&format!(
-        "{} {who}: {what}",
-        if ok { "PASS" } else { "FAIL" }
-    ));
-    ok
-}
-
-fn expect_eq<T: PartialEq + std::fmt::Debug>(who: &str, what: &str, got: T, want: T) -> bool {
-    if got == want {
-        report(who, true, &format!("{what} = {got:?}"))
-    } else {
-        report(
-            who,
-            false,
-            &format!("{what}: expected {want:?}, got {got:?}"),
-        )
-    }
-}
-
-fn ready() {
-    let tmp = path("ready.tmp");
-    std::fs::write(&tmp, format!("READY {}\n", getpid())).expect("ready.tmp");
-    std::fs::rename(&tmp, path("ready")).expect("ready");
-}
-
-fn finish() -> ! {
-    let text = std::fs::read_to_string(path("result")).unwrap_or_default();
-    let failed = text.lines().any(|l| l.starts_with("FAIL"));
-    line("DONE");
-    std::process::exit(i32::from(failed));
-}
+use ckpt_tests::wl_protocol::*;
 
 fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -210,7 +151,7 @@ fn caps() {
     while !started.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(1));
     }
-    ready();
+    ready(&[getpid()]);
     wait_go();
     expect_eq("caps", "capget of the main thread", capget(), before);
     expect_eq(
@@ -247,7 +188,7 @@ fn caps() {
         "4321".to_string(),
     );
     worker.join().unwrap();
-    finish();
+    finish(&[]);
 }
 
 /// Uid 1000 everywhere, keeping CAP_CHOWN and CAP_DAC_OVERRIDE (PR_SET_KEEPCAPS
@@ -263,7 +204,7 @@ fn uidcaps() {
     let kept = (1u64 << CAP_CHOWN) | (1 << 1); // CAP_DAC_OVERRIDE
     capset(kept, kept, 0);
     let before = capget();
-    ready();
+    ready(&[getpid()]);
     wait_go();
     let who = "uidcaps";
     let (mut r, mut e, mut s) = (0, 0, 0);
@@ -294,7 +235,7 @@ fn uidcaps() {
         (rc, errno()),
         (-1, libc::EACCES),
     );
-    finish();
+    finish(&[]);
 }
 
 // ---- seccomp ----
@@ -408,7 +349,7 @@ fn filters() {
     while !installed.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(1));
     }
-    ready();
+    ready(&[getpid()]);
     wait_go();
     let who = "filters";
     expect_eq(
@@ -441,7 +382,7 @@ fn filters() {
     );
     expect_eq(who, "no_new_privs", prctl(libc::PR_GET_NO_NEW_PRIVS, 0), 1);
     worker.join().unwrap();
-    finish();
+    finish(&[]);
 }
 
 /// A filter that kills the process at the syscalls ckpt runs inside a frozen
@@ -484,7 +425,7 @@ DONE
 ";
     assert_eq!(prctl(libc::PR_SET_NO_NEW_PRIVS, 1), 0);
     assert_eq!(install(&prog, 0), 0);
-    ready();
+    ready(&[getpid()]);
     wait_go();
     write_all(result, ok);
     // SAFETY: exit_group is allowed by the filter.
@@ -568,7 +509,7 @@ fn forkfilter() {
     // SAFETY: waiting for our own child.
     let r = unsafe { libc::waitpid(child, &mut st, 0) };
     expect_eq(who, "the child's exit", (r, st), (child, 0));
-    finish();
+    finish(&[]);
 }
 
 /// A filter that kills the process on sched_get_priority_min: after go the
@@ -579,7 +520,7 @@ fn killfilter() {
         0,
     );
     assert_eq!(rc, 0);
-    ready();
+    ready(&[getpid()]);
     wait_go();
     line("DONE");
     raw(libc::SYS_sched_get_priority_min, 0);
@@ -597,10 +538,10 @@ fn notify() {
     );
     assert!(rc >= 0, "installing a listener filter: {rc}");
     close(rc as i32);
-    ready();
+    ready(&[getpid()]);
     wait_go();
     report("notify", true, "still running after the refused dump");
-    finish();
+    finish(&[]);
 }
 
 /// Threads 1 and 2 share a filter the main thread does not have (thread 1
@@ -623,7 +564,7 @@ fn partial() {
     while !ok.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(1));
     }
-    ready();
+    ready(&[getpid()]);
     wait_go();
     expect_eq(
         "partial",
@@ -631,7 +572,7 @@ fn partial() {
         raw(libc::SYS_getpriority, 0),
         priority,
     );
-    finish();
+    finish(&[]);
 }
 
 /// A second thread with a loginuid of its own (a thread may write its
@@ -654,7 +595,7 @@ fn threadlogin() {
     while !ok.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(1));
     }
-    ready();
+    ready(&[getpid()]);
     wait_go();
     worker.join().unwrap();
     expect_eq(
@@ -663,7 +604,7 @@ fn threadlogin() {
         std::fs::read_to_string("/proc/thread-self/loginuid").unwrap_or_default(),
         "555".to_string(),
     );
-    finish();
+    finish(&[]);
 }
 
 /// Strict mode: only read, write, _exit and sigreturn. Everything it needs is
@@ -680,7 +621,7 @@ fn strict() {
         0o644,
     );
     let text = b"PASS strict: read its FIFO and wrote this in strict mode\nDONE\n";
-    ready();
+    ready(&[getpid()]);
     assert_eq!(prctl(libc::PR_SET_SECCOMP, 1), 0);
     let mut byte = 0u8;
     // SAFETY: read, write and exit only, as strict mode allows.
@@ -695,7 +636,7 @@ fn strict() {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-security <scenario> <dir>");
-    DIR.set(args[2].clone()).expect("once");
+    set_dir(&args[2]);
     // SAFETY: plain syscall; the spawner does not make us a group leader.
     if unsafe { libc::setsid() } < 0 {
         panic!("setsid: {}", io::Error::last_os_error());

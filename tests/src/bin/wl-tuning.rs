@@ -4,53 +4,10 @@
 //! workload stays alive (the test reads /proc of the restored process, then the
 //! harness kills the session).
 
-use std::{io, time::Duration};
+use std::io;
 
-use ckpt_tests::wl::{close, fork, getpid, open, write_all};
-
-static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-fn path(name: &str) -> String {
-    format!("{}/{name}", DIR.get().expect("dir set"))
-}
-
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
-}
-
-fn wait_go() {
-    while !std::path::Path::new(&path("go")).exists() {
-        sleep_ms(5);
-    }
-}
-
-fn line(text: &str) {
-    let fd = open(
-        &path("result"),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
-        0o644,
-    );
-    write_all(fd, format!("{text}\n").as_bytes());
-    close(fd);
-}
-
-fn report(who: &str, ok: bool, what: &str) {
-    line(&format!(
-        "{} {who}: {what}",
-        if ok { "PASS" } else { "FAIL" }
-    ));
-}
-
-fn ready(pids: &[i32]) {
-    let mut s = String::from("READY");
-    for p in pids {
-        s.push_str(&format!(" {p}"));
-    }
-    s.push('\n');
-    let tmp = path("ready.tmp");
-    std::fs::write(&tmp, s).expect("ready.tmp");
-    std::fs::rename(&tmp, path("ready")).expect("ready");
-}
+use ckpt_tests::wl::{fork, getpid};
+use ckpt_tests::wl_protocol::*;
 
 fn done_and_park() -> ! {
     line("DONE");
@@ -485,7 +442,7 @@ fn idle() {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     assert!(args.len() == 3, "usage: wl-tuning <scenario> <dir>");
-    DIR.set(args[2].clone()).expect("once");
+    set_dir(&args[2]);
     // SAFETY: plain syscall; the spawner does not make us a group leader.
     if unsafe { libc::setsid() } < 0 {
         panic!("setsid: {}", io::Error::last_os_error());
