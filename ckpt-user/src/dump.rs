@@ -908,28 +908,19 @@ impl Collector<'_> {
 
 use std::os::unix::fs::OpenOptionsExt as _;
 
-const F_GETOWN_EX: libc::c_int = 16;
 const F_GETSIG: libc::c_int = 11;
 
 /// F_GETOWN_EX and F_GETSIG of an open file description (through a copy of it).
 fn owner(copy: &OwnedFd) -> Result<Option<FileOwner>> {
     use std::os::fd::AsRawFd as _;
-    #[repr(C)]
-    struct OwnerEx {
-        kind: libc::c_int,
-        pid: libc::pid_t,
-    }
-    let mut o = OwnerEx { kind: 0, pid: 0 };
-    // SAFETY: F_GETOWN_EX writes one f_owner_ex.
-    let rc = unsafe { libc::fcntl(copy.as_raw_fd(), F_GETOWN_EX, &mut o) };
-    if rc < 0 {
+    let Some((kind, pid)) = kinds::file_owner(copy) else {
         return Ok(None);
-    }
+    };
     // SAFETY: F_GETSIG takes no argument.
     let sig = unsafe { libc::fcntl(copy.as_raw_fd(), F_GETSIG) };
-    Ok((o.pid != 0 || sig > 0).then_some(FileOwner {
-        pid: o.pid,
-        kind: o.kind as u32,
+    Ok((pid != 0 || sig > 0).then_some(FileOwner {
+        pid,
+        kind: kind as u32,
         sig: sig.max(0) as u32,
     }))
 }

@@ -110,28 +110,6 @@ fn is_orphaned(pgrp: i32, sid: i32) -> bool {
     true
 }
 
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
-
-fn sigmask_of(tid: i32) -> Result<u64> {
-    let mut mask = 0u64;
-    // SAFETY: the kernel writes 8 bytes into mask.
-    let rc = unsafe {
-        libc::ptrace(
-            PTRACE_GETSIGMASK,
-            tid,
-            8usize as *mut libc::c_void,
-            &mut mask as *mut u64 as *mut libc::c_void,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::io(
-            format!("thread {tid}: PTRACE_GETSIGMASK"),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(mask)
-}
-
 /// Waits for the next stop of the tracee `tid` (ckpt's thread must be its tracer).
 fn next_stop(tid: i32) -> Result<WaitStatus> {
     loop {
@@ -174,7 +152,7 @@ pub fn stop_as_dumped(pid: i32, tid: i32, sig: i32) -> Result<()> {
             )));
         }
     }
-    let saved_mask = sigmask_of(tid)?;
+    let saved_mask = crate::thread::sigmask(tid)?;
     let only_sig = !(1u64 << (sig - 1));
     crate::thread::restore_sigmask(tid, only_sig)?;
     // SAFETY: a signal to a thread of a process this restore created.

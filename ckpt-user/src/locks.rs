@@ -405,7 +405,6 @@ const F_SETLEASE: libc::c_int = 1024;
 const F_GETLEASE: libc::c_int = 1025;
 const F_OFD_GETLK: libc::c_int = 36;
 const F_OFD_SETLK: libc::c_int = 37;
-const F_GETOWN_EX: libc::c_int = 16;
 
 /// F_GETLEASE on a copy of the description must agree with fdinfo, and the lease's
 /// F_SETOWN owner must be set (taking a lease sets it to the taker; restore puts
@@ -419,15 +418,7 @@ fn check_lease(copy: &OwnedFd, write: bool) -> std::result::Result<(), String> {
             "F_GETLEASE says {got}, not {want}: the lease changed while being read"
         ));
     }
-    #[repr(C)]
-    struct OwnerEx {
-        kind: libc::c_int,
-        pid: libc::pid_t,
-    }
-    let mut o = OwnerEx { kind: 0, pid: 0 };
-    // SAFETY: F_GETOWN_EX writes one f_owner_ex.
-    let rc = unsafe { libc::fcntl(copy.as_raw_fd(), F_GETOWN_EX, &mut o) };
-    if rc < 0 || o.pid == 0 {
+    if crate::kinds::file_owner(copy).is_none_or(|(_, pid)| pid == 0) {
         return Err("its open file has no F_SETOWN owner (cleared after the lease)".into());
     }
     Ok(())

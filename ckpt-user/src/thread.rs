@@ -112,7 +112,8 @@ pub fn pending_signals(tid: i32, shared: bool) -> Result<Vec<Siginfo>> {
     }
 }
 
-fn sigmask(tid: i32) -> Result<u64> {
+/// The blocked signals of the stopped tracee `tid` (PTRACE_GETSIGMASK).
+pub(crate) fn sigmask(tid: i32) -> Result<u64> {
     let mut mask: u64 = 0;
     // SAFETY: the kernel writes 8 bytes into mask.
     let rc = unsafe {

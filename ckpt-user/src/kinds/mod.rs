@@ -28,6 +28,22 @@ pub fn restorable_anon(path: &str) -> bool {
     )
 }
 
+/// F_GETOWN_EX of an open file description (through a copy of it): the owner's
+/// kind (F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP) and id, or None if fcntl fails.
+pub fn file_owner(copy: &std::os::fd::OwnedFd) -> Option<(libc::c_int, libc::pid_t)> {
+    use std::os::fd::AsRawFd as _;
+    const F_GETOWN_EX: libc::c_int = 16;
+    #[repr(C)]
+    struct OwnerEx {
+        kind: libc::c_int,
+        pid: libc::pid_t,
+    }
+    let mut o = OwnerEx { kind: 0, pid: 0 };
+    // SAFETY: F_GETOWN_EX writes one f_owner_ex.
+    let rc = unsafe { libc::fcntl(copy.as_raw_fd(), F_GETOWN_EX, &mut o) };
+    (rc >= 0).then_some((o.kind, o.pid))
+}
+
 /// The value after `name:` on its line of an fdinfo text, trimmed.
 pub fn fdinfo_field<'a>(fdinfo: &'a str, name: &str) -> Option<&'a str> {
     fdinfo.lines().find_map(|l| {
