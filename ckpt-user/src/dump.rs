@@ -109,6 +109,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
         start: Instant::now(),
         out: Vec::new(),
     };
+    // The task-facts iterator (tuning.rs) is loaded and verified on a thread of its
+    // own while the tracker loads and the tree is checked: it is run once frozen.
+    let task_facts = std::thread::spawn(crate::task_facts::Reader::load);
     let mut tracker = Tracker::open()?;
     // Refuse what cannot be restored before the tree is touched; checked again
     // once it is frozen, in case it changed in between.
@@ -116,14 +119,17 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     let state = tracker.read()?;
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Skip)?;
     refuse_shared_fd_tables(&state, &table)?;
-    for p in &table.processes {
-        if let Err(e) = crate::area_state::refuse_unsupported(p.pid) {
+    // One smaps read per process, on every CPU for a large tree.
+    let pids: Vec<i32> = table.processes.iter().map(|p| p.pid).collect();
+    let refusals = crate::parallel::map(&pids, 16, |&pid| {
+        crate::area_state::refuse_unsupported(pid)
+            .err()
             // A process that ended meanwhile (a shell loop's `sleep`) is none of
             // the dump's business; the frozen pass decides for those that remain.
-            if crate::procfs::runs(p.pid) {
-                return Err(e);
-            }
-        }
+            .filter(|_| crate::procfs::runs(pid))
+    });
+    if let Some(e) = refusals.into_iter().flatten().next() {
+        return Err(e);
     }
     refuse_unsupported(&table)?;
     crate::locks::dump(&table, crate::locks::When::BeforeFreeze, |_, _| {
@@ -131,8 +137,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     })?;
     crate::tuning::refuse_early(opts.root)?;
     fault_point("tracker")?;
-    // Loaded now, run while the tree is frozen (tuning.rs).
-    let mut task_facts = crate::task_facts::Reader::load()?;
+    let mut task_facts = task_facts
+        .join()
+        .map_err(|_| Error::Other("loading the task-facts iterator panicked".into()))??;
     stages.done("load tracker");
 
     let tree = FrozenTree::freeze(opts.root)?;
