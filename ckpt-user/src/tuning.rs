@@ -671,42 +671,53 @@ pub fn before_creating_thread(p: &crate::restore::plan::ProcPlan, tid: i32) -> R
 }
 
 /// Without CAP_SYS_RESOURCE ckpt cannot set a process's OOM score floor: it keeps
-/// the one it inherits from ckpt, which must then be the dumped one. ckpt's own
-/// floor is read once (by the task iterator) for the whole plan.
+/// the one it inherits from ckpt, which must then be the dumped one. Whether it is
+/// is asked of ckpt's own oom_score_adj ([`own_oom_floor_is`], no BPF load); ckpt's
+/// floor is read with the task iterator only to name it when it differs.
 fn check_oom_floor(t: &ProcessTuningRecord) -> Result<()> {
     if crate::privileges::has_cap(CAP_SYS_RESOURCE) {
         return Ok(());
     }
-    static OWN: std::sync::OnceLock<std::result::Result<i32, String>> = std::sync::OnceLock::new();
-    let own = OWN
-        .get_or_init(|| {
-            let me = std::process::id();
-            let facts = crate::task_facts::Reader::load()
-                .and_then(|mut r| r.read())
-                .map_err(|e| e.to_string())?;
-            facts
-                .get(&me)
-                .map(|f| f.oom_score_adj_min)
-                .ok_or_else(|| "the task iterator did not report ckpt itself".to_string())
-        })
-        .clone()
-        .map_err(|e| Error::Other(format!("reading ckpt's own OOM score floor: {e}")))?;
-    if own != t.oom_score_adj_min {
+    if !own_oom_floor_is(t.oom_score_adj_min)? {
+        let me = std::process::id();
+        let own = crate::task_facts::Reader::load()
+            .and_then(|mut r| r.read())
+            .ok()
+            .and_then(|facts| facts.get(&me).map(|f| f.oom_score_adj_min.to_string()))
+            .unwrap_or_else(|| "another".into());
         return Err(Error::Other(format!(
             "pid {}: OOM score floor (oom_score_adj_min) {} cannot be given back: ckpt has no \
              CAP_SYS_RESOURCE, so the process keeps ckpt's floor {own}",
             t.pid, t.oom_score_adj_min
         )));
     }
-    if t.oom_score_adj < own {
+    if t.oom_score_adj < t.oom_score_adj_min {
         return Err(Error::Other(format!(
-            "pid {}: oom_score_adj {} is below ckpt's floor {own}, which ckpt cannot lower \
+            "pid {}: oom_score_adj {} is below ckpt's floor {}, which ckpt cannot lower \
              without CAP_SYS_RESOURCE",
-            t.pid, t.oom_score_adj
+            t.pid, t.oom_score_adj, t.oom_score_adj_min
         )));
     }
     Ok(())
 }
+
+/// Whether ckpt's own OOM score floor (without CAP_SYS_RESOURCE no write may go
+/// below it) is `floor`: a write of `floor` to its own oom_score_adj is allowed and
+/// one of `floor - 1` is not. ckpt's own value is put back at once (raising it is
+/// always allowed).
+fn own_oom_floor_is(floor: i32) -> Result<bool> {
+    let path = "/proc/self/oom_score_adj";
+    let text = fs::read_to_string(path).map_err(|e| Error::io(format!("reading {path}"), e))?;
+    let current = text.trim();
+    let allowed = |v: i32| fs::write(path, v.to_string()).is_ok();
+    let at = allowed(floor);
+    let below = floor > OOM_SCORE_ADJ_MIN && allowed(floor - 1);
+    fs::write(path, current).map_err(|e| Error::io(format!("writing {current} to {path}"), e))?;
+    Ok(at && !below)
+}
+
+/// The lowest oom_score_adj there is.
+const OOM_SCORE_ADJ_MIN: i32 = -1000;
 
 const RLIMIT_NOFILE: u32 = 7;
 const CAP_SYS_RESOURCE: u32 = 24;
