@@ -301,9 +301,13 @@ fn collect_and_write(
     // Before the first injected syscall.
     crate::security::refuse_frozen(tree)?;
     let order = tree.topological();
+    let mut asked: HashMap<i32, process::LeaderAnswers> = HashMap::new();
     for p in &order {
         let leader = p.threads.first().map(|&t| RemoteThread::new(t));
-        let mut rec = process::capture(p.pid, leader.as_ref())?;
+        let (mut rec, answers) = process::capture(p.pid, leader.as_ref())?;
+        if let Some(a) = answers {
+            asked.insert(p.pid, a);
+        }
         rec.attrs.stopped = p.stopped;
         rec.attrs.stop_signal = p.stop_signal as u32;
         if p.stopped {
@@ -326,14 +330,19 @@ fn collect_and_write(
     let mut filters = crate::security::SavedFilters::default();
     for p in &order {
         let objrefs = &mut c.objrefs;
-        let records = crate::security::capture(p.pid, &p.threads, &mut filters, &mut |key| {
-            objrefs.encounter(ObjKey::SeccompFilter(key))
-        })?;
+        let main_securebits = asked.get(&p.pid).map(|a| a.securebits);
+        let records = crate::security::capture(
+            p.pid,
+            &p.threads,
+            main_securebits,
+            &mut filters,
+            &mut |key| objrefs.encounter(ObjKey::SeccompFilter(key)),
+        )?;
         for r in &records {
             c.writer.write(r)?;
         }
     }
-    crate::tuning::write_records(&order, task_facts, &mut c.writer)?;
+    crate::tuning::write_records(&order, &asked, task_facts, &mut c.writer)?;
     fault_point("processes")?;
     stages.done("processes and threads");
     for p in &order {

@@ -120,9 +120,23 @@ fn auxv(pid: i32) -> Result<Vec<u64>> {
         .collect())
 }
 
-/// Everything restore needs about process `pid` (its threads come separately).
-/// `leader` must be in a ptrace stop; a zombie has no leader to ask.
-pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord> {
+/// What the main thread answered in the same stop for other kinds' records
+/// (security.rs, tuning.rs): raw prctl results, an errno as a negative value.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LeaderAnswers {
+    /// prctl(PR_GET_SECUREBITS) of the main thread.
+    pub securebits: i64,
+    /// prctl(PR_GET_THP_DISABLE).
+    pub thp_disable: i64,
+}
+
+/// Everything restore needs about process `pid` (its threads come separately),
+/// and the main thread's [`LeaderAnswers`] (none for a zombie). `leader` must be in
+/// a ptrace stop; a zombie has no leader to ask.
+pub fn capture(
+    pid: i32,
+    leader: Option<&RemoteThread>,
+) -> Result<(ProcessRecord, Option<LeaderAnswers>)> {
     let (comm, f) = stat_fields(pid)?;
     let state = if f.get(3).map(String::as_str) == Some("Z") {
         ProcessState::Zombie
@@ -134,27 +148,30 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
     let sid = num(pid, &f, 6)?;
     let exit_code = num::<i32>(pid, &f, 52).unwrap_or(0);
     if state == ProcessState::Zombie {
-        return Ok(ProcessRecord {
-            pid,
-            ppid,
-            pgid,
-            sid,
-            state,
-            exit_code,
-            comm,
-            exe: PathBuf::new(),
-            cwd: PathBuf::new(),
-            root: PathBuf::new(),
-            umask: 0,
-            creds: Credentials::default(),
-            groups: Vec::new(),
-            rlimits: Vec::new(),
-            sigactions: Vec::new(),
-            shared_pending: Vec::new(),
-            mm: MmState::default(),
-            attrs: ProcessAttrs::default(),
-            posix_timers: Vec::new(),
-        });
+        return Ok((
+            ProcessRecord {
+                pid,
+                ppid,
+                pgid,
+                sid,
+                state,
+                exit_code,
+                comm,
+                exe: PathBuf::new(),
+                cwd: PathBuf::new(),
+                root: PathBuf::new(),
+                umask: 0,
+                creds: Credentials::default(),
+                groups: Vec::new(),
+                rlimits: Vec::new(),
+                sigactions: Vec::new(),
+                shared_pending: Vec::new(),
+                mm: MmState::default(),
+                attrs: ProcessAttrs::default(),
+                posix_timers: Vec::new(),
+            },
+            None,
+        ));
     }
     let status = read(pid, "status")?;
     let (creds, groups) = credentials(pid, &status)?;
@@ -185,7 +202,8 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
         env_end: num(pid, &f, 51)?,
         auxv: auxv(pid)?,
     };
-    Ok(ProcessRecord {
+    let leader_answers = answers.leader;
+    let rec = ProcessRecord {
         pid,
         ppid,
         pgid,
@@ -213,7 +231,8 @@ pub fn capture(pid: i32, leader: Option<&RemoteThread>) -> Result<ProcessRecord>
             stop_signal: 0,
         },
         posix_timers,
-    })
+    };
+    Ok((rec, Some(leader_answers)))
 }
 
 /// POSIX timers as /proc/PID/timers lists them: id, clock and notification (their
@@ -278,6 +297,7 @@ fn proc_timers(pid: i32) -> Result<Vec<PosixTimer>> {
 /// masks set on ignored or default signals are not kept.
 struct Answers {
     brk: u64,
+    leader: LeaderAnswers,
     sigactions: Vec<SigAction>,
     child_subreaper: bool,
     pdeath_signal: u32,
@@ -318,6 +338,15 @@ fn ask(
             .iter()
             .map(|t| Query::new(libc::SYS_timer_gettime, &[t.id as u64, 0]).out(1, 32)),
     );
+    // Asked here for security.rs and tuning.rs: one stop of the thread for all.
+    queries.push(Query::new(
+        libc::SYS_prctl,
+        &[libc::PR_GET_SECUREBITS as u64],
+    ));
+    queries.push(Query::new(
+        libc::SYS_prctl,
+        &[libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0],
+    ));
     let answers = leader.query(&queries)?;
     let failed = |what: &str, rc: i64| {
         Error::Other(format!(
@@ -379,7 +408,18 @@ fn ask(
         t.interval_ns = word(&raw, 0) * 1_000_000_000 + word(&raw, 1);
         t.value_ns = word(&raw, 2) * 1_000_000_000 + word(&raw, 3);
     }
+    // Raw results: their owners report an error in their own terms.
+    let mut raw = |what: &str| -> Result<i64> {
+        it.next()
+            .map(|(rc, _)| rc)
+            .ok_or_else(|| Error::Other(format!("pid {pid}: no answer to {what}")))
+    };
+    let leader = LeaderAnswers {
+        securebits: raw("PR_GET_SECUREBITS")?,
+        thp_disable: raw("PR_GET_THP_DISABLE")?,
+    };
     Ok(Answers {
+        leader,
         brk,
         sigactions,
         child_subreaper,

@@ -361,6 +361,7 @@ pub struct SavedFilters {
 pub fn capture(
     pid: i32,
     tids: &[i32],
+    main_securebits: Option<i64>,
     filters: &mut SavedFilters,
     objref: &mut dyn FnMut(u64) -> Encounter,
 ) -> Result<Vec<Record>> {
@@ -383,11 +384,15 @@ pub fn capture(
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(u32::MAX);
-        let securebits = RemoteThread::new(tid)
-            .query(&[Query::new(libc::SYS_prctl, &[PR_GET_SECUREBITS])])?
-            .first()
-            .map(|r| r.0)
-            .unwrap_or(-1);
+        // The main thread answered with the process's other questions (process.rs).
+        let securebits = match main_securebits.filter(|_| tid == pid) {
+            Some(bits) => bits,
+            None => RemoteThread::new(tid)
+                .query(&[Query::new(libc::SYS_prctl, &[PR_GET_SECUREBITS])])?
+                .first()
+                .map(|r| r.0)
+                .unwrap_or(-1),
+        };
         if securebits < 0 {
             return Err(Error::Other(format!(
                 "{who}: prctl(PR_GET_SECUREBITS): {}",

@@ -40,7 +40,6 @@ use ckpt_common::tracker::TaskFacts;
 
 use crate::{
     error::{Error, Result},
-    inject::{Query, RemoteThread},
     restore::remote::Remote,
 };
 
@@ -428,12 +427,13 @@ fn mm_facts(pid: i32, facts: &TaskFacts) -> Result<(u32, u32)> {
     Ok((registered, mlock))
 }
 
-/// Dump: the tuning of process `pid` (frozen); `leader` answers what only the
-/// process itself can be asked (PR_GET_THP_DISABLE), `facts` what only the kernel
-/// knows (membarrier registrations, mlockall(MCL_FUTURE)).
+/// Dump: the tuning of process `pid` (frozen); `thp` is what its main thread
+/// answered to PR_GET_THP_DISABLE (asked with its other questions, process.rs),
+/// `facts` what only the kernel knows (membarrier registrations,
+/// mlockall(MCL_FUTURE)).
 pub fn capture_process(
     pid: i32,
-    leader: &RemoteThread,
+    thp: i64,
     facts: Option<&TaskFacts>,
 ) -> Result<ProcessTuningRecord> {
     let facts = facts.ok_or_else(|| {
@@ -450,13 +450,6 @@ pub fn capture_process(
     let oom_score_adj: i32 = read_trim(&format!("/proc/{pid}/oom_score_adj"))?
         .parse()
         .map_err(|_| Error::Other(format!("pid {pid}: oom_score_adj is not a number")))?;
-    let thp = leader
-        .query(&[Query::new(
-            libc::SYS_prctl,
-            &[PR_GET_THP_DISABLE, 0, 0, 0, 0],
-        )])?
-        .first()
-        .map_or(-(libc::ENOSYS as i64), |a| a.0);
     if thp < 0 {
         return Err(Error::Other(format!(
             "pid {pid}: prctl(PR_GET_THP_DISABLE): {}",
@@ -995,17 +988,17 @@ pub fn restore_process(t: &ProcessTuningRecord, main: &Remote) -> Result<()> {
 /// are read once for the whole tree, by an iterator loaded before the freeze.
 pub fn write_records(
     order: &[&crate::freeze::FrozenProcess],
+    asked: &std::collections::HashMap<i32, crate::process::LeaderAnswers>,
     facts: &mut crate::task_facts::Reader,
     writer: &mut ckpt_common::image::ImageWriter,
 ) -> Result<()> {
     use ckpt_common::image::Record;
     let facts = facts.read()?;
     for p in order {
-        let Some(&leader) = p.threads.first() else {
+        let Some(answers) = asked.get(&p.pid) else {
             continue;
         };
-        let leader = RemoteThread::new(leader);
-        let rec = capture_process(p.pid, &leader, facts.get(&(p.pid as u32)))?;
+        let rec = capture_process(p.pid, answers.thp_disable, facts.get(&(p.pid as u32)))?;
         writer.write(&Record::ProcessTuning(Box::new(rec)))?;
         for &tid in &p.threads {
             let rec = capture_thread(p.pid, tid, facts.get(&(tid as u32)))?;
