@@ -110,6 +110,31 @@ fn measured_roundtrip(scenario: &str, who: &[&str]) -> Roundtrip {
     }
 }
 
+/// A real program's tree already started and settled: its memory (Rss, anonymous
+/// Pss by pid) before the dump and after the restore is handed to `check`, then the
+/// workload checks itself and `who` must pass.
+fn program_roundtrip(
+    w: &mut Wl,
+    who: &[&str],
+    check: impl FnOnce(&BTreeMap<i32, (u64, u64)>, &BTreeMap<i32, (u64, u64)>),
+) {
+    let pids = w.pids.clone();
+    let before = memory_of(&pids);
+    w.dump();
+    w.restore_detached();
+    thread::sleep(Duration::from_millis(300));
+    let after = memory_of(&pids);
+    check(&before, &after);
+    w.go();
+    let text = w.wait_result(Duration::from_secs(30));
+    w.check_result(&text, who);
+}
+
+/// Anonymous Pss summed over a tree, KiB.
+fn total_pss(m: &BTreeMap<i32, (u64, u64)>) -> u64 {
+    m.values().map(|v| v.1).sum()
+}
+
 #[test]
 fn fork_server_children_share_the_parents_64_mib_after_restore() {
     // The machine is shared: its used memory moves with others' work, so a
@@ -300,23 +325,15 @@ fn python_multiprocessing_pool_workers_share_the_parents_memory_after_restore() 
         (c, true)
     });
     thread::sleep(Duration::from_millis(500));
-    let pids = w.pids.clone();
-    assert_eq!(pids.len(), 5, "the pool's workers: {pids:?}");
-    let before = memory_of(&pids);
-    w.dump();
-    w.restore_detached();
-    thread::sleep(Duration::from_millis(300));
-    let after = memory_of(&pids);
-    let total = |m: &BTreeMap<i32, (u64, u64)>| m.values().map(|v| v.1).sum::<u64>();
-    assert!(
-        total(&after).abs_diff(total(&before)) < 2 << 10,
-        "total anonymous Pss {} KiB before, {} KiB after restore\nbefore {before:?}\nafter {after:?}",
-        total(&before),
-        total(&after)
-    );
-    w.go();
-    let text = w.wait_result(Duration::from_secs(30));
-    w.check_result(&text, &["pool"]);
+    assert_eq!(w.pids.len(), 5, "the pool's workers: {:?}", w.pids);
+    program_roundtrip(&mut w, &["pool"], |before, after| {
+        assert!(
+            total_pss(after).abs_diff(total_pss(before)) < 2 << 10,
+            "total anonymous Pss {} KiB before, {} KiB after restore\nbefore {before:?}\nafter {after:?}",
+            total_pss(before),
+            total_pss(after)
+        );
+    });
 }
 
 /// bash builds a 600 KB variable, then two subshells (forks that run no other
@@ -350,17 +367,14 @@ fn bash_subshells_share_the_shells_memory_after_restore() {
         (c, true)
     });
     thread::sleep(Duration::from_millis(300));
-    let pids = w.pids.clone();
-    assert_eq!(pids.len(), 3, "bash and its subshells: {pids:?}");
-    let before = memory_of(&pids);
-    w.dump();
-    w.restore_detached();
-    thread::sleep(Duration::from_millis(300));
-    let after = memory_of(&pids);
-    assert_same_memory("bash", &before, &after, 64);
-    w.go();
-    let text = w.wait_result(Duration::from_secs(30));
-    w.check_result(&text, &["bash", "subshell0", "subshell1"]);
+    assert_eq!(w.pids.len(), 3, "bash and its subshells: {:?}", w.pids);
+    program_roundtrip(
+        &mut w,
+        &["bash", "subshell0", "subshell1"],
+        |before, after| {
+            assert_same_memory("bash", before, after, 64);
+        },
+    );
 }
 
 /// python3 builds a list of two million integers (~80 MiB), then forks three
@@ -408,22 +422,16 @@ fn python_children_forked_after_building_a_big_list_share_it_after_restore() {
         }
         last = now;
     }
-    let pids = w.pids.clone();
-    let before = memory_of(&pids);
-    w.dump();
-    w.restore_detached();
-    thread::sleep(Duration::from_millis(300));
-    let after = memory_of(&pids);
-    let total = |m: &BTreeMap<i32, (u64, u64)>| m.values().map(|v| v.1).sum::<u64>();
-    let rss_sum: u64 = before.values().map(|v| v.0).sum();
-    assert!(
-        total(&after).abs_diff(total(&before)) < 4 << 10 && total(&after) * 2 < rss_sum,
-        "total Pss {} KiB before, {} KiB after restore (Rss summed: {rss_sum} KiB)\n\
-         before {before:?}\nafter {after:?}",
-        total(&before),
-        total(&after)
-    );
-    w.go();
-    let text = w.wait_result(Duration::from_secs(30));
-    w.check_result(&text, &["parent", "child0", "child1", "child2"]);
+    let who = ["parent", "child0", "child1", "child2"];
+    program_roundtrip(&mut w, &who, |before, after| {
+        let rss_sum: u64 = before.values().map(|v| v.0).sum();
+        assert!(
+            total_pss(after).abs_diff(total_pss(before)) < 4 << 10
+                && total_pss(after) * 2 < rss_sum,
+            "total Pss {} KiB before, {} KiB after restore (Rss summed: {rss_sum} KiB)\n\
+             before {before:?}\nafter {after:?}",
+            total_pss(before),
+            total_pss(after)
+        );
+    });
 }
