@@ -371,16 +371,25 @@ fn cgroups(path: &str) -> Result<Vec<CgroupMembership>> {
 /// kernel has no autogroups.
 fn autogroup_nice(pid: i32) -> Result<Option<i32>> {
     let path = format!("/proc/{pid}/autogroup");
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("reading {path}"), e)),
-    };
+    match fs::read_to_string(&path) {
+        Ok(text) => parse_autogroup_nice(&path, &text).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {path}"), e)),
+    }
+}
+
+/// The nice value in the text of /proc/PID/autogroup. A process of the boot
+/// session that never called setsid is in the default autogroup, which is the
+/// root task group itself: the kernel shows nothing for it, and its nice is 0 and
+/// cannot be changed (writing it fails), so it is reported as 0.
+fn parse_autogroup_nice(path: &str, text: &str) -> Result<i32> {
+    if text.trim().is_empty() {
+        return Ok(0);
+    }
     text.split_whitespace()
         .skip_while(|w| *w != "nice")
         .nth(1)
         .and_then(|n| n.parse().ok())
-        .map(Some)
         .ok_or_else(|| Error::Other(format!("{path}: no nice value in {:?}", text.trim())))
 }
 
@@ -1253,5 +1262,15 @@ mod tests {
         assert!(same_controllers("cpu,cpuacct", "cpuacct,cpu"));
         assert!(same_controllers("", ""));
         assert!(!same_controllers("cpu", "cpu,cpuacct"));
+    }
+
+    #[test]
+    fn the_default_autogroup_shows_nothing_and_reads_as_nice_0() {
+        let p = "/proc/7/autogroup";
+        assert_eq!(parse_autogroup_nice(p, "/autogroup-25 nice -3\n"), Ok(-3));
+        assert_eq!(parse_autogroup_nice(p, ""), Ok(0));
+        assert_eq!(parse_autogroup_nice(p, "\n"), Ok(0));
+        let err = parse_autogroup_nice(p, "/autogroup-25 nice").unwrap_err();
+        assert!(err.to_string().contains(p), "{err}");
     }
 }
