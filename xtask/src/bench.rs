@@ -38,6 +38,8 @@ use crate::{
 };
 
 // Declared here (not in main.rs) so the dump benchmark stays within this subcommand.
+#[path = "bench_against.rs"]
+mod bench_against;
 #[path = "bench_dump.rs"]
 mod bench_dump;
 #[path = "bench_restore.rs"]
@@ -82,6 +84,11 @@ pub struct BenchArgs {
     /// fanout); all four by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// dump/restore: measure this build side by side with another ckpt binary (for
+    /// example the previous commit's, built in a worktree), run by run, and print
+    /// the ratios.
+    #[arg(long, value_name = "CKPT_BINARY")]
+    against: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -91,6 +98,31 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     setup::run()?;
     let ckpt = build::run()?;
+    let cases = || bench_dump::select(&args.only);
+    match (&args.against, args.name) {
+        (Some(other), Bench::Dump) => {
+            return bench_against::run(
+                "dump",
+                bench_dump::figures,
+                &ckpt,
+                other,
+                args.rounds,
+                &cases()?,
+            );
+        }
+        (Some(other), Bench::Restore) => {
+            return bench_against::run(
+                "restore",
+                bench_restore::figures,
+                &ckpt,
+                other,
+                args.rounds,
+                &cases()?,
+            );
+        }
+        (Some(_), Bench::Monitor) => bail!("--against applies to `bench dump` and `bench restore`"),
+        (None, _) => {}
+    }
     match args.name {
         Bench::Monitor => monitor(&ckpt, args),
         Bench::Dump => bench_dump::run(&ckpt, args.rounds, &bench_dump::select(&args.only)?),

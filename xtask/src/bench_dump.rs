@@ -293,6 +293,22 @@ impl Drop for Workload {
     }
 }
 
+/// One fresh workload, one timed dump, as named figures (for `--against`).
+pub(crate) fn figures(
+    ckpt: &Path,
+    wl: &Path,
+    case: &Case,
+    i: u32,
+) -> Result<Vec<(&'static str, f64)>> {
+    let s = measure(ckpt, wl, case, i)?;
+    let mut out = vec![("dump s", s.wall_s)];
+    if let Some(f) = s.frozen_s {
+        out.push(("frozen s", f));
+    }
+    out.push(("image MiB", s.image_bytes as f64 / (1 << 20) as f64));
+    Ok(out)
+}
+
 /// One fresh workload, one timed dump.
 fn measure(ckpt: &Path, wl: &Path, case: &Case, i: u32) -> Result<Sample> {
     let mut w = Workload::spawn(wl, case.args)?;

@@ -273,6 +273,23 @@ fn timed(ckpt: &Path, args: &[&str]) -> Result<f64> {
     Ok(wall)
 }
 
+/// One fresh workload dumped and restored twice, as named figures (for `--against`).
+pub(crate) fn figures(
+    ckpt: &Path,
+    wl: &Path,
+    case: &Case,
+    i: u32,
+) -> Result<Vec<(&'static str, f64)>> {
+    // SAFETY: plain prctl on this process: orphans of the restored trees come here.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    let s = measure(ckpt, wl, case, i)?;
+    Ok(vec![
+        ("dump s", s.dump_s),
+        ("restore s", s.restore_s),
+        ("again s", s.restore_again_s),
+    ])
+}
+
 fn measure(ckpt: &Path, wl: &Path, case: &Case, i: u32) -> Result<Sample> {
     let dir = PathBuf::from(format!(
         "/tmp/ckpt-bench-restore-{}-{}-{i}",
