@@ -107,6 +107,23 @@ struct MonitorArgs {
     /// With --once: read a running monitor's maps without reconciling them first.
     #[arg(long, requires = "once")]
     live_only: bool,
+    /// Only these kinds of objects: pipe, fifo, file, dir, socket, chr, blk, anon,
+    /// other (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "KIND,...",
+        conflicts_with = "quiet"
+    )]
+    kind: Vec<String>,
+    /// Only processes of this name (as /proc/PID/comm shows it).
+    #[arg(long, value_name = "NAME", conflicts_with = "quiet")]
+    comm: Option<String>,
+    /// Only objects whose path or address matches this glob (`*` also matches `/`):
+    /// files, FIFOs, directories, devices, sockets (`unix /run/x.sock`,
+    /// `tcp 127.0.0.1:80`).
+    #[arg(long, value_name = "GLOB", conflicts_with = "quiet")]
+    path: Option<String>,
 }
 
 fn scope(tree: Option<i32>, pid: Option<i32>) -> Scope {
@@ -119,13 +136,15 @@ fn scope(tree: Option<i32>, pid: Option<i32>) -> Scope {
 
 fn monitor(args: MonitorArgs) -> ckpt_user::Result<()> {
     let scope = scope(args.tree, args.pid);
+    let filter = monitor::filter::EventFilter::new(&args.kind, args.comm, args.path.as_deref())?;
     if args.once {
         let freshness = if args.live_only {
             Freshness::LiveOnly
         } else {
             Freshness::Reconciled
         };
-        let table = ckpt_user::snapshot(scope, freshness)?;
+        let mut table = ckpt_user::snapshot(scope, freshness)?;
+        filter.retain(&mut table);
         let out = if args.json {
             render::json(&table)
         } else if args.dot {
@@ -140,6 +159,7 @@ fn monitor(args: MonitorArgs) -> ckpt_user::Result<()> {
         scope,
         json: args.json,
         quiet: args.quiet,
+        filter,
     })
 }
 

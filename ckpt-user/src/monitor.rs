@@ -8,7 +8,12 @@
 //! readers will see EOF) and **the last reader gone** (its writers will get EPIPE).
 //!
 //! It keeps a model of every fd (seeded from a reconciled copy of the maps, then
-//! updated by the events) to name the remaining readers or writers.
+//! updated by the events) to name the remaining readers or writers, and names each
+//! file, FIFO, device and socket by its path or address ([`names`]). [`filter`]
+//! narrows the stream to the kinds, commands and paths a person asked about.
+
+pub mod filter;
+pub mod names;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -31,12 +36,14 @@ use crate::{
     tracker::{Tracker, TrackerState, TrackerStats},
 };
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MonitorOptions {
     pub scope: Scope,
     pub json: bool,
     /// Keep the tracker attached and its maps pinned, print nothing.
     pub quiet: bool,
+    /// Which events to print (`--kind`, `--comm`, `--path`).
+    pub filter: filter::EventFilter,
 }
 
 /// An fd as events name it.
@@ -46,6 +53,9 @@ pub struct FdBrief {
     pub kind: ObjectKind,
     pub ino: u64,
     pub mode: &'static str,
+    /// The object's path or address, where it has one and it could be resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// A process holding a pipe end.
@@ -77,6 +87,8 @@ pub enum MonitorEvent {
         ino: u64,
         mode: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         from_fd: Option<i32>,
     },
     Fork {
@@ -95,6 +107,8 @@ pub enum MonitorEvent {
         kind: ObjectKind,
         ino: u64,
         mode: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
     Exec {
         pid: i32,
@@ -108,6 +122,8 @@ pub enum MonitorEvent {
     LastWriterGone {
         ino: u64,
         kind: ObjectKind,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
         pid: i32,
         comm: String,
         fd: i32,
@@ -116,6 +132,8 @@ pub enum MonitorEvent {
     LastReaderGone {
         ino: u64,
         kind: ObjectKind,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
         pid: i32,
         comm: String,
         fd: i32,
@@ -170,6 +188,18 @@ impl ModelFd {
     }
 }
 
+/// The brief of the fd an event names (its path as far as already resolved).
+fn brief_of(ev: &Event, names: &names::Names) -> FdBrief {
+    let kind = ObjectKind::classify(ev.i_mode, ev.s_magic);
+    FdBrief {
+        fd: ev.fd,
+        kind,
+        ino: ev.ino,
+        mode: access_mode(ev.f_mode),
+        path: names.known(kind, ev.dev, ev.ino).map(|p| p.to_string()),
+    }
+}
+
 /// Turns raw tracker events into [`MonitorEvent`]s.
 pub struct Interpreter {
     encoding: FileRefEncoding,
@@ -187,6 +217,8 @@ pub struct Interpreter {
     forks: HashMap<u64, (i32, i32, String)>,
     /// Processes whose exit was reported with their table's walk.
     exited: HashSet<i32>,
+    /// Paths and addresses of the objects met (None: not wanted, as by --quiet).
+    names: Option<names::Names>,
 }
 
 impl Interpreter {
@@ -205,6 +237,7 @@ impl Interpreter {
             pipe_halves: HashMap::new(),
             forks: HashMap::new(),
             exited: HashSet::new(),
+            names: Some(names::Names::default()),
         };
         me.reseed(state);
         Ok(me)
@@ -345,6 +378,7 @@ impl Interpreter {
                         kind: m.kind,
                         ino: ev.ino,
                         mode: access_mode(ev.f_mode),
+                        path: self.path_of(ev),
                         from_fd: (ev.why == ORIGIN_DUP).then_some(ev.aux),
                     });
                 }
@@ -364,7 +398,32 @@ impl Interpreter {
     }
 
     fn install(&mut self, ev: &Event) {
-        self.fds.insert((ev.files, ev.fd), ModelFd::of(ev));
+        let m = ModelFd::of(ev);
+        self.fds.insert((ev.files, ev.fd), m);
+        if let Some(names) = self.names.as_mut()
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|s| s.contains(&(ev.pid as i32)))
+        {
+            names.resolve(m.kind, ev.pid as i32, ev.fd, ev.dev, ev.ino);
+        }
+    }
+
+    /// The path of the object an event names, if it has been resolved.
+    fn path_of(&self, ev: &Event) -> Option<String> {
+        let kind = ObjectKind::classify(ev.i_mode, ev.s_magic);
+        self.names
+            .as_ref()?
+            .known(kind, ev.dev, ev.ino)
+            .map(|p| p.to_string())
+    }
+
+    fn brief(&self, ev: &Event) -> FdBrief {
+        match &self.names {
+            Some(n) => brief_of(ev, n),
+            None => brief_of(ev, &names::Names::default()),
+        }
     }
 
     fn end_walk(&mut self, end: &Event, events: &[Event], out: &mut Vec<MonitorEvent>) {
@@ -373,13 +432,7 @@ impl Interpreter {
             let mut inherited = Vec::new();
             for ev in events.iter().filter(|e| e.kind == EVENT_INSTALL) {
                 self.install(ev);
-                let m = ModelFd::of(ev);
-                inherited.push(FdBrief {
-                    fd: ev.fd,
-                    kind: m.kind,
-                    ino: ev.ino,
-                    mode: access_mode(ev.f_mode),
-                });
+                inherited.push(self.brief(ev));
             }
             if self.in_scope(child) {
                 out.push(MonitorEvent::Fork {
@@ -403,14 +456,8 @@ impl Interpreter {
         if end.why == CAUSE_EXIT {
             let pipes: Vec<FdBrief> = closes
                 .iter()
-                .map(|ev| (ev, ModelFd::of(ev)))
-                .filter(|(_, m)| m.kind.is_pipe_like())
-                .map(|(ev, m)| FdBrief {
-                    fd: ev.fd,
-                    kind: m.kind,
-                    ino: ev.ino,
-                    mode: access_mode(ev.f_mode),
-                })
+                .filter(|ev| ModelFd::of(ev).kind.is_pipe_like())
+                .map(|ev| self.brief(ev))
                 .collect();
             if self.in_scope(pid) {
                 out.push(MonitorEvent::Exit {
@@ -455,6 +502,7 @@ impl Interpreter {
                     kind: m.kind,
                     ino: ev.ino,
                     mode: access_mode(ev.f_mode),
+                    path: self.path_of(ev),
                 });
             }
             if !m.kind.is_pipe_like() {
@@ -495,6 +543,7 @@ impl Interpreter {
                 out.push(MonitorEvent::LastWriterGone {
                     ino: ev.ino,
                     kind: ModelFd::of(&ev).kind,
+                    path: self.path_of(&ev),
                     pid: ev.pid as i32,
                     comm: comm_of(&ev.comm),
                     fd: ev.fd,
@@ -507,6 +556,7 @@ impl Interpreter {
                 out.push(MonitorEvent::LastReaderGone {
                     ino: ev.ino,
                     kind: ModelFd::of(&ev).kind,
+                    path: self.path_of(&ev),
                     pid: ev.pid as i32,
                     comm: comm_of(&ev.comm),
                     fd: ev.fd,
@@ -566,7 +616,11 @@ impl Interpreter {
 
 /// Text for a person, one line per event.
 pub fn event_text(ev: &MonitorEvent) -> String {
-    let pipe = |kind: &ObjectKind, ino: u64| format!("{kind}:[{ino}]");
+    // An object by its path or address where it has one, else by its inode.
+    let object = |kind: &ObjectKind, ino: u64, path: &Option<String>| match path {
+        Some(p) => format!("{kind} {p}"),
+        None => format!("{kind}:[{ino}]"),
+    };
     let list = |hs: &[Holder]| {
         if hs.is_empty() {
             "nobody".to_string()
@@ -579,7 +633,7 @@ pub fn event_text(ev: &MonitorEvent) -> String {
     };
     let brief = |fds: &[FdBrief]| {
         fds.iter()
-            .map(|f| format!("{} {} {}", f.fd, pipe(&f.kind, f.ino), f.mode))
+            .map(|f| format!("{} {} {}", f.fd, object(&f.kind, f.ino, &f.path), f.mode))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -604,15 +658,16 @@ pub fn event_text(ev: &MonitorEvent) -> String {
             kind,
             ino,
             mode,
+            path,
             from_fd,
         } => match from_fd {
             Some(src) => format!(
                 "{pid} ({comm}): fd {fd} = dup of fd {src} ({} {mode})",
-                pipe(kind, *ino)
+                object(kind, *ino, path)
             ),
             None => format!(
                 "{pid} ({comm}): fd {fd} {} {mode} via {how}",
-                pipe(kind, *ino)
+                object(kind, *ino, path)
             ),
         },
         MonitorEvent::Fork {
@@ -640,10 +695,11 @@ pub fn event_text(ev: &MonitorEvent) -> String {
             kind,
             ino,
             mode,
+            path,
         } => {
             format!(
                 "{pid} ({comm}): fd {fd} closed ({cause}) {} {mode}",
-                pipe(kind, *ino)
+                object(kind, *ino, path)
             )
         }
         MonitorEvent::Exec { pid, comm } => format!("{pid}: exec {comm}"),
@@ -657,25 +713,27 @@ pub fn event_text(ev: &MonitorEvent) -> String {
         MonitorEvent::LastWriterGone {
             ino,
             kind,
+            path,
             pid,
             comm,
             fd,
             readers,
         } => format!(
             "LAST WRITER GONE {}: {pid} ({comm}) closed fd {fd}; readers see EOF: {}",
-            pipe(kind, *ino),
+            object(kind, *ino, path),
             list(readers)
         ),
         MonitorEvent::LastReaderGone {
             ino,
             kind,
+            path,
             pid,
             comm,
             fd,
             writers,
         } => format!(
             "LAST READER GONE {}: {pid} ({comm}) closed fd {fd}; writers get EPIPE: {}",
-            pipe(kind, *ino),
+            object(kind, *ino, path),
             list(writers)
         ),
         MonitorEvent::Lost { what, count } => format!("tracker lost {count} {what} (reconciling)"),
@@ -685,9 +743,17 @@ pub fn event_text(ev: &MonitorEvent) -> String {
 struct Printer {
     json: bool,
     start: std::time::Instant,
+    filter: filter::EventFilter,
 }
 
 impl Printer {
+    /// Prints `ev` if the filter keeps it (trimmed to what it asked for).
+    fn emit(&self, ev: MonitorEvent) {
+        if let Some(ev) = self.filter.apply(ev) {
+            self.print(&ev);
+        }
+    }
+
     fn print(&self, ev: &MonitorEvent) {
         let time = self.start.elapsed().as_secs_f64();
         let mut stdout = std::io::stdout().lock();
@@ -748,7 +814,7 @@ fn drain(ring: &mut RingBuf<MapData>, interp: &mut Interpreter, printer: &Printe
         let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
         log::trace!("raw event {ev:?}");
         for out in interp.feed(&ev) {
-            printer.print(&out);
+            printer.emit(out);
         }
     }
 }
@@ -775,6 +841,7 @@ async fn run_async(opts: MonitorOptions) -> Result<()> {
     let printer = Printer {
         json: opts.json,
         start: std::time::Instant::now(),
+        filter: opts.filter.clone(),
     };
     if opts.quiet {
         loop {
@@ -820,7 +887,7 @@ async fn run_async(opts: MonitorOptions) -> Result<()> {
                 tracker.flush_logs();
                 let now = tracker.stats()?;
                 for ev in lost_events(&stats, &now) {
-                    printer.print(&ev);
+                    printer.emit(ev);
                 }
                 // Lost events leave the model behind the kernel: rebuild it.
                 let lost = now.events_lost > stats.events_lost;

@@ -238,6 +238,26 @@ impl SharingTable {
             .unwrap_or("?")
     }
 
+    /// Keeps the fds `keep` accepts, and only the open files, inodes and
+    /// processes they reach (`ckpt monitor --once` with filters).
+    pub fn retain_fds(&mut self, keep: impl FnMut(&FdRef) -> bool) {
+        self.fds.retain(keep);
+        let files: std::collections::HashSet<ObjRef> = self.fds.iter().map(|f| f.file).collect();
+        self.files.retain(|f| files.contains(&f.objref));
+        let inodes: std::collections::HashSet<ObjRef> =
+            self.files.iter().map(|f| f.inode).collect();
+        self.inodes.retain(|n| inodes.contains(&n.objref));
+        let pids: std::collections::HashSet<i32> = self.fds.iter().map(|f| f.pid).collect();
+        self.processes.retain(|p| pids.contains(&p.pid));
+        self.slots.clear();
+        for (i, n) in self.inodes.iter().enumerate() {
+            self.slots.insert(n.objref, i);
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            self.slots.insert(f.objref, i);
+        }
+    }
+
     /// The fds that name each open file description.
     pub fn fds_by_file(&self) -> BTreeMap<ObjRef, Vec<&FdRef>> {
         let mut out: BTreeMap<ObjRef, Vec<&FdRef>> = BTreeMap::new();

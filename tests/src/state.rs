@@ -437,6 +437,16 @@ fn fds(pid: i32, out: &mut BTreeMap<String, String>) {
         let Some(info) = read(&format!("/proc/{pid}/fdinfo/{fd}")) else {
             continue;
         };
+        // Inode numbers are per filesystem: the fd's `ino` is qualified by its
+        // device, written as maps and /proc/locks write it (`fd:01:1234`), so a
+        // tmpfs file and a device node that happen to share a number stay apart.
+        let dev = fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_or_else(
+            |_| "?".to_string(),
+            |m| {
+                use std::os::unix::fs::MetadataExt as _;
+                format!("{:02x}:{:02x}", libc::major(m.dev()), libc::minor(m.dev()))
+            },
+        );
         let mut seen: HashMap<String, usize> = HashMap::new();
         for line in info.lines() {
             let Some((name, value)) = line.split_once(':') else {
@@ -462,6 +472,9 @@ fn fds(pid: i32, out: &mut BTreeMap<String, String>) {
                 let target = value.split(' ').next().unwrap_or("").to_string();
                 out.insert(format!("{k} fdinfo:tfd[fd {target}]"), value);
                 continue;
+            }
+            if name == "ino" {
+                value = format!("{dev}:{value}");
             }
             let n = seen.entry(name.to_string()).or_default();
             out.insert(format!("{k} fdinfo:{name}[{n}]"), value);
@@ -506,16 +519,16 @@ fn rank_inodes(raw: BTreeMap<String, String>) -> BTreeMap<String, String> {
             };
             let v = if k.ends_with(" link") {
                 match (v.find(":["), v.ends_with(']')) {
-                    (Some(i), true) => format!("{}:[{}]", &v[..i], name(&v[i + 2..v.len() - 1])),
+                    // `pipe:[N]`, `socket:[N]`: the kind names the filesystem, so the
+                    // whole link is the inode's name.
+                    (Some(i), true) => format!("{}:[{}]", &v[..i], name(&v)),
                     _ => v,
                 }
             } else if k.ends_with(" maps") {
-                // perms offset dev inode [path]
+                // perms offset dev inode [path]: the inode named with its device.
                 let mut w: Vec<String> = v.split_whitespace().map(str::to_string).collect();
-                if let Some(ino) = w.get_mut(3)
-                    && ino != "0"
-                {
-                    *ino = name(ino);
+                if w.len() > 3 && w[3] != "0" {
+                    w[3] = name(&format!("{}:{}", w[2], w[3]));
                 }
                 w.join(" ")
             } else if k.starts_with("locks[") || k.contains("fdinfo:lock") {
@@ -523,7 +536,7 @@ fn rank_inodes(raw: BTreeMap<String, String>) -> BTreeMap<String, String> {
                     .map(|w| {
                         let parts: Vec<&str> = w.split(':').collect();
                         if parts.len() == 3 && parts.iter().all(|p| !p.is_empty()) {
-                            format!("{}:{}:{}", parts[0], parts[1], name(parts[2]))
+                            format!("{}:{}:{}", parts[0], parts[1], name(w))
                         } else {
                             w.to_string()
                         }
@@ -533,7 +546,10 @@ fn rank_inodes(raw: BTreeMap<String, String>) -> BTreeMap<String, String> {
             } else if k.contains(" fdinfo:") {
                 // `ino:N` inside a line (epoll's tfd, inotify's wd) or a whole ino field.
                 if k.contains(" fdinfo:ino[") {
-                    name(&v)
+                    match v.rsplit_once(':') {
+                        Some((dev, _)) => format!("{dev}:{}", name(&v)),
+                        None => name(&v),
+                    }
                 } else {
                     v.split(' ')
                         .map(|w| match w.strip_prefix("ino:") {

@@ -1,0 +1,220 @@
+//! `ckpt monitor` names what events are about, and shows only what was asked for:
+//! the path of a file or FIFO, the addresses of a TCP connection; `--kind`,
+//! `--path` and `--comm` narrow the stream and `--once`.
+//!
+//! The workload is python3 (Debian's), which opens a file, a FIFO and a pipe, then
+//! accepts a TCP connection on 127.0.0.1, printing its fds and its addresses.
+//! Expected paths come from readlink of /proc/PID/fd/N and expected addresses from
+//! the process's own getsockname/getpeername, never from ckpt.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::Duration,
+};
+
+use ckpt_tests::{
+    ckpt,
+    monitor::{EventStream, ev_i64},
+};
+use serde_json::Value;
+
+const ARRIVE: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(400);
+
+/// Each command line on stdin makes objects and answers one JSON line.
+const WORKLOAD: &str = r#"
+import json, os, socket, sys, time
+d = "/tmp/ckpt-mon-names-%d" % os.getpid()
+os.makedirs(d, exist_ok=True)
+keep = []
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == "files":
+        open(d + "/data", "w").close()
+        f = os.open(d + "/data", os.O_RDONLY)
+        os.mkfifo(d + "/q")
+        q = os.open(d + "/q", os.O_RDWR | os.O_NONBLOCK)
+        r, w = os.pipe()
+        print(json.dumps({"file": f, "fifo": q, "pr": r, "pw": w}), flush=True)
+    elif cmd == "tcp":
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        time.sleep(0.1)
+        cli = socket.socket()
+        cli.connect(srv.getsockname())
+        time.sleep(0.1)
+        conn, _ = srv.accept()
+        keep += [srv, cli, conn]
+        local, peer = conn.getsockname(), conn.getpeername()
+        print(json.dumps({"conn": conn.fileno(),
+                          "name": "tcp %s:%d -> %s:%d" % (local + peer)}), flush=True)
+for name in ("data", "q"):
+    try:
+        os.unlink(d + "/" + name)
+    except FileNotFoundError:
+        pass
+os.rmdir(d)
+"#;
+
+struct Python {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pid: i32,
+}
+
+impl Python {
+    fn start() -> Python {
+        ckpt_tests::require_root().unwrap();
+        ckpt::require_bin().unwrap();
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(WORKLOAD)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Python {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    fn ask(&mut self, cmd: &str) -> Value {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{cmd}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{cmd}: {line:?}: {e}"))
+    }
+
+    fn fd(&self, v: &Value, key: &str) -> i64 {
+        v[key].as_i64().unwrap_or_else(|| panic!("no {key} in {v}"))
+    }
+
+    /// readlink /proc/PID/fd/FD: the truth a path in an event must equal.
+    fn link(&self, fd: i64) -> String {
+        std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        // EOF on stdin: it cleans up its directory and exits.
+        self.stdin.take();
+        let _ = self.child.wait();
+    }
+}
+
+fn install_of(pid: i32, fd: i64) -> impl Fn(&Value) -> bool {
+    move |e: &Value| {
+        e["event"] == "install"
+            && ev_i64(e, "pid") == Some(i64::from(pid))
+            && ev_i64(e, "fd") == Some(fd)
+    }
+}
+
+#[test]
+fn installs_name_files_and_fifos_by_path_and_tcp_connections_by_address() {
+    let mut py = Python::start();
+    let mut stream = EventStream::start(&["--tree", &py.pid.to_string()]).unwrap();
+    let fds = py.ask("files");
+    for (key, kind) in [("file", "file"), ("fifo", "fifo")] {
+        let fd = py.fd(&fds, key);
+        let e = stream.wait_for(ARRIVE, install_of(py.pid, fd)).unwrap();
+        assert_eq!(e["kind"], kind, "{e}");
+        assert_eq!(e["path"].as_str(), Some(py.link(fd).as_str()), "{e}");
+    }
+    // A pipe has no path: the event names it by inode only.
+    let e = stream
+        .wait_for(ARRIVE, |e| e["event"] == "pipe_created")
+        .unwrap();
+    assert!(e.get("path").is_none(), "{e}");
+    let tcp = py.ask("tcp");
+    let e = stream
+        .wait_for(ARRIVE, install_of(py.pid, py.fd(&tcp, "conn")))
+        .unwrap();
+    assert_eq!(e["kind"], "socket", "{e}");
+    assert_eq!(e["how"], "accept", "{e}");
+    assert_eq!(e["path"], tcp["name"], "{e}");
+    assert!(stream.bad_lines.is_empty(), "{:?}", stream.bad_lines);
+    stream.stop().unwrap();
+}
+
+#[test]
+fn kind_and_path_filters_leave_out_every_other_event() {
+    let mut py = Python::start();
+    let glob = format!("/tmp/ckpt-mon-names-{}/*", py.pid);
+    let mut stream = EventStream::start(&[
+        "--tree",
+        &py.pid.to_string(),
+        "--kind",
+        "fifo",
+        "--path",
+        &glob,
+    ])
+    .unwrap();
+    let fds = py.ask("files");
+    let fifo = py.fd(&fds, "fifo");
+    let e = stream.wait_for(ARRIVE, install_of(py.pid, fifo)).unwrap();
+    assert_eq!(e["path"].as_str(), Some(py.link(fifo).as_str()), "{e}");
+    // The file, the pipe and python's own opens (modules, its stdin) are left out.
+    stream
+        .expect_none(QUIET, |e| {
+            e["event"] != "ready" && !(e["kind"] == "fifo" && e["path"].is_string())
+        })
+        .unwrap();
+    // --comm of another program: nothing of python's.
+    let mut other =
+        EventStream::start(&["--tree", &py.pid.to_string(), "--comm", "no-such-program"]).unwrap();
+    py.ask("tcp");
+    other.expect_none(QUIET, |e| e["event"] != "ready").unwrap();
+    stream.stop().unwrap();
+    other.stop().unwrap();
+}
+
+#[test]
+fn once_with_filters_lists_exactly_the_matching_fds() {
+    let mut py = Python::start();
+    let fds = py.ask("files");
+    let glob = format!("/tmp/ckpt-mon-names-{}/*", py.pid);
+    let pid = py.pid.to_string();
+    let doc = ckpt::once_json(&[
+        "monitor",
+        "--once",
+        "--json",
+        "--tree",
+        &pid,
+        "--kind",
+        "fifo,file",
+        "--path",
+        &glob,
+    ])
+    .unwrap();
+    let mut got: Vec<i64> = doc
+        .fds
+        .iter()
+        .map(|f| {
+            assert_eq!(f.pid, py.pid, "{f:?}");
+            i64::from(f.fd)
+        })
+        .collect();
+    got.sort_unstable();
+    let mut want = vec![py.fd(&fds, "file"), py.fd(&fds, "fifo")];
+    want.sort_unstable();
+    assert_eq!(got, want, "fds of the filtered table");
+    assert_eq!(doc.processes.len(), 1);
+    // Every open file description listed is one of these fds' (no others kept).
+    assert_eq!(doc.files.len(), 2, "{:?}", doc.files);
+}
