@@ -116,6 +116,12 @@ struct MonitorArgs {
         conflicts_with = "quiet"
     )]
     kind: Vec<String>,
+    /// Light mode: attach no per-syscall hook (only fork, exec and exit), and find
+    /// every other fd change by sweeping all fd tables every MS milliseconds.
+    /// Events are up to MS late; an fd that lives shorter than MS is not seen.
+    #[arg(long, value_name = "MS", conflicts_with_all = ["quiet", "once"],
+          value_parser = clap::value_parser!(u64).range(1..))]
+    sample: Option<u64>,
     /// Only processes of this name (as /proc/PID/comm shows it).
     #[arg(long, value_name = "NAME", conflicts_with = "quiet")]
     comm: Option<String>,
@@ -160,6 +166,7 @@ fn monitor(args: MonitorArgs) -> ckpt_user::Result<()> {
         json: args.json,
         quiet: args.quiet,
         filter,
+        sample: args.sample.map(std::time::Duration::from_millis),
     })
 }
 

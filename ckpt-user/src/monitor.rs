@@ -44,6 +44,9 @@ pub struct MonitorOptions {
     pub quiet: bool,
     /// Which events to print (`--kind`, `--comm`, `--path`).
     pub filter: filter::EventFilter,
+    /// The light mode (`--sample MS`): no per-syscall hook; fd changes are found by
+    /// sweeping every fd table this often.
+    pub sample: Option<Duration>,
 }
 
 /// An fd as events name it.
@@ -70,7 +73,12 @@ pub struct Holder {
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum MonitorEvent {
-    Ready,
+    Ready {
+        /// In the light mode: how often the fd tables are swept (events are up to
+        /// this late, and fds that live shorter are not seen).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sampled_ms: Option<u64>,
+    },
     PipeCreated {
         pid: i32,
         comm: String,
@@ -173,7 +181,11 @@ fn comm_of(raw: &[u8; 16]) -> String {
 /// An fd the model knows.
 #[derive(Clone, Copy, Debug)]
 struct ModelFd {
+    /// The open file description (`struct file *`): a reused fd number names another.
+    file: u64,
     inode: u64,
+    ino: u64,
+    dev: u32,
     kind: ObjectKind,
     f_mode: u32,
 }
@@ -181,9 +193,23 @@ struct ModelFd {
 impl ModelFd {
     fn of(ev: &Event) -> ModelFd {
         ModelFd {
+            file: ev.file,
             inode: ev.inode,
+            ino: ev.ino,
+            dev: ev.dev,
             kind: ObjectKind::classify(ev.i_mode, ev.s_magic),
             f_mode: ev.f_mode,
+        }
+    }
+
+    fn of_entry(e: &FdEntry) -> ModelFd {
+        ModelFd {
+            file: e.file,
+            inode: e.inode,
+            ino: e.ino,
+            dev: e.dev,
+            kind: ObjectKind::classify(e.i_mode, e.s_magic),
+            f_mode: e.f_mode,
         }
     }
 }
@@ -252,15 +278,146 @@ impl Interpreter {
             self.comms.insert(*pid as i32, comm_of(&p.comm));
         }
         for (k, e) in &state.fds {
-            self.fds.insert(
-                (k.files, k.fd as i32),
-                ModelFd {
-                    inode: e.inode,
-                    kind: ObjectKind::classify(e.i_mode, e.s_magic),
-                    f_mode: e.f_mode,
-                },
-            );
+            self.fds
+                .insert((k.files, k.fd as i32), ModelFd::of_entry(e));
         }
+    }
+
+    /// Light mode: compares the model with a fresh sweep of every fd table and
+    /// reports what changed since the last one as installs and closes (how and
+    /// cause `sampled`), and a last writer (reader) gone for each pipe whose write
+    /// (read) ends all went since while its other side is still held.
+    pub fn resync(&mut self, state: &TrackerState) -> Vec<MonitorEvent> {
+        self.owners.clear();
+        for (pid, p) in &state.procs {
+            self.owners.entry(p.files).or_default().insert(*pid as i32);
+            self.comms.insert(*pid as i32, comm_of(&p.comm));
+        }
+        // The monitor's own table changes with every sweep (the iterator's fd):
+        // it is left out of what is compared.
+        let own = state.procs.get(&std::process::id()).map_or(0, |p| p.files);
+        let now: HashMap<(u64, i32), ModelFd> = state
+            .fds
+            .iter()
+            .filter(|(k, _)| k.files != own)
+            .map(|(k, e)| ((k.files, k.fd as i32), ModelFd::of_entry(e)))
+            .collect();
+        let mut out = Vec::new();
+        let mut gone: Vec<((u64, i32), ModelFd)> = self
+            .fds
+            .iter()
+            .filter(|(k, m)| k.0 != own && now.get(k).is_none_or(|n| n.file != m.file))
+            .map(|(k, m)| (*k, *m))
+            .collect();
+        gone.sort_by_key(|(k, _)| (k.0, k.1));
+        // Per pipe inode and side (1 read, 2 write): the last fd seen going.
+        let mut pipe_ends: HashMap<(u64, u32), (i32, i32, ModelFd)> = HashMap::new();
+        for (k, m) in &gone {
+            self.fds.remove(k);
+            let Some(pid) = self.pid_of(k.0) else {
+                continue; // its process is gone: its exit said so
+            };
+            if self.in_scope(pid) {
+                out.push(MonitorEvent::Close {
+                    pid,
+                    comm: self.comm(pid),
+                    fd: k.1,
+                    cause: "sampled",
+                    kind: m.kind,
+                    ino: m.ino,
+                    mode: access_mode(m.f_mode),
+                    path: self.known_path(m),
+                });
+            }
+            if m.kind.is_pipe_like() {
+                for side in [1, 2] {
+                    if m.f_mode & side != 0 {
+                        pipe_ends.insert((m.inode, side), (pid, k.1, *m));
+                    }
+                }
+            }
+        }
+        let mut new: Vec<((u64, i32), ModelFd)> = now
+            .into_iter()
+            .filter(|(k, _)| !self.fds.contains_key(k))
+            .collect();
+        new.sort_by_key(|(k, _)| (k.0, k.1));
+        for (k, m) in new {
+            self.fds.insert(k, m);
+            let Some(pid) = self.pid_of(k.0) else {
+                continue;
+            };
+            if !self.in_scope(pid) {
+                continue;
+            }
+            if let Some(names) = self.names.as_mut() {
+                names.resolve(m.kind, pid, k.1, m.dev, m.ino);
+            }
+            out.push(MonitorEvent::Install {
+                pid,
+                comm: self.comm(pid),
+                fd: k.1,
+                how: "sampled",
+                kind: m.kind,
+                ino: m.ino,
+                mode: access_mode(m.f_mode),
+                path: self.known_path(&m),
+                from_fd: None,
+            });
+        }
+        let mut ends: Vec<_> = pipe_ends.into_iter().collect();
+        ends.sort_by_key(|((inode, side), _)| (*inode, *side));
+        for ((inode, side), (pid, fd, m)) in ends {
+            if !self.holders(inode, side).is_empty() {
+                continue;
+            }
+            let others = self.holders(inode, 3 - side);
+            if others.is_empty()
+                || !(self.in_scope(pid) || others.iter().any(|h| self.in_scope(h.pid)))
+            {
+                continue;
+            }
+            let (kind, ino, path, comm) = (m.kind, m.ino, self.known_path(&m), self.comm(pid));
+            out.push(if side == 2 {
+                MonitorEvent::LastWriterGone {
+                    ino,
+                    kind,
+                    path,
+                    pid,
+                    comm,
+                    fd,
+                    readers: others,
+                }
+            } else {
+                MonitorEvent::LastReaderGone {
+                    ino,
+                    kind,
+                    path,
+                    pid,
+                    comm,
+                    fd,
+                    writers: others,
+                }
+            });
+        }
+        out
+    }
+
+    /// A process using fd table `files` (the one in scope if any).
+    fn pid_of(&self, files: u64) -> Option<i32> {
+        let owners = self.owners.get(&files)?;
+        owners
+            .iter()
+            .copied()
+            .find(|p| self.in_scope(*p))
+            .or_else(|| owners.iter().next().copied())
+    }
+
+    fn known_path(&self, m: &ModelFd) -> Option<String> {
+        self.names
+            .as_ref()?
+            .known(m.kind, m.dev, m.ino)
+            .map(|p| p.to_string())
     }
 
     fn in_scope(&self, pid: i32) -> bool {
@@ -638,7 +795,13 @@ pub fn event_text(ev: &MonitorEvent) -> String {
             .join(", ")
     };
     match ev {
-        MonitorEvent::Ready => "watching (Ctrl-C to stop)".into(),
+        MonitorEvent::Ready { sampled_ms: None } => "watching (Ctrl-C to stop)".into(),
+        MonitorEvent::Ready {
+            sampled_ms: Some(ms),
+        } => format!(
+            "watching, light mode: fd tables swept every {ms} ms, so events are up to {ms} ms \
+             late and fds that live shorter than that are not seen (Ctrl-C to stop)"
+        ),
         MonitorEvent::PipeCreated {
             pid,
             comm,
@@ -833,7 +996,10 @@ async fn run_async(opts: MonitorOptions) -> Result<()> {
     opts.scope.processes()?;
     // The first monitor pins its maps for other commands; a second one runs on
     // its own copy.
-    let mut tracker = Tracker::start(crate::tracker::running_monitor().is_none())?;
+    let mut tracker = match opts.sample {
+        Some(_) => Tracker::start_sampled()?,
+        None => Tracker::start(crate::tracker::running_monitor().is_none())?,
+    };
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
@@ -870,8 +1036,12 @@ async fn run_async(opts: MonitorOptions) -> Result<()> {
     let state = tracker.read()?;
     let mut stats = state.stats;
     let mut interp = Interpreter::new(&state, opts.scope, tracker.file_ref_encoding())?;
-    printer.print(&MonitorEvent::Ready);
+    printer.print(&MonitorEvent::Ready {
+        sampled_ms: opts.sample.map(|d| d.as_millis() as u64),
+    });
     let mut poll = tokio::time::interval(Duration::from_millis(20));
+    let sampled = opts.sample.is_some();
+    let mut sweep = tokio::time::interval(opts.sample.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -883,6 +1053,15 @@ async fn run_async(opts: MonitorOptions) -> Result<()> {
             }
             // The eBPF side wakes us only when the buffer fills up: poll it.
             _ = poll.tick() => drain(ring.get_mut(), &mut interp, &printer),
+            // Light mode: the forks, execs and exits came as events; everything
+            // else an fd table did since the last sweep is found by this one.
+            _ = sweep.tick(), if sampled => {
+                drain(ring.get_mut(), &mut interp, &printer);
+                tracker.reconcile()?;
+                for ev in interp.resync(&tracker.read()?) {
+                    printer.emit(ev);
+                }
+            }
             _ = tick.tick() => {
                 tracker.flush_logs();
                 let now = tracker.stats()?;
@@ -894,7 +1073,14 @@ async fn run_async(opts: MonitorOptions) -> Result<()> {
                 stats = now;
                 if lost || tracker.is_dirty()? {
                     tracker.reconcile()?;
-                    interp.reseed(&tracker.read()?);
+                    if sampled {
+                        // What the lost events said, the sweep reports.
+                        for ev in interp.resync(&tracker.read()?) {
+                            printer.emit(ev);
+                        }
+                    } else {
+                        interp.reseed(&tracker.read()?);
+                    }
                 }
             }
         }

@@ -185,6 +185,19 @@ impl Tracker {
         Ok(tracker)
     }
 
+    /// The light monitor's tracker (`ckpt monitor --sample`): the programs loaded,
+    /// only the fork, exec and exit tracepoints attached (no per-syscall hook, so
+    /// the traced processes pay nothing per syscall); every other fd change is
+    /// found by sweeping with the iterator ([`Tracker::reconcile`]). Never pinned:
+    /// other commands must not take its maps for live-tracked ones.
+    pub fn start_sampled() -> Result<Tracker> {
+        privileges::require_tracker()?;
+        let mut tracker = Self::load(Capacity::Full)?;
+        tracker.attach_tracepoints()?;
+        tracker.reconcile()?;
+        Ok(tracker)
+    }
+
     /// For one-shot commands: a running monitor's maps if there is one, else a fresh
     /// load without live hooks. Call [`Tracker::reconcile`] before reading.
     pub fn open() -> Result<Tracker> {
@@ -277,6 +290,15 @@ impl Tracker {
             }
         };
         attach_syscall_hook(ebpf, btf, SYSCALL_HOOK.0)?;
+        self.attach_tracepoints()
+    }
+
+    /// The fork, exec and exit tracepoints (each walks the fd table it concerns).
+    fn attach_tracepoints(&mut self) -> Result<()> {
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or_else(|| Error::Load("live hooks need the programs loaded here".into()))?;
         for (name, hook) in TRACEPOINTS {
             let prog: &mut RawTracePoint = program(ebpf, name)?;
             prog.load()

@@ -254,6 +254,11 @@ impl EventStream {
         proc_util::stop_child_checked(&mut self.child, libc::SIGTERM, STOP_TIMEOUT)
     }
 
+    /// The monitor's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     pub fn seen_text(&self) -> String {
         let mut s = String::new();
         for v in self.seen.iter().rev().take(60).rev() {

@@ -1,6 +1,8 @@
 //! `ckpt monitor` names what events are about, and shows only what was asked for:
 //! the path of a file or FIFO, the addresses of a TCP connection; `--kind`,
-//! `--path` and `--comm` narrow the stream and `--once`.
+//! `--path` and `--comm` narrow the stream and `--once`. The light mode
+//! (`--sample MS`) attaches no per-syscall hook and still reports installs, closes
+//! and a pipe's last writer gone, found by its sweeps.
 //!
 //! The workload is python3 (Debian's), which opens a file, a FIFO and a pipe, then
 //! accepts a TCP connection on 127.0.0.1, printing its fds and its addresses.
@@ -37,6 +39,9 @@ for line in sys.stdin:
         q = os.open(d + "/q", os.O_RDWR | os.O_NONBLOCK)
         r, w = os.pipe()
         print(json.dumps({"file": f, "fifo": q, "pr": r, "pw": w}), flush=True)
+    elif cmd == "close-write-end":
+        os.close(w)
+        print(json.dumps({}), flush=True)
     elif cmd == "tcp":
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
@@ -217,4 +222,76 @@ fn once_with_filters_lists_exactly_the_matching_fds() {
     assert_eq!(doc.processes.len(), 1);
     // Every open file description listed is one of these fds' (no others kept).
     assert_eq!(doc.files.len(), 2, "{:?}", doc.files);
+}
+
+/// The monitor's BPF links, from its fdinfo: (link_type, tp_name).
+fn links_of(pid: i32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(l) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        if l.to_string_lossy() != "anon_inode:bpf_link" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            e.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        out.push((field("link_type:"), field("tp_name:")));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn light_mode_attaches_only_fork_exec_exit_and_finds_the_rest_by_sweeping() {
+    let mut py = Python::start();
+    let mut stream =
+        EventStream::start(&["--tree", &py.pid.to_string(), "--sample", "50"]).unwrap();
+    let ready = stream.seen[0].clone();
+    assert_eq!(ready["sampled_ms"], 50, "{ready}");
+    // No per-syscall hook: the processes it watches pay nothing per syscall.
+    let links = links_of(stream.pid());
+    let want: Vec<(String, String)> = [
+        "sched_process_exec",
+        "sched_process_exit",
+        "sched_process_fork",
+    ]
+    .iter()
+    .map(|t| ("raw_tracepoint".to_string(), t.to_string()))
+    .collect();
+    assert_eq!(links, want, "the light monitor's BPF links");
+    let fds = py.ask("files");
+    let fifo = py.fd(&fds, "fifo");
+    let e = stream.wait_for(ARRIVE, install_of(py.pid, fifo)).unwrap();
+    assert_eq!(e["how"], "sampled", "{e}");
+    assert_eq!(e["path"].as_str(), Some(py.link(fifo).as_str()), "{e}");
+    let (pr, pw) = (py.fd(&fds, "pr"), py.fd(&fds, "pw"));
+    stream.wait_for(ARRIVE, install_of(py.pid, pw)).unwrap();
+    py.ask("close-write-end");
+    let e = stream
+        .wait_for(ARRIVE, |e| e["event"] == "last_writer_gone")
+        .unwrap();
+    assert_eq!(ev_i64(&e, "pid"), Some(i64::from(py.pid)), "{e}");
+    assert_eq!(ev_i64(&e, "fd"), Some(pw), "{e}");
+    let readers: Vec<(i64, i64)> = e["readers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (ev_i64(r, "pid").unwrap(), ev_i64(r, "fd").unwrap()))
+        .collect();
+    assert_eq!(readers, vec![(i64::from(py.pid), pr)], "{e}");
+    assert!(stream.bad_lines.is_empty(), "{:?}", stream.bad_lines);
+    stream.stop().unwrap();
 }

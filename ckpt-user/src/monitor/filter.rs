@@ -94,7 +94,7 @@ impl EventFilter {
     /// The event as it should be printed, or None to leave it out.
     pub fn apply(&self, ev: MonitorEvent) -> Option<MonitorEvent> {
         let keep = match &ev {
-            MonitorEvent::Ready | MonitorEvent::Lost { .. } => true,
+            MonitorEvent::Ready { .. } | MonitorEvent::Lost { .. } => true,
             MonitorEvent::PipeCreated { comm, .. } => {
                 self.comm(comm) && self.object(ObjectKind::Pipe, None)
             }
@@ -258,7 +258,11 @@ mod tests {
                 .apply(install(ObjectKind::Pipe, None, "make"))
                 .is_some()
         );
-        assert!(by_comm.apply(MonitorEvent::Ready).is_some());
+        assert!(
+            by_comm
+                .apply(MonitorEvent::Ready { sampled_ms: None })
+                .is_some()
+        );
     }
 
     #[test]
