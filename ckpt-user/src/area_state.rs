@@ -53,7 +53,7 @@ use ckpt_common::image::{
 use crate::{
     error::{Error, Result},
     memory::{Mapping, MappingClass, PAGE_SIZE},
-    restore::remote::{Call, Remote},
+    remote::{Call, Remote},
 };
 
 /// What dump saves of one area beside its mapping and pages.
@@ -536,7 +536,7 @@ pub fn restore(remote: &Remote, areas: &[&MemoryAreaRecord]) -> Result<()> {
             return Err(Error::Other(format!(
                 "pid {}: {what}: {}",
                 remote.pid,
-                crate::restore::remote::errno_of(rc)
+                crate::remote::errno_of(rc)
             )));
         }
     }

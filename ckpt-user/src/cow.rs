@@ -56,10 +56,10 @@ use ckpt_common::image::{
 };
 
 use crate::{
+    dump::freeze::FrozenTree,
     error::{Error, Result},
-    freeze::FrozenTree,
-    memory::{self, Mapping, MappingClass, PAGE_SIZE},
-    restore::plan::{Plan, free_gap},
+    memory::{self, Mapping, MappingClass, PAGE_SIZE, free_gap},
+    restore::plan::Plan,
 };
 
 const PM_PRESENT: u64 = 1 << 63;
@@ -675,7 +675,7 @@ impl Inheritance {
                         ),
                     };
                     let page = &mut data[k * PAGE_SIZE as usize..(k + 1) * PAGE_SIZE as usize];
-                    memory::read_pages(from, mem, addr, page)?;
+                    memory::dump::read_pages(from, mem, addr, page)?;
                 }
                 runs.push(writer.write_pages((pages[i].0 - start) / PAGE_SIZE, buf.as_slice())?);
                 i = j;
@@ -952,7 +952,7 @@ impl CowRestore {
         let path = dir.join(ckpt_common::image::PAGES_FILE);
         let f = fs::File::open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        me.pages = Some(crate::restore::files::park(f.into(), min_fd)?);
+        me.pages = Some(crate::fds::park(f.into(), min_fd)?);
         Ok(me)
     }
 
@@ -985,7 +985,7 @@ impl CowRestore {
         }
         busy.push((
             plan.trampoline,
-            plan.trampoline + crate::restore::remote::TRAMPOLINE_LEN,
+            plan.trampoline + crate::remote::TRAMPOLINE_LEN,
         ));
         let mut busy: Vec<(u64, u64)> = busy
             .into_iter()

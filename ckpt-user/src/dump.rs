@@ -10,6 +10,8 @@
 //! (no pipe byte consumed: pipes are copied with tee) and the partial image is
 //! removed.
 
+pub mod freeze;
+
 use std::{
     collections::HashMap,
     fs,
@@ -28,8 +30,8 @@ use ckpt_common::image::{
 use log::info;
 
 use crate::{
+    dump::freeze::FrozenTree,
     error::{Error, Result},
-    freeze::FrozenTree,
     inject::RemoteThread,
     kinds::{self, ObjectKind, pipe},
     memory::{self, MappingClass, PAGE_SIZE},
@@ -101,7 +103,7 @@ impl Stages {
 pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     crate::privileges::require_tracker()?;
     crate::procfs::one(opts.root)?;
-    if let Some(why) = crate::freeze::refuse_reason(opts.root) {
+    if let Some(why) = crate::dump::freeze::refuse_reason(opts.root) {
         return Err(Error::Other(why));
     }
     check_dir(&opts.dir)?;
@@ -559,7 +561,7 @@ impl Collector<'_> {
         let attrs = kinds::deleted::attrs_of(&meta);
         let writer = &mut self.writer;
         let (size, pages) =
-            memory::save_file_pages(&file, shown, |i, d| Ok(writer.write_pages(i, d)?))?;
+            memory::dump::save_file_pages(&file, shown, |i, d| Ok(writer.write_pages(i, d)?))?;
         Ok(match kinds::memfd::name_of(shown) {
             Some(name) => InodeKind::MemFd {
                 name: name.to_string(),
@@ -688,10 +690,11 @@ impl Collector<'_> {
                             // The whole object, saved once: pages other
                             // processes wrote are in it as well.
                             let (writer, progress) = (&mut self.writer, &mut self.progress);
-                            let (size, pages) = memory::save_shared_object(pid, m, |i, d| {
-                                progress.add(d.len());
-                                Ok(writer.write_pages(i, d)?)
-                            })?;
+                            let (size, pages) =
+                                memory::dump::save_shared_object(pid, m, |i, d| {
+                                    progress.add(d.len());
+                                    Ok(writer.write_pages(i, d)?)
+                                })?;
                             self.report.pages +=
                                 pages.iter().map(|r| u64::from(r.count)).sum::<u64>();
                             self.writer
@@ -708,10 +711,10 @@ impl Collector<'_> {
             let pages = if class == MappingClass::SharedAnon {
                 Vec::new()
             } else {
-                let runs = cow.own_runs(pid, m, memory::dirty_runs(pid, m, &pagemap)?);
+                let runs = cow.own_runs(pid, m, memory::dump::dirty_runs(pid, m, &pagemap)?);
                 self.report.pages += runs.iter().map(|r| r.1).sum::<u64>();
                 let (writer, progress) = (&mut self.writer, &mut self.progress);
-                memory::save_runs(pid, m, &runs, &mem, |i, d| {
+                memory::dump::save_runs(pid, m, &runs, &mem, |i, d| {
                     progress.add(d.len());
                     Ok(writer.write_pages(i, d)?)
                 })?

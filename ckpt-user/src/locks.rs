@@ -38,7 +38,8 @@ use ckpt_common::image::{FileLockRecord, InodeKind, LockKind, ObjRef};
 use crate::{
     error::{Error, Result},
     kinds::{self, ObjectKind},
-    restore::{plan::Plan, remote::Remote},
+    remote::Remote,
+    restore::plan::Plan,
     sharing::SharingTable,
 };
 

@@ -437,7 +437,7 @@ fn ask(
 
 use ckpt_common::image::Siginfo;
 
-use crate::restore::remote::{Call, Remote};
+use crate::remote::{Call, Remote};
 
 /// Restore: the saved signal dispositions. Every other signal keeps the default
 /// action the helper reset it to before it was taken over.

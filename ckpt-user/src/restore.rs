@@ -25,7 +25,6 @@
 
 pub mod files;
 pub mod plan;
-pub mod remote;
 pub mod takeover;
 pub mod tree;
 
@@ -40,7 +39,10 @@ use log::info;
 
 use crate::{
     error::{Error, Result},
-    memory::{self, AreaSources, PageReader},
+    memory::{
+        self,
+        restore::{AreaSources, PageReader},
+    },
 };
 use files::OpenFiles;
 use plan::Plan;
@@ -317,7 +319,7 @@ fn raise_nofile() -> Result<()> {
 }
 
 /// Shared-anonymous objects, created and filled in ckpt (see
-/// [`memory::restore_shared_object`]) and unmapped once every process maps them.
+/// [`memory::restore::restore_shared_object`]) and unmapped once every process maps them.
 struct SharedObjects {
     ranges: HashMap<ckpt_common::image::ObjRef, (u64, u64)>,
 }
@@ -328,7 +330,7 @@ impl SharedObjects {
             ranges: HashMap::new(),
         };
         for s in &plan.shared {
-            let addr = memory::restore_shared_object(s.size, &s.pages, pages)
+            let addr = memory::restore::restore_shared_object(s.size, &s.pages, pages)
                 .map_err(|e| Error::Other(format!("shared memory {}: {e}", s.objref)))?;
             me.ranges.insert(s.objref, (addr, addr + s.size));
         }

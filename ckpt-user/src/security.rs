@@ -44,7 +44,7 @@ use crate::{
     error::{Error, Result},
     inject::{Query, RemoteThread},
     objref::Encounter,
-    restore::remote::{Call, Remote},
+    remote::{Call, Remote},
 };
 
 const PTRACE_O_SUSPEND_SECCOMP: i32 = 1 << 21;
@@ -234,7 +234,7 @@ pub fn refuse_thread(pid: i32, tid: i32, comm: &str, status: &str) -> Option<Str
 /// The tree is frozen and nothing has been injected yet: refuses a thread that
 /// entered seccomp after the check before the freeze when ckpt cannot suspend it
 /// (with suspension every thread was seized with it, and nothing can go wrong).
-pub fn refuse_frozen(tree: &crate::freeze::FrozenTree) -> Result<()> {
+pub fn refuse_frozen(tree: &crate::dump::freeze::FrozenTree) -> Result<()> {
     if own().can_suspend {
         return Ok(());
     }
@@ -396,7 +396,7 @@ pub fn capture(
         if securebits < 0 {
             return Err(Error::Other(format!(
                 "{who}: prctl(PR_GET_SECUREBITS): {}",
-                crate::restore::remote::errno_of(securebits)
+                crate::remote::errno_of(securebits)
             )));
         }
         let seccomp = match status_field(&status, "Seccomp:") {
@@ -711,7 +711,7 @@ fn install_filter(remote: &Remote, filter: &SeccompFilterRecord, tsync: bool) ->
             if rc > 0 {
                 format!("thread {rc} could not be synchronised")
             } else {
-                crate::restore::remote::errno_of(rc).to_string()
+                crate::remote::errno_of(rc).to_string()
             }
         )));
     }

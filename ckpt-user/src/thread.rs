@@ -262,7 +262,7 @@ fn altstack(tid: i32) -> Result<Option<SigAltStack>> {
 
 use std::os::unix::fs::FileExt as _;
 
-use crate::restore::remote::{Call, Remote};
+use crate::remote::{Call, Remote};
 
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;

@@ -40,7 +40,7 @@ use ckpt_common::tracker::TaskFacts;
 
 use crate::{
     error::{Error, Result},
-    restore::remote::Remote,
+    remote::Remote,
 };
 
 const SCHED_OTHER: u32 = 0;
@@ -996,7 +996,7 @@ pub fn restore_process(t: &ProcessTuningRecord, main: &Remote) -> Result<()> {
 /// scheduling record of each of its threads (zombies have none). The kernel facts
 /// are read once for the whole tree, by an iterator loaded before the freeze.
 pub fn write_records(
-    order: &[&crate::freeze::FrozenProcess],
+    order: &[&crate::dump::freeze::FrozenProcess],
     asked: &std::collections::HashMap<i32, crate::process::LeaderAnswers>,
     facts: &mut crate::task_facts::Reader,
     writer: &mut ckpt_common::image::ImageWriter,
@@ -1267,7 +1267,10 @@ mod tests {
     #[test]
     fn the_default_autogroup_shows_nothing_and_reads_as_nice_0() {
         let p = "/proc/7/autogroup";
-        assert_eq!(parse_autogroup_nice(p, "/autogroup-25 nice -3\n").ok(), Some(-3));
+        assert_eq!(
+            parse_autogroup_nice(p, "/autogroup-25 nice -3\n").ok(),
+            Some(-3)
+        );
         assert_eq!(parse_autogroup_nice(p, "").ok(), Some(0));
         assert_eq!(parse_autogroup_nice(p, "\n").ok(), Some(0));
         let err = parse_autogroup_nice(p, "/autogroup-25 nice").unwrap_err();

@@ -25,8 +25,8 @@ use ckpt_common::image::{
 use crate::{
     error::{Error, Result},
     kinds::{device, dir, regular},
-    memory::{self, MappingClass, PAGE_SIZE},
-    restore::remote::TRAMPOLINE_LEN,
+    memory::{self, MappingClass, PAGE_SIZE, free_gap},
+    remote::TRAMPOLINE_LEN,
 };
 
 /// One process of the image and everything that belongs to it.
@@ -731,24 +731,6 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// The lowest address ≥ `from` (and below `below`) where `len` bytes fit between the
-/// ranges in `busy`.
-pub fn free_gap(busy: &[(u64, u64)], len: u64, from: u64, below: u64) -> Option<u64> {
-    let mut ranges = busy.to_vec();
-    ranges.sort_unstable();
-    let mut at = from;
-    for (s, e) in ranges {
-        if e <= at {
-            continue;
-        }
-        if s >= at.checked_add(len)? {
-            break;
-        }
-        at = at.max(e.next_multiple_of(PAGE_SIZE));
-    }
-    (at.checked_add(len)? <= below).then_some(at)
-}
-
 /// Bytes of this CPU's XSAVE area as ptrace's NT_X86_XSTATE regset carries it
 /// (CPUID leaf 0xd: the size for the features enabled in XCR0).
 pub fn xsave_size() -> usize {
@@ -757,19 +739,4 @@ pub fn xsave_size() -> usize {
     #[allow(unused_unsafe)]
     let r = unsafe { std::arch::x86_64::__cpuid_count(0xd, 0) };
     r.ebx as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_gap_skips_busy_ranges() {
-        let busy = [(0x1000, 0x3000), (0x5000, 0x6000), (0x2000, 0x4000)];
-        assert_eq!(free_gap(&busy, 0x1000, 0x1000, 0x10000), Some(0x4000));
-        assert_eq!(free_gap(&busy, 0x2000, 0x1000, 0x10000), Some(0x6000));
-        assert_eq!(free_gap(&busy, 0x1000, 0x0, 0x10000), Some(0x0));
-        assert_eq!(free_gap(&busy, 0x1000, 0x1000, 0x5000), Some(0x4000));
-        assert_eq!(free_gap(&busy, 0x2000, 0x1000, 0x7000), None);
-    }
 }

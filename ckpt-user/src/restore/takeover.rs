@@ -17,9 +17,10 @@ use nix::{
 
 use crate::{
     error::{Error, Result},
-    memory::{self, AreaSources},
+    memory::{self, restore::AreaSources},
     process,
-    restore::{plan::ProcPlan, remote::Remote},
+    remote::Remote,
+    restore::plan::ProcPlan,
     security, thread,
 };
 
@@ -114,8 +115,8 @@ pub fn take_over(
     // that they are charged where the dumped ones were.
     step(pid, "cgroups", || crate::tuning::restore_cgroups(p))?;
     step(pid, "memory", || {
-        memory::restore_address_space(&main, &p.areas, src)?;
-        memory::restore_mm(&main, &p.rec.mm, &exe)?;
+        memory::restore::restore_address_space(&main, &p.areas, src)?;
+        memory::restore::restore_mm(&main, &p.rec.mm, &exe)?;
         crate::area_state::restore(&main, &p.areas)
     })?;
     step(pid, "signal handlers", || {

@@ -28,10 +28,11 @@ use ckpt_common::image::{EpollTarget, InodeKind};
 
 use crate::{
     error::{Error, Result},
+    fds::park,
+    remote::{TRAMPOLINE_CODE, TRAMPOLINE_LEN},
     restore::{
-        files::{FdPlan, OpenFiles, park},
+        files::{FdPlan, OpenFiles},
         plan::{Plan, ProcPlan},
-        remote::{TRAMPOLINE_CODE, TRAMPOLINE_LEN},
     },
 };
 
