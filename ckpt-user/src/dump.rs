@@ -70,7 +70,7 @@ enum ObjKey {
     /// An anon_inode object (eventfd, signalfd, timerfd), by its `struct file *`: all
     /// of them share one kernel inode, their state is the open file description's.
     AnonObject(u64),
-    /// A seccomp filter, by its key in [`crate::security::SavedFilters`].
+    /// A seccomp filter, by its key in [`crate::security::dump::SavedFilters`].
     SeccompFilter(u64),
 }
 
@@ -137,7 +137,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     crate::locks::dump(&table, crate::locks::When::BeforeFreeze, |_, _| {
         Err(Error::Other("no fd copies before the freeze".into()))
     })?;
-    crate::tuning::refuse_early(opts.root)?;
+    crate::tuning::dump::refuse_early(opts.root)?;
     fault_point("tracker")?;
     let mut task_facts = task_facts
         .join()
@@ -301,12 +301,12 @@ fn collect_and_write(
         report: &mut report,
     };
     // Before the first injected syscall.
-    crate::security::refuse_frozen(tree)?;
+    crate::security::dump::refuse_frozen(tree)?;
     let order = tree.topological();
-    let mut asked: HashMap<i32, process::LeaderAnswers> = HashMap::new();
+    let mut asked: HashMap<i32, process::dump::LeaderAnswers> = HashMap::new();
     for p in &order {
         let leader = p.threads.first().map(|&t| RemoteThread::new(t));
-        let (mut rec, answers) = process::capture(p.pid, leader.as_ref())?;
+        let (mut rec, answers) = process::dump::capture(p.pid, leader.as_ref())?;
         if let Some(a) = answers {
             asked.insert(p.pid, a);
         }
@@ -325,15 +325,17 @@ fn collect_and_write(
     for p in &order {
         for &tid in &p.threads {
             c.writer
-                .write(&Record::Thread(Box::new(thread::capture(p.pid, tid)?)))?;
+                .write(&Record::Thread(Box::new(thread::dump::capture(
+                    p.pid, tid,
+                )?)))?;
             c.report.threads += 1;
         }
     }
-    let mut filters = crate::security::SavedFilters::default();
+    let mut filters = crate::security::dump::SavedFilters::default();
     for p in &order {
         let objrefs = &mut c.objrefs;
         let main_securebits = asked.get(&p.pid).map(|a| a.securebits);
-        let records = crate::security::capture(
+        let records = crate::security::dump::capture(
             p.pid,
             &p.threads,
             main_securebits,
@@ -344,7 +346,7 @@ fn collect_and_write(
             c.writer.write(r)?;
         }
     }
-    crate::tuning::write_records(&order, &asked, task_facts, &mut c.writer)?;
+    crate::tuning::dump::write_records(&order, &asked, task_facts, &mut c.writer)?;
     fault_point("processes")?;
     stages.done("processes and threads");
     for p in &order {

@@ -19,7 +19,7 @@
 //!
 //! What the image does not carry, and how restore treats it: the clear-child-tid
 //! address (re-registered for glibc threads, see
-//! [`crate::thread::restore_registrations`]), and the
+//! [`crate::thread::restore::restore_registrations`]), and the
 //! root's parent (the restored root is ckpt's child, reparented to init when ckpt
 //! leaves with `--detach`).
 

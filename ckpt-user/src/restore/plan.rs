@@ -48,7 +48,7 @@ pub struct ProcPlan<'a> {
     /// The file locks it takes again (see [`crate::locks`]), in image order.
     pub locks: Vec<&'a ckpt_common::image::FileLockRecord>,
     /// Its threads' capabilities, securebits, seccomp and loginuid.
-    pub security: crate::security::ProcSecurity<'a>,
+    pub security: crate::security::restore::ProcSecurity<'a>,
     /// Scheduling state of its threads and its tuning ([`crate::tuning`]).
     pub sched: Vec<&'a ThreadSchedRecord>,
     pub tuning: Option<&'a ProcessTuningRecord>,
@@ -211,10 +211,16 @@ impl<'a> Plan<'a> {
         plan.check_machine()?;
         plan.map_sessions()?;
         plan.check_processes()?;
-        crate::security::check_plan(&plan.procs)?;
+        crate::security::restore::check_plan(&plan.procs)?;
         for p in plan.procs.iter().filter(|p| !p.is_zombie()) {
             let own_session = plan.index.contains_key(&p.sid);
-            crate::tuning::check_plan(p.pid(), p.tuning, &p.sched, &p.rec.rlimits, own_session)?;
+            crate::tuning::restore::check_plan(
+                p.pid(),
+                p.tuning,
+                &p.sched,
+                &p.rec.rlimits,
+                own_session,
+            )?;
         }
         plan.check_files()?;
         plan.check_memory()?;

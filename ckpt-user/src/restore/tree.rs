@@ -373,7 +373,7 @@ impl Helpers {
         }
         if let Some(uid) = p.loginuid {
             // Only the process itself may write it (with CAP_AUDIT_CONTROL).
-            crate::security::set_loginuid(uid).map_err(fail("loginuid"))?;
+            crate::security::restore::set_loginuid(uid).map_err(fail("loginuid"))?;
         }
         install_fds(&p.fds, self.report)
             .map_err(|(what, e)| ("install fds", format!("{what}: {e}")))?;
