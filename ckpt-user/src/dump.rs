@@ -124,7 +124,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     // One smaps read per process, on every CPU for a large tree.
     let pids: Vec<i32> = table.processes.iter().map(|p| p.pid).collect();
     let refusals = crate::parallel::map(&pids, 16, |&pid| {
-        crate::area_state::refuse_unsupported(pid)
+        crate::area_state::dump::refuse_unsupported(pid)
             .err()
             // A process that ended meanwhile (a shell loop's `sleep`) is none of
             // the dump's business; the frozen pass decides for those that remain.
@@ -134,7 +134,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
         return Err(e);
     }
     refuse_unsupported(&table)?;
-    crate::locks::dump(&table, crate::locks::When::BeforeFreeze, |_, _| {
+    crate::locks::dump::dump(&table, crate::locks::dump::When::BeforeFreeze, |_, _| {
         Err(Error::Other("no fd copies before the freeze".into()))
     })?;
     crate::tuning::dump::refuse_early(opts.root)?;
@@ -280,7 +280,7 @@ fn collect_and_write(
     refuse_shared_fd_tables(&state, &table)?;
     let unix_sockets = refuse_unsupported(&table)?;
     // Pages shared copy-on-write with a parent: found (or refused) before any image.
-    let cow = crate::cow::Inheritance::scan(tree)?;
+    let cow = crate::cow::dump::Inheritance::scan(tree)?;
     fault_point("files")?;
     stages.done("read fd tables");
 
@@ -635,9 +635,9 @@ impl Collector<'_> {
         }
     }
 
-    fn memory(&mut self, pid: i32, cow: &crate::cow::Inheritance) -> Result<()> {
+    fn memory(&mut self, pid: i32, cow: &crate::cow::dump::Inheritance) -> Result<()> {
         let maps = memory::mappings(pid)?;
-        let mut states = crate::area_state::capture(pid, &maps)?;
+        let mut states = crate::area_state::dump::capture(pid, &maps)?;
         let pagemap = fs::File::open(format!("/proc/{pid}/pagemap"))
             .map_err(|e| Error::io(format!("opening /proc/{pid}/pagemap"), e))?;
         let mem = fs::File::open(format!("/proc/{pid}/mem"))
@@ -800,7 +800,7 @@ impl Collector<'_> {
 
     /// File lock records (after the fd records they name), see [`crate::locks`].
     fn locks(&mut self, table: &SharingTable) -> Result<()> {
-        let held = crate::locks::dump(table, crate::locks::When::Frozen, |pid, fd| {
+        let held = crate::locks::dump::dump(table, crate::locks::dump::When::Frozen, |pid, fd| {
             self.steal(pid, fd)
         })?;
         for l in held {

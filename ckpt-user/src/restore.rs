@@ -99,7 +99,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     let image = Image::open(&opts.dir)?;
     let mut plan = Plan::build(&image)?;
     if !opts.file_locks {
-        crate::locks::leave_out(&mut plan);
+        crate::locks::restore::leave_out(&mut plan);
     }
     // Every page run is read once: checked over a mapping of pages.img here
     // (which brings it into memory), written into the processes from it later.
@@ -108,7 +108,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     wait_ids_free(&plan.all_ids())?;
     stages.done("wait for pids");
     // Once the dumped tree is gone (its locks with it): someone else may hold one.
-    crate::locks::check_conflicts(&plan)?;
+    crate::locks::restore::check_conflicts(&plan)?;
 
     raise_nofile()?;
     hold_stdio()?;
@@ -116,7 +116,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     let files = OpenFiles::create(&plan, &pages)?;
     let shared = SharedObjects::create(&plan, &pages)?;
     // Areas shared copy-on-write are built by the helpers before they fork.
-    let cow = crate::cow::CowRestore::plan(&plan, &opts.dir, &files.anchor_paths(), files.high)?;
+    let cow =
+        crate::cow::restore::CowRestore::plan(&plan, &opts.dir, &files.anchor_paths(), files.high)?;
     let mut helpers = Helpers::new(&plan, &files, &cow)?;
     stages.done("create files");
 

@@ -196,7 +196,7 @@ pub struct AreaSources<'a> {
     pub memfd_fds: &'a HashMap<ObjRef, i32>,
     /// Areas the helpers built at temporary addresses (shared copy-on-write): moved
     /// into place, not mapped and written.
-    pub cow: &'a crate::cow::CowRestore,
+    pub cow: &'a crate::cow::restore::CowRestore,
 }
 
 /// Restore: rebuilds the whole address space of the stopped helper behind `remote`
@@ -226,7 +226,11 @@ pub fn restore_address_space(
 
 /// Unmaps everything ckpt left in the helper except the trampoline and the
 /// kernel-provided areas.
-fn unmap_foreign(remote: &Remote, maps: &[Mapping], cow: &crate::cow::CowRestore) -> Result<()> {
+fn unmap_foreign(
+    remote: &Remote,
+    maps: &[Mapping],
+    cow: &crate::cow::restore::CowRestore,
+) -> Result<()> {
     let (t0, t1) = remote.trampoline();
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for m in maps {
@@ -370,7 +374,7 @@ fn backing_of(a: &MemoryAreaRecord, src: &AreaSources, pid: i32) -> Result<Optio
             // A shared mapping is writable only through a file open for writing;
             // it is opened so exactly when the dumped area could be made
             // writable (VmFlags `mw`), whatever its protections now.
-            let writable = shared && crate::area_state::shared_file_writable(a);
+            let writable = shared && crate::area_state::restore::shared_file_writable(a);
             Some(Backing {
                 path,
                 flags: if writable {
@@ -523,7 +527,7 @@ fn map_areas(
         if a.flags & map::NORESERVE != 0 {
             flags |= libc::MAP_NORESERVE as u64;
         }
-        flags |= crate::area_state::map_type(
+        flags |= crate::area_state::restore::map_type(
             a,
             if a.flags & map::SHARED != 0 {
                 libc::MAP_SHARED
@@ -539,7 +543,7 @@ fn map_areas(
             }
         };
         // Writable while filled only where the dumped area was accounted so.
-        let fill_prot = crate::area_state::fill_prot(a);
+        let fill_prot = crate::area_state::restore::fill_prot(a);
         calls.push((
             libc::SYS_mmap,
             [
@@ -579,7 +583,7 @@ fn map_areas(
             chunks.push((a.start + off, bytes));
             Ok(())
         })?;
-        if crate::area_state::fill_prot(a) != a.prot {
+        if crate::area_state::restore::fill_prot(a) != a.prot {
             protect.push(a);
         }
     }

@@ -119,7 +119,7 @@ pub fn take_over(
     step(pid, "memory", || {
         memory::restore::restore_address_space(&main, &p.areas, src)?;
         memory::restore::restore_mm(&main, &p.rec.mm, &exe)?;
-        crate::area_state::restore(&main, &p.areas)
+        crate::area_state::restore::restore(&main, &p.areas)
     })?;
     step(pid, "signal handlers", || {
         process::restore::restore_sigactions(&main, &p.rec.sigactions)
@@ -182,7 +182,9 @@ pub fn take_over(
     })?;
     // Last of all that touches files: a close in the process after it would drop
     // its POSIX locks.
-    step(pid, "file locks", || crate::locks::restore(&main, &p.locks))?;
+    step(pid, "file locks", || {
+        crate::locks::restore::restore(&main, &p.locks)
+    })?;
     step(pid, "security", || {
         let remotes: Vec<(i32, &Remote)> = threads.iter().map(|(t, r)| (t.tid, r)).collect();
         security::restore::restore_threads(&remotes, &p.security, creds_changed)

@@ -57,7 +57,7 @@ pub struct HelperPlan {
     /// The loginuid to write, when it is not ckpt's.
     pub loginuid: Option<u32>,
     /// Areas shared copy-on-write, built before the children are forked.
-    pub cow: Vec<crate::cow::TempArea>,
+    pub cow: Vec<crate::cow::restore::TempArea>,
 }
 
 /// Everything the helpers need, built before the first one is forked.
@@ -67,7 +67,7 @@ pub struct Helpers {
     trampoline: u64,
     /// Write end of the report pipe (inherited by every helper).
     report: RawFd,
-    cow: crate::cow::HelperCow,
+    cow: crate::cow::restore::HelperCow,
 }
 
 /// Processes this restore created, so a failure kills exactly those.
@@ -138,7 +138,11 @@ fn epolls_of(plan: &Plan, p: &ProcPlan) -> Vec<(RawFd, Vec<EpollTarget>)> {
 }
 
 impl Helpers {
-    pub fn new(plan: &Plan, files: &OpenFiles, cow: &crate::cow::CowRestore) -> Result<Helpers> {
+    pub fn new(
+        plan: &Plan,
+        files: &OpenFiles,
+        cow: &crate::cow::restore::CowRestore,
+    ) -> Result<Helpers> {
         let me = std::process::id() as i32;
         let mut plans = HashMap::new();
         for (i, p) in plan.procs.iter().enumerate() {
