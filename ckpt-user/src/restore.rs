@@ -39,10 +39,7 @@ use log::info;
 
 use crate::{
     error::{Error, Result},
-    memory::{
-        self,
-        restore::{AreaSources, PageReader},
-    },
+    memory::{self, pages::PageReader, restore::AreaSources},
 };
 use files::OpenFiles;
 use plan::Plan;
@@ -191,15 +188,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         report.exit_status = Some(wait_root(report.root)?);
     }
     Ok(report)
-}
-
-/// Whether CKPT_RESTORE_FAIL_AT names `step` (for every pid, or `step@pid` for one):
-/// tests use it to prove that a restore failing at any step leaves nothing behind.
-pub(crate) fn fault_point(step: &str, pid: i32) -> bool {
-    std::env::var("CKPT_RESTORE_FAIL_AT").is_ok_and(|v| match v.split_once('@') {
-        Some((s, p)) => s == step && p.parse() == Ok(pid),
-        None => v == step,
-    })
 }
 
 fn require_privileges() -> Result<()> {

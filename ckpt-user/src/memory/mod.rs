@@ -8,6 +8,7 @@
 //! process maps it first.
 
 pub mod dump;
+pub mod pages;
 pub mod restore;
 
 use std::fs;

@@ -34,7 +34,7 @@ use crate::{
         deleted, device, dir, epoll, eventfd, inotify, memfd, pipe, regular, signalfd, socket,
         timerfd,
     },
-    memory::restore::PageReader,
+    memory::pages::PageReader,
     objref::Deposits,
     restore::plan::Plan,
 };

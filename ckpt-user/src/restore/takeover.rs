@@ -24,10 +24,19 @@ use crate::{
     security, thread,
 };
 
+/// Whether CKPT_RESTORE_FAIL_AT names `step` (for every pid, or `step@pid` for one):
+/// tests use it to prove that a restore failing at any step leaves nothing behind.
+pub(crate) fn fault_point(step: &str, pid: i32) -> bool {
+    std::env::var("CKPT_RESTORE_FAIL_AT").is_ok_and(|v| match v.split_once('@') {
+        Some((s, p)) => s == step && p.parse() == Ok(pid),
+        None => v == step,
+    })
+}
+
 /// Names the step and the pid in an error.
 pub fn step<T>(pid: i32, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let start = std::time::Instant::now();
-    let result = if crate::restore::fault_point(name, pid) {
+    let result = if fault_point(name, pid) {
         Err(Error::Other(
             "injected failure (CKPT_RESTORE_FAIL_AT)".into(),
         ))
@@ -114,7 +123,7 @@ pub fn take_over(
     // Into its cgroups before its memory is filled and its threads are made, so
     // that they are charged where the dumped ones were.
     step(pid, "cgroups", || {
-        crate::tuning::restore::restore_cgroups(p)
+        crate::tuning::restore::restore_cgroups(p.tuning)
     })?;
     step(pid, "memory", || {
         memory::restore::restore_address_space(&main, &p.areas, src)?;
@@ -134,7 +143,7 @@ pub fn take_over(
     let mut threads = vec![(main_rec, main.for_thread(pid)?)];
     for t in p.threads.iter().filter(|t| t.tid != pid) {
         let r = step(pid, "create threads", || {
-            crate::tuning::restore::before_creating_thread(p, t.tid)?;
+            crate::tuning::restore::before_creating_thread(pid, &p.sched, t.tid)?;
             thread::restore::restore_create(&main, t.tid)
         })?;
         seized.tids.push(t.tid);
@@ -147,7 +156,7 @@ pub fn take_over(
         .map_err(|e| Error::Other(format!("{e} (thread {})", rec.tid)))?;
     }
     step(pid, "tuning", || {
-        crate::tuning::restore::restore(p, &main, &threads)
+        crate::tuning::restore::restore(&p.sched, p.tuning, &main, &threads)
     })?;
     step(pid, "root directory", || {
         process::restore::restore_root(&main, &p.rec.root)
@@ -208,7 +217,7 @@ pub fn take_over(
     })?;
     // Last: a thread given a low priority here may wait long for a CPU.
     step(pid, "scheduling policy", || {
-        crate::tuning::restore::restore_policies(p)
+        crate::tuning::restore::restore_policies(&p.sched)
     })
 }
 

@@ -310,7 +310,7 @@ impl Helpers {
         let p = &self.plans[&pid];
         let fail = |step: &'static str| move |e: std::io::Error| (step, e.to_string());
         for step in ["create children", "install fds"] {
-            if crate::restore::fault_point(step, pid) {
+            if crate::restore::takeover::fault_point(step, pid) {
                 return Err((step, "injected failure (CKPT_RESTORE_FAIL_AT)".into()));
             }
         }

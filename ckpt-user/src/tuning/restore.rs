@@ -184,16 +184,16 @@ fn check_default_slack(pid: i32, sched: &[&ThreadSchedRecord]) -> Result<()> {
     Ok(())
 }
 
-/// Restore, just before thread `tid` of `p` is created (by its main thread): the
+/// Restore, just before thread `tid` of process `pid` (its threads' records `sched`)
+/// is created (by its main thread): the
 /// main thread's timer slack set to the new thread's default, which the kernel
 /// copies from its creator. A default of 0 (a thread made by a realtime thread)
 /// can only be copied from a realtime creator: the main thread is made SCHED_FIFO
 /// for that while. Its own slack and policy are set later ([`restore_policy`]).
-pub fn before_creating_thread(p: &crate::restore::plan::ProcPlan, tid: i32) -> Result<()> {
-    let Some(s) = p.sched.iter().find(|s| s.tid == tid) else {
+pub fn before_creating_thread(pid: i32, sched: &[&ThreadSchedRecord], tid: i32) -> Result<()> {
+    let Some(s) = sched.iter().find(|s| s.tid == tid) else {
         return Ok(());
     };
-    let pid = p.pid();
     let main_rt = [SCHED_FIFO, SCHED_RR].contains(&sched_getattr(pid)?.policy);
     if s.default_timer_slack_ns == 0 {
         if !main_rt {
@@ -349,8 +349,8 @@ fn rlimit_name(resource: u32) -> &'static str {
 /// Restore: the process's cgroups, written from ckpt while it is stopped, before
 /// its memory is filled and its threads are made (so that they are charged to
 /// them) and before anything about scheduling, which the cgroups bound.
-pub fn restore_cgroups(p: &crate::restore::plan::ProcPlan) -> Result<()> {
-    let Some(t) = p.tuning else {
+pub fn restore_cgroups(tuning: Option<&ProcessTuningRecord>) -> Result<()> {
+    let Some(t) = tuning else {
         return Ok(());
     };
     for procs in cgroup_moves(t)? {
@@ -538,15 +538,17 @@ pub fn restore_process(t: &ProcessTuningRecord, main: &Remote) -> Result<()> {
 }
 
 /// Restore, in takeover: everything of this module but the cgroups (see
-/// [`restore_cgroups`]) and the policies ([`restore_policies`]) for process `p`,
-/// whose threads all exist and are stopped (`threads`: each thread's record and
-/// Remote), after its memory is mapped and before its credentials change.
+/// [`restore_cgroups`]) and the policies ([`restore_policies`]) for a process (its
+/// threads' records `sched`, its own `tuning`), whose threads all exist and are
+/// stopped (`threads`: each thread's record and Remote), after its memory is mapped
+/// and before its credentials change.
 pub fn restore(
-    p: &crate::restore::plan::ProcPlan,
+    sched: &[&ThreadSchedRecord],
+    tuning: Option<&ProcessTuningRecord>,
     main: &Remote,
     threads: &[(&&ckpt_common::image::ThreadRecord, Remote)],
 ) -> Result<()> {
-    for s in &p.sched {
+    for s in sched {
         let remote = threads
             .iter()
             .find(|(rec, _)| rec.tid == s.tid)
@@ -554,16 +556,16 @@ pub fn restore(
             .ok_or_else(|| Error::Other(format!("tid {}: no thread to restore into", s.tid)))?;
         restore_thread(s, remote)?;
     }
-    if let Some(t) = p.tuning {
+    if let Some(t) = tuning {
         restore_process(t, main)?;
     }
     Ok(())
 }
 
 /// Restore, after the last remote syscall of a takeover: the policy of every
-/// thread of `p` (see [`restore_policy`]).
-pub fn restore_policies(p: &crate::restore::plan::ProcPlan) -> Result<()> {
-    p.sched.iter().try_for_each(|s| restore_policy(s))
+/// thread of a process, by their records `sched` (see [`restore_policy`]).
+pub fn restore_policies(sched: &[&ThreadSchedRecord]) -> Result<()> {
+    sched.iter().try_for_each(|s| restore_policy(s))
 }
 
 /// Restore: oom_score_adj and the floor below which the process may not lower it
