@@ -3,8 +3,8 @@
 //! (MADV_GUARD_INSTALL, found with the PAGEMAP_SCAN ioctl) and anonymous area names
 //! (PR_SET_VMA_ANON_NAME).
 //!
-//! Why a module of its own, beside memory.rs: what an area maps and which pages it
-//! holds is memory.rs's; this is the state userspace set on the area afterwards,
+//! Why a module of its own, beside memory/: what an area maps and which pages it
+//! holds is memory/'s; this is the state userspace set on the area afterwards,
 //! applied again once the area and its pages are back. Every `VmFlags` mnemonic of
 //! 6.18 (fs/proc/task_mmu.c show_smap_vma_flags) is one of these:
 //!

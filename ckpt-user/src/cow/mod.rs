@@ -12,11 +12,11 @@
 //! same virtual address — fork keeps addresses, so that is where shared pages are.
 //! Equal PFNs (or equal swap entries) are the same page: it is saved once, with the
 //! parent (or, down a chain, with the ancestor that owns it), and the child's area
-//! gets a [`CowInheritRecord`] naming the parent's area and the inherited pages.
+//! gets a [`CowInheritRecord`](ckpt_common::image::CowInheritRecord) naming the parent's area and the inherited pages.
 //! A page two or more children share that the parent has since rewritten (or
 //! dropped) is an older content of the parent's: children are put in the order the
 //! parent forked them (their start times), and the parent's pages between its
-//! forks are recorded as steps ([`CowForkPagesRecord`]): which older pages it held
+//! forks are recorded as steps ([`CowForkPagesRecord`](ckpt_common::image::CowForkPagesRecord)): which older pages it held
 //! before forking which child, and when its own came back. Sharing no fork order
 //! rebuilds is refused, naming pid and address: a page shared with a grandparent
 //! but not the parent or at another address, a child area spanning two of the

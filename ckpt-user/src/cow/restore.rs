@@ -534,7 +534,7 @@ impl HelperCow {
     }
 
     /// In a helper, just before it forks `child` (0: once it forked them all): the
-    /// steps of its pages at that point (see [`CowForkPagesRecord`]).
+    /// steps of its pages at that point (see [`CowForkPagesRecord`](ckpt_common::image::CowForkPagesRecord)).
     pub fn before_fork(&self, areas: &[TempArea], child: i32) -> std::result::Result<(), String> {
         for t in areas {
             for step in t.stages.iter().filter(|s| s.before == child) {

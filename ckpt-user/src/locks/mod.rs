@@ -13,7 +13,7 @@
 //! - a thread blocked in F_SETLKW, F_OFD_SETLKW or flock() leaves the wait when it
 //!   is frozen (PTRACE_INTERRUPT wakes it with -ERESTARTSYS): the frozen tree holds
 //!   only granted locks, and the waiter's syscall is restarted after restore
-//!   (thread.rs), when the holders hold their locks again.
+//!   (thread/restore.rs), when the holders hold their locks again.
 //!
 //! So the dump reads every fd's fdinfo (one record per lock, deduplicated by owner),
 //! and cross-checks /proc/locks: any lock /proc/locks gives a tree process that no

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// What the main thread answered in the same stop for other kinds' records
-/// (security.rs, tuning.rs): raw prctl results, an errno as a negative value.
+/// (security/dump.rs, tuning/dump.rs): raw prctl results, an errno as a negative value.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LeaderAnswers {
     /// prctl(PR_GET_SECUREBITS) of the main thread.
@@ -231,7 +231,7 @@ fn ask(
             .iter()
             .map(|t| Query::new(libc::SYS_timer_gettime, &[t.id as u64, 0]).out(1, 32)),
     );
-    // Asked here for security.rs and tuning.rs: one stop of the thread for all.
+    // Asked here for security/dump.rs and tuning/dump.rs: one stop of the thread for all.
     queries.push(Query::new(
         libc::SYS_prctl,
         &[libc::PR_GET_SECUREBITS as u64],

@@ -7,14 +7,15 @@
 
 use std::fs;
 
-use ckpt_common::image::{Credentials, Itimer, PosixTimer, ProcessAttrs, Rlimit, SigAction};
+use ckpt_common::image::{
+    Credentials, Itimer, PosixTimer, ProcessAttrs, Rlimit, SigAction, Siginfo,
+};
 
 use super::{PR_TIMER_CREATE_RESTORE_IDS, credentials};
-use crate::error::{Error, Result};
-
-use ckpt_common::image::Siginfo;
-
-use crate::remote::{Call, Remote};
+use crate::{
+    error::{Error, Result},
+    remote::{Call, Remote},
+};
 
 /// Restore: the saved signal dispositions. Every other signal keeps the default
 /// action the helper reset it to before it was taken over.

@@ -176,7 +176,7 @@ pub fn capture(
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(u32::MAX);
-        // The main thread answered with the process's other questions (process.rs).
+        // The main thread answered with the process's other questions (process/dump.rs).
         let securebits = match main_securebits.filter(|_| tid == pid) {
             Some(bits) => bits,
             None => RemoteThread::new(tid)

@@ -153,7 +153,7 @@ fn mm_facts(pid: i32, facts: &TaskFacts) -> Result<(u32, u32)> {
 }
 
 /// Dump: the tuning of process `pid` (frozen); `thp` is what its main thread
-/// answered to PR_GET_THP_DISABLE (asked with its other questions, process.rs),
+/// answered to PR_GET_THP_DISABLE (asked with its other questions, process/dump.rs),
 /// `facts` what only the kernel knows (membarrier registrations,
 /// mlockall(MCL_FUTURE)).
 pub fn capture_process(

@@ -32,6 +32,7 @@
 
 pub mod dump;
 pub mod restore;
+
 use std::fs;
 
 use ckpt_common::image::{CgroupMembership, SchedAttr};
