@@ -666,3 +666,14 @@ fn comments_literals_and_test_items_make_no_path() {
     let others: Vec<String> = p.others.iter().map(|x| x.join("::")).collect();
     assert_eq!(others, vec!["super::h::i", "e::j"]);
 }
+
+/// `cargo test -p ckpt-user --test layers -- --ignored --nocapture`: the graph, one
+/// file a line, to see what a change adds.
+#[test]
+#[ignore = "prints the graph; asserts nothing"]
+fn print_the_file_graph() {
+    for (from, to) in &build_graph(&src_dir()).edges {
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        println!("{from} -> {}", to.join(", "));
+    }
+}
