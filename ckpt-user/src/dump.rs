@@ -10,6 +10,8 @@
 //! (no pipe byte consumed: pipes are copied with tee) and the partial image is
 //! removed.
 
+pub mod freeze;
+
 use std::{
     collections::HashMap,
     fs,
@@ -28,8 +30,8 @@ use ckpt_common::image::{
 use log::info;
 
 use crate::{
+    dump::freeze::FrozenTree,
     error::{Error, Result},
-    freeze::FrozenTree,
     inject::RemoteThread,
     kinds::{self, ObjectKind, pipe},
     memory::{self, MappingClass, PAGE_SIZE},
@@ -68,7 +70,7 @@ enum ObjKey {
     /// An anon_inode object (eventfd, signalfd, timerfd), by its `struct file *`: all
     /// of them share one kernel inode, their state is the open file description's.
     AnonObject(u64),
-    /// A seccomp filter, by its key in [`crate::security::SavedFilters`].
+    /// A seccomp filter, by its key in [`crate::security::dump::SavedFilters`].
     SeccompFilter(u64),
 }
 
@@ -101,7 +103,7 @@ impl Stages {
 pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     crate::privileges::require_tracker()?;
     crate::procfs::one(opts.root)?;
-    if let Some(why) = crate::freeze::refuse_reason(opts.root) {
+    if let Some(why) = crate::dump::freeze::refuse_reason(opts.root) {
         return Err(Error::Other(why));
     }
     check_dir(&opts.dir)?;
@@ -122,7 +124,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     // One smaps read per process, on every CPU for a large tree.
     let pids: Vec<i32> = table.processes.iter().map(|p| p.pid).collect();
     let refusals = crate::parallel::map(&pids, 16, |&pid| {
-        crate::area_state::refuse_unsupported(pid)
+        crate::area_state::dump::refuse_unsupported(pid)
             .err()
             // A process that ended meanwhile (a shell loop's `sleep`) is none of
             // the dump's business; the frozen pass decides for those that remain.
@@ -132,10 +134,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
         return Err(e);
     }
     refuse_unsupported(&table)?;
-    crate::locks::dump(&table, crate::locks::When::BeforeFreeze, |_, _| {
+    crate::locks::dump::dump(&table, crate::locks::dump::When::BeforeFreeze, |_, _| {
         Err(Error::Other("no fd copies before the freeze".into()))
     })?;
-    crate::tuning::refuse_early(opts.root)?;
+    crate::tuning::dump::refuse_early(opts.root)?;
     fault_point("tracker")?;
     let mut task_facts = task_facts
         .join()
@@ -278,7 +280,7 @@ fn collect_and_write(
     refuse_shared_fd_tables(&state, &table)?;
     let unix_sockets = refuse_unsupported(&table)?;
     // Pages shared copy-on-write with a parent: found (or refused) before any image.
-    let cow = crate::cow::Inheritance::scan(tree)?;
+    let cow = crate::cow::dump::Inheritance::scan(tree)?;
     fault_point("files")?;
     stages.done("read fd tables");
 
@@ -299,12 +301,12 @@ fn collect_and_write(
         report: &mut report,
     };
     // Before the first injected syscall.
-    crate::security::refuse_frozen(tree)?;
+    crate::security::dump::refuse_frozen(tree)?;
     let order = tree.topological();
-    let mut asked: HashMap<i32, process::LeaderAnswers> = HashMap::new();
+    let mut asked: HashMap<i32, process::dump::LeaderAnswers> = HashMap::new();
     for p in &order {
         let leader = p.threads.first().map(|&t| RemoteThread::new(t));
-        let (mut rec, answers) = process::capture(p.pid, leader.as_ref())?;
+        let (mut rec, answers) = process::dump::capture(p.pid, leader.as_ref())?;
         if let Some(a) = answers {
             asked.insert(p.pid, a);
         }
@@ -323,15 +325,17 @@ fn collect_and_write(
     for p in &order {
         for &tid in &p.threads {
             c.writer
-                .write(&Record::Thread(Box::new(thread::capture(p.pid, tid)?)))?;
+                .write(&Record::Thread(Box::new(thread::dump::capture(
+                    p.pid, tid,
+                )?)))?;
             c.report.threads += 1;
         }
     }
-    let mut filters = crate::security::SavedFilters::default();
+    let mut filters = crate::security::dump::SavedFilters::default();
     for p in &order {
         let objrefs = &mut c.objrefs;
         let main_securebits = asked.get(&p.pid).map(|a| a.securebits);
-        let records = crate::security::capture(
+        let records = crate::security::dump::capture(
             p.pid,
             &p.threads,
             main_securebits,
@@ -342,7 +346,7 @@ fn collect_and_write(
             c.writer.write(r)?;
         }
     }
-    crate::tuning::write_records(&order, &asked, task_facts, &mut c.writer)?;
+    crate::tuning::dump::write_records(&order, &asked, task_facts, &mut c.writer)?;
     fault_point("processes")?;
     stages.done("processes and threads");
     for p in &order {
@@ -559,7 +563,7 @@ impl Collector<'_> {
         let attrs = kinds::deleted::attrs_of(&meta);
         let writer = &mut self.writer;
         let (size, pages) =
-            memory::save_file_pages(&file, shown, |i, d| Ok(writer.write_pages(i, d)?))?;
+            memory::dump::save_file_pages(&file, shown, |i, d| Ok(writer.write_pages(i, d)?))?;
         Ok(match kinds::memfd::name_of(shown) {
             Some(name) => InodeKind::MemFd {
                 name: name.to_string(),
@@ -631,9 +635,9 @@ impl Collector<'_> {
         }
     }
 
-    fn memory(&mut self, pid: i32, cow: &crate::cow::Inheritance) -> Result<()> {
+    fn memory(&mut self, pid: i32, cow: &crate::cow::dump::Inheritance) -> Result<()> {
         let maps = memory::mappings(pid)?;
-        let mut states = crate::area_state::capture(pid, &maps)?;
+        let mut states = crate::area_state::dump::capture(pid, &maps)?;
         let pagemap = fs::File::open(format!("/proc/{pid}/pagemap"))
             .map_err(|e| Error::io(format!("opening /proc/{pid}/pagemap"), e))?;
         let mem = fs::File::open(format!("/proc/{pid}/mem"))
@@ -688,10 +692,11 @@ impl Collector<'_> {
                             // The whole object, saved once: pages other
                             // processes wrote are in it as well.
                             let (writer, progress) = (&mut self.writer, &mut self.progress);
-                            let (size, pages) = memory::save_shared_object(pid, m, |i, d| {
-                                progress.add(d.len());
-                                Ok(writer.write_pages(i, d)?)
-                            })?;
+                            let (size, pages) =
+                                memory::dump::save_shared_object(pid, m, |i, d| {
+                                    progress.add(d.len());
+                                    Ok(writer.write_pages(i, d)?)
+                                })?;
                             self.report.pages +=
                                 pages.iter().map(|r| u64::from(r.count)).sum::<u64>();
                             self.writer
@@ -708,10 +713,10 @@ impl Collector<'_> {
             let pages = if class == MappingClass::SharedAnon {
                 Vec::new()
             } else {
-                let runs = cow.own_runs(pid, m, memory::dirty_runs(pid, m, &pagemap)?);
+                let runs = cow.own_runs(pid, m, memory::dump::dirty_runs(pid, m, &pagemap)?);
                 self.report.pages += runs.iter().map(|r| r.1).sum::<u64>();
                 let (writer, progress) = (&mut self.writer, &mut self.progress);
-                memory::save_runs(pid, m, &runs, &mem, |i, d| {
+                memory::dump::save_runs(pid, m, &runs, &mem, |i, d| {
                     progress.add(d.len());
                     Ok(writer.write_pages(i, d)?)
                 })?
@@ -795,7 +800,7 @@ impl Collector<'_> {
 
     /// File lock records (after the fd records they name), see [`crate::locks`].
     fn locks(&mut self, table: &SharingTable) -> Result<()> {
-        let held = crate::locks::dump(table, crate::locks::When::Frozen, |pid, fd| {
+        let held = crate::locks::dump::dump(table, crate::locks::dump::When::Frozen, |pid, fd| {
             self.steal(pid, fd)
         })?;
         for l in held {

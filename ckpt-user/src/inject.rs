@@ -55,7 +55,7 @@ impl Query {
 }
 
 /// One entry of the batch table: nr, six arguments, result (the batch loop of
-/// `restore::remote::TRAMPOLINE_CODE` runs it).
+/// `remote::TRAMPOLINE_CODE` runs it).
 const ENTRY: usize = 64;
 /// Queries per stop at most (their table and buffers stay well under 8 KiB).
 const QUERIES_PER_STOP: usize = 64;
@@ -123,7 +123,7 @@ impl RemoteThread {
     }
 
     fn query_chunk(&self, queries: &[Query]) -> Result<Vec<(i64, Vec<u8>)>> {
-        use crate::restore::remote::{BATCH_ENTRY, BATCH_TRAP, TRAMPOLINE_CODE};
+        use crate::remote::{BATCH_ENTRY, BATCH_TRAP, TRAMPOLINE_CODE};
         let ctx = |what: &str, e: nix::errno::Errno| {
             Error::Other(format!(
                 "remote queries in thread {}: {what}: {e}",

@@ -152,9 +152,9 @@ pub fn stop_as_dumped(pid: i32, tid: i32, sig: i32) -> Result<()> {
             )));
         }
     }
-    let saved_mask = crate::thread::sigmask(tid)?;
+    let saved_mask = crate::thread::dump::sigmask(tid)?;
     let only_sig = !(1u64 << (sig - 1));
-    crate::thread::restore_sigmask(tid, only_sig)?;
+    crate::thread::restore::restore_sigmask(tid, only_sig)?;
     // SAFETY: a signal to a thread of a process this restore created.
     if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) } != 0 {
         return Err(Error::io(
@@ -187,7 +187,7 @@ pub fn stop_as_dumped(pid: i32, tid: i32, sig: i32) -> Result<()> {
             )));
         }
     }
-    crate::thread::restore_sigmask(tid, saved_mask)
+    crate::thread::restore::restore_sigmask(tid, saved_mask)
 }
 
 #[cfg(test)]

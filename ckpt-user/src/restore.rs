@@ -19,13 +19,12 @@
 //!
 //! What the image does not carry, and how restore treats it: the clear-child-tid
 //! address (re-registered for glibc threads, see
-//! [`crate::thread::restore_registrations`]), and the
+//! [`crate::thread::restore::restore_registrations`]), and the
 //! root's parent (the restored root is ckpt's child, reparented to init when ckpt
 //! leaves with `--detach`).
 
 pub mod files;
 pub mod plan;
-pub mod remote;
 pub mod takeover;
 pub mod tree;
 
@@ -40,7 +39,7 @@ use log::info;
 
 use crate::{
     error::{Error, Result},
-    memory::{self, AreaSources, PageReader},
+    memory::{self, pages::PageReader, restore::AreaSources},
 };
 use files::OpenFiles;
 use plan::Plan;
@@ -97,7 +96,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     let image = Image::open(&opts.dir)?;
     let mut plan = Plan::build(&image)?;
     if !opts.file_locks {
-        crate::locks::leave_out(&mut plan);
+        crate::locks::restore::leave_out(&mut plan);
     }
     // Every page run is read once: checked over a mapping of pages.img here
     // (which brings it into memory), written into the processes from it later.
@@ -106,7 +105,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     wait_ids_free(&plan.all_ids())?;
     stages.done("wait for pids");
     // Once the dumped tree is gone (its locks with it): someone else may hold one.
-    crate::locks::check_conflicts(&plan)?;
+    crate::locks::restore::check_conflicts(&plan)?;
 
     raise_nofile()?;
     hold_stdio()?;
@@ -114,7 +113,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
     let files = OpenFiles::create(&plan, &pages)?;
     let shared = SharedObjects::create(&plan, &pages)?;
     // Areas shared copy-on-write are built by the helpers before they fork.
-    let cow = crate::cow::CowRestore::plan(&plan, &opts.dir, &files.anchor_paths(), files.high)?;
+    let cow =
+        crate::cow::restore::CowRestore::plan(&plan, &opts.dir, &files.anchor_paths(), files.high)?;
     let mut helpers = Helpers::new(&plan, &files, &cow)?;
     stages.done("create files");
 
@@ -188,15 +188,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport> {
         report.exit_status = Some(wait_root(report.root)?);
     }
     Ok(report)
-}
-
-/// Whether CKPT_RESTORE_FAIL_AT names `step` (for every pid, or `step@pid` for one):
-/// tests use it to prove that a restore failing at any step leaves nothing behind.
-pub(crate) fn fault_point(step: &str, pid: i32) -> bool {
-    std::env::var("CKPT_RESTORE_FAIL_AT").is_ok_and(|v| match v.split_once('@') {
-        Some((s, p)) => s == step && p.parse() == Ok(pid),
-        None => v == step,
-    })
 }
 
 fn require_privileges() -> Result<()> {
@@ -317,7 +308,7 @@ fn raise_nofile() -> Result<()> {
 }
 
 /// Shared-anonymous objects, created and filled in ckpt (see
-/// [`memory::restore_shared_object`]) and unmapped once every process maps them.
+/// [`memory::restore::restore_shared_object`]) and unmapped once every process maps them.
 struct SharedObjects {
     ranges: HashMap<ckpt_common::image::ObjRef, (u64, u64)>,
 }
@@ -328,7 +319,7 @@ impl SharedObjects {
             ranges: HashMap::new(),
         };
         for s in &plan.shared {
-            let addr = memory::restore_shared_object(s.size, &s.pages, pages)
+            let addr = memory::restore::restore_shared_object(s.size, &s.pages, pages)
                 .map_err(|e| Error::Other(format!("shared memory {}: {e}", s.objref)))?;
             me.ranges.insert(s.objref, (addr, addr + s.size));
         }

@@ -7,7 +7,7 @@
 //! without this program; loading the object again with every map shrunk to one
 //! entry costs a few milliseconds and leaves the tracker untouched. The program
 //! only writes what it reads; [`read`] returns the raw values by tgid and the
-//! callers (see `tuning.rs`) decide what they mean. A kind that needs another fact
+//! callers (see `tuning/dump.rs`) decide what they mean. A kind that needs another fact
 //! adds a field to `TaskFacts`, an offset to `Offsets` and one read to the program.
 
 use std::{collections::HashMap, io::Read as _};

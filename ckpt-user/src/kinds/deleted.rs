@@ -23,7 +23,7 @@ use ckpt_common::image::{PageRun, UnlinkedAttrs};
 
 use crate::{
     error::{Error, Result},
-    memory::PageReader,
+    memory::pages::PageReader,
 };
 
 /// The largest deleted file or memfd whose contents a dump saves.

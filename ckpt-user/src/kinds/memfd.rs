@@ -26,7 +26,7 @@ use ckpt_common::image::{PageRun, UnlinkedAttrs};
 use super::deleted;
 use crate::{
     error::{Error, Result},
-    memory::PageReader,
+    memory::pages::PageReader,
 };
 
 /// MFD_EXEC (6.3+): executable, and F_SEAL_EXEC may be added later.

@@ -15,7 +15,7 @@ use crate::{
     sharing::SharingTable,
 };
 
-use super::{FdBrief, Holder, MonitorEvent};
+use super::events::{FdBrief, Holder, MonitorEvent};
 
 /// Every kind an fd can be, as `--kind` names them.
 const KINDS: [ObjectKind; 9] = [

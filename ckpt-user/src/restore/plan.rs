@@ -25,8 +25,8 @@ use ckpt_common::image::{
 use crate::{
     error::{Error, Result},
     kinds::{device, dir, regular},
-    memory::{self, MappingClass, PAGE_SIZE},
-    restore::remote::TRAMPOLINE_LEN,
+    memory::{self, MappingClass, PAGE_SIZE, free_gap},
+    remote::TRAMPOLINE_LEN,
 };
 
 /// One process of the image and everything that belongs to it.
@@ -48,7 +48,7 @@ pub struct ProcPlan<'a> {
     /// The file locks it takes again (see [`crate::locks`]), in image order.
     pub locks: Vec<&'a ckpt_common::image::FileLockRecord>,
     /// Its threads' capabilities, securebits, seccomp and loginuid.
-    pub security: crate::security::ProcSecurity<'a>,
+    pub security: crate::security::restore::ProcSecurity<'a>,
     /// Scheduling state of its threads and its tuning ([`crate::tuning`]).
     pub sched: Vec<&'a ThreadSchedRecord>,
     pub tuning: Option<&'a ProcessTuningRecord>,
@@ -211,10 +211,16 @@ impl<'a> Plan<'a> {
         plan.check_machine()?;
         plan.map_sessions()?;
         plan.check_processes()?;
-        crate::security::check_plan(&plan.procs)?;
+        crate::security::restore::check_plan(&plan.procs)?;
         for p in plan.procs.iter().filter(|p| !p.is_zombie()) {
             let own_session = plan.index.contains_key(&p.sid);
-            crate::tuning::check_plan(p.pid(), p.tuning, &p.sched, &p.rec.rlimits, own_session)?;
+            crate::tuning::restore::check_plan(
+                p.pid(),
+                p.tuning,
+                &p.sched,
+                &p.rec.rlimits,
+                own_session,
+            )?;
         }
         plan.check_files()?;
         plan.check_memory()?;
@@ -731,24 +737,6 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// The lowest address ≥ `from` (and below `below`) where `len` bytes fit between the
-/// ranges in `busy`.
-pub fn free_gap(busy: &[(u64, u64)], len: u64, from: u64, below: u64) -> Option<u64> {
-    let mut ranges = busy.to_vec();
-    ranges.sort_unstable();
-    let mut at = from;
-    for (s, e) in ranges {
-        if e <= at {
-            continue;
-        }
-        if s >= at.checked_add(len)? {
-            break;
-        }
-        at = at.max(e.next_multiple_of(PAGE_SIZE));
-    }
-    (at.checked_add(len)? <= below).then_some(at)
-}
-
 /// Bytes of this CPU's XSAVE area as ptrace's NT_X86_XSTATE regset carries it
 /// (CPUID leaf 0xd: the size for the features enabled in XCR0).
 pub fn xsave_size() -> usize {
@@ -757,19 +745,4 @@ pub fn xsave_size() -> usize {
     #[allow(unused_unsafe)]
     let r = unsafe { std::arch::x86_64::__cpuid_count(0xd, 0) };
     r.ebx as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_gap_skips_busy_ranges() {
-        let busy = [(0x1000, 0x3000), (0x5000, 0x6000), (0x2000, 0x4000)];
-        assert_eq!(free_gap(&busy, 0x1000, 0x1000, 0x10000), Some(0x4000));
-        assert_eq!(free_gap(&busy, 0x2000, 0x1000, 0x10000), Some(0x6000));
-        assert_eq!(free_gap(&busy, 0x1000, 0x0, 0x10000), Some(0x0));
-        assert_eq!(free_gap(&busy, 0x1000, 0x1000, 0x5000), Some(0x4000));
-        assert_eq!(free_gap(&busy, 0x2000, 0x1000, 0x7000), None);
-    }
 }

@@ -17,16 +17,26 @@ use nix::{
 
 use crate::{
     error::{Error, Result},
-    memory::{self, AreaSources},
+    memory::{self, restore::AreaSources},
     process,
-    restore::{plan::ProcPlan, remote::Remote},
+    remote::Remote,
+    restore::plan::ProcPlan,
     security, thread,
 };
+
+/// Whether CKPT_RESTORE_FAIL_AT names `step` (for every pid, or `step@pid` for one):
+/// tests use it to prove that a restore failing at any step leaves nothing behind.
+pub(crate) fn fault_point(step: &str, pid: i32) -> bool {
+    std::env::var("CKPT_RESTORE_FAIL_AT").is_ok_and(|v| match v.split_once('@') {
+        Some((s, p)) => s == step && p.parse() == Ok(pid),
+        None => v == step,
+    })
+}
 
 /// Names the step and the pid in an error.
 pub fn step<T>(pid: i32, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let start = std::time::Instant::now();
-    let result = if crate::restore::fault_point(name, pid) {
+    let result = if fault_point(name, pid) {
         Err(Error::Other(
             "injected failure (CKPT_RESTORE_FAIL_AT)".into(),
         ))
@@ -83,7 +93,7 @@ pub fn take_over(
     seized.tids.push(pid);
     let main = step(pid, "seize", || {
         // Nothing is delivered while ckpt works on the process.
-        thread::restore_sigmask(pid, !0)?;
+        thread::restore::restore_sigmask(pid, !0)?;
         let mem = File::options()
             .read(true)
             .write(true)
@@ -97,7 +107,7 @@ pub fn take_over(
             libc::SYS_prctl,
             &[libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0],
         )?;
-        thread::restore_unregister_rseq(&main)?;
+        thread::restore::restore_unregister_rseq(&main)?;
         // The helper closes its report fd before it waits; make sure.
         main.syscall(libc::SYS_close, &[report_fd as u64])?;
         Ok(())
@@ -112,14 +122,16 @@ pub fn take_over(
         };
     // Into its cgroups before its memory is filled and its threads are made, so
     // that they are charged where the dumped ones were.
-    step(pid, "cgroups", || crate::tuning::restore_cgroups(p))?;
+    step(pid, "cgroups", || {
+        crate::tuning::restore::restore_cgroups(p.tuning)
+    })?;
     step(pid, "memory", || {
-        memory::restore_address_space(&main, &p.areas, src)?;
-        memory::restore_mm(&main, &p.rec.mm, &exe)?;
-        crate::area_state::restore(&main, &p.areas)
+        memory::restore::restore_address_space(&main, &p.areas, src)?;
+        memory::restore::restore_mm(&main, &p.rec.mm, &exe)?;
+        crate::area_state::restore::restore(&main, &p.areas)
     })?;
     step(pid, "signal handlers", || {
-        process::restore_sigactions(&main, &p.rec.sigactions)
+        process::restore::restore_sigactions(&main, &p.rec.sigactions)
     })?;
     let main_rec = p
         .threads
@@ -131,52 +143,60 @@ pub fn take_over(
     let mut threads = vec![(main_rec, main.for_thread(pid)?)];
     for t in p.threads.iter().filter(|t| t.tid != pid) {
         let r = step(pid, "create threads", || {
-            crate::tuning::before_creating_thread(p, t.tid)?;
-            thread::restore_create(&main, t.tid)
+            crate::tuning::restore::before_creating_thread(pid, &p.sched, t.tid)?;
+            thread::restore::restore_create(&main, t.tid)
         })?;
         seized.tids.push(t.tid);
         threads.push((t, r));
     }
     for (rec, r) in &threads {
         step(pid, "thread registrations", || {
-            thread::restore_registrations(r, rec)
+            thread::restore::restore_registrations(r, rec)
         })
         .map_err(|e| Error::Other(format!("{e} (thread {})", rec.tid)))?;
     }
-    step(pid, "tuning", || crate::tuning::restore(p, &main, &threads))?;
+    step(pid, "tuning", || {
+        crate::tuning::restore::restore(&p.sched, p.tuning, &main, &threads)
+    })?;
     step(pid, "root directory", || {
-        process::restore_root(&main, &p.rec.root)
+        process::restore::restore_root(&main, &p.rec.root)
     })?;
     step(pid, "resource limits", || {
-        process::restore_rlimits(pid, &p.rec.rlimits)
+        process::restore::restore_rlimits(pid, &p.rec.rlimits)
     })?;
-    let creds_changed = !process::creds_are_ckpts(&p.rec.creds, &p.rec.groups);
+    let creds_changed = !process::restore::creds_are_ckpts(&p.rec.creds, &p.rec.groups);
     if creds_changed {
         for (rec, r) in &threads {
             step(pid, "credentials", || {
-                security::before_creds(r)?;
-                process::restore_creds(r, &p.rec.creds, &p.rec.groups)
+                security::restore::before_creds(r)?;
+                process::restore::restore_creds(r, &p.rec.creds, &p.rec.groups)
             })
             .map_err(|e| Error::Other(format!("{e} (thread {})", rec.tid)))?;
         }
-        step(pid, "credentials", || process::restore_dumpable(&main))?;
+        step(pid, "credentials", || {
+            process::restore::restore_dumpable(&main)
+        })?;
     }
     for (rec, r) in &threads {
-        step(pid, "pending signals", || thread::restore_pending(r, rec))?;
+        step(pid, "pending signals", || {
+            thread::restore::restore_pending(r, rec)
+        })?;
     }
     step(pid, "pending signals", || {
-        process::restore_shared_pending(&main, &p.rec.shared_pending)
+        process::restore::restore_shared_pending(&main, &p.rec.shared_pending)
     })?;
     step(pid, "process attributes", || {
-        process::restore_attrs(&main, &p.rec.attrs, with_pdeath)?;
-        process::restore_posix_timers(&main, &p.rec.posix_timers)
+        process::restore::restore_attrs(&main, &p.rec.attrs, with_pdeath)?;
+        process::restore::restore_posix_timers(&main, &p.rec.posix_timers)
     })?;
     // Last of all that touches files: a close in the process after it would drop
     // its POSIX locks.
-    step(pid, "file locks", || crate::locks::restore(&main, &p.locks))?;
+    step(pid, "file locks", || {
+        crate::locks::restore::restore(&main, &p.locks)
+    })?;
     step(pid, "security", || {
         let remotes: Vec<(i32, &Remote)> = threads.iter().map(|(t, r)| (t.tid, r)).collect();
-        security::restore_threads(&remotes, &p.security, creds_changed)
+        security::restore::restore_threads(&remotes, &p.security, creds_changed)
     })?;
     if p.rec.attrs.stopped {
         for t in &p.threads {
@@ -186,16 +206,18 @@ pub fn take_over(
         }
     }
     for (rec, _) in threads.iter().filter(|(rec, _)| rec.tid != pid) {
-        step(pid, "registers", || thread::restore_final(rec.tid, rec))?;
+        step(pid, "registers", || {
+            thread::restore::restore_final(rec.tid, rec)
+        })?;
     }
     step(pid, "registers", || {
-        main.unmap_trampoline_and_set(thread::restore_final_regs(main_rec))?;
-        thread::restore_xsave(pid, &main_rec.xsave)?;
-        thread::restore_sigmask(pid, main_rec.sigmask)
+        main.unmap_trampoline_and_set(thread::restore::restore_final_regs(main_rec))?;
+        thread::restore::restore_xsave(pid, &main_rec.xsave)?;
+        thread::restore::restore_sigmask(pid, main_rec.sigmask)
     })?;
     // Last: a thread given a low priority here may wait long for a CPU.
     step(pid, "scheduling policy", || {
-        crate::tuning::restore_policies(p)
+        crate::tuning::restore::restore_policies(&p.sched)
     })
 }
 

@@ -28,10 +28,11 @@ use ckpt_common::image::{EpollTarget, InodeKind};
 
 use crate::{
     error::{Error, Result},
+    fds::park,
+    remote::{TRAMPOLINE_CODE, TRAMPOLINE_LEN},
     restore::{
-        files::{FdPlan, OpenFiles, park},
+        files::{FdPlan, OpenFiles},
         plan::{Plan, ProcPlan},
-        remote::{TRAMPOLINE_CODE, TRAMPOLINE_LEN},
     },
 };
 
@@ -56,7 +57,7 @@ pub struct HelperPlan {
     /// The loginuid to write, when it is not ckpt's.
     pub loginuid: Option<u32>,
     /// Areas shared copy-on-write, built before the children are forked.
-    pub cow: Vec<crate::cow::TempArea>,
+    pub cow: Vec<crate::cow::restore::TempArea>,
 }
 
 /// Everything the helpers need, built before the first one is forked.
@@ -66,7 +67,7 @@ pub struct Helpers {
     trampoline: u64,
     /// Write end of the report pipe (inherited by every helper).
     report: RawFd,
-    cow: crate::cow::HelperCow,
+    cow: crate::cow::restore::HelperCow,
 }
 
 /// Processes this restore created, so a failure kills exactly those.
@@ -137,7 +138,11 @@ fn epolls_of(plan: &Plan, p: &ProcPlan) -> Vec<(RawFd, Vec<EpollTarget>)> {
 }
 
 impl Helpers {
-    pub fn new(plan: &Plan, files: &OpenFiles, cow: &crate::cow::CowRestore) -> Result<Helpers> {
+    pub fn new(
+        plan: &Plan,
+        files: &OpenFiles,
+        cow: &crate::cow::restore::CowRestore,
+    ) -> Result<Helpers> {
         let me = std::process::id() as i32;
         let mut plans = HashMap::new();
         for (i, p) in plan.procs.iter().enumerate() {
@@ -305,7 +310,7 @@ impl Helpers {
         let p = &self.plans[&pid];
         let fail = |step: &'static str| move |e: std::io::Error| (step, e.to_string());
         for step in ["create children", "install fds"] {
-            if crate::restore::fault_point(step, pid) {
+            if crate::restore::takeover::fault_point(step, pid) {
                 return Err((step, "injected failure (CKPT_RESTORE_FAIL_AT)".into()));
             }
         }
@@ -372,7 +377,7 @@ impl Helpers {
         }
         if let Some(uid) = p.loginuid {
             // Only the process itself may write it (with CAP_AUDIT_CONTROL).
-            crate::security::set_loginuid(uid).map_err(fail("loginuid"))?;
+            crate::security::restore::set_loginuid(uid).map_err(fail("loginuid"))?;
         }
         install_fds(&p.fds, self.report)
             .map_err(|(what, e)| ("install fds", format!("{what}: {e}")))?;
