@@ -40,6 +40,10 @@ use crate::{
 // Declared here (not in main.rs) so the dump benchmark stays within this subcommand.
 #[path = "bench_against.rs"]
 mod bench_against;
+#[path = "bench_real.rs"]
+mod bench_real;
+
+use bench_real::RealWork;
 #[path = "bench_dump.rs"]
 mod bench_dump;
 #[path = "bench_restore.rs"]
@@ -138,10 +142,18 @@ pub(crate) enum Mode {
     Floor,
     Quiet,
     Events,
+    /// The light mode: no per-syscall hook, sweeps every 200 ms.
+    Light,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [Mode::Off, Mode::Floor, Mode::Quiet, Mode::Events];
+    const ALL: [Mode; 5] = [
+        Mode::Off,
+        Mode::Floor,
+        Mode::Quiet,
+        Mode::Events,
+        Mode::Light,
+    ];
 
     fn key(self) -> &'static str {
         match self {
@@ -149,6 +161,7 @@ impl Mode {
             Mode::Floor => "floor",
             Mode::Quiet => "quiet",
             Mode::Events => "events",
+            Mode::Light => "light",
         }
     }
 
@@ -158,6 +171,7 @@ impl Mode {
             Mode::Floor => "an empty program on the tracker's syscall hook (ckpt hook-floor)",
             Mode::Quiet => "on, events off (ckpt monitor --quiet)",
             Mode::Events => "on, events streaming (ckpt monitor --json > /dev/null)",
+            Mode::Light => "light mode (ckpt monitor --sample 200 --json > /dev/null)",
         }
     }
 
@@ -167,6 +181,7 @@ impl Mode {
             Mode::Floor => Some(&["hook-floor", "--ready", FLOOR_READY]),
             Mode::Quiet => Some(&["monitor", "--quiet"]),
             Mode::Events => Some(&["monitor", "--json"]),
+            Mode::Light => Some(&["monitor", "--sample", "200", "--json"]),
         }
     }
 }
@@ -187,10 +202,15 @@ fn monitor(ckpt: &Path, args: &BenchArgs) -> Result<()> {
     File::create(&log).with_context(|| format!("creating {}", log.display()))?;
 
     println!(
-        "bench monitor: {} rounds × (off, floor, quiet, events) × (pipe, open), {} iterations each",
-        args.rounds, args.iterations
+        "bench monitor: {} rounds × (off, floor, quiet, events, light) × (pipe, open loops of \
+         {} iterations; {}, {})",
+        args.rounds,
+        args.iterations,
+        RealWork::Tar.label(),
+        RealWork::Make.label()
     );
     let mut samples: BTreeMap<(Mode, Loop), Vec<f64>> = BTreeMap::new();
+    let mut real: BTreeMap<(Mode, RealWork), Vec<f64>> = BTreeMap::new();
     let mut unavailable: BTreeMap<Mode, String> = BTreeMap::new();
     let mut discarded = 0u32;
     for round in 0..args.rounds {
@@ -202,11 +222,15 @@ fn monitor(ckpt: &Path, args: &BenchArgs) -> Result<()> {
                 continue;
             }
             match measure(ckpt, mode, args.iterations, &log)? {
-                Measured::Ns(ns) => {
+                Measured::Ns(ns, secs) => {
                     line.push_str(&format!("  {}", mode.key()));
                     for (lp, ns) in Loop::ALL.into_iter().zip(ns) {
                         line.push_str(&format!(" {}={ns:.0}", lp.name()));
                         samples.entry((mode, lp)).or_default().push(ns);
+                    }
+                    for (w, s) in RealWork::ALL.into_iter().zip(secs) {
+                        line.push_str(&format!(" {}={s:.2}s", w.name()));
+                        real.entry((mode, w)).or_default().push(s);
                     }
                 }
                 Measured::Unavailable(reason) => {
@@ -224,7 +248,7 @@ fn monitor(ckpt: &Path, args: &BenchArgs) -> Result<()> {
                 }
             }
         }
-        println!("{line}  (ns/iter)");
+        println!("{line}  (loops: ns/iter)");
     }
 
     let map_memory = map_memory(ckpt);
@@ -233,6 +257,7 @@ fn monitor(ckpt: &Path, args: &BenchArgs) -> Result<()> {
     let report = Report {
         args,
         samples: &samples,
+        real: &real,
         unavailable: &unavailable,
         map_memory: &map_memory,
         bootstrap: &bootstrap,
@@ -253,8 +278,9 @@ fn monitor(ckpt: &Path, args: &BenchArgs) -> Result<()> {
 
 /// What timing the loops under one mode gave.
 enum Measured {
-    /// ns per iteration, in the order of [`Loop::ALL`].
-    Ns(Vec<f64>),
+    /// ns per iteration, in the order of [`Loop::ALL`], and seconds of each real
+    /// workload, in the order of [`RealWork::ALL`].
+    Ns(Vec<f64>, Vec<f64>),
     /// The mode cannot be measured (its monitor would not run): skip it from now on.
     Unavailable(String),
     /// Other ckpt processes ran meanwhile (say which): the numbers are not kept.
@@ -275,6 +301,10 @@ fn measure(ckpt: &Path, mode: Mode, iterations: u64, log: &Path) -> Result<Measu
     for lp in Loop::ALL {
         ns.push(time_loop(lp, iterations)?);
     }
+    let mut secs = Vec::new();
+    for w in RealWork::ALL {
+        secs.push(w.time()?);
+    }
     // Checked after the loops: anything that ran during them is still there, or at
     // least has left a pid that `other_ckpt` might see; short-lived ones can slip by.
     let others = other_ckpt(ours);
@@ -292,7 +322,7 @@ fn measure(ckpt: &Path, mode: Mode, iterations: u64, log: &Path) -> Result<Measu
     if !others.is_empty() {
         return Ok(Measured::Disturbed(others.join("; ")));
     }
-    Ok(Measured::Ns(ns))
+    Ok(Measured::Ns(ns, secs))
 }
 
 /// Runs `xtask bench-loop <loop> <iterations>` and returns its ns per iteration.
@@ -346,6 +376,10 @@ impl Monitor {
         let pinned = || {
             if mode == Mode::Floor {
                 return fs::read_to_string(FLOOR_READY).is_ok_and(|p| p.trim() == pid.to_string());
+            }
+            if mode == Mode::Light {
+                // It pins nothing: ready once its three tracepoint links exist.
+                return bpf_links(pid) >= 3;
             }
             Path::new(PIN_FDS).exists()
                 && fs::read_to_string(MONITOR_PID_FILE).is_ok_and(|p| p.trim() == pid.to_string())
@@ -407,6 +441,17 @@ impl Drop for Monitor {
             eprintln!("xtask: stopping the monitor: {e:#}");
         }
     }
+}
+
+/// How many BPF links `pid` holds (its fds on `anon_inode:bpf_link`).
+fn bpf_links(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| {
+                fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf_link")
+            })
+            .count()
+    })
 }
 
 /// Waits (at most 5 s) until `pid` used no CPU time over 200 ms.
@@ -542,6 +587,8 @@ fn machine_fds() -> Machine {
 struct Report<'a> {
     args: &'a BenchArgs,
     samples: &'a BTreeMap<(Mode, Loop), Vec<f64>>,
+    /// Seconds of each real workload under each mode.
+    real: &'a BTreeMap<(Mode, RealWork), Vec<f64>>,
     unavailable: &'a BTreeMap<Mode, String>,
     map_memory: &'a Result<u64, String>,
     bootstrap: &'a Result<Vec<f64>, String>,
@@ -561,6 +608,13 @@ impl Report<'_> {
     fn median(&self, mode: Mode, lp: Loop) -> Option<f64> {
         self.samples
             .get(&(mode, lp))
+            .filter(|s| !s.is_empty())
+            .map(|s| util::median(s))
+    }
+
+    fn real_median(&self, mode: Mode, w: RealWork) -> Option<f64> {
+        self.real
+            .get(&(mode, w))
             .filter(|s| !s.is_empty())
             .map(|s| util::median(s))
     }
@@ -592,7 +646,7 @@ impl Report<'_> {
             self.args.rounds, self.args.iterations
         );
         println!(
-            "{:<5} {:>7} {:>9} │ {:>10} {:>9} {:>9} │ {:>10} {:>9} {:>9} │ {:>10} {:>9} {:>9}",
+            "{:<5} {:>7} {:>9} │ {:>10} {:>9} {:>9} │ {:>10} {:>9} {:>9} │ {:>10} {:>9} {:>9} │ {:>10} {:>9} {:>9}",
             "loop",
             "ev/iter",
             "off",
@@ -604,6 +658,9 @@ impl Report<'_> {
             "ns/event",
             "on(events)",
             "overhead",
+            "ns/event",
+            "light",
+            "overhead",
             "ns/event"
         );
         for lp in Loop::ALL {
@@ -611,13 +668,37 @@ impl Report<'_> {
                 .median(Mode::Off, lp)
                 .map_or("n/a".into(), |v| format!("{v:.1}"));
             let mut row = format!("{:<5} {:>7} {off:>9}", lp.name(), lp.events_per_iter());
-            for mode in [Mode::Floor, Mode::Quiet, Mode::Events] {
+            for mode in [Mode::Floor, Mode::Quiet, Mode::Events, Mode::Light] {
                 match self.cost(mode, lp) {
                     Some(c) => row.push_str(&format!(
                         " │ {:>10.1} {:>+8.1}% {:>9.1}",
                         c.median, c.overhead_pct, c.ns_per_event
                     )),
                     None => row.push_str(&format!(" │ {:>10} {:>9} {:>9}", "n/a", "", "")),
+                }
+            }
+            println!("{row}");
+        }
+        println!(
+            "\nreal workloads: median wall seconds, and the ratio to the tracker off \
+             (measured in the same rounds)"
+        );
+        let mut head = format!("{:<32} {:>8}", "workload", "off");
+        for mode in [Mode::Floor, Mode::Quiet, Mode::Events, Mode::Light] {
+            head.push_str(&format!(" │ {:>8} {:>6}", mode.key(), "ratio"));
+        }
+        println!("{head}");
+        for w in RealWork::ALL {
+            let off = self.real_median(Mode::Off, w);
+            let mut row = format!(
+                "{:<32} {:>8}",
+                w.label(),
+                off.map_or("n/a".into(), |v| format!("{v:.3}"))
+            );
+            for mode in [Mode::Floor, Mode::Quiet, Mode::Events, Mode::Light] {
+                match (self.real_median(mode, w), off) {
+                    (Some(v), Some(o)) => row.push_str(&format!(" │ {v:>8.3} {:>5.3}×", v / o)),
+                    _ => row.push_str(&format!(" │ {:>8} {:>6}", "n/a", "")),
                 }
             }
             println!("{row}");
@@ -719,6 +800,18 @@ impl Report<'_> {
             "iterations": self.args.iterations,
             "modes": Mode::ALL.iter().map(|m| (m.key(), m.label())).collect::<BTreeMap<_, _>>(),
             "loops": loops,
+            "real_workloads": RealWork::ALL.iter().map(|&w| {
+                let off = self.real_median(Mode::Off, w);
+                let modes: BTreeMap<&str, Value> = Mode::ALL.iter().map(|&m| {
+                    let med = self.real_median(m, w);
+                    (m.key(), json!({
+                        "median_seconds": med.map(|v| (v * 1e4).round() / 1e4),
+                        "samples_seconds": self.real.get(&(m, w)).cloned().unwrap_or_default(),
+                        "ratio_to_off": med.zip(off).map(|(v, o)| (v / o * 1e3).round() / 1e3),
+                    }))
+                }).collect();
+                (w.name(), json!({ "label": w.label(), "modes": modes }))
+            }).collect::<BTreeMap<_, _>>(),
             "target_overhead_pct": TARGET_OVERHEAD_PCT,
             "map_memory_bytes": self.map_memory.as_ref().ok(),
             "map_memory_unavailable": self.map_memory.as_ref().err(),
