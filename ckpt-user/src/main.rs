@@ -122,6 +122,11 @@ struct MonitorArgs {
     #[arg(long, value_name = "MS", conflicts_with_all = ["quiet", "once"],
           value_parser = clap::value_parser!(u64).range(1..))]
     sample: Option<u64>,
+    /// Serve metrics in the Prometheus text format on `GET /metrics` at this
+    /// address (e.g. 127.0.0.1:9464): fds per process and kind, pipes, events by
+    /// type, the tracker's loss counters.
+    #[arg(long, value_name = "ADDR", conflicts_with = "once")]
+    metrics: Option<std::net::SocketAddr>,
     /// Only processes of this name (as /proc/PID/comm shows it).
     #[arg(long, value_name = "NAME", conflicts_with = "quiet")]
     comm: Option<String>,
@@ -167,6 +172,7 @@ fn monitor(args: MonitorArgs) -> ckpt_user::Result<()> {
         quiet: args.quiet,
         filter,
         sample: args.sample.map(std::time::Duration::from_millis),
+        metrics: args.metrics,
     })
 }
 

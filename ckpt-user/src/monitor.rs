@@ -14,6 +14,7 @@
 
 pub mod events;
 pub mod filter;
+pub mod metrics;
 pub mod names;
 
 use events::{FdBrief, Holder, MonitorEvent, event_text};
@@ -50,6 +51,8 @@ pub struct MonitorOptions {
     /// The light mode (`--sample MS`): no per-syscall hook; fd changes are found by
     /// sweeping every fd table this often.
     pub sample: Option<Duration>,
+    /// Serve the Prometheus text format on `GET /metrics` at this address.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(serde::Serialize)]
@@ -673,11 +676,14 @@ struct Printer {
     json: bool,
     start: std::time::Instant,
     filter: filter::EventFilter,
+    /// Every event produced, by type, for `--metrics`.
+    counts: std::cell::RefCell<metrics::EventCounts>,
 }
 
 impl Printer {
     /// Prints `ev` if the filter keeps it (trimmed to what it asked for).
     fn emit(&self, ev: MonitorEvent) {
+        self.counts.borrow_mut().count(&ev);
         if let Some(ev) = self.filter.apply(ev) {
             self.print(&ev);
         }
@@ -748,6 +754,34 @@ fn drain(ring: &mut RingBuf<MapData>, interp: &mut Interpreter, printer: &Printe
     }
 }
 
+/// The next connection to the metrics endpoint; never, without one.
+async fn accept(
+    listener: &Option<tokio::net::TcpListener>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one scrape (in its own task: a slow client does not hold the monitor).
+fn scrape(
+    conn: std::io::Result<tokio::net::TcpStream>,
+    tracker: &mut Tracker,
+    printer: &Printer,
+) -> Result<()> {
+    let Ok(stream) = conn else {
+        return Ok(()); // a client that went away before it was accepted
+    };
+    let text = metrics::render(&tracker.read()?, &printer.counts.borrow());
+    tokio::spawn(async move {
+        if let Err(e) = metrics::serve_one(stream, || text).await {
+            log::debug!("metrics client: {e}");
+        }
+    });
+    Ok(())
+}
+
 /// Runs the monitor until SIGINT or SIGTERM.
 pub fn run(opts: MonitorOptions) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -774,12 +808,24 @@ async fn run_async(opts: MonitorOptions) -> Result<()> {
         json: opts.json,
         start: std::time::Instant::now(),
         filter: opts.filter.clone(),
+        counts: Default::default(),
+    };
+    let metrics_listener = match opts.metrics {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io(format!("--metrics {addr}: listening"), e))?,
+        ),
     };
     if opts.quiet {
         loop {
             tokio::select! {
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
+                conn = accept(&metrics_listener) => {
+                    scrape(conn, &mut tracker, &printer)?;
+                }
                 _ = tick.tick() => {
                     tracker.flush_logs();
                     if tracker.is_dirty()? {
@@ -812,6 +858,9 @@ async fn run_async(opts: MonitorOptions) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            conn = accept(&metrics_listener) => {
+                scrape(conn, &mut tracker, &printer)?;
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|e| Error::io("waiting for tracker events", e))?;
                 drain(guard.get_inner_mut(), &mut interp, &printer);

@@ -295,3 +295,111 @@ fn light_mode_attaches_only_fork_exec_exit_and_finds_the_rest_by_sweeping() {
     assert!(stream.bad_lines.is_empty(), "{:?}", stream.bad_lines);
     stream.stop().unwrap();
 }
+
+/// The kind ckpt names an fd by, from stat and the /proc link (the truth).
+fn kind_of(pid: i32, fd: &str) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) else {
+        return "?";
+    };
+    let t = meta.file_type();
+    if link.starts_with("pipe:") {
+        "pipe"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "chr"
+    } else if t.is_dir() {
+        "dir"
+    } else if t.is_file() {
+        "file"
+    } else {
+        "other"
+    }
+}
+
+#[test]
+fn metrics_endpoint_counts_each_processs_fds_by_kind_as_proc_shows_them() {
+    let mut py = Python::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut stream =
+        EventStream::start(&["--tree", &py.pid.to_string(), "--metrics", &addr]).unwrap();
+    py.ask("files");
+    let tcp = py.ask("tcp");
+    let conn = py.fd(&tcp, "conn");
+    stream.wait_for(ARRIVE, install_of(py.pid, conn)).unwrap();
+    // The truth: python's fds by kind, from /proc.
+    let mut want: std::collections::BTreeMap<&str, u64> = Default::default();
+    for e in std::fs::read_dir(format!("/proc/{}/fd", py.pid))
+        .unwrap()
+        .flatten()
+    {
+        *want
+            .entry(kind_of(py.pid, &e.file_name().to_string_lossy()))
+            .or_default() += 1;
+    }
+    // A real HTTP client.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut got: std::collections::BTreeMap<String, u64> = Default::default();
+    let mine = format!("pid=\"{}\"", py.pid);
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("ckpt_process_fds{") && l.contains(&mine))
+    {
+        let kind = line
+            .split("kind=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        got.insert(kind.to_string(), n);
+    }
+    let want: std::collections::BTreeMap<String, u64> =
+        want.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    assert_eq!(got, want, "python's fds by kind: metrics vs /proc\n{text}");
+    let installs = text
+        .lines()
+        .find(|l| l.starts_with("ckpt_events_total{event=\"install\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        installs.is_some_and(|n| n >= 4),
+        "install events counted:\n{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    // Anything else is a 404.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    stream.stop().unwrap();
+}

@@ -239,3 +239,21 @@ pub fn event_text(ev: &MonitorEvent) -> String {
         MonitorEvent::Lost { what, count } => format!("tracker lost {count} {what} (reconciling)"),
     }
 }
+
+impl MonitorEvent {
+    /// The event's type, as its JSON `event` field names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MonitorEvent::Ready { .. } => "ready",
+            MonitorEvent::PipeCreated { .. } => "pipe_created",
+            MonitorEvent::Install { .. } => "install",
+            MonitorEvent::Fork { .. } => "fork",
+            MonitorEvent::Close { .. } => "close",
+            MonitorEvent::Exec { .. } => "exec",
+            MonitorEvent::Exit { .. } => "exit",
+            MonitorEvent::LastWriterGone { .. } => "last_writer_gone",
+            MonitorEvent::LastReaderGone { .. } => "last_reader_gone",
+            MonitorEvent::Lost { .. } => "lost",
+        }
+    }
+}
