@@ -6,6 +6,7 @@
 //! → objref table ([`objref`]) → sharing table ([`sharing`]) → monitor output
 //! ([`render`], [`monitor`]).
 
+pub mod answers;
 pub mod area_state;
 pub mod batch;
 pub mod btf;

@@ -122,6 +122,13 @@ struct MonitorArgs {
     #[arg(long, value_name = "MS", conflicts_with_all = ["quiet", "once"],
           value_parser = clap::value_parser!(u64).range(1..))]
     sample: Option<u64>,
+    /// With --once: answer a question instead of printing the table. pipes: who
+    /// still holds a write end of each pipe someone reads (why no EOF); deleted:
+    /// who holds deleted files open, with their size; listening: who holds each
+    /// listening socket.
+    #[arg(long, requires = "once", conflicts_with = "dot", value_name = "QUESTION",
+          value_parser = clap::builder::PossibleValuesParser::new(ckpt_user::answers::QUESTIONS))]
+    question: Option<String>,
     /// Serve metrics in the Prometheus text format on `GET /metrics` at this
     /// address (e.g. 127.0.0.1:9464): fds per process and kind, pipes, events by
     /// type, the tracker's loss counters.
@@ -156,6 +163,16 @@ fn monitor(args: MonitorArgs) -> ckpt_user::Result<()> {
         };
         let mut table = ckpt_user::snapshot(scope, freshness)?;
         filter.retain(&mut table);
+        if let Some(q) = &args.question {
+            let answer = ckpt_user::answers::answer(&table, q)?;
+            let out = if args.json {
+                serde_json::to_string_pretty(&answer).expect("answers serialise")
+            } else {
+                ckpt_user::answers::text(&answer)
+            };
+            print_out(&out);
+            return Ok(());
+        }
         let out = if args.json {
             render::json(&table)
         } else if args.dot {

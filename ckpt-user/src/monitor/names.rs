@@ -115,6 +115,44 @@ pub fn socket_tables() -> Vec<(u64, String)> {
     out
 }
 
+/// Every listening socket of the kernel's tables: inode → `tcp 0.0.0.0:80`,
+/// `udp [::]:53` (a bound UDP socket with no peer), `unix /run/x.sock`.
+pub fn listening_sockets() -> HashMap<u64, String> {
+    let mut out = HashMap::new();
+    for (proto, state) in [("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")] {
+        let Ok(text) = fs::read_to_string(format!("/proc/net/{proto}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(3) != Some(&state) {
+                continue;
+            }
+            if let Some((ino, name)) = inet_line(proto.trim_end_matches('6'), line) {
+                out.insert(ino, name);
+            }
+        }
+    }
+    if let Ok(text) = fs::read_to_string("/proc/net/unix") {
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Flags holds __SO_ACCEPTCON (0x10000) once listen() was called.
+            let listening = f
+                .get(3)
+                .and_then(|x| u32::from_str_radix(x, 16).ok())
+                .is_some_and(|flags| flags & 0x10000 != 0);
+            let Some(ino) = f.get(6).and_then(|i| i.parse::<u64>().ok()) else {
+                continue;
+            };
+            if listening {
+                let path = f.get(7).copied().unwrap_or("(unnamed)");
+                out.insert(ino, format!("unix {path}"));
+            }
+        }
+    }
+    out
+}
+
 /// `Num RefCount Protocol Flags Type St Inode Path` of /proc/net/unix.
 fn unix_line(line: &str) -> Option<(u64, String)> {
     let f: Vec<&str> = line.split_whitespace().collect();
