@@ -28,6 +28,7 @@ pub mod doc;
 pub mod image;
 pub mod monitor;
 pub mod proc_util;
+pub mod python;
 pub mod scenario;
 pub mod state;
 pub mod truth;

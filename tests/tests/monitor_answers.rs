@@ -4,12 +4,7 @@
 //! listening socket. Expected values come from /proc, stat and the process's own
 //! getsockname, never from ckpt.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-};
-
-use ckpt_tests::ckpt;
+use ckpt_tests::{ckpt, python::PythonWorkload};
 use serde_json::Value;
 
 const WORKLOAD: &str = r#"
@@ -43,41 +38,23 @@ os.kill(child, 9)
 os.waitpid(child, 0)
 "#;
 
+/// The workload and what it said about itself (its first line).
 struct Python {
-    child: Child,
+    w: PythonWorkload,
     pid: i32,
     info: Value,
 }
 
 impl Python {
     fn start() -> Python {
-        ckpt_tests::require_root().unwrap();
-        ckpt::require_bin().unwrap();
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(WORKLOAD)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-        let pid = child.id() as i32;
-        Python { child, pid, info }
+        let mut w = PythonWorkload::start(WORKLOAD);
+        let info = w.answer();
+        let pid = w.pid;
+        Python { w, pid, info }
     }
 
     fn i(&self, key: &str) -> i64 {
         self.info[key].as_i64().unwrap()
-    }
-}
-
-impl Drop for Python {
-    fn drop(&mut self) {
-        self.child.stdin.take(); // EOF: it kills its child and exits
-        let _ = self.child.wait();
     }
 }
 
@@ -99,11 +76,8 @@ fn ask(py: &Python, question: &str) -> Value {
     v
 }
 
-fn link(pid: i32, fd: i64) -> String {
-    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
+fn link(py: &Python, fd: i64) -> String {
+    py.w.link(fd)
 }
 
 fn holders(v: &Value) -> Vec<(i64, i64)> {
@@ -121,7 +95,7 @@ fn pipes_name_every_write_end_a_reader_waits_for_and_how_it_was_had() {
     let mut monitor = ckpt_tests::monitor::BackgroundMonitor::start().unwrap();
     let py = Python::start();
     let (pid, child, r) = (py.pid, py.i("child"), py.i("r"));
-    let ino: u64 = link(pid, r)
+    let ino: u64 = link(&py, r)
         .trim_start_matches("pipe:[")
         .trim_end_matches(']')
         .parse()
@@ -185,7 +159,7 @@ fn deleted_lists_who_holds_a_deleted_file_with_its_size() {
     let py = Python::start();
     let fd = py.i("deleted_fd");
     let truth = std::fs::metadata(format!("/proc/{}/fd/{fd}", py.pid)).unwrap();
-    assert!(link(py.pid, fd).ends_with(" (deleted)"));
+    assert!(link(&py, fd).ends_with(" (deleted)"));
     let v = ask(&py, "deleted");
     let answers = v["answers"].as_array().unwrap();
     assert_eq!(answers.len(), 1, "{v}");
@@ -200,7 +174,7 @@ fn deleted_lists_who_holds_a_deleted_file_with_its_size() {
 fn listening_names_each_listening_socket_by_address_and_holder() {
     let py = Python::start();
     let fd = py.i("listen_fd");
-    let ino: u64 = link(py.pid, fd)
+    let ino: u64 = link(&py, fd)
         .trim_start_matches("socket:[")
         .trim_end_matches(']')
         .parse()

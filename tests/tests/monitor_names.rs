@@ -9,15 +9,12 @@
 //! Expected paths come from readlink of /proc/PID/fd/N and expected addresses from
 //! the process's own getsockname/getpeername, never from ckpt.
 
-use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use ckpt_tests::{
     ckpt,
     monitor::{EventStream, ev_i64},
+    python::PythonWorkload,
 };
 use serde_json::Value;
 
@@ -63,42 +60,16 @@ for name in ("data", "q"):
 os.rmdir(d)
 "#;
 
-struct Python {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    pid: i32,
-}
+/// The workload, with the fd lookups these tests need.
+struct Python(PythonWorkload);
 
 impl Python {
     fn start() -> Python {
-        ckpt_tests::require_root().unwrap();
-        ckpt::require_bin().unwrap();
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(WORKLOAD)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let pid = child.id() as i32;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Python {
-            child,
-            stdin,
-            stdout,
-            pid,
-        }
+        Python(PythonWorkload::start(WORKLOAD))
     }
 
     fn ask(&mut self, cmd: &str) -> Value {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{cmd}").unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{cmd}: {line:?}: {e}"))
+        self.0.ask(cmd)
     }
 
     fn fd(&self, v: &Value, key: &str) -> i64 {
@@ -107,18 +78,14 @@ impl Python {
 
     /// readlink /proc/PID/fd/FD: the truth a path in an event must equal.
     fn link(&self, fd: i64) -> String {
-        std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid))
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
+        self.0.link(fd)
     }
 }
 
-impl Drop for Python {
-    fn drop(&mut self) {
-        // EOF on stdin: it cleans up its directory and exits.
-        self.stdin.take();
-        let _ = self.child.wait();
+impl std::ops::Deref for Python {
+    type Target = PythonWorkload;
+    fn deref(&self) -> &PythonWorkload {
+        &self.0
     }
 }
 
