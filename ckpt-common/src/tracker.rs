@@ -50,7 +50,9 @@ pub struct FdEntry {
     pub origin_pid: u32,
     /// Origin detail: the source fd of a dup, the source pid of pidfd_getfd, ...
     pub origin_aux: i32,
-    pub _pad: u32,
+    /// How many execs of its process the fd survived without close-on-exec, as the
+    /// exec walk saw them (0 for execs before the tracker ran).
+    pub execs_kept: u32,
 }
 
 /// One process, keyed by tgid in the process map.

@@ -243,6 +243,10 @@ pub fn sync_fd(sc: &SyncCtx, fd: u32) {
             old.pos = rd_u64(file + off!(file_f_pos)) as i64;
             old.cloexec = cloexec;
             old.generation = sc.generation;
+            if sc.cause == CAUSE_EXEC {
+                // It is still here after the exec dropped the close-on-exec fds.
+                old.execs_kept = old.execs_kept.saturating_add(1);
+            }
             return;
         }
         let old_file = old.file;
@@ -282,7 +286,8 @@ fn new_entry(sc: &SyncCtx, file: u64, cloexec: u32) -> FdEntry {
         origin: sc.origin,
         origin_pid: sc.tgid,
         origin_aux: sc.origin_aux,
-        _pad: 0,
+        // An entry first made by an exec walk: the fd was there before the exec.
+        execs_kept: (sc.cause == CAUSE_EXEC) as u32,
     }
 }
 

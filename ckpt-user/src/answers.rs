@@ -9,6 +9,13 @@
 //! - `deleted`: who holds a deleted file open (the space `df` counts as used until
 //!   the last holder closes it), with its size.
 //! - `listening`: who holds each listening socket (TCP, UDP bound, unix), by address.
+//! - `leaks`: fds a process kept across an exec because they were not close-on-exec
+//!   (the classic cause of a pipeline that never ends, or of a socket a child holds
+//!   open): the program that runs now inherited them, most likely without knowing
+//!   (stdin, stdout and stderr are meant to be inherited and are left out).
+//!   Seen by the exec hook of a running `ckpt monitor`; whether the new program
+//!   ever reads or writes them is not tracked (that would need a hook on every read
+//!   and write).
 
 use std::{collections::BTreeMap, fmt::Write as _, os::unix::fs::MetadataExt as _};
 
@@ -20,7 +27,7 @@ use crate::{
 };
 
 /// The questions there are, by the name `--question` takes.
-pub const QUESTIONS: [&str; 3] = ["pipes", "deleted", "listening"];
+pub const QUESTIONS: [&str; 4] = ["pipes", "deleted", "listening", "leaks"];
 
 /// One process holding an fd on the object an answer is about.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -63,6 +70,21 @@ pub struct ListeningAnswer {
     pub holders: Vec<Holder>,
 }
 
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LeakAnswer {
+    pub pid: i32,
+    pub comm: String,
+    pub fd: i32,
+    pub kind: ObjectKind,
+    /// The object: a path, `pipe:[N]`, `socket:[N]`…
+    pub object: String,
+    pub mode: &'static str,
+    /// How many execs it survived.
+    pub execs_kept: u32,
+    pub how: &'static str,
+    pub from_pid: i32,
+}
+
 /// The answer to one question.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(tag = "question", content = "answers", rename_all = "lowercase")]
@@ -70,6 +92,7 @@ pub enum Answer {
     Pipes(Vec<PipeAnswer>),
     Deleted(Vec<DeletedAnswer>),
     Listening(Vec<ListeningAnswer>),
+    Leaks(Vec<LeakAnswer>),
 }
 
 fn holder(table: &SharingTable, fd: &FdRef) -> Holder {
@@ -88,6 +111,7 @@ pub fn answer(table: &SharingTable, question: &str) -> Result<Answer> {
         "pipes" => Ok(Answer::Pipes(pipes(table))),
         "deleted" => Ok(Answer::Deleted(deleted(table))),
         "listening" => Ok(Answer::Listening(listening(table))),
+        "leaks" => Ok(Answer::Leaks(leaks(table))),
         q => Err(Error::Other(format!(
             "--question {q}: no such question (questions: {})",
             QUESTIONS.join(", ")
@@ -190,6 +214,29 @@ fn listening(table: &SharingTable) -> Vec<ListeningAnswer> {
     by_ino.into_values().collect()
 }
 
+fn leaks(table: &SharingTable) -> Vec<LeakAnswer> {
+    table
+        .fds
+        .iter()
+        // 0, 1 and 2 are meant to be inherited.
+        .filter(|fd| fd.execs_kept > 0 && !fd.cloexec && fd.fd > 2)
+        .filter_map(|fd| {
+            let f = table.file(fd.file)?;
+            Some(LeakAnswer {
+                pid: fd.pid,
+                comm: table.comm(fd.pid).to_string(),
+                fd: fd.fd,
+                kind: f.kind,
+                object: f.path.clone(),
+                mode: f.mode,
+                execs_kept: fd.execs_kept,
+                how: fd.how,
+                from_pid: fd.from_pid,
+            })
+        })
+        .collect()
+}
+
 fn holders_text(hs: &[Holder]) -> String {
     if hs.is_empty() {
         return "nobody".into();
@@ -251,6 +298,26 @@ pub fn text(a: &Answer) -> String {
                     d.ino,
                     d.size,
                     holders_text(&d.holders)
+                );
+            }
+        }
+        Answer::Leaks(leaks) => {
+            if leaks.is_empty() {
+                out.push_str(
+                    "no fd was kept across an exec while a ckpt monitor ran (fds kept by \
+                     execs before it started are not known)\n",
+                );
+            }
+            for l in leaks {
+                let from = if l.how == "fork" {
+                    format!(", inherited by fork from {}", l.from_pid)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    out,
+                    "{} ({}) fd {}: {} {} {} kept across {} exec(s) without close-on-exec{from}",
+                    l.pid, l.comm, l.fd, l.kind, l.object, l.mode, l.execs_kept
                 );
             }
         }

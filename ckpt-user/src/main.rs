@@ -125,7 +125,8 @@ struct MonitorArgs {
     /// With --once: answer a question instead of printing the table. pipes: who
     /// still holds a write end of each pipe someone reads (why no EOF); deleted:
     /// who holds deleted files open, with their size; listening: who holds each
-    /// listening socket.
+    /// listening socket; leaks: fds kept across an exec without close-on-exec
+    /// (seen while a monitor ran).
     #[arg(long, requires = "once", conflicts_with = "dot", value_name = "QUESTION",
           value_parser = clap::builder::PossibleValuesParser::new(ckpt_user::answers::QUESTIONS))]
     question: Option<String>,

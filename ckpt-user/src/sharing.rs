@@ -75,6 +75,10 @@ pub struct FdRef {
     pub how: &'static str,
     /// The process the fd came from (the installer; for "fork", the parent).
     pub from_pid: i32,
+    /// Execs of this process the fd survived without close-on-exec (seen while a
+    /// monitor ran): a program that inherits an fd it does not know about keeps
+    /// a pipe or socket open on behalf of its parent.
+    pub execs_kept: u32,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -202,6 +206,7 @@ impl SharingTable {
                     fd: fd as i32,
                     file,
                     cloexec: e.cloexec != 0,
+                    execs_kept: e.execs_kept,
                     how: origin_name(e.origin),
                     from_pid: if e.origin == ORIGIN_FORK {
                         e.origin_aux
