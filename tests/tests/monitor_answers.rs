@@ -266,7 +266,10 @@ fn leaks_lists_the_fds_a_program_kept_across_exec_without_cloexec() {
         .find(|l| l["pid"].as_i64() == Some(child))
         .unwrap();
     assert_eq!(l["execs_kept"], 1, "{v}");
-    assert!(leaks.iter().all(|l| l.1 > 2), "stdin/stdout/stderr are not leaks: {v}");
+    assert!(
+        leaks.iter().all(|l| l.1 > 2),
+        "stdin/stdout/stderr are not leaks: {v}"
+    );
     drop(w);
     monitor.stop().unwrap();
 }
