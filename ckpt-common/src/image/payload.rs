@@ -10,7 +10,7 @@
 //! present, every length by bytes, nesting is bounded and nothing follows the value.
 //! After it, a preallocation is at most one element per byte of the payload.
 //! Then serde decodes, and [`serde_path_to_error`] names the field that failed
-//! (`pages[2].offset: invalid type: …`).
+//! (`pages[2].offset: wrong msgpack marker …`).
 
 use crate::image::std::{format, prelude::rust_2024::*, string::String};
 
