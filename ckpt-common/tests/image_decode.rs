@@ -7,9 +7,11 @@
 mod common;
 
 use bytes::BytesMut;
+use std::{ffi::OsString, os::unix::ffi::OsStringExt, path::PathBuf};
+
 use ckpt_common::image::{
-    FORMAT_VERSION, FdRecord, Image, InodeKind, InodeRecord, MemoryAreaRecord, ObjRef, Record,
-    RecordType,
+    FORMAT_VERSION, FdRecord, Image, InodeKind, InodeRecord, MemoryAreaRecord, ObjRef,
+    OpenFileRecord, Record, RecordType,
 };
 use common::{frames, reseal, sample_image};
 use rmpv::Value;
@@ -213,5 +215,62 @@ fn an_image_of_another_format_version_is_refused_saying_both() {
     assert!(
         err.starts_with("image format 4, this ckpt reads 5: "),
         "{err}"
+    );
+}
+
+/// A path that is not UTF-8 and a blob, in an open file and a fifo.
+fn binary_records() -> [Record; 2] {
+    let path = PathBuf::from(OsString::from_vec(b"/tmp/caf\xe9".to_vec()));
+    [
+        Record::OpenFile(OpenFileRecord {
+            objref: ObjRef(2),
+            inode: ObjRef(1),
+            flags: 0,
+            mode: 1,
+            pos: 0,
+            owner: None,
+            path: path.clone(),
+        }),
+        Record::Inode(InodeRecord {
+            objref: ObjRef(1),
+            kind: InodeKind::Fifo {
+                path,
+                pipe_size: 4096,
+                data: vec![0xab, 0x01],
+            },
+        }),
+    ]
+}
+
+#[test]
+fn paths_and_blobs_are_bins_of_their_exact_bytes_in_the_image() {
+    for record in binary_records() {
+        let bytes = payload(&record);
+        // bin8 (0xc4), length, bytes: not a string, not an array of ints.
+        let path = b"\xa4path\xc4\x09/tmp/caf\xe9";
+        assert!(bytes.windows(path.len()).any(|w| w == path), "{bytes:02x?}");
+        assert_eq!(
+            Record::decode_payload(record.record_type() as u16, &bytes).unwrap(),
+            record
+        );
+    }
+    let fifo = payload(&binary_records()[1]);
+    let data = b"\xa4data\xc4\x02\xab\x01";
+    assert!(fifo.windows(data.len()).any(|w| w == data), "{fifo:02x?}");
+}
+
+#[test]
+fn show_json_keeps_paths_as_strings_and_blobs_as_hex() {
+    let [open, fifo] = binary_records();
+    // The byte that is not UTF-8 shows as U+FFFD, as `ckpt show --json` always printed.
+    assert_eq!(
+        serde_json::to_string(&open).unwrap(),
+        "{\"record\":\"open-file\",\"objref\":2,\"inode\":1,\"flags\":0,\"mode\":1,\"pos\":0,\
+         \"owner\":null,\"path\":\"/tmp/caf\u{fffd}\"}"
+    );
+    assert_eq!(
+        serde_json::to_string(&fifo).unwrap(),
+        "{\"record\":\"inode\",\"objref\":1,\"kind\":\"fifo\",\"path\":\"/tmp/caf\u{fffd}\",\
+         \"pipe_size\":4096,\"data\":\"ab01\"}"
     );
 }

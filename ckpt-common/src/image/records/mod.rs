@@ -5,8 +5,9 @@
 //!
 //! Each kind is a plain struct whose serde declaration is its layout: the payload of
 //! a record is its fields as a MessagePack map, by name (docs/IMAGE.md, "Field
-//! encodings"). [`Record`] is the sum of them and maps each to its [`RecordType`] code. The objref records (inode, open file, shared
-//! memory) *define* an objref; fd and memory-area records only *refer* to one.
+//! encodings"). [`Record`] is the sum of them and maps each to its [`RecordType`]
+//! code. The objref records (inode, open file, shared memory) *define* an objref; fd
+//! and memory-area records only *refer* to one.
 
 mod cow;
 mod files;
