@@ -10,7 +10,10 @@
 //! - *a hostile writer*: the same payload mutations, but every checksum is recomputed
 //!   afterwards, so the payload decoders and the validation pass face the bytes
 //!   directly. They may accept or refuse, but must not panic, must not allocate far
-//!   beyond the input, and whatever they accept must re-encode to the same bytes.
+//!   beyond the input, and whatever they accept is one image: its encoding decodes to
+//!   the same image and encodes to the same bytes again. (The accepted bytes need not
+//!   be ckpt's own encoding of it: the decoder skips unknown fields and gives missing
+//!   fields with a default their default, as a newer or older writer needs.)
 #![cfg(feature = "user")]
 
 mod common;
@@ -229,10 +232,17 @@ fn a_hostile_writer_with_valid_checksums_cannot_make_the_decoder_panic() {
         reseal(&mut bytes);
         if let Ok(image) = decode_checked(&bytes, seed, "hostile") {
             accepted += 1;
+            let canonical = image.encode();
+            let again = Image::decode(&canonical)
+                .unwrap_or_else(|e| panic!("hostile, seed {seed}: the re-encoding fails: {e}"));
             assert_eq!(
-                image.encode(),
-                bytes,
-                "hostile, seed {seed}: accepted bytes re-encode differently"
+                again, image,
+                "hostile, seed {seed}: re-encoding changes the image"
+            );
+            assert_eq!(
+                again.encode(),
+                canonical,
+                "hostile, seed {seed}: the re-encoding is not canonical"
             );
         }
         cases += 1;
@@ -241,47 +251,115 @@ fn a_hostile_writer_with_valid_checksums_cannot_make_the_decoder_panic() {
     eprintln!("hostile: {cases} cases, {accepted} decodable");
 }
 
+/// Replaces the first `find` in the payload of frame `index` with `with`, fixes the
+/// frame's length and reseals the image (a hostile writer's edit); returns where the
+/// frame starts.
+fn replace_in_payload(bytes: &mut Vec<u8>, index: usize, find: &[u8], with: &[u8]) -> usize {
+    let f = frames(bytes)[index].clone();
+    let payload = f.start + 8..f.end - 4;
+    let at = payload.start
+        + bytes[payload.clone()]
+            .windows(find.len())
+            .position(|w| w == find)
+            .unwrap_or_else(|| panic!("frame {index} has no {find:02x?}"));
+    bytes.splice(at..at + find.len(), with.iter().copied());
+    let len = (payload.len() + with.len() - find.len()) as u32;
+    bytes[f.start + 4..f.start + 8].copy_from_slice(&len.to_le_bytes());
+    reseal(bytes);
+    f.start
+}
+
 #[test]
 fn a_huge_count_is_refused_by_the_record_that_holds_it() {
     let (image, _) = sample_image();
     let mut bytes = image.encode();
-    let f = frames(&bytes)[4].clone(); // the text area: a file mapping with one run
-    // pid, start, end, prot, flags, offset = 36 bytes, kind tag + objref = 5, then the
-    // count of page runs.
-    let at = f.start + 8 + 41;
-    assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 1);
-    bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-    reseal(&mut bytes);
+    // The text area (record #4) is a file mapping with one page run: `pages` is a
+    // one-element list (fixarray 0x91); it now claims 2^32 - 1 elements.
+    let start = replace_in_payload(
+        &mut bytes,
+        4,
+        b"\xa5pages\x91",
+        b"\xa5pages\xdd\xff\xff\xff\xff",
+    );
     let err = decode_checked(&bytes, 0, "huge count")
         .unwrap_err()
         .to_string();
     assert!(
-        err.starts_with(&format!(
-            "record #4 (memory-area, type 3) at byte {}",
-            f.start
-        )),
+        err.starts_with(&format!("record #4 (memory-area, type 3) at byte {start}")),
         "{err}"
     );
-    assert!(err.contains("field `pages`: count 4294967295"), "{err}");
+    assert!(
+        err.contains("pages: at payload byte") && err.contains("a list of 4294967295 elements"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_huge_blob_length_is_refused_by_the_record_that_holds_it() {
     let (image, _) = sample_image();
     let mut bytes = image.encode();
-    let f = frames(&bytes)[1].clone(); // the main thread: pid, tid, then regs' length
-    let at = f.start + 8 + 8;
-    assert_eq!(
-        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()),
-        216
+    // The main thread's `regs`: a bin8 of 216 bytes, now a bin32 claiming 4 GiB - 16.
+    replace_in_payload(
+        &mut bytes,
+        1,
+        b"\xa4regs\xc4\xd8",
+        b"\xa4regs\xc6\xff\xff\xff\xf0",
     );
-    bytes[at..at + 4].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
-    reseal(&mut bytes);
     let err = decode_checked(&bytes, 0, "huge blob")
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("record #1 (thread, type 2)"), "{err}");
-    assert!(err.contains("field `regs`: length 4294967280"), "{err}");
+    assert!(err.contains("regs: at payload byte"), "{err}");
+    assert!(err.contains("a bin of 4294967280 bytes"), "{err}");
+}
+
+#[test]
+fn a_few_bytes_claiming_4_gib_or_4_g_elements_are_refused_without_allocating() {
+    let (image, _) = sample_image();
+    let claims: [(&str, &[u8], &str); 6] = [
+        ("bin", b"\xc6\xff\xff\xff\xff", "a bin of 4294967295 bytes"),
+        (
+            "string",
+            b"\xdb\xff\xff\xff\xff",
+            "a string of 4294967295 bytes",
+        ),
+        (
+            "list",
+            b"\xdd\xff\xff\xff\xff",
+            "a list of 4294967295 elements",
+        ),
+        (
+            "map",
+            b"\xdf\xff\xff\xff\xff",
+            "a map of 4294967295 entries",
+        ),
+        // A field of an fd record (a list of lists would do the same, deeper down).
+        (
+            "field",
+            b"\x81\xa3pid\xdd\xff\xff\xff\xff\x00",
+            "pid: at payload byte 5: a list of 4294967295 elements",
+        ),
+        (
+            "element",
+            b"\x81\xa3pid\x91\xc6\xff\xff\xff\xff",
+            "pid[0]: at payload byte 6: a bin of 4294967295 bytes",
+        ),
+    ];
+    for (what, payload, said) in claims {
+        // As the payload of the 14th record, an fd (every record type decodes through
+        // the same check first).
+        let mut bytes = image.encode();
+        let f = frames(&bytes)[13].clone();
+        bytes.splice(f.start + 8..f.end - 4, payload.iter().copied());
+        bytes[f.start + 4..f.start + 8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        reseal(&mut bytes);
+        let err = decode_checked(&bytes, 0, what).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("record #13 (fd, type 7) at byte {}", f.start)),
+            "{what}: {err}"
+        );
+        assert!(err.contains(said), "{what}: {err}");
+    }
 }
 
 #[test]

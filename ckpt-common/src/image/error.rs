@@ -24,8 +24,8 @@ pub enum ImageError {
     #[error("header of ckpt.img: {0}")]
     Header(String),
     #[error(
-        "ckpt.img has format version {found}; this ckpt reads version {supported} only \
-         (use the ckpt that wrote the image)"
+        "image format {found}, this ckpt reads {supported}: ckpt.img was written by another \
+         version of ckpt (the header names it; use that one)"
     )]
     Version { found: u32, supported: u32 },
     /// A field of a record (or of the header) does not decode.

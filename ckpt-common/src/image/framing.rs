@@ -39,11 +39,21 @@ pub(crate) fn put_frame(out: &mut BytesMut, rtype: u16, payload: &[u8]) -> u32 {
     crc
 }
 
-/// Appends the frame of `record` and returns its crc.
+/// Appends the frame of `record` and returns its crc. The payload is encoded in place,
+/// behind a length patched afterwards: no buffer of its own (records are written in
+/// the freeze window of a dump).
 pub(crate) fn put_record(out: &mut BytesMut, record: &Record) -> u32 {
-    let mut payload = BytesMut::new();
-    record.encode_payload(&mut payload);
-    put_frame(out, record.record_type() as u16, &payload)
+    let start = out.len();
+    out.put_u16_le(record.record_type() as u16);
+    out.put_u16_le(0); // flags: none defined
+    out.put_u32_le(0); // length, patched below
+    record.encode_payload(out);
+    let len =
+        u32::try_from(out.len() - start - FRAME_HEADER).expect("a record payload is under 4 GiB");
+    out[start + 4..start + FRAME_HEADER].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&out[start..]);
+    out.put_u32_le(crc);
+    crc
 }
 
 /// Appends the tail frame.

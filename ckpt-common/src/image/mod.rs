@@ -19,8 +19,10 @@
 //! (objrefs defined once and before use, pids, page runs, overlapping areas), so
 //! restore can rely on a validated image without re-checking.
 //!
-//! Shape: [`wire`] holds the primitive encoders and the bounds-checked getters every
-//! record uses; [`records`] the record kinds; `framing` the record frame and the tail;
+//! Shape: [`records`] holds the record kinds, whose serde declarations are their
+//! layout (MessagePack maps keyed by field name); `payload` checks and decodes a
+//! payload; `wire` the little-endian getters of the header, frames and tail;
+//! `framing` the record frame and the tail;
 //! [`validate`](Image::validate) the cross-reference pass; [`ImageWriter`] and
 //! [`Image::open`] the two ends that touch the filesystem.
 
@@ -31,9 +33,10 @@ mod error;
 mod framing;
 mod header;
 mod pages;
+mod payload;
 pub mod records;
 mod validate;
-pub mod wire;
+mod wire;
 mod writer;
 
 use crate::image::std::{fmt, path::Path, prelude::rust_2024::*};
@@ -51,7 +54,6 @@ pub use records::{
 };
 pub use records::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
 pub use records::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};
-pub use wire::Wire;
 pub use writer::{ALIGN, AlignedPages, ImageWriter};
 
 /// Records, header and tail: `DIR/ckpt.img`.
@@ -61,7 +63,7 @@ pub const PAGES_FILE: &str = "pages.img";
 /// First eight bytes of `ckpt.img`.
 pub const MAGIC: [u8; 8] = *b"CKPTIMG\0";
 /// The one format version this code reads and writes (see "Versioning" in IMAGE.md).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// An object reference: the number under which one shared object is saved.
 ///
@@ -71,6 +73,15 @@ pub const FORMAT_VERSION: u32 = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
 pub struct ObjRef(pub u32);
+
+impl<'de> serde::Deserialize<'de> for ObjRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            0 => Err(serde::de::Error::custom("objref 0 (objrefs start at 1)")),
+            r => Ok(ObjRef(r)),
+        }
+    }
+}
 
 impl fmt::Display for ObjRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

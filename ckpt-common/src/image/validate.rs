@@ -29,7 +29,10 @@ use crate::image::std::{
 use super::{
     AreaKind, Image, ImageError, InodeKind, MemoryAreaRecord, ObjRef, PageRun, ProcessState,
     Record, RecordType, SeccompMode,
-    records::{FILTER_FLAG_LOG, FILTER_INSN_SIZE, MAX_FILTER_INSNS, map, prot},
+    records::{
+        FILTER_FLAG_LOG, FILTER_INSN_SIZE, MAX_FILTER_INSNS, MAX_REGS_SIZE, MAX_XSAVE_SIZE, map,
+        prot,
+    },
 };
 
 /// What a defining record made an objref name.
@@ -237,6 +240,17 @@ fn check_record<'a>(
                 return Err(format!("tid {} appears in two thread records", t.tid));
             }
             pass.thread_pids.insert(t.tid, t.pid);
+            for (field, len, max) in [
+                ("regs", t.regs.len(), MAX_REGS_SIZE),
+                ("xsave", t.xsave.len(), MAX_XSAVE_SIZE),
+            ] {
+                if len > max {
+                    return Err(format!(
+                        "thread {}: `{field}` holds {len} bytes, more than the limit of {max}",
+                        t.tid
+                    ));
+                }
+            }
             // TASK_COMM_LEN is 16 with the NUL.
             if t.comm.len() > 15 || t.comm.contains('\0') {
                 return Err(format!(

@@ -11,36 +11,16 @@
 
 use crate::image::std::prelude::rust_2024::*;
 
-use bytes::{BufMut, BytesMut};
-
-use crate::image::{ImageError, Wire, wire};
-
 /// Pages `[index, index + count)` of the child's area (counted from its start).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PageSpan {
     pub index: u64,
     pub count: u32,
 }
 
-impl Wire for PageSpan {
-    const MIN_SIZE: usize = 8 + 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u64_le(self.index);
-        out.put_u32_le(self.count);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(PageSpan {
-            index: wire::u64(buf, "index")?,
-            count: wire::u32(buf, "count")?,
-        })
-    }
-}
-
 /// The pages area `start` of `pid` shares with its parent's area `parent_start`
 /// (same addresses, same physical pages).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CowInheritRecord {
     pub pid: i32,
     /// Start of the child's area (a memory-area record of `pid`).
@@ -56,35 +36,13 @@ pub struct CowInheritRecord {
     pub spans: Vec<PageSpan>,
 }
 
-impl Wire for CowInheritRecord {
-    const MIN_SIZE: usize = 4 + 8 + 8 + 4 + 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_i32_le(self.pid);
-        out.put_u64_le(self.start);
-        out.put_u64_le(self.parent_start);
-        out.put_u32_le(self.fork_index);
-        wire::put_list(out, &self.spans);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(CowInheritRecord {
-            pid: wire::i32(buf, "pid")?,
-            start: wire::u64(buf, "start")?,
-            parent_start: wire::u64(buf, "parent_start")?,
-            fork_index: wire::u32(buf, "fork_index")?,
-            spans: wire::list(buf, "spans")?,
-        })
-    }
-}
-
 /// One step of a parent's pages between its forks: just before it forks child
 /// `before` (0: once every child is forked), the pages of area `start` in `restore`
 /// become its own again (its saved page, or none: zero, or the file's page) and those
 /// in `pages` are written. They are older contents its children still share: a page
 /// two or more of them share that the parent has since rewritten or dropped. Saved
 /// once each.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CowForkPagesRecord {
     pub pid: i32,
     /// Start of the parent's area (a memory-area record of `pid`).
@@ -102,53 +60,11 @@ pub struct CowForkPagesRecord {
 }
 
 /// An area a parent unmapped after forking: where it ends and how it was mapped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GhostArea {
     pub end: u64,
     /// `PROT_*` bits.
     pub prot: u32,
     /// `MAP_*` bits (private and anonymous).
     pub flags: u32,
-}
-
-impl Wire for GhostArea {
-    const MIN_SIZE: usize = 8 + 4 + 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u64_le(self.end);
-        out.put_u32_le(self.prot);
-        out.put_u32_le(self.flags);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(GhostArea {
-            end: wire::u64(buf, "end")?,
-            prot: wire::u32(buf, "prot")?,
-            flags: wire::u32(buf, "flags")?,
-        })
-    }
-}
-
-impl Wire for CowForkPagesRecord {
-    const MIN_SIZE: usize = 4 + 8 + 4 + 4 + 4 + 1;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_i32_le(self.pid);
-        out.put_u64_le(self.start);
-        out.put_i32_le(self.before);
-        wire::put_list(out, &self.pages);
-        wire::put_list(out, &self.restore);
-        wire::put_option(out, &self.ghost);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(CowForkPagesRecord {
-            pid: wire::i32(buf, "pid")?,
-            start: wire::u64(buf, "start")?,
-            before: wire::i32(buf, "before")?,
-            pages: wire::list(buf, "pages")?,
-            restore: wire::list(buf, "restore")?,
-            ghost: wire::option(buf, "ghost")?,
-        })
-    }
 }

@@ -5,9 +5,7 @@
 
 use crate::image::std::{format, prelude::rust_2024::*};
 
-use bytes::{BufMut, BytesMut};
-
-use crate::image::{ImageError, ObjRef, Wire, wire};
+use crate::image::ObjRef;
 
 /// `prot` bits: Linux `PROT_*` values.
 pub mod prot {
@@ -89,7 +87,7 @@ pub mod vm {
 }
 
 /// What backs a memory area, and so how restore recreates it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum AreaKind {
     /// Private anonymous memory.
@@ -115,20 +113,6 @@ pub enum AreaKind {
 }
 
 impl AreaKind {
-    fn tag(self) -> u8 {
-        match self {
-            AreaKind::Anon => 0,
-            AreaKind::File { .. } => 1,
-            AreaKind::SharedAnon { .. } => 2,
-            AreaKind::Heap => 3,
-            AreaKind::Stack => 4,
-            AreaKind::Vdso => 5,
-            AreaKind::Vvar => 6,
-            AreaKind::VvarVclock => 7,
-            AreaKind::Vsyscall => 8,
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             AreaKind::Anon => "anon",
@@ -152,44 +136,10 @@ impl AreaKind {
     }
 }
 
-impl Wire for AreaKind {
-    const MIN_SIZE: usize = 1;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u8(self.tag());
-        if let Some(r) = self.objref() {
-            wire::put_objref(out, r);
-        }
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(match wire::u8(buf, "kind")? {
-            0 => AreaKind::Anon,
-            1 => AreaKind::File {
-                objref: wire::objref(buf, "kind.objref")?,
-            },
-            2 => AreaKind::SharedAnon {
-                objref: wire::objref(buf, "kind.objref")?,
-            },
-            3 => AreaKind::Heap,
-            4 => AreaKind::Stack,
-            5 => AreaKind::Vdso,
-            6 => AreaKind::Vvar,
-            7 => AreaKind::VvarVclock,
-            8 => AreaKind::Vsyscall,
-            v => {
-                return Err(ImageError::malformed(format!(
-                    "field `kind`: unknown memory area kind {v}"
-                )));
-            }
-        })
-    }
-}
-
 /// A run of dumped pages: `count` pages starting at page `index` of the area (or
 /// shared object), stored contiguously at byte `offset` of `pages.img` (page-aligned),
 /// with the CRC-32 of those bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PageRun {
     pub index: u64,
     pub count: u32,
@@ -197,53 +147,17 @@ pub struct PageRun {
     pub crc32: u32,
 }
 
-impl Wire for PageRun {
-    const MIN_SIZE: usize = 8 + 4 + 8 + 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u64_le(self.index);
-        out.put_u32_le(self.count);
-        out.put_u64_le(self.offset);
-        out.put_u32_le(self.crc32);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(PageRun {
-            index: wire::u64(buf, "index")?,
-            count: wire::u32(buf, "count")?,
-            offset: wire::u64(buf, "offset")?,
-            crc32: wire::u32(buf, "crc32")?,
-        })
-    }
-}
-
 /// A run of guard pages (MADV_GUARD_INSTALL): `count` pages from page `index` of
 /// the area. Their contents are never read (a read faults); restore installs them
 /// again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuardRun {
     pub index: u64,
     pub count: u64,
 }
 
-impl Wire for GuardRun {
-    const MIN_SIZE: usize = 8 + 8;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u64_le(self.index);
-        out.put_u64_le(self.count);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(GuardRun {
-            index: wire::u64(buf, "index")?,
-            count: wire::u64(buf, "count")?,
-        })
-    }
-}
-
 /// One mapping of a process (a line of `/proc/PID/maps`), with its dumped pages.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemoryAreaRecord {
     pub pid: i32,
     /// First byte (page-aligned).
@@ -280,67 +194,15 @@ impl MemoryAreaRecord {
     }
 }
 
-impl Wire for MemoryAreaRecord {
-    const MIN_SIZE: usize = 4 + 8 + 8 + 4 + 4 + 8 + AreaKind::MIN_SIZE + 4 + 4 + 4 + 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_i32_le(self.pid);
-        out.put_u64_le(self.start);
-        out.put_u64_le(self.end);
-        out.put_u32_le(self.prot);
-        out.put_u32_le(self.flags);
-        out.put_u64_le(self.offset);
-        self.kind.encode(out);
-        wire::put_list(out, &self.pages);
-        out.put_u32_le(self.vm_flags);
-        wire::put_list(out, &self.guards);
-        wire::put_str(out, &self.anon_name);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(MemoryAreaRecord {
-            pid: wire::i32(buf, "pid")?,
-            start: wire::u64(buf, "start")?,
-            end: wire::u64(buf, "end")?,
-            prot: wire::u32(buf, "prot")?,
-            flags: wire::u32(buf, "flags")?,
-            offset: wire::u64(buf, "offset")?,
-            kind: AreaKind::decode(buf)?,
-            pages: wire::list(buf, "pages")?,
-            vm_flags: wire::u32(buf, "vm_flags")?,
-            guards: wire::list(buf, "guards")?,
-            anon_name: wire::string(buf, "anon_name")?,
-        })
-    }
-}
-
 /// A shared anonymous memory object (defines `objref`): its size and dumped pages,
 /// saved once however many areas map it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SharedMemoryRecord {
     pub objref: ObjRef,
     /// Bytes (page-aligned).
     pub size: u64,
     /// Dumped pages, `index` counted from the object's first page.
     pub pages: Vec<PageRun>,
-}
-
-impl Wire for SharedMemoryRecord {
-    const MIN_SIZE: usize = 4 + 8 + 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        wire::put_objref(out, self.objref);
-        out.put_u64_le(self.size);
-        wire::put_list(out, &self.pages);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(SharedMemoryRecord {
-            objref: wire::objref(buf, "objref")?,
-            size: wire::u64(buf, "size")?,
-            pages: wire::list(buf, "pages")?,
-        })
-    }
 }
 
 /// Checks an area's `vm_flags` and guard runs against the rest of it: known bits

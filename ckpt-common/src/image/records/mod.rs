@@ -3,9 +3,11 @@
 //! ([`MemoryAreaRecord`], [`SharedMemoryRecord`]), files ([`InodeRecord`],
 //! [`OpenFileRecord`], [`FdRecord`]) and file locks ([`FileLockRecord`]).
 //!
-//! Each kind is a plain struct implementing [`Wire`]; [`Record`] is the sum of them and
-//! maps each to its [`RecordType`] code. The objref records (inode, open file, shared
-//! memory) *define* an objref; fd and memory-area records only *refer* to one.
+//! Each kind is a plain struct whose serde declaration is its layout: the payload of
+//! a record is its fields as a MessagePack map, by name (docs/IMAGE.md, "Field
+//! encodings"). [`Record`] is the sum of them and maps each to its [`RecordType`]
+//! code. The objref records (inode, open file, shared memory) *define* an objref; fd
+//! and memory-area records only *refer* to one.
 
 mod cow;
 mod files;
@@ -17,9 +19,10 @@ mod security;
 
 use crate::image::std::{format, prelude::rust_2024::*};
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
 
-use super::{ImageError, Wire, wire};
+use super::{ImageError, payload::decode};
 
 pub use cow::{CowForkPagesRecord, CowInheritRecord, GhostArea, PageSpan};
 pub use files::{
@@ -32,9 +35,9 @@ pub use memory::{
     AreaKind, GuardRun, MemoryAreaRecord, PageRun, SharedMemoryRecord, map, prot, vm,
 };
 pub use process::{
-    Credentials, Itimer, MAX_XSAVE_SIZE, MmState, PosixTimer, ProcessAttrs, ProcessRecord,
-    ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack, Siginfo,
-    SyscallState, ThreadRecord,
+    Credentials, Itimer, MAX_REGS_SIZE, MAX_XSAVE_SIZE, MmState, PosixTimer, ProcessAttrs,
+    ProcessRecord, ProcessState, Rlimit, RobustList, Rseq, SIGINFO_SIZE, SigAction, SigAltStack,
+    Siginfo, SyscallState, ThreadRecord,
 };
 pub use sched::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord, membarrier};
 pub use security::{
@@ -177,94 +180,186 @@ impl Record {
         }
     }
 
-    /// Appends the payload (without the frame).
+    /// Appends the payload (without the frame): the record's fields as one MessagePack
+    /// map, straight into `out` (no buffer of its own).
     pub fn encode_payload(&self, out: &mut BytesMut) {
-        match self {
-            Record::Process(r) => r.encode(out),
-            Record::Thread(r) => r.encode(out),
-            Record::MemoryArea(r) => r.encode(out),
-            Record::SharedMemory(r) => r.encode(out),
-            Record::Inode(r) => r.encode(out),
-            Record::OpenFile(r) => r.encode(out),
-            Record::Fd(r) => r.encode(out),
-            Record::FileLock(r) => r.encode(out),
-            Record::ThreadSecurity(r) => r.encode(out),
-            Record::SeccompFilter(r) => r.encode(out),
-            Record::ThreadSched(r) => r.encode(out),
-            Record::ProcessTuning(r) => r.encode(out),
-            Record::CowInherit(r) => r.encode(out),
-            Record::CowForkPages(r) => r.encode(out),
-        }
+        let mut s = rmp_serde::Serializer::new(out.writer()).with_struct_map();
+        let encoded = match self {
+            Record::Process(r) => r.serialize(&mut s),
+            Record::Thread(r) => r.serialize(&mut s),
+            Record::MemoryArea(r) => r.serialize(&mut s),
+            Record::SharedMemory(r) => r.serialize(&mut s),
+            Record::Inode(r) => r.serialize(&mut s),
+            Record::OpenFile(r) => r.serialize(&mut s),
+            Record::Fd(r) => r.serialize(&mut s),
+            Record::FileLock(r) => r.serialize(&mut s),
+            Record::ThreadSecurity(r) => r.serialize(&mut s),
+            Record::SeccompFilter(r) => r.serialize(&mut s),
+            Record::ThreadSched(r) => r.serialize(&mut s),
+            Record::ProcessTuning(r) => r.serialize(&mut s),
+            Record::CowInherit(r) => r.serialize(&mut s),
+            Record::CowForkPages(r) => r.serialize(&mut s),
+        };
+        // Writing to memory cannot fail, and every record type is plain data that
+        // MessagePack represents: a failure is a bug in a declaration.
+        encoded.unwrap_or_else(|e| {
+            core::panic!(
+                "a {} record does not encode: {e}",
+                self.record_type().name()
+            )
+        });
     }
 
-    /// Decodes a whole payload of type `rtype`; every byte must belong to a field.
-    pub fn decode_payload(rtype: u16, mut payload: &[u8]) -> Result<Record, ImageError> {
-        let buf = &mut payload;
-        let record = match RecordType::from_u16(rtype) {
-            Some(RecordType::Process) => Record::Process(Box::new(ProcessRecord::decode(buf)?)),
-            Some(RecordType::Thread) => Record::Thread(Box::new(ThreadRecord::decode(buf)?)),
-            Some(RecordType::MemoryArea) => Record::MemoryArea(MemoryAreaRecord::decode(buf)?),
-            Some(RecordType::SharedMemory) => {
-                Record::SharedMemory(SharedMemoryRecord::decode(buf)?)
-            }
-            Some(RecordType::Inode) => Record::Inode(InodeRecord::decode(buf)?),
-            Some(RecordType::OpenFile) => Record::OpenFile(OpenFileRecord::decode(buf)?),
-            Some(RecordType::Fd) => Record::Fd(FdRecord::decode(buf)?),
-            Some(RecordType::FileLock) => Record::FileLock(FileLockRecord::decode(buf)?),
-            Some(RecordType::ThreadSecurity) => {
-                Record::ThreadSecurity(ThreadSecurityRecord::decode(buf)?)
-            }
-            Some(RecordType::SeccompFilter) => {
-                Record::SeccompFilter(SeccompFilterRecord::decode(buf)?)
-            }
-
-            Some(RecordType::ThreadSched) => {
-                Record::ThreadSched(Box::new(ThreadSchedRecord::decode(buf)?))
-            }
-            Some(RecordType::ProcessTuning) => {
-                Record::ProcessTuning(Box::new(ProcessTuningRecord::decode(buf)?))
-            }
-
-            Some(RecordType::CowInherit) => Record::CowInherit(CowInheritRecord::decode(buf)?),
-            Some(RecordType::CowForkPages) => {
-                Record::CowForkPages(CowForkPagesRecord::decode(buf)?)
-            }
-            Some(RecordType::Tail) => {
+    /// Decodes a whole payload of type `rtype`: exactly one MessagePack value, every
+    /// byte of it belonging to that value.
+    pub fn decode_payload(rtype: u16, payload: &[u8]) -> Result<Record, ImageError> {
+        let Some(record_type) = RecordType::from_u16(rtype) else {
+            return Err(ImageError::malformed(format!(
+                "unknown record type {rtype} (written by a newer ckpt?)"
+            )));
+        };
+        Ok(match record_type {
+            RecordType::Process => Record::Process(decode(payload)?),
+            RecordType::Thread => Record::Thread(decode(payload)?),
+            RecordType::MemoryArea => Record::MemoryArea(decode(payload)?),
+            RecordType::SharedMemory => Record::SharedMemory(decode(payload)?),
+            RecordType::Inode => Record::Inode(decode(payload)?),
+            RecordType::OpenFile => Record::OpenFile(decode(payload)?),
+            RecordType::Fd => Record::Fd(decode(payload)?),
+            RecordType::FileLock => Record::FileLock(decode(payload)?),
+            RecordType::ThreadSecurity => Record::ThreadSecurity(decode(payload)?),
+            RecordType::SeccompFilter => Record::SeccompFilter(decode(payload)?),
+            RecordType::ThreadSched => Record::ThreadSched(decode(payload)?),
+            RecordType::ProcessTuning => Record::ProcessTuning(decode(payload)?),
+            RecordType::CowInherit => Record::CowInherit(decode(payload)?),
+            RecordType::CowForkPages => Record::CowForkPages(decode(payload)?),
+            RecordType::Tail => {
                 return Err(ImageError::malformed(
                     "a tail record before the end of the image",
                 ));
             }
-            None => {
-                return Err(ImageError::malformed(format!(
-                    "unknown record type {rtype} (written by a newer ckpt?)"
-                )));
-            }
-        };
-        wire::end(buf)?;
-        Ok(record)
+        })
     }
 }
 
-/// Serde helpers for `ckpt show --json`: paths as (lossy) strings, blobs as hex.
+/// Serde helpers for the two forms of a record: in the image (MessagePack, which is
+/// not human-readable) paths and blobs are their exact bytes, as MessagePack bin; in
+/// `ckpt show --json` (human-readable) paths are (lossy) strings and blobs hex.
+///
+/// Decoding accepts either form whatever the deserializer says: serde buffers a
+/// flattened or internally tagged field (an inode's `kind`) before decoding it, and
+/// that buffer calls itself human-readable.
 pub(crate) mod ser {
-    use crate::image::std::{fmt::Write, path::Path, string::String};
+    use crate::image::std::{
+        ffi::OsString, fmt, fmt::Write, os::unix::ffi::OsStrExt, os::unix::ffi::OsStringExt,
+        path::Path, path::PathBuf, prelude::rust_2024::*, string::String,
+    };
 
-    pub fn path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&p.to_string_lossy())
-    }
+    use serde::{Deserializer, Serializer, de};
 
-    pub fn opt_path<S: serde::Serializer>(
-        p: &Option<crate::image::std::path::PathBuf>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match p {
-            Some(p) => s.serialize_some(&p.to_string_lossy()),
-            None => s.serialize_none(),
+    pub mod path {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() {
+                s.serialize_str(&p.to_string_lossy())
+            } else {
+                s.serialize_bytes(p.as_os_str().as_bytes())
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+            d.deserialize_any(Blob { hex: false })
+                .map(|b| PathBuf::from(OsString::from_vec(b)))
         }
     }
 
-    pub fn hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&to_hex(b))
+    /// An optional path: absent is nil (JSON `null`).
+    pub mod opt_path {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+            match p {
+                Some(p) => path::serialize(p, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+            d.deserialize_option(OptionalPath)
+        }
+
+        struct OptionalPath;
+
+        impl<'de> de::Visitor<'de> for OptionalPath {
+            type Value = Option<PathBuf>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path or nil")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                path::deserialize(d).map(Some)
+            }
+        }
+    }
+
+    /// A blob: bin in the image, hex in JSON.
+    pub mod hex {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() {
+                s.serialize_str(&to_hex(b))
+            } else {
+                s.serialize_bytes(b)
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+            d.deserialize_any(Blob { hex: true })
+        }
+    }
+
+    /// Bytes from a bin, or from a string: its bytes (a path) or the bytes its hex
+    /// digits spell (a blob).
+    struct Blob {
+        hex: bool,
+    }
+
+    impl<'de> de::Visitor<'de> for Blob {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(if self.hex {
+                "bytes (MessagePack bin, or a hex string)"
+            } else {
+                "a path (MessagePack bin, or a string)"
+            })
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+            Ok(v)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if !self.hex {
+                return Ok(v.as_bytes().to_vec());
+            }
+            from_hex(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
     }
 
     pub fn to_hex(b: &[u8]) -> String {
@@ -273,5 +368,15 @@ pub(crate) mod ser {
             let _ = write!(out, "{byte:02x}");
         }
         out
+    }
+
+    fn from_hex(s: &str) -> Option<Vec<u8>> {
+        if !s.len().is_multiple_of(2) {
+            return None;
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| s.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+            .collect()
     }
 }

@@ -13,12 +13,8 @@
 
 use crate::image::std::{prelude::rust_2024::*, string::String};
 
-use bytes::{BufMut, BytesMut};
-
-use crate::image::{ImageError, Wire, wire};
-
 /// The scheduling state of one thread (record type 11), read by ckpt from outside.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ThreadSchedRecord {
     pub pid: i32,
     pub tid: i32,
@@ -44,7 +40,8 @@ pub struct ThreadSchedRecord {
 }
 
 /// The fields of the kernel's `struct sched_attr` (SCHED_ATTR_SIZE_VER1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SchedAttr {
     pub policy: u32,
     /// `SCHED_FLAG_*` as reported (SCHED_FLAG_RESET_ON_FORK 0x1, deadline flags).
@@ -56,68 +53,6 @@ pub struct SchedAttr {
     pub period: u64,
     pub util_min: u32,
     pub util_max: u32,
-}
-
-impl Wire for SchedAttr {
-    const MIN_SIZE: usize = 4 + 8 + 4 + 4 + 3 * 8 + 2 * 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u32_le(self.policy);
-        out.put_u64_le(self.flags);
-        out.put_i32_le(self.nice);
-        out.put_u32_le(self.priority);
-        out.put_u64_le(self.runtime);
-        out.put_u64_le(self.deadline);
-        out.put_u64_le(self.period);
-        out.put_u32_le(self.util_min);
-        out.put_u32_le(self.util_max);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(SchedAttr {
-            policy: wire::u32(buf, "sched.policy")?,
-            flags: wire::u64(buf, "sched.flags")?,
-            nice: wire::i32(buf, "sched.nice")?,
-            priority: wire::u32(buf, "sched.priority")?,
-            runtime: wire::u64(buf, "sched.runtime")?,
-            deadline: wire::u64(buf, "sched.deadline")?,
-            period: wire::u64(buf, "sched.period")?,
-            util_min: wire::u32(buf, "sched.util_min")?,
-            util_max: wire::u32(buf, "sched.util_max")?,
-        })
-    }
-}
-
-impl Wire for ThreadSchedRecord {
-    const MIN_SIZE: usize = 4 + 4 + SchedAttr::MIN_SIZE + 4 + 4 + 4 + 8 + 8 + 4 + 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_i32_le(self.pid);
-        out.put_i32_le(self.tid);
-        self.attr.encode(out);
-        out.put_i32_le(self.nice);
-        wire::put_list(out, &self.affinity);
-        out.put_u32_le(self.ioprio);
-        out.put_u64_le(self.timer_slack_ns);
-        out.put_u64_le(self.default_timer_slack_ns);
-        wire::put_str(out, &self.spec_store_bypass);
-        wire::put_str(out, &self.spec_indirect_branch);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(ThreadSchedRecord {
-            pid: wire::i32(buf, "pid")?,
-            tid: wire::i32(buf, "tid")?,
-            attr: SchedAttr::decode(buf)?,
-            nice: wire::i32(buf, "nice")?,
-            affinity: wire::list(buf, "affinity")?,
-            ioprio: wire::u32(buf, "ioprio")?,
-            timer_slack_ns: wire::u64(buf, "timer_slack_ns")?,
-            default_timer_slack_ns: wire::u64(buf, "default_timer_slack_ns")?,
-            spec_store_bypass: wire::string(buf, "spec_store_bypass")?,
-            spec_indirect_branch: wire::string(buf, "spec_indirect_branch")?,
-        })
-    }
 }
 
 /// `membarrier` registrations, as the `MEMBARRIER_CMD_REGISTER_*` command bits.
@@ -133,7 +68,7 @@ pub mod membarrier {
 }
 
 /// Per-process tuning (record type 12).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessTuningRecord {
     pub pid: i32,
     /// /proc/PID/oom_score_adj.
@@ -157,52 +92,8 @@ pub struct ProcessTuningRecord {
 
 /// One hierarchy the process is in: its controllers (`""` for cgroup v2, `memory`,
 /// `cpu,cpuacct`, `name=systemd` for v1) and the path inside it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CgroupMembership {
     pub controllers: String,
     pub path: String,
-}
-
-impl Wire for CgroupMembership {
-    const MIN_SIZE: usize = 4 + 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        wire::put_str(out, &self.controllers);
-        wire::put_str(out, &self.path);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(CgroupMembership {
-            controllers: wire::string(buf, "cgroup.controllers")?,
-            path: wire::string(buf, "cgroup.path")?,
-        })
-    }
-}
-
-impl Wire for ProcessTuningRecord {
-    const MIN_SIZE: usize = 4 + 4 + 4 + 4 + 4 + 4 + 1 + 4;
-
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_i32_le(self.pid);
-        out.put_i32_le(self.oom_score_adj);
-        out.put_i32_le(self.oom_score_adj_min);
-        out.put_u32_le(self.thp_disable);
-        out.put_u32_le(self.membarrier);
-        out.put_u32_le(self.mlock_future);
-        wire::put_option(out, &self.autogroup_nice);
-        wire::put_list(out, &self.cgroups);
-    }
-
-    fn decode(buf: &mut &[u8]) -> Result<Self, ImageError> {
-        Ok(ProcessTuningRecord {
-            pid: wire::i32(buf, "pid")?,
-            oom_score_adj: wire::i32(buf, "oom_score_adj")?,
-            oom_score_adj_min: wire::i32(buf, "oom_score_adj_min")?,
-            thp_disable: wire::u32(buf, "thp_disable")?,
-            membarrier: wire::u32(buf, "membarrier")?,
-            mlock_future: wire::u32(buf, "mlock_future")?,
-            autogroup_nice: wire::option(buf, "autogroup_nice")?,
-            cgroups: wire::list(buf, "cgroups")?,
-        })
-    }
 }
