@@ -1267,7 +1267,10 @@ mod tests {
     #[test]
     fn the_default_autogroup_shows_nothing_and_reads_as_nice_0() {
         let p = "/proc/7/autogroup";
-        assert_eq!(parse_autogroup_nice(p, "/autogroup-25 nice -3\n").ok(), Some(-3));
+        assert_eq!(
+            parse_autogroup_nice(p, "/autogroup-25 nice -3\n").ok(),
+            Some(-3)
+        );
         assert_eq!(parse_autogroup_nice(p, "").ok(), Some(0));
         assert_eq!(parse_autogroup_nice(p, "\n").ok(), Some(0));
         let err = parse_autogroup_nice(p, "/autogroup-25 nice").unwrap_err();
