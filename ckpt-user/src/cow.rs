@@ -51,8 +51,8 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, CowForkPagesRecord, CowInheritRecord, GhostArea, InodeKind, MemoryAreaRecord,
-    PageSpan, Record, records::map,
+    AreaKind, CowForkPagesRecord, CowInheritRecord, GhostArea, MemoryAreaRecord, PageSpan, Record,
+    records::map,
 };
 
 use crate::{
@@ -907,8 +907,12 @@ impl CowRestore {
             }
             let file = match a.kind {
                 AreaKind::File { objref } => {
-                    let path = match &plan.inodes[&objref].kind {
-                        InodeKind::Regular { path, .. } => path.clone(),
+                    let rec = &plan.inodes[&objref].kind;
+                    let kind = crate::kinds::for_record(rec);
+                    let path = match kind.path(rec) {
+                        Some(path) if kind.mapping() == crate::kinds::Mapping::ByPath => {
+                            path.to_path_buf()
+                        }
                         _ => anchors.get(&objref).cloned().ok_or_else(|| {
                             Error::Other(format!(
                                 "pid {pid}: area {start:#x}: {objref} has no file"

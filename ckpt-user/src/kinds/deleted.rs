@@ -105,6 +105,13 @@ impl FileKind for DeletedFile {
         }))
     }
 
+    fn is_exe(&self, rec: &InodeKind, exe: &str) -> bool {
+        match (rec, exe.strip_suffix(SUFFIX)) {
+            (InodeKind::DeletedFile { path, .. }, Some(exe)) => path == Path::new(exe),
+            _ => false,
+        }
+    }
+
     fn label(&self, objref: ObjRef, rec: &InodeKind) -> String {
         match rec {
             InodeKind::DeletedFile { path, .. } => {

@@ -63,6 +63,13 @@ impl FileKind for Epoll {
         restore_open()
     }
 
+    fn epoll_targets<'r>(&self, rec: &'r InodeKind, pid: i32) -> Option<&'r [EpollTarget]> {
+        match rec {
+            InodeKind::Epoll { owner_pid, targets } if *owner_pid == pid => Some(targets),
+            _ => None,
+        }
+    }
+
     fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
         let InodeKind::Epoll { owner_pid, targets } = rec else {
             return foreign(self, rec);

@@ -85,6 +85,13 @@ impl FileKind for MemFd {
         }))
     }
 
+    fn is_exe(&self, rec: &InodeKind, exe: &str) -> bool {
+        match rec {
+            InodeKind::MemFd { name, .. } => name_of(exe) == Some(name.as_str()),
+            _ => false,
+        }
+    }
+
     fn label(&self, objref: ObjRef, rec: &InodeKind) -> String {
         match rec {
             InodeKind::MemFd { name, .. } => format!("memfd {objref} {name}"),

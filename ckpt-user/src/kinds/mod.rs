@@ -19,7 +19,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ckpt_common::image::{ImageWriter, InodeKind, InodeRecord, ObjRef, OpenFileRecord};
+use ckpt_common::image::{
+    EpollTarget, ImageWriter, InodeKind, InodeRecord, ObjRef, OpenFileRecord,
+};
 
 use crate::{
     error::{Error, Result},
@@ -201,6 +203,18 @@ pub trait FileKind: Sync {
     /// mappings to reopen (deleted files, memfds; see [`deleted::Anchors`]).
     fn recreate(&self, _rec: &InodeRecord, _pages: &PageReader) -> Result<Option<Recreated>> {
         Ok(None)
+    }
+
+    /// Restore plan: whether this recreated object is the deleted executable a
+    /// process runs, its exe link reading `exe` (`PATH (deleted)`).
+    fn is_exe(&self, _rec: &InodeKind, _exe: &str) -> bool {
+        false
+    }
+
+    /// Restore, in the helper of process `pid` once its fds are in place: the
+    /// epoll watches it registers on this object, under its own fd numbers.
+    fn epoll_targets<'r>(&self, _rec: &'r InodeKind, _pid: i32) -> Option<&'r [EpollTarget]> {
+        None
     }
 
     /// Restore, once every open file exists: what is left in the spare deposit of
@@ -538,7 +552,7 @@ pub fn user_dev(kdev: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use ckpt_common::image::{EpollTarget, InotifyWatch, SocketMessage, UnlinkedAttrs};
+    use ckpt_common::image::{InotifyWatch, SocketMessage, UnlinkedAttrs};
 
     use super::*;
 

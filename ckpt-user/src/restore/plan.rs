@@ -15,7 +15,7 @@ use std::{
 };
 
 use ckpt_common::image::{
-    AreaKind, FdRecord, Image, InodeKind, InodeRecord, MemoryAreaRecord, ObjRef, OpenFileRecord,
+    AreaKind, FdRecord, Image, InodeRecord, MemoryAreaRecord, ObjRef, OpenFileRecord,
     ProcessRecord, ProcessState, ProcessTuningRecord, Record, SharedMemoryRecord, ThreadRecord,
     ThreadSchedRecord,
     records::{map, prot},
@@ -563,14 +563,14 @@ impl<'a> Plan<'a> {
     /// link's name.
     pub fn deleted_exe(&self, p: &ProcPlan) -> Option<ObjRef> {
         let exe = p.rec.exe.to_string_lossy();
-        let memfd = crate::kinds::memfd::name_of(&exe);
-        let path = std::path::Path::new(exe.strip_suffix(crate::kinds::deleted::SUFFIX)?);
+        if !exe.ends_with(crate::kinds::deleted::SUFFIX) {
+            return None;
+        }
         p.areas.iter().find_map(|a| match a.kind {
-            AreaKind::File { objref } => match &self.inodes.get(&objref)?.kind {
-                InodeKind::DeletedFile { path: p, .. } if p == path => Some(objref),
-                InodeKind::MemFd { name, .. } if memfd == Some(name.as_str()) => Some(objref),
-                _ => None,
-            },
+            AreaKind::File { objref } => {
+                let rec = &self.inodes.get(&objref)?.kind;
+                kinds::for_record(rec).is_exe(rec, &exe).then_some(objref)
+            }
             _ => None,
         })
     }
