@@ -15,17 +15,14 @@ pub mod freeze;
 use std::{
     collections::HashMap,
     fs,
-    os::{
-        fd::{FromRawFd as _, OwnedFd},
-        unix::fs::MetadataExt as _,
-    },
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
     time::Instant,
 };
 
 use ckpt_common::image::{
-    FdRecord, FileOwner, Header, ImageWriter, InodeKind, InodeRecord, MemoryAreaRecord,
-    OpenFileRecord, Record, SharedMemoryRecord,
+    FdRecord, FileOwner, Header, ImageWriter, InodeRecord, MemoryAreaRecord, OpenFileRecord,
+    Record, SharedMemoryRecord,
 };
 use log::info;
 
@@ -33,9 +30,9 @@ use crate::{
     dump::freeze::FrozenTree,
     error::{Error, Result},
     inject::RemoteThread,
-    kinds::{self, ObjectKind, pipe},
+    kinds,
     memory::{self, MappingClass, PAGE_SIZE},
-    objref::{Encounter, ObjRef, ObjRefTable},
+    objref::{Encounter, ObjRefTable},
     process,
     sharing::{Paths, Scope, SharingTable},
     thread,
@@ -260,7 +257,7 @@ struct Collector<'a> {
     writer: ImageWriter,
     progress: Progress,
     objrefs: ObjRefTable<ObjKey>,
-    pidfds: HashMap<i32, OwnedFd>,
+    copies: kinds::FdCopies,
     /// The machine's unix sockets and the tree's, as the frozen-tree check read them.
     unix_sockets: Option<kinds::socket::UnixSockets>,
     report: &'a mut DumpReport,
@@ -296,7 +293,7 @@ fn collect_and_write(
         writer,
         objrefs: ObjRefTable::new(),
         progress: Progress::new(),
-        pidfds: HashMap::new(),
+        copies: kinds::FdCopies::default(),
         unix_sockets,
         report: &mut report,
     };
@@ -395,246 +392,37 @@ fn refuse_shared_fd_tables(
     Ok(())
 }
 
-/// A listening unix socket's record: its name and backlog, and for a path the
-/// socket file's mode and owner.
-fn listening_kind(info: &kinds::socket::UnixSocketInfo) -> Result<InodeKind> {
-    let name = info
-        .name
-        .clone()
-        .ok_or_else(|| Error::Other("a listening unix socket with no name".into()))?;
-    let (mode, uid, gid) = if name.starts_with('@') {
-        (0, 0, 0)
-    } else {
-        let meta = fs::metadata(&name).map_err(|e| Error::io(format!("stat of {name}"), e))?;
-        (meta.mode(), meta.uid(), meta.gid())
-    };
-    Ok(InodeKind::UnixSocketListening {
-        sock_type: info.sock_type,
-        name,
-        backlog: info.backlog,
-        mode,
-        uid,
-        gid,
-    })
-}
-
-/// The machine's unix sockets (sock_diag), with the socket inodes `table` holds.
-fn tree_sockets(table: &SharingTable) -> Result<kinds::socket::UnixSockets> {
-    let held = table
-        .fds
-        .iter()
-        .filter_map(|fd| table.file(fd.file))
-        .filter(|f| f.kind == ObjectKind::Socket)
-        .filter_map(|f| table.inode(f.inode).map(|i| i.ino))
-        .collect();
-    kinds::socket::UnixSockets::read(held)
-}
-
-/// Kinds of fds restore cannot bring back yet: refused while the tree is frozen.
-/// Returns the unix sockets it read (when the tree holds any), for the dump to
-/// use rather than asking sock_diag again in the freeze window.
+/// Kinds of fds restore cannot bring back yet: refused before the freeze and
+/// again while the tree is frozen, each by the kind that takes the fd (an fd no
+/// kind takes is refused here). Returns the unix sockets it read (when the tree
+/// holds any), for the dump to use rather than asking sock_diag again in the
+/// freeze window.
 fn refuse_unsupported(table: &SharingTable) -> Result<Option<kinds::socket::UnixSockets>> {
-    // A table built without paths (the check before the freeze) reads them here, only
-    // where needed: for a message, and once per regular file's inode.
+    let mut cx = kinds::CheckCx {
+        table,
+        sockets: None,
+    };
+    // A table built without paths (the check before the freeze) has the kinds read
+    // them only where needed, and decides once per inode of the kinds keyed by
+    // their inode (a process may hold thousands of opens of one file).
     let mut inodes_checked = std::collections::HashSet::new();
-    // Unix sockets are looked up (one sock_diag dump) only when the tree has some.
-    let mut sockets = None;
     for fd in &table.fds {
-        let Some(f) = table.file(fd.file) else {
+        let Some(facts) = kinds::FdFacts::of(table, fd) else {
             continue;
         };
-        let path = || {
-            if f.path.is_empty() {
-                crate::procfs::fd_path(fd.pid, fd.fd).unwrap_or_default()
-            } else {
-                f.path.clone()
-            }
-        };
-        let supported = match f.kind {
-            ObjectKind::Pipe
-            | ObjectKind::Fifo
-            | ObjectKind::Regular
-            | ObjectKind::Directory
-            | ObjectKind::CharDevice => true,
-            ObjectKind::AnonInode => crate::kinds::restorable_anon(&path()),
-            ObjectKind::Socket => {
-                if sockets.is_none() {
-                    sockets = Some(tree_sockets(table)?);
-                }
-                let ino = table.inode(f.inode).map_or(0, |i| i.ino);
-                let why = sockets.as_ref().and_then(|s| s.link(ino).err());
-                if let Some(why) = why {
-                    return Err(Error::Other(format!(
-                        "pid {} fd {} is {why} ({}): not yet supported by ckpt dump",
-                        fd.pid,
-                        fd.fd,
-                        path()
-                    )));
-                }
-                true
-            }
-            _ => false,
-        };
-        if !supported {
-            return Err(Error::Other(format!(
-                "pid {} fd {} is a {} ({}): not yet supported by ckpt dump",
-                fd.pid,
-                fd.fd,
-                f.kind,
-                path()
-            )));
+        if facts.path_unread() && inodes_checked.contains(&facts.file.inode) {
+            continue;
         }
-        // A deleted file (or memfd) is saved whole: refuse those too large to.
-        if f.kind == ObjectKind::Regular
-            && (!f.path.is_empty() || inodes_checked.insert(f.inode))
-            && path().ends_with(kinds::deleted::SUFFIX)
-        {
-            let size = fs::metadata(format!("/proc/{}/fd/{}", fd.pid, fd.fd))
-                .map(|m| m.len())
-                .unwrap_or(0);
-            if size > kinds::deleted::MAX_SIZE {
-                return Err(Error::Other(format!(
-                    "pid {} fd {} is a deleted file ({}) of {size} bytes, more than the {} \
-                     ckpt dump saves",
-                    fd.pid,
-                    fd.fd,
-                    path(),
-                    kinds::deleted::MAX_SIZE
-                )));
-            }
-            kinds::memfd::refuse_unsupported(fd.pid, fd.fd, &path())?;
+        let kind = kinds::for_fd(&facts).ok_or_else(|| kinds::unsupported(&facts))?;
+        kind.refuse(&mut cx, &facts)?;
+        if facts.path_unread() && kind.identity() == kinds::Identity::Inode {
+            inodes_checked.insert(facts.file.inode);
         }
     }
-    Ok(sockets)
+    Ok(cx.sockets)
 }
 
 impl Collector<'_> {
-    fn pidfd(&mut self, pid: i32) -> Result<&OwnedFd> {
-        match self.pidfds.entry(pid) {
-            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                // SAFETY: pidfd_open returns a new fd or -1.
-                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-                if fd < 0 {
-                    return Err(Error::io(
-                        format!("pidfd_open({pid})"),
-                        std::io::Error::last_os_error(),
-                    ));
-                }
-                // SAFETY: fd is a fresh fd we own.
-                Ok(v.insert(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
-            }
-        }
-    }
-
-    /// A copy of fd `fd` of `pid` (the same open file description).
-    fn steal(&mut self, pid: i32, fd: i32) -> Result<OwnedFd> {
-        use std::os::fd::AsRawFd as _;
-        let pidfd = self.pidfd(pid)?.as_raw_fd();
-        // SAFETY: pidfd_getfd returns a new fd or -1.
-        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) };
-        if copy < 0 {
-            return Err(Error::io(
-                format!("pidfd_getfd of pid {pid} fd {fd}"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: copy is a fresh fd we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
-    }
-
-    /// The inode record of a deleted file or memfd (`shown` as /proc shows it),
-    /// opened through `proc_path`: nothing names it any more, so its contents go
-    /// into the image.
-    fn unlinked_file(&mut self, proc_path: &str, shown: &str) -> Result<InodeKind> {
-        let file = kinds::deleted::open_unlinked(proc_path)?;
-        kinds::memfd::refuse_hugetlb(&file, shown)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(format!("fstat of {proc_path}"), e))?;
-        if meta.len() > kinds::deleted::MAX_SIZE {
-            return Err(Error::Other(format!(
-                "{shown} holds {} bytes, more than the {} ckpt dump saves",
-                meta.len(),
-                kinds::deleted::MAX_SIZE
-            )));
-        }
-        let mode = meta.mode();
-        let attrs = kinds::deleted::attrs_of(&meta);
-        let writer = &mut self.writer;
-        let (size, pages) =
-            memory::dump::save_file_pages(&file, shown, |i, d| Ok(writer.write_pages(i, d)?))?;
-        Ok(match kinds::memfd::name_of(shown) {
-            Some(name) => InodeKind::MemFd {
-                name: name.to_string(),
-                mode,
-                attrs,
-                size,
-                seals: kinds::memfd::seals(&file)?,
-                pages,
-            },
-            None => InodeKind::DeletedFile {
-                path: PathBuf::from(shown.strip_suffix(kinds::deleted::SUFFIX).unwrap_or(shown)),
-                mode,
-                attrs,
-                size,
-                pages,
-            },
-        })
-    }
-
-    /// The inode record of the unix socket of inode (`dev`, `ino`), met first
-    /// through `pid`'s `fd`.
-    fn socket_kind(
-        &mut self,
-        table: &SharingTable,
-        pid: i32,
-        fd: i32,
-        dev: u64,
-        ino: u64,
-    ) -> Result<InodeKind> {
-        if self.unix_sockets.is_none() {
-            self.unix_sockets = Some(tree_sockets(table)?);
-        }
-        let sockets = self.unix_sockets.as_ref().expect("read above");
-        let (info, link) = sockets.link(ino).map_err(Error::Other)?;
-        if link == kinds::socket::Link::Listening {
-            return listening_kind(&info);
-        }
-        let copy = self.steal(pid, fd)?;
-        let saved = kinds::socket::dump(&copy, info.sock_type, &link)?;
-        let lone = |connect_to| {
-            if !saved.queue.is_empty() {
-                return Err(Error::Other(format!(
-                    "{} messages are queued on a socket with no peer in the tree: not yet \
-                     supported",
-                    saved.queue.len()
-                )));
-            }
-            Ok(InodeKind::UnixSocketAlone {
-                sock_type: info.sock_type,
-                connect_to,
-                sndbuf: saved.sndbuf,
-                rcvbuf: saved.rcvbuf,
-            })
-        };
-        match link {
-            kinds::socket::Link::Pair(peer_ino) => Ok(InodeKind::UnixSocket {
-                sock_type: info.sock_type,
-                // The end met second names the first (which has an objref).
-                peer: self.objrefs.get(&ObjKey::Inode(dev, peer_ino)),
-                sndbuf: saved.sndbuf,
-                rcvbuf: saved.rcvbuf,
-                shutdown: info.shutdown,
-                passcred: saved.passcred,
-                peek_off: saved.peek_off,
-                queue: saved.queue,
-            }),
-            kinds::socket::Link::BoundPath(path) => lone(Some(path)),
-            kinds::socket::Link::Unconnected | kinds::socket::Link::Listening => lone(None),
-        }
-    }
-
     fn memory(&mut self, pid: i32, cow: &crate::cow::dump::Inheritance) -> Result<()> {
         let maps = memory::mappings(pid)?;
         let mut states = crate::area_state::dump::capture(pid, &maps)?;
@@ -661,9 +449,12 @@ impl Collector<'_> {
                                 format!("pid {pid}: mapping at {:#x} of {}", m.start, m.path);
                             let proc_path =
                                 format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-                            let kind = self
-                                .unlinked_file(&proc_path, &m.path)
-                                .map_err(|e| Error::Other(format!("{what}: {e}")))?;
+                            let kind = kinds::deleted::dump_unlinked(
+                                &mut self.writer,
+                                &proc_path,
+                                &m.path,
+                            )
+                            .map_err(|e| Error::Other(format!("{what}: {e}")))?;
                             self.writer
                                 .write(&Record::Inode(InodeRecord { objref: r, kind }))?;
                         } else if class == MappingClass::File {
@@ -680,13 +471,7 @@ impl Collector<'_> {
                             })?;
                             self.writer.write(&Record::Inode(InodeRecord {
                                 objref: r,
-                                kind: InodeKind::Regular {
-                                    path,
-                                    size: meta.size(),
-                                    mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-                                    ino: meta.ino(),
-                                    dev: meta.dev(),
-                                },
+                                kind: kinds::regular::record(path, &meta),
                             }))?;
                         } else {
                             // The whole object, saved once: pages other
@@ -749,17 +534,25 @@ impl Collector<'_> {
                     fd.pid, fd.fd
                 ))
             })?;
-            let inode = table
-                .inode(f.inode)
+            let facts = kinds::FdFacts::of(table, fd)
                 .ok_or_else(|| Error::Other(format!("pid {} fd {}: no inode", fd.pid, fd.fd)))?;
-            let key = if f.kind == ObjectKind::AnonInode {
-                ObjKey::AnonObject(f.kernel_ptr)
-            } else {
-                ObjKey::Inode(inode.dev, inode.ino)
+            let kind = kinds::for_fd(&facts).ok_or_else(|| kinds::unsupported(&facts))?;
+            let key = match kind.identity() {
+                kinds::Identity::OpenFile => ObjKey::AnonObject(f.kernel_ptr),
+                kinds::Identity::Inode => ObjKey::Inode(facts.inode.dev, facts.inode.ino),
             };
             let inode_ref = match self.objrefs.encounter(key) {
                 Encounter::First(r) => {
-                    let kind = self.inode_kind(table, fd.pid, fd.fd, f)?;
+                    let objrefs = &self.objrefs;
+                    let inode_objref = |dev: u64, ino: u64| objrefs.get(&ObjKey::Inode(dev, ino));
+                    let mut cx = kinds::DumpCx {
+                        table,
+                        writer: &mut self.writer,
+                        copies: &mut self.copies,
+                        sockets: &mut self.unix_sockets,
+                        inode_objref: &inode_objref,
+                    };
+                    let kind = kind.dump(&mut cx, &facts)?;
                     self.writer
                         .write(&Record::Inode(InodeRecord { objref: r, kind }))?;
                     r
@@ -768,7 +561,7 @@ impl Collector<'_> {
             };
             let file_ref = match self.objrefs.encounter(ObjKey::File(f.kernel_ptr)) {
                 Encounter::First(r) => {
-                    let copy = self.steal(fd.pid, fd.fd)?;
+                    let copy = self.copies.steal(fd.pid, fd.fd)?;
                     self.writer.write(&Record::OpenFile(OpenFileRecord {
                         objref: r,
                         inode: inode_ref,
@@ -801,7 +594,7 @@ impl Collector<'_> {
     /// File lock records (after the fd records they name), see [`crate::locks`].
     fn locks(&mut self, table: &SharingTable) -> Result<()> {
         let held = crate::locks::dump::dump(table, crate::locks::dump::When::Frozen, |pid, fd| {
-            self.steal(pid, fd)
+            self.copies.steal(pid, fd)
         })?;
         for l in held {
             let file = self.objrefs.get(&ObjKey::File(l.file_ptr)).ok_or_else(|| {
@@ -814,120 +607,7 @@ impl Collector<'_> {
         }
         Ok(())
     }
-
-    /// The kind-specific part of an inode record, met first through `pid`'s `fd`.
-    fn inode_kind(
-        &mut self,
-        table: &SharingTable,
-        pid: i32,
-        fd: i32,
-        f: &crate::sharing::OpenFile,
-    ) -> Result<InodeKind> {
-        let proc_path = format!("/proc/{pid}/fd/{fd}");
-        let meta = fs::metadata(&proc_path)
-            .map_err(|e| Error::io(format!("pid {pid} fd {fd}: stat"), e))?;
-        Ok(match f.kind {
-            ObjectKind::Pipe | ObjectKind::Fifo => {
-                let copy = self.steal(pid, fd)?;
-                let size = pipe::pipe_size(&copy)?;
-                let reader = self.pipe_reader(table, f.inode, pid, fd, copy)?;
-                let data = pipe::peek(&reader, size)?;
-                if f.kind == ObjectKind::Pipe {
-                    InodeKind::Pipe {
-                        pipe_size: size,
-                        data,
-                    }
-                } else {
-                    InodeKind::Fifo {
-                        path: PathBuf::from(&f.path),
-                        pipe_size: size,
-                        data,
-                    }
-                }
-            }
-            ObjectKind::Regular if f.path.ends_with(kinds::deleted::SUFFIX) => self
-                .unlinked_file(&proc_path, &f.path)
-                .map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")))?,
-            ObjectKind::Regular => InodeKind::Regular {
-                path: PathBuf::from(&f.path),
-                size: meta.size(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-                ino: meta.ino(),
-                dev: meta.dev(),
-            },
-            ObjectKind::Directory => InodeKind::Directory {
-                path: PathBuf::from(&f.path),
-            },
-            ObjectKind::CharDevice => InodeKind::CharDevice {
-                path: PathBuf::from(&f.path),
-                rdev: meta.rdev(),
-            },
-            ObjectKind::Socket => {
-                let node = table
-                    .inode(f.inode)
-                    .ok_or_else(|| Error::Other(format!("pid {pid} fd {fd}: no inode")))?;
-                self.socket_kind(table, pid, fd, node.dev, node.ino)
-                    .map_err(|e| Error::Other(format!("pid {pid} fd {fd} (a unix socket): {e}")))?
-            }
-            ObjectKind::AnonInode => {
-                let path = format!("/proc/{pid}/fdinfo/{fd}");
-                let fdinfo = fs::read_to_string(&path)
-                    .map_err(|e| Error::io(format!("pid {pid} fd {fd}: reading {path}"), e))?;
-                let kind = match f.path.as_str() {
-                    "anon_inode:[eventfd]" => kinds::eventfd::dump(&fdinfo),
-                    "anon_inode:[signalfd]" => kinds::signalfd::dump(&fdinfo),
-                    "anon_inode:[timerfd]" => kinds::timerfd::dump(&self.steal(pid, fd)?),
-                    "anon_inode:[eventpoll]" => kinds::epoll::dump(pid, &fdinfo),
-                    "anon_inode:inotify" => kinds::inotify::dump(&self.steal(pid, fd)?, &fdinfo),
-                    other => {
-                        return Err(Error::Other(format!(
-                            "pid {pid} fd {fd} is an anon inode ({other}): not yet supported by \
-                             ckpt dump"
-                        )));
-                    }
-                };
-                kind.map_err(|e| Error::Other(format!("pid {pid} fd {fd}: {e}")))?
-            }
-            other => {
-                return Err(Error::Other(format!(
-                    "pid {pid} fd {fd} is a {other}: not yet supported by ckpt dump"
-                )));
-            }
-        })
-    }
-
-    /// An fd open for reading on the pipe inode `ino`: a read end held by the
-    /// tree if there is one, else a new read-only open of the pipe (through
-    /// /proc, which never blocks with O_NONBLOCK).
-    fn pipe_reader(
-        &mut self,
-        table: &SharingTable,
-        inode: ObjRef,
-        pid: i32,
-        fd: i32,
-        copy: OwnedFd,
-    ) -> Result<OwnedFd> {
-        let read_end = table.fds.iter().find(|d| {
-            table
-                .file(d.file)
-                .is_some_and(|f| f.inode == inode && f.mode.contains('r'))
-        });
-        if let Some(d) = read_end {
-            if d.pid == pid && d.fd == fd {
-                return Ok(copy);
-            }
-            return self.steal(d.pid, d.fd);
-        }
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(format!("/proc/{pid}/fd/{fd}"))
-            .map_err(|e| Error::io(format!("opening a read end of pid {pid} fd {fd}"), e))?;
-        Ok(file.into())
-    }
 }
-
-use std::os::unix::fs::OpenOptionsExt as _;
 
 const F_GETSIG: libc::c_int = 11;
 

@@ -101,6 +101,11 @@ impl<T> Deposits<T> {
     pub fn take(&mut self, r: ObjRef) -> Option<T> {
         self.objects.remove(&r)
     }
+
+    /// The objrefs of what is still deposited (never taken).
+    pub fn objrefs(&self) -> impl Iterator<Item = ObjRef> + '_ {
+        self.objects.keys().copied()
+    }
 }
 
 #[cfg(test)]

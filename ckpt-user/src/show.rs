@@ -11,7 +11,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use ckpt_common::image::{
-    AreaKind, FdRecord, Image, InodeKind, MemoryAreaRecord, ObjRef, OpenFileRecord, ProcessRecord,
+    AreaKind, FdRecord, Image, MemoryAreaRecord, ObjRef, OpenFileRecord, ProcessRecord,
     ProcessState, Record, ThreadRecord,
     records::{map, prot},
 };
@@ -81,9 +81,9 @@ impl Totals {
                 }
                 Record::Inode(n) => {
                     t.inodes += 1;
-                    if let InodeKind::Pipe { data, .. } | InodeKind::Fifo { data, .. } = &n.kind {
+                    if let Some(buffered) = crate::kinds::for_record(&n.kind).pipe_buffer(&n.kind) {
                         t.pipes += 1;
-                        t.pipe_bytes += data.len() as u64;
+                        t.pipe_bytes += buffered as u64;
                     }
                 }
                 Record::OpenFile(_) => t.open_files += 1,
@@ -218,33 +218,7 @@ impl<'a> Index<'a> {
     /// A short name for the object `objref` defines: `pipe #3`, `file #6 /etc/hostname`.
     fn object_name(&self, objref: ObjRef) -> String {
         match self.objects.get(&objref) {
-            Some(Record::Inode(n)) => match &n.kind {
-                InodeKind::Pipe { .. } => format!("pipe {objref}"),
-                InodeKind::Fifo { path, .. }
-                | InodeKind::Regular { path, .. }
-                | InodeKind::Directory { path }
-                | InodeKind::CharDevice { path, .. }
-                | InodeKind::BlockDevice { path, .. } => {
-                    format!("{} {objref} {}", n.kind.name(), path.display())
-                }
-                InodeKind::Socket { description }
-                | InodeKind::Anon { description }
-                | InodeKind::Other { description, .. } => {
-                    format!("{} {objref} {description}", n.kind.name())
-                }
-                InodeKind::EventFd { .. }
-                | InodeKind::SignalFd { .. }
-                | InodeKind::TimerFd { .. }
-                | InodeKind::Epoll { .. }
-                | InodeKind::UnixSocket { .. }
-                | InodeKind::Inotify { .. }
-                | InodeKind::UnixSocketAlone { .. }
-                | InodeKind::UnixSocketListening { .. } => format!("{} {objref}", n.kind.name()),
-                InodeKind::DeletedFile { path, .. } => {
-                    format!("deleted file {objref} {}", path.display())
-                }
-                InodeKind::MemFd { name, .. } => format!("memfd {objref} {name}"),
-            },
+            Some(Record::Inode(n)) => crate::kinds::for_record(&n.kind).label(objref, &n.kind),
             Some(Record::SharedMemory(_)) => format!("shared memory {objref}"),
             Some(Record::OpenFile(_)) => format!("open file {objref}"),
             _ => format!("{objref}"),
@@ -458,168 +432,8 @@ fn process(out: &mut String, ix: &Index, p: &ProcessRecord, page: u64) {
 fn object(out: &mut String, ix: &Index, record: &Record, page: u64) {
     match record {
         Record::Inode(n) => {
-            let detail = match &n.kind {
-                InodeKind::Pipe { pipe_size, data } => {
-                    format!("pipe: {} bytes buffered, capacity {pipe_size}", data.len())
-                }
-                InodeKind::Fifo {
-                    path,
-                    pipe_size,
-                    data,
-                } => format!(
-                    "fifo {}: {} bytes buffered, capacity {pipe_size}",
-                    path.display(),
-                    data.len()
-                ),
-                InodeKind::Regular {
-                    path,
-                    size,
-                    ino,
-                    dev,
-                    ..
-                } => format!(
-                    "file {}: {size} bytes, inode {ino} on {}:{}",
-                    path.display(),
-                    libc::major(*dev),
-                    libc::minor(*dev)
-                ),
-                InodeKind::Directory { path } => format!("dir {}", path.display()),
-                InodeKind::CharDevice { path, rdev } | InodeKind::BlockDevice { path, rdev } => {
-                    format!(
-                        "{} {} ({}:{})",
-                        n.kind.name(),
-                        path.display(),
-                        libc::major(*rdev),
-                        libc::minor(*rdev)
-                    )
-                }
-                InodeKind::Socket { description } | InodeKind::Anon { description } => {
-                    format!("{} {description}", n.kind.name())
-                }
-                InodeKind::Other { mode, description } => {
-                    format!("other {description} (mode {mode:o})")
-                }
-                InodeKind::EventFd { count, semaphore } => format!(
-                    "eventfd: count {count}{}",
-                    if *semaphore { ", semaphore" } else { "" }
-                ),
-                InodeKind::SignalFd { mask } => format!("signalfd: signals {mask:#x}"),
-                InodeKind::UnixSocketListening {
-                    sock_type,
-                    name,
-                    backlog,
-                    ..
-                } => {
-                    format!("unix socket (type {sock_type}) listening at {name}, backlog {backlog}")
-                }
-                InodeKind::UnixSocketAlone {
-                    sock_type,
-                    connect_to,
-                    ..
-                } => format!(
-                    "unix socket (type {sock_type}), {}",
-                    match connect_to {
-                        Some(p) => format!("connected to {} outside the tree", p.display()),
-                        None => "not connected".into(),
-                    }
-                ),
-                InodeKind::Inotify { watches } => format!(
-                    "inotify: {}",
-                    if watches.is_empty() {
-                        "no watches".to_string()
-                    } else {
-                        watches
-                            .iter()
-                            .map(|w| {
-                                format!("wd {} {} (mask {:#x})", w.wd, w.path.display(), w.mask)
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
-                InodeKind::UnixSocket {
-                    sock_type,
-                    peer,
-                    queue,
-                    ..
-                } => format!(
-                    "unix socket ({}){}: {} messages, {} bytes queued",
-                    match *sock_type as i32 {
-                        libc::SOCK_STREAM => "stream",
-                        libc::SOCK_DGRAM => "datagram",
-                        libc::SOCK_SEQPACKET => "seqpacket",
-                        _ => "?",
-                    },
-                    peer.map(|p| format!(", the peer of {}", ix.object_name(p)))
-                        .unwrap_or_default(),
-                    queue.len(),
-                    queue.iter().map(|m| m.data.len()).sum::<usize>()
-                ),
-                InodeKind::DeletedFile {
-                    path,
-                    mode,
-                    attrs,
-                    size,
-                    pages,
-                } => format!(
-                    "deleted file {}: mode {:o}, owner {}:{}, mtime {} ns, {size} bytes, {} \
-                     pages saved",
-                    path.display(),
-                    mode & 0o7777,
-                    attrs.uid,
-                    attrs.gid,
-                    attrs.mtime_ns,
-                    pages.iter().map(|r| u64::from(r.count)).sum::<u64>()
-                ),
-                InodeKind::MemFd {
-                    name,
-                    mode,
-                    attrs,
-                    size,
-                    seals,
-                    pages,
-                } => format!(
-                    "memfd {name}: mode {:o}, owner {}:{}, mtime {} ns, {size} bytes, seals \
-                     {seals:#x}, {} pages saved",
-                    mode & 0o7777,
-                    attrs.uid,
-                    attrs.gid,
-                    attrs.mtime_ns,
-                    pages.iter().map(|r| u64::from(r.count)).sum::<u64>()
-                ),
-                InodeKind::Epoll { owner_pid, targets } => format!(
-                    "epoll: watches {} of pid {owner_pid}",
-                    if targets.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        targets
-                            .iter()
-                            .map(|t| format!("fd {} (events {:#x})", t.fd, t.events))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
-                InodeKind::TimerFd {
-                    clockid,
-                    ticks,
-                    settime_flags,
-                    value_ns,
-                    interval_ns,
-                } => format!(
-                    "timerfd: clock {clockid}, {}, every {interval_ns} ns, {ticks} expirations \
-                     unread{}",
-                    if settime_flags & 1 != 0 {
-                        format!("expires at {value_ns} ns")
-                    } else {
-                        format!("{value_ns} ns left")
-                    },
-                    if settime_flags & 2 != 0 {
-                        ", cancelled when the clock is set"
-                    } else {
-                        ""
-                    }
-                ),
-            };
+            let detail = crate::kinds::for_record(&n.kind)
+                .describe(&n.kind, &|objref| ix.object_name(objref));
             let _ = writeln!(out, "  {} {detail}", n.objref);
         }
         Record::OpenFile(f) => {
@@ -713,7 +527,8 @@ mod tests {
     use std::path::PathBuf;
 
     use ckpt_common::image::{
-        Credentials, Header, ImageWriter, InodeRecord, MmState, SyscallState, ThreadRecord,
+        Credentials, Header, ImageWriter, InodeKind, InodeRecord, MmState, SyscallState,
+        ThreadRecord,
     };
 
     use super::*;

@@ -27,13 +27,93 @@ struct KnownCycle {
     reason: &'static str,
 }
 
-const KNOWN_CYCLES: &[KnownCycle] = &[KnownCycle {
-    cycle: "restore::plan -> security::restore -> restore::plan",
-    reason: "security::restore::check_plan takes every ProcPlan (restore::plan holds each \
+/// Why the file kinds still form a knot (merged from the kinds branch at the end of
+/// a session): the registry in kinds/mod.rs names every kind module while each
+/// implements the FileKind trait and takes the contexts defined beside it, some
+/// kinds call each other's helpers (regular/deleted/memfd), and the plan stage's
+/// context lives in restore::plan. To break it: the interface and contexts into
+/// kinds/interface.rs below the kinds, the shared helpers into their own file, the
+/// registry alone in kinds/mod.rs.
+const KINDS_REASON: &str = "the file-kind registry and its interface share kinds/mod.rs \
+                            (see KINDS_REASON)";
+
+const KNOWN_CYCLES: &[KnownCycle] = &[
+    KnownCycle {
+        cycle: "kinds -> sharing -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> restore::plan -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::timerfd -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::socket -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::signalfd -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds::deleted -> kinds::regular -> kinds::deleted",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds::deleted -> kinds::memfd -> kinds::deleted",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::regular -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::pipe -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::memfd -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::inotify -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::eventfd -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::epoll -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::dir -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::device -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::described -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::deleted -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "restore::plan -> security::restore -> restore::plan",
+        reason: "security::restore::check_plan takes every ProcPlan (restore::plan holds each \
              process's ProcSecurity); once the kinds branch is merged, plan.rs passes each \
              process's threads and ProcSecurity instead, as it does for \
              tuning::restore::check_plan",
-}];
+    },
+];
 
 /// One source file: its module path (`memory::dump`; `lib` for the crate root) and
 /// its text with comments, literals and test items blanked.

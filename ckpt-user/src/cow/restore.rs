@@ -10,9 +10,7 @@ use std::{
     },
 };
 
-use ckpt_common::image::{
-    AreaKind, CowInheritRecord, InodeKind, MemoryAreaRecord, Record, records::map,
-};
+use ckpt_common::image::{AreaKind, CowInheritRecord, MemoryAreaRecord, Record, records::map};
 
 use super::{AreaKey, Runs};
 use crate::{
@@ -198,8 +196,12 @@ impl CowRestore {
             }
             let file = match a.kind {
                 AreaKind::File { objref } => {
-                    let path = match &plan.inodes[&objref].kind {
-                        InodeKind::Regular { path, .. } => path.clone(),
+                    let rec = &plan.inodes[&objref].kind;
+                    let kind = crate::kinds::for_record(rec);
+                    let path = match kind.path(rec) {
+                        Some(path) if kind.mapping() == crate::kinds::Mapping::ByPath => {
+                            path.to_path_buf()
+                        }
                         _ => anchors.get(&objref).cloned().ok_or_else(|| {
                             Error::Other(format!(
                                 "pid {pid}: area {start:#x}: {objref} has no file"

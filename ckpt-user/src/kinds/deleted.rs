@@ -11,20 +11,290 @@
 //! the contents with O_NOATIME, so saving them leaves the atime as it was.
 
 use std::{
+    collections::HashMap,
     ffi::CString,
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::{ffi::OsStrExt as _, fs::FileExt as _},
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+        unix::{ffi::OsStrExt as _, fs::FileExt as _, fs::MetadataExt as _},
     },
-    path::Path,
+    path::{Path, PathBuf},
 };
 
-use ckpt_common::image::{PageRun, UnlinkedAttrs};
+use ckpt_common::image::{
+    ImageWriter, InodeKind, InodeRecord, ObjRef, OpenFileRecord, PageRun, UnlinkedAttrs,
+};
+use log::warn;
 
+use super::{
+    CheckCx, CreateCx, DumpCx, FdFacts, FileKind, Mapping, ObjectKind, PlanCx, Recreated, foreign,
+    memfd, not_mine, regular,
+};
 use crate::{
     error::{Error, Result},
-    memory::pages::PageReader,
+    fds::park,
+    memory::{self, pages::PageReader},
 };
+
+/// A regular file deleted while open (a memfd is a [`memfd::MemFd`]).
+pub struct DeletedFile;
+
+impl FileKind for DeletedFile {
+    fn name(&self) -> &'static str {
+        "deleted-file"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        fd.object() == ObjectKind::Regular
+            && fd.path().ends_with(SUFFIX)
+            && memfd::name_of(fd.path()).is_none()
+    }
+
+    fn refuse(&self, _cx: &mut CheckCx, fd: &FdFacts) -> Result<()> {
+        refuse_too_large(fd)
+    }
+
+    fn dump(&self, cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        dump_unlinked(cx.writer, &fd.proc_path(), &fd.file.path).map_err(|e| fd.context(e))
+    }
+
+    fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+        let InodeKind::DeletedFile { path, .. } = &rec.kind else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        // Recreated, unnamed, in the directory it was in.
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        if !dir.is_dir() {
+            return Err(Error::Other(format!(
+                "{}: a deleted file of {}, whose directory no longer exists",
+                cx.who,
+                dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn mapping(&self) -> Mapping {
+        Mapping::Anchor
+    }
+
+    fn create(&self, rec: &InodeRecord, of: &OpenFileRecord, cx: &mut CreateCx) -> Result<OwnedFd> {
+        cx.anchors.create(rec, cx.pages, cx.high)?;
+        cx.anchors.reopen(rec.objref, of)
+    }
+
+    fn recreate(&self, rec: &InodeRecord, pages: &PageReader) -> Result<Option<Recreated>> {
+        let InodeKind::DeletedFile {
+            path,
+            mode,
+            attrs,
+            size,
+            pages: runs,
+        } = &rec.kind
+        else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        let (anchor, linked) = restore_create(path, *mode, attrs, *size, runs, pages)?;
+        // It comes opened read-only by its name already.
+        let read_only = anchor
+            .try_clone()
+            .map_err(|e| Error::io("dup of a recreated file", e))?;
+        Ok(Some(Recreated {
+            read_only,
+            name: linked.then(|| path.clone()),
+            memfd_file: None,
+        }))
+    }
+
+    fn is_exe(&self, rec: &InodeKind, exe: &str) -> bool {
+        match (rec, exe.strip_suffix(SUFFIX)) {
+            (InodeKind::DeletedFile { path, .. }, Some(exe)) => path == Path::new(exe),
+            _ => false,
+        }
+    }
+
+    fn label(&self, objref: ObjRef, rec: &InodeKind) -> String {
+        match rec {
+            InodeKind::DeletedFile { path, .. } => {
+                format!("deleted file {objref} {}", path.display())
+            }
+            _ => foreign(self, rec),
+        }
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::DeletedFile {
+            path,
+            mode,
+            attrs,
+            size,
+            pages,
+        } = rec
+        else {
+            return foreign(self, rec);
+        };
+        format!(
+            "deleted file {}: mode {:o}, owner {}:{}, mtime {} ns, {size} bytes, {} pages saved",
+            path.display(),
+            mode & 0o7777,
+            attrs.uid,
+            attrs.gid,
+            attrs.mtime_ns,
+            pages.iter().map(|r| u64::from(r.count)).sum::<u64>()
+        )
+    }
+}
+
+/// Dump, before the freeze: a deleted file (or memfd) is saved whole; refuse one
+/// too large to be.
+pub fn refuse_too_large(fd: &FdFacts) -> Result<()> {
+    let size = std::fs::metadata(fd.proc_path())
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if size > MAX_SIZE {
+        return Err(Error::Other(format!(
+            "pid {} fd {} is a deleted file ({}) of {size} bytes, more than the {MAX_SIZE} ckpt \
+             dump saves",
+            fd.pid,
+            fd.fd,
+            fd.path(),
+        )));
+    }
+    Ok(())
+}
+
+/// Dump, frozen: the record of a deleted file or memfd (`shown` as /proc shows it),
+/// opened through `proc_path` (an fd's or a mapping's): nothing names it any more,
+/// so its contents go into the image.
+pub fn dump_unlinked(writer: &mut ImageWriter, proc_path: &str, shown: &str) -> Result<InodeKind> {
+    let file = open_unlinked(proc_path)?;
+    memfd::refuse_hugetlb(&file, shown)?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("fstat of {proc_path}"), e))?;
+    if meta.len() > MAX_SIZE {
+        return Err(Error::Other(format!(
+            "{shown} holds {} bytes, more than the {MAX_SIZE} ckpt dump saves",
+            meta.len(),
+        )));
+    }
+    let mode = meta.mode();
+    let attrs = attrs_of(&meta);
+    let (size, pages) =
+        memory::dump::save_file_pages(&file, shown, |i, d| Ok(writer.write_pages(i, d)?))?;
+    Ok(match memfd::name_of(shown) {
+        Some(name) => InodeKind::MemFd {
+            name: name.to_string(),
+            mode,
+            attrs,
+            size,
+            seals: memfd::seals(&file)?,
+            pages,
+        },
+        None => InodeKind::DeletedFile {
+            path: PathBuf::from(shown.strip_suffix(SUFFIX).unwrap_or(shown)),
+            mode,
+            attrs,
+            size,
+            pages,
+        },
+    })
+}
+
+/// Restore: the recreated deleted files and memfds, each held by ckpt read-only
+/// (its "anchor"), by inode objref. A writer anywhere would forbid it as an
+/// executable (PR_SET_MM_MAP's exe_fd needs deny_write_access); the restored
+/// opens and mappings reopen it with their own modes, by the name a deleted file
+/// has again until every open file of it is made, or through /proc/self/fd.
+#[derive(Default)]
+pub struct Anchors {
+    held: HashMap<ObjRef, (OwnedFd, Option<PathBuf>)>,
+    /// The memfd_create file of each recreated memfd, until a read-write open
+    /// file of it takes it.
+    memfd_files: HashMap<ObjRef, OwnedFd>,
+    /// Where ckpt holds the memfd_create file of each recreated memfd (in
+    /// `memfd_files` or as the open file that took it).
+    memfd_fds: HashMap<ObjRef, RawFd>,
+}
+
+impl Anchors {
+    /// Recreates `rec` (once), parked at or above `high`.
+    pub fn create(&mut self, rec: &InodeRecord, pages: &PageReader, high: RawFd) -> Result<()> {
+        if self.held.contains_key(&rec.objref) {
+            return Ok(());
+        }
+        let made = super::for_record(&rec.kind)
+            .recreate(rec, pages)?
+            .ok_or_else(|| {
+                Error::Other(format!("internal: a {} has no anchor", rec.kind.name()))
+            })?;
+        let read_only = park(made.read_only, high)?;
+        if let Some(rw) = made.memfd_file {
+            // The memfd_create file takes no write access (see kinds::memfd): it is
+            // the first read-write open file of the memfd, if one comes, and what
+            // its areas are mapped from.
+            let rw = park(rw, high)?;
+            self.memfd_fds.insert(rec.objref, rw.as_raw_fd());
+            self.memfd_files.insert(rec.objref, rw);
+        }
+        self.held.insert(rec.objref, (read_only, made.name));
+        Ok(())
+    }
+
+    /// A new open file of the recreated `inode`, with the saved flags and position:
+    /// a memfd's memfd_create file for its first read-write open file, else a
+    /// reopen of the anchor.
+    pub fn reopen(&mut self, inode: ObjRef, of: &OpenFileRecord) -> Result<OwnedFd> {
+        if of.mode & 3 == 3
+            && !regular::is_path_only(of.flags)
+            && let Some(fd) = self.memfd_files.remove(&inode)
+        {
+            regular::seek(&fd, of.pos, &of.path)?;
+            return Ok(fd);
+        }
+        let (anchor, name) = self
+            .held
+            .get(&inode)
+            .ok_or_else(|| Error::Other(format!("inode {inode}: not created")))?;
+        let path = name
+            .clone()
+            .unwrap_or_else(|| super::proc_self_fd(anchor.as_raw_fd()));
+        let fd = regular::open_path(&path, of.flags)?;
+        if !regular::is_path_only(of.flags) {
+            regular::seek(&fd, of.pos, &of.path)?;
+        }
+        Ok(fd)
+    }
+
+    /// Where a helper opens each anchor: through ckpt's /proc, by inode objref.
+    pub fn paths(&self) -> HashMap<ObjRef, PathBuf> {
+        let me = std::process::id();
+        self.held
+            .iter()
+            .map(|(r, (fd, _))| {
+                (
+                    *r,
+                    PathBuf::from(format!("/proc/{me}/fd/{}", fd.as_raw_fd())),
+                )
+            })
+            .collect()
+    }
+
+    /// Where ckpt holds the memfd_create file of each recreated memfd.
+    pub fn memfd_fds(&self) -> HashMap<ObjRef, RawFd> {
+        self.memfd_fds.clone()
+    }
+
+    /// Deleted files are deleted again, once all their open files are made.
+    pub fn unlink_restored_names(&mut self) {
+        for (_, name) in self.held.values_mut() {
+            if let Some(path) = name.take()
+                && let Err(e) = std::fs::remove_file(&path)
+            {
+                warn!("deleting {} again: {e}", path.display());
+            }
+        }
+    }
+}
 
 /// The largest deleted file or memfd whose contents a dump saves.
 pub const MAX_SIZE: u64 = 64 << 20;

@@ -5,13 +5,147 @@
 
 use std::{
     os::{fd::OwnedFd, unix::fs::MetadataExt as _},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
+
+use super::{DumpCx, FdFacts, FileKind, ObjectKind, PlanCx, foreign, not_mine};
 use crate::{
     error::{Error, Result},
     kinds::regular,
 };
+
+/// A character device, opened again by its path.
+pub struct CharDevice;
+
+/// A block device: restored by its path; ckpt dump does not save them yet (no
+/// kind claims their fds, so the dump refuses them).
+pub struct BlockDevice;
+
+/// The path and rdev of a device record.
+fn node(rec: &InodeKind) -> Option<(&Path, u64)> {
+    match rec {
+        InodeKind::CharDevice { path, rdev } | InodeKind::BlockDevice { path, rdev } => {
+            Some((path, *rdev))
+        }
+        _ => None,
+    }
+}
+
+impl FileKind for CharDevice {
+    fn name(&self) -> &'static str {
+        "chr"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        fd.object() == ObjectKind::CharDevice
+    }
+
+    fn dump(&self, _cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        let meta = std::fs::metadata(fd.proc_path())
+            .map_err(|e| Error::io(format!("pid {} fd {}: stat", fd.pid, fd.fd), e))?;
+        Ok(InodeKind::CharDevice {
+            path: PathBuf::from(&fd.file.path),
+            rdev: meta.rdev(),
+        })
+    }
+
+    fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+        plan_node(self, rec, cx)
+    }
+
+    fn path<'r>(&self, rec: &'r InodeKind) -> Option<&'r Path> {
+        node(rec).map(|(path, _)| path)
+    }
+
+    fn open_by_path(
+        &self,
+        dirs: &regular::Dirs,
+        rec: &InodeRecord,
+        of: &OpenFileRecord,
+    ) -> Result<OwnedFd> {
+        open_node(self, dirs, rec, of)
+    }
+
+    fn label(&self, objref: ObjRef, rec: &InodeKind) -> String {
+        label_node(self, objref, rec)
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        describe_node(self, rec)
+    }
+}
+
+impl FileKind for BlockDevice {
+    fn name(&self) -> &'static str {
+        "blk"
+    }
+
+    fn claims(&self, _fd: &FdFacts) -> bool {
+        false
+    }
+
+    fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+        plan_node(self, rec, cx)
+    }
+
+    fn path<'r>(&self, rec: &'r InodeKind) -> Option<&'r Path> {
+        node(rec).map(|(path, _)| path)
+    }
+
+    fn open_by_path(
+        &self,
+        dirs: &regular::Dirs,
+        rec: &InodeRecord,
+        of: &OpenFileRecord,
+    ) -> Result<OwnedFd> {
+        open_node(self, dirs, rec, of)
+    }
+
+    fn label(&self, objref: ObjRef, rec: &InodeKind) -> String {
+        label_node(self, objref, rec)
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        describe_node(self, rec)
+    }
+}
+
+fn plan_node(kind: &dyn FileKind, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+    let (path, rdev) = node(&rec.kind).ok_or_else(|| not_mine(kind, &rec.kind))?;
+    check(path, rdev).map_err(|e| Error::Other(format!("{}: {e}", cx.who)))
+}
+
+fn open_node(
+    kind: &dyn FileKind,
+    dirs: &regular::Dirs,
+    rec: &InodeRecord,
+    of: &OpenFileRecord,
+) -> Result<OwnedFd> {
+    let (path, rdev) = node(&rec.kind).ok_or_else(|| not_mine(kind, &rec.kind))?;
+    restore_open(dirs, path, of.flags, of.pos, rdev)
+}
+
+fn label_node(kind: &dyn FileKind, objref: ObjRef, rec: &InodeKind) -> String {
+    match node(rec) {
+        Some((path, _)) => format!("{} {objref} {}", kind.name(), path.display()),
+        None => foreign(kind, rec),
+    }
+}
+
+fn describe_node(kind: &dyn FileKind, rec: &InodeKind) -> String {
+    match node(rec) {
+        Some((path, rdev)) => format!(
+            "{} {} ({}:{})",
+            kind.name(),
+            path.display(),
+            libc::major(rdev),
+            libc::minor(rdev)
+        ),
+        None => foreign(kind, rec),
+    }
+}
 
 pub fn check(path: &Path, rdev: u64) -> Result<()> {
     let meta = std::fs::metadata(path)

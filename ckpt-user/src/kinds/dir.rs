@@ -1,12 +1,77 @@
 //! Directories: restored by opening the same path again (with the saved flags and
 //! position, which for a directory is a readdir cookie).
 
-use std::{os::fd::OwnedFd, path::Path};
+use std::{
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+};
 
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
+
+use super::{DumpCx, FdFacts, FileKind, ObjectKind, PlanCx, foreign, not_mine};
 use crate::{
     error::{Error, Result},
     kinds::regular,
 };
+
+/// A directory, opened again by its path.
+pub struct Directory;
+
+impl FileKind for Directory {
+    fn name(&self) -> &'static str {
+        "dir"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        fd.object() == ObjectKind::Directory
+    }
+
+    fn dump(&self, _cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        Ok(InodeKind::Directory {
+            path: PathBuf::from(&fd.file.path),
+        })
+    }
+
+    fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+        let InodeKind::Directory { path } = &rec.kind else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        check(path).map_err(|e| Error::Other(format!("{}: {e}", cx.who)))
+    }
+
+    fn path<'r>(&self, rec: &'r InodeKind) -> Option<&'r Path> {
+        match rec {
+            InodeKind::Directory { path } => Some(path),
+            _ => None,
+        }
+    }
+
+    fn open_by_path(
+        &self,
+        dirs: &regular::Dirs,
+        rec: &InodeRecord,
+        of: &OpenFileRecord,
+    ) -> Result<OwnedFd> {
+        let InodeKind::Directory { path } = &rec.kind else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        restore_open(dirs, path, of.flags, of.pos)
+    }
+
+    fn label(&self, objref: ObjRef, rec: &InodeKind) -> String {
+        match rec {
+            InodeKind::Directory { path } => format!("dir {objref} {}", path.display()),
+            _ => foreign(self, rec),
+        }
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        match rec {
+            InodeKind::Directory { path } => format!("dir {}", path.display()),
+            _ => foreign(self, rec),
+        }
+    }
+}
 
 pub fn check(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path)

@@ -10,9 +10,84 @@ use std::os::{
     unix::fs::MetadataExt as _,
 };
 
-use ckpt_common::image::{EpollTarget, InodeKind};
+use ckpt_common::image::{EpollTarget, InodeKind, InodeRecord, ObjRef, OpenFileRecord};
 
+use super::{CreateCx, DumpCx, FdFacts, FileKind, Identity, PlanCx, foreign, not_mine};
 use crate::error::{Error, Result};
+
+pub struct Epoll;
+
+impl FileKind for Epoll {
+    fn name(&self) -> &'static str {
+        "epoll"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        super::is_anon(fd, "anon_inode:[eventpoll]")
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::OpenFile
+    }
+
+    fn dump(&self, _cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        dump(fd.pid, &fd.fdinfo()?).map_err(|e| fd.context(e))
+    }
+
+    fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+        let InodeKind::Epoll { owner_pid, .. } = &rec.kind else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        // The owner registers the targets: it must hold the instance.
+        let plan = cx.plan;
+        let held = plan
+            .fds
+            .iter()
+            .any(|f| f.pid == *owner_pid && plan.open_files[&f.file].inode == rec.objref);
+        if !held {
+            return Err(Error::Other(format!(
+                "{}: an epoll instance registered by pid {owner_pid}, which does not hold it \
+                 in the image",
+                cx.who
+            )));
+        }
+        Ok(())
+    }
+
+    fn create(
+        &self,
+        _rec: &InodeRecord,
+        _of: &OpenFileRecord,
+        _cx: &mut CreateCx,
+    ) -> Result<OwnedFd> {
+        restore_open()
+    }
+
+    fn epoll_targets<'r>(&self, rec: &'r InodeKind, pid: i32) -> Option<&'r [EpollTarget]> {
+        match rec {
+            InodeKind::Epoll { owner_pid, targets } if *owner_pid == pid => Some(targets),
+            _ => None,
+        }
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::Epoll { owner_pid, targets } = rec else {
+            return foreign(self, rec);
+        };
+        format!(
+            "epoll: watches {} of pid {owner_pid}",
+            if targets.is_empty() {
+                "nothing".to_string()
+            } else {
+                targets
+                    .iter()
+                    .map(|t| format!("fd {} (events {:#x})", t.fd, t.events))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )
+    }
+}
 
 /// The watch list in the fdinfo of `pid`'s epoll fd, each target checked to be still
 /// at its fd number: a registration whose fd was closed (or reused) while its file

@@ -4,10 +4,52 @@
 
 use std::os::fd::{FromRawFd as _, OwnedFd};
 
-use ckpt_common::image::InodeKind;
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
 
-use super::fdinfo_field;
+use super::{CreateCx, DumpCx, FdFacts, FileKind, Identity, fdinfo_field, foreign, not_mine};
 use crate::error::{Error, Result};
+
+pub struct EventFd;
+
+impl FileKind for EventFd {
+    fn name(&self) -> &'static str {
+        "eventfd"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        super::is_anon(fd, "anon_inode:[eventfd]")
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::OpenFile
+    }
+
+    fn dump(&self, _cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        dump(&fd.fdinfo()?).map_err(|e| fd.context(e))
+    }
+
+    fn create(
+        &self,
+        rec: &InodeRecord,
+        _of: &OpenFileRecord,
+        _cx: &mut CreateCx,
+    ) -> Result<OwnedFd> {
+        let InodeKind::EventFd { count, semaphore } = &rec.kind else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        restore_open(*count, *semaphore)
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::EventFd { count, semaphore } = rec else {
+            return foreign(self, rec);
+        };
+        format!(
+            "eventfd: count {count}{}",
+            if *semaphore { ", semaphore" } else { "" }
+        )
+    }
+}
 
 /// The eventfd state in an fdinfo text (`eventfd-count` is hexadecimal).
 pub fn dump(fdinfo: &str) -> Result<InodeKind> {

@@ -12,9 +12,74 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ckpt_common::image::{InodeKind, InotifyWatch};
+use ckpt_common::image::{InodeKind, InodeRecord, InotifyWatch, ObjRef, OpenFileRecord};
 
+use super::{CreateCx, DumpCx, FdFacts, FileKind, Identity, PlanCx, foreign, not_mine};
 use crate::error::{Error, Result};
+
+pub struct Inotify;
+
+impl FileKind for Inotify {
+    fn name(&self) -> &'static str {
+        "inotify"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        super::is_anon(fd, "anon_inode:inotify")
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::OpenFile
+    }
+
+    fn dump(&self, cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        let fdinfo = fd.fdinfo()?;
+        let copy = cx.copies.steal(fd.pid, fd.fd)?;
+        dump(&copy, &fdinfo).map_err(|e| fd.context(e))
+    }
+
+    fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+        let InodeKind::Inotify { watches } = &rec.kind else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        // Each watched path must still name the watched object.
+        for w in watches {
+            super::regular::check_unchanged(&w.path, None, w.ino, w.dev)
+                .map_err(|e| Error::Other(format!("{}: inotify watch {}: {e}", cx.who, w.wd)))?;
+        }
+        Ok(())
+    }
+
+    fn create(
+        &self,
+        rec: &InodeRecord,
+        _of: &OpenFileRecord,
+        _cx: &mut CreateCx,
+    ) -> Result<OwnedFd> {
+        let InodeKind::Inotify { watches } = &rec.kind else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        restore_open(watches)
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::Inotify { watches } = rec else {
+            return foreign(self, rec);
+        };
+        format!(
+            "inotify: {}",
+            if watches.is_empty() {
+                "no watches".to_string()
+            } else {
+                watches
+                    .iter()
+                    .map(|w| format!("wd {} {} (mask {:#x})", w.wd, w.path.display(), w.mask))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )
+    }
+}
 
 /// `_IOW('I', 0, __s32)`: the descriptor the next watch gets.
 const INOTIFY_IOC_SETNEXTWD: libc::c_ulong = 0x4004_4900;

@@ -21,13 +21,107 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use ckpt_common::image::{PageRun, UnlinkedAttrs};
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord, PageRun, UnlinkedAttrs};
 
-use super::deleted;
+use super::{
+    CheckCx, CreateCx, DumpCx, FdFacts, FileKind, Mapping, ObjectKind, Recreated, deleted, foreign,
+    not_mine, regular,
+};
 use crate::{
     error::{Error, Result},
     memory::pages::PageReader,
 };
+
+pub struct MemFd;
+
+impl FileKind for MemFd {
+    fn name(&self) -> &'static str {
+        "memfd"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        fd.object() == ObjectKind::Regular && name_of(fd.path()).is_some()
+    }
+
+    fn refuse(&self, _cx: &mut CheckCx, fd: &FdFacts) -> Result<()> {
+        deleted::refuse_too_large(fd)?;
+        refuse_unsupported(fd.pid, fd.fd, fd.path())
+    }
+
+    fn dump(&self, cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        deleted::dump_unlinked(cx.writer, &fd.proc_path(), &fd.file.path).map_err(|e| fd.context(e))
+    }
+
+    fn mapping(&self) -> Mapping {
+        Mapping::Anchor
+    }
+
+    fn create(&self, rec: &InodeRecord, of: &OpenFileRecord, cx: &mut CreateCx) -> Result<OwnedFd> {
+        cx.anchors.create(rec, cx.pages, cx.high)?;
+        cx.anchors.reopen(rec.objref, of)
+    }
+
+    fn recreate(&self, rec: &InodeRecord, pages: &PageReader) -> Result<Option<Recreated>> {
+        let InodeKind::MemFd {
+            name,
+            mode,
+            attrs,
+            size,
+            seals,
+            pages: runs,
+        } = &rec.kind
+        else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        let memfd_file = restore_create(name, *mode, attrs, *size, *seals, runs, pages)?;
+        let read_only = regular::open_path(
+            &super::proc_self_fd(memfd_file.as_raw_fd()),
+            libc::O_RDONLY as u32,
+        )?;
+        Ok(Some(Recreated {
+            read_only,
+            name: None,
+            memfd_file: Some(memfd_file),
+        }))
+    }
+
+    fn is_exe(&self, rec: &InodeKind, exe: &str) -> bool {
+        match rec {
+            InodeKind::MemFd { name, .. } => name_of(exe) == Some(name.as_str()),
+            _ => false,
+        }
+    }
+
+    fn label(&self, objref: ObjRef, rec: &InodeKind) -> String {
+        match rec {
+            InodeKind::MemFd { name, .. } => format!("memfd {objref} {name}"),
+            _ => foreign(self, rec),
+        }
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::MemFd {
+            name,
+            mode,
+            attrs,
+            size,
+            seals,
+            pages,
+        } = rec
+        else {
+            return foreign(self, rec);
+        };
+        format!(
+            "memfd {name}: mode {:o}, owner {}:{}, mtime {} ns, {size} bytes, seals {seals:#x}, \
+             {} pages saved",
+            mode & 0o7777,
+            attrs.uid,
+            attrs.gid,
+            attrs.mtime_ns,
+            pages.iter().map(|r| u64::from(r.count)).sum::<u64>()
+        )
+    }
+}
 
 /// MFD_EXEC (6.3+): executable, and F_SEAL_EXEC may be added later.
 const MFD_EXEC: libc::c_uint = 0x10;

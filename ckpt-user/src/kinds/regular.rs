@@ -15,7 +15,107 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
+
+use super::{DumpCx, FdFacts, FileKind, Mapping, ObjectKind, PlanCx, deleted, foreign, not_mine};
 use crate::error::{Error, Result};
+
+/// A regular file, opened again by its path.
+pub struct Regular;
+
+impl FileKind for Regular {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        fd.object() == ObjectKind::Regular && !fd.path().ends_with(deleted::SUFFIX)
+    }
+
+    fn dump(&self, _cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        let meta = std::fs::metadata(fd.proc_path())
+            .map_err(|e| Error::io(format!("pid {} fd {}: stat", fd.pid, fd.fd), e))?;
+        Ok(record(PathBuf::from(&fd.file.path), &meta))
+    }
+
+    fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+        let InodeKind::Regular {
+            path,
+            size,
+            ino,
+            dev,
+            ..
+        } = &rec.kind
+        else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        check_unchanged(path, cx.size_matters.then_some(*size), *ino, *dev)
+            .map_err(|e| Error::Other(format!("{}: {e}", cx.who)))
+    }
+
+    fn mapping(&self) -> Mapping {
+        Mapping::ByPath
+    }
+
+    fn path<'r>(&self, rec: &'r InodeKind) -> Option<&'r Path> {
+        match rec {
+            InodeKind::Regular { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    fn open_by_path(&self, dirs: &Dirs, rec: &InodeRecord, of: &OpenFileRecord) -> Result<OwnedFd> {
+        let InodeKind::Regular {
+            path,
+            size,
+            ino,
+            dev,
+            ..
+        } = &rec.kind
+        else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        restore_open(dirs, path, of.flags, of.pos, *size, *ino, *dev)
+    }
+
+    fn label(&self, objref: ObjRef, rec: &InodeKind) -> String {
+        match rec {
+            InodeKind::Regular { path, .. } => format!("file {objref} {}", path.display()),
+            _ => foreign(self, rec),
+        }
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::Regular {
+            path,
+            size,
+            ino,
+            dev,
+            ..
+        } = rec
+        else {
+            return foreign(self, rec);
+        };
+        format!(
+            "file {}: {size} bytes, inode {ino} on {}:{}",
+            path.display(),
+            libc::major(*dev),
+            libc::minor(*dev)
+        )
+    }
+}
+
+/// The record of the regular file at `path`, identified by its `meta`: what restore
+/// checks it is still the same file by (an fd's, or a mapping's).
+pub fn record(path: PathBuf, meta: &std::fs::Metadata) -> InodeKind {
+    InodeKind::Regular {
+        path,
+        size: meta.size(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ino: meta.ino(),
+        dev: meta.dev(),
+    }
+}
 
 /// Open flags that must not be replayed: they would create or truncate the file.
 const NOT_REPLAYED: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL;

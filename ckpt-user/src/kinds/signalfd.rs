@@ -4,10 +4,49 @@
 
 use std::os::fd::{FromRawFd as _, OwnedFd};
 
-use ckpt_common::image::InodeKind;
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
 
-use super::fdinfo_field;
+use super::{CreateCx, DumpCx, FdFacts, FileKind, Identity, fdinfo_field, foreign, not_mine};
 use crate::error::{Error, Result};
+
+pub struct SignalFd;
+
+impl FileKind for SignalFd {
+    fn name(&self) -> &'static str {
+        "signalfd"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        super::is_anon(fd, "anon_inode:[signalfd]")
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::OpenFile
+    }
+
+    fn dump(&self, _cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        dump(&fd.fdinfo()?).map_err(|e| fd.context(e))
+    }
+
+    fn create(
+        &self,
+        rec: &InodeRecord,
+        _of: &OpenFileRecord,
+        _cx: &mut CreateCx,
+    ) -> Result<OwnedFd> {
+        let InodeKind::SignalFd { mask } = &rec.kind else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        restore_open(*mask)
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        match rec {
+            InodeKind::SignalFd { mask } => format!("signalfd: signals {mask:#x}"),
+            _ => foreign(self, rec),
+        }
+    }
+}
 
 /// The signalfd state in an fdinfo text (`sigmask`, hexadecimal).
 pub fn dump(fdinfo: &str) -> Result<InodeKind> {

@@ -27,11 +27,14 @@
 
 use std::{
     collections::HashMap,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+        unix::fs::FileTypeExt as _,
+    },
     path::{Path, PathBuf},
 };
 
-use ckpt_common::image::SocketMessage;
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord, SocketMessage};
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
@@ -41,7 +44,11 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::error::{Error, Result};
+use super::{CheckCx, CreateCx, DumpCx, FdFacts, FileKind, ObjectKind, PlanCx};
+use crate::{
+    error::{Error, Result},
+    sharing::SharingTable,
+};
 
 /// What sock_diag tells about one unix socket.
 #[derive(Clone, Debug)]
@@ -143,6 +150,315 @@ pub fn unix_sockets() -> Result<HashMap<u64, UnixSocketInfo>> {
             at += len;
         }
     }
+}
+
+/// One end of a connected unix socket pair. Its dump takes every socket fd and
+/// saves it as a pair end, or alone ([`UnixSocketAlone`]), or listening
+/// ([`UnixSocketListening`]).
+pub struct UnixSocket;
+
+/// A unix socket with no peer in the image (its fds are [`UnixSocket`]'s at dump).
+pub struct UnixSocketAlone;
+
+/// A listening unix socket (its fds are [`UnixSocket`]'s at dump).
+pub struct UnixSocketListening;
+
+impl FileKind for UnixSocket {
+    fn name(&self) -> &'static str {
+        "unix-socket"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        fd.object() == ObjectKind::Socket
+    }
+
+    fn refuse(&self, cx: &mut CheckCx, fd: &FdFacts) -> Result<()> {
+        if cx.sockets.is_none() {
+            cx.sockets = Some(tree_sockets(cx.table)?);
+        }
+        let why = cx.sockets.as_ref().and_then(|s| s.link(fd.inode.ino).err());
+        if let Some(why) = why {
+            return Err(Error::Other(format!(
+                "pid {} fd {} is {why} ({}): not yet supported by ckpt dump",
+                fd.pid,
+                fd.fd,
+                fd.path()
+            )));
+        }
+        Ok(())
+    }
+
+    fn dump(&self, cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        dump_kind(cx, fd)
+            .map_err(|e| Error::Other(format!("pid {} fd {} (a unix socket): {e}", fd.pid, fd.fd)))
+    }
+
+    fn peer(&self, rec: &InodeKind) -> Option<ObjRef> {
+        match rec {
+            InodeKind::UnixSocket { peer, .. } => *peer,
+            _ => None,
+        }
+    }
+
+    // Created from its saved state alone, with its peer (which the image
+    // validation proved is there): nothing to check here.
+
+    fn create(
+        &self,
+        rec: &InodeRecord,
+        _of: &OpenFileRecord,
+        cx: &mut CreateCx,
+    ) -> Result<OwnedFd> {
+        let InodeKind::UnixSocket { sock_type, .. } = &rec.kind else {
+            return Err(super::not_mine(self, &rec.kind));
+        };
+        // The end its peer's first encounter made, or a new pair.
+        if let Some(end) = cx.spare.take(rec.objref) {
+            return Ok(end);
+        }
+        let peer = cx.plan.socket_peers.get(&rec.objref).ok_or_else(|| {
+            Error::Other(format!("unix socket {}: no peer in the image", rec.objref))
+        })?;
+        let (mine, theirs) = restore_pair(
+            *sock_type,
+            &EndState::of(rec)?,
+            &EndState::of(cx.plan.inodes[peer])?,
+        )?;
+        cx.spare.deposit(*peer, crate::fds::park(theirs, cx.high)?);
+        Ok(mine)
+    }
+
+    fn describe(&self, rec: &InodeKind, name_of: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::UnixSocket {
+            sock_type,
+            peer,
+            queue,
+            ..
+        } = rec
+        else {
+            return super::foreign(self, rec);
+        };
+        format!(
+            "unix socket ({}){}: {} messages, {} bytes queued",
+            match *sock_type as i32 {
+                libc::SOCK_STREAM => "stream",
+                libc::SOCK_DGRAM => "datagram",
+                libc::SOCK_SEQPACKET => "seqpacket",
+                _ => "?",
+            },
+            peer.map(|p| format!(", the peer of {}", name_of(p)))
+                .unwrap_or_default(),
+            queue.len(),
+            queue.iter().map(|m| m.data.len()).sum::<usize>()
+        )
+    }
+}
+
+impl FileKind for UnixSocketAlone {
+    fn name(&self) -> &'static str {
+        "unix-socket-alone"
+    }
+
+    fn claims(&self, _fd: &FdFacts) -> bool {
+        false
+    }
+
+    fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+        let InodeKind::UnixSocketAlone { connect_to, .. } = &rec.kind else {
+            return Err(super::not_mine(self, &rec.kind));
+        };
+        if let Some(path) = connect_to {
+            let is_socket = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket());
+            if !is_socket {
+                return Err(Error::Other(format!(
+                    "{}: a unix socket connected to {}, which is no longer a socket",
+                    cx.who,
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn create(
+        &self,
+        rec: &InodeRecord,
+        _of: &OpenFileRecord,
+        _cx: &mut CreateCx,
+    ) -> Result<OwnedFd> {
+        let InodeKind::UnixSocketAlone {
+            sock_type,
+            connect_to,
+            sndbuf,
+            rcvbuf,
+        } = &rec.kind
+        else {
+            return Err(super::not_mine(self, &rec.kind));
+        };
+        restore_alone(*sock_type, connect_to.as_deref(), *sndbuf, *rcvbuf)
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::UnixSocketAlone {
+            sock_type,
+            connect_to,
+            ..
+        } = rec
+        else {
+            return super::foreign(self, rec);
+        };
+        format!(
+            "unix socket (type {sock_type}), {}",
+            match connect_to {
+                Some(p) => format!("connected to {} outside the tree", p.display()),
+                None => "not connected".into(),
+            }
+        )
+    }
+}
+
+impl FileKind for UnixSocketListening {
+    fn name(&self) -> &'static str {
+        "unix-socket-listening"
+    }
+
+    fn claims(&self, _fd: &FdFacts) -> bool {
+        false
+    }
+
+    fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
+        let InodeKind::UnixSocketListening { name, .. } = &rec.kind else {
+            return Err(super::not_mine(self, &rec.kind));
+        };
+        // Its path must be free, or hold the dumped listener's stale socket file
+        // (nobody answers there any more).
+        if name.starts_with('@') {
+            return Ok(());
+        }
+        let who = cx.who;
+        match std::fs::symlink_metadata(name) {
+            Err(_) => Ok(()),
+            Ok(m) if !m.file_type().is_socket() => Err(Error::Other(format!(
+                "{who}: a unix socket listening at {name}, which is now a file of another kind"
+            ))),
+            Ok(_) if path_in_use(name) => Err(Error::Other(format!(
+                "{who}: a unix socket listening at {name}, where a live socket listens now"
+            ))),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    fn create(
+        &self,
+        rec: &InodeRecord,
+        _of: &OpenFileRecord,
+        _cx: &mut CreateCx,
+    ) -> Result<OwnedFd> {
+        let InodeKind::UnixSocketListening {
+            sock_type,
+            name,
+            backlog,
+            mode,
+            uid,
+            gid,
+        } = &rec.kind
+        else {
+            return Err(super::not_mine(self, &rec.kind));
+        };
+        restore_listening(*sock_type, name, *backlog, *mode, *uid, *gid)
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::UnixSocketListening {
+            sock_type,
+            name,
+            backlog,
+            ..
+        } = rec
+        else {
+            return super::foreign(self, rec);
+        };
+        format!("unix socket (type {sock_type}) listening at {name}, backlog {backlog}")
+    }
+}
+
+/// The machine's unix sockets (sock_diag), with the socket inodes `table` holds.
+fn tree_sockets(table: &SharingTable) -> Result<UnixSockets> {
+    let held = table
+        .fds
+        .iter()
+        .filter_map(|fd| table.file(fd.file))
+        .filter(|f| f.kind == ObjectKind::Socket)
+        .filter_map(|f| table.inode(f.inode).map(|i| i.ino))
+        .collect();
+    UnixSockets::read(held)
+}
+
+/// The record of the unix socket `fd` is on, met first through `fd`.
+fn dump_kind(cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+    if cx.sockets.is_none() {
+        *cx.sockets = Some(tree_sockets(cx.table)?);
+    }
+    let sockets = cx.sockets.as_ref().expect("read above");
+    let (info, link) = sockets.link(fd.inode.ino).map_err(Error::Other)?;
+    if link == Link::Listening {
+        return listening_kind(&info);
+    }
+    let copy = cx.copies.steal(fd.pid, fd.fd)?;
+    let saved = dump(&copy, info.sock_type, &link)?;
+    let lone = |connect_to| {
+        if !saved.queue.is_empty() {
+            return Err(Error::Other(format!(
+                "{} messages are queued on a socket with no peer in the tree: not yet supported",
+                saved.queue.len()
+            )));
+        }
+        Ok(InodeKind::UnixSocketAlone {
+            sock_type: info.sock_type,
+            connect_to,
+            sndbuf: saved.sndbuf,
+            rcvbuf: saved.rcvbuf,
+        })
+    };
+    match link {
+        Link::Pair(peer_ino) => Ok(InodeKind::UnixSocket {
+            sock_type: info.sock_type,
+            // The end met second names the first (which has an objref).
+            peer: (cx.inode_objref)(fd.inode.dev, peer_ino),
+            sndbuf: saved.sndbuf,
+            rcvbuf: saved.rcvbuf,
+            shutdown: info.shutdown,
+            passcred: saved.passcred,
+            peek_off: saved.peek_off,
+            queue: saved.queue,
+        }),
+        Link::BoundPath(path) => lone(Some(path)),
+        Link::Unconnected | Link::Listening => lone(None),
+    }
+}
+
+/// A listening unix socket's record: its name and backlog, and for a path the
+/// socket file's mode and owner.
+fn listening_kind(info: &UnixSocketInfo) -> Result<InodeKind> {
+    use std::os::unix::fs::MetadataExt as _;
+    let name = info
+        .name
+        .clone()
+        .ok_or_else(|| Error::Other("a listening unix socket with no name".into()))?;
+    let (mode, uid, gid) = if name.starts_with('@') {
+        (0, 0, 0)
+    } else {
+        let meta = std::fs::metadata(&name).map_err(|e| Error::io(format!("stat of {name}"), e))?;
+        (meta.mode(), meta.uid(), meta.gid())
+    };
+    Ok(InodeKind::UnixSocketListening {
+        sock_type: info.sock_type,
+        name,
+        backlog: info.backlog,
+        mode,
+        uid,
+        gid,
+    })
 }
 
 /// The machine's unix sockets (one sock_diag dump) and the socket inodes the

@@ -20,10 +20,78 @@
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-use ckpt_common::image::InodeKind;
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
 
-use super::fdinfo_field;
+use super::{CreateCx, DumpCx, FdFacts, FileKind, Identity, fdinfo_field, foreign, not_mine};
 use crate::error::{Error, Result};
+
+pub struct TimerFd;
+
+impl FileKind for TimerFd {
+    fn name(&self) -> &'static str {
+        "timerfd"
+    }
+
+    fn claims(&self, fd: &FdFacts) -> bool {
+        super::is_anon(fd, "anon_inode:[timerfd]")
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::OpenFile
+    }
+
+    fn dump(&self, cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
+        // Its fdinfo is read after timerfd_gettime, through the copy (see above).
+        let copy = cx.copies.steal(fd.pid, fd.fd)?;
+        dump(&copy).map_err(|e| fd.context(e))
+    }
+
+    fn create(
+        &self,
+        rec: &InodeRecord,
+        _of: &OpenFileRecord,
+        _cx: &mut CreateCx,
+    ) -> Result<OwnedFd> {
+        let InodeKind::TimerFd {
+            clockid,
+            ticks,
+            settime_flags,
+            value_ns,
+            interval_ns,
+        } = &rec.kind
+        else {
+            return Err(not_mine(self, &rec.kind));
+        };
+        restore_open(*clockid, *ticks, *settime_flags, *value_ns, *interval_ns)
+    }
+
+    fn describe(&self, rec: &InodeKind, _: &dyn Fn(ObjRef) -> String) -> String {
+        let InodeKind::TimerFd {
+            clockid,
+            ticks,
+            settime_flags,
+            value_ns,
+            interval_ns,
+        } = rec
+        else {
+            return foreign(self, rec);
+        };
+        format!(
+            "timerfd: clock {clockid}, {}, every {interval_ns} ns, {ticks} expirations \
+             unread{}",
+            if settime_flags & 1 != 0 {
+                format!("expires at {value_ns} ns")
+            } else {
+                format!("{value_ns} ns left")
+            },
+            if settime_flags & 2 != 0 {
+                ", cancelled when the clock is set"
+            } else {
+                ""
+            }
+        )
+    }
+}
 
 /// `_IOW('T', 0, u64)`: sets a timerfd's expiration count (CONFIG_CHECKPOINT_RESTORE).
 const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;

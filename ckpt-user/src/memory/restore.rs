@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use ckpt_common::image::{
-    AreaKind, InodeKind, InodeRecord, MemoryAreaRecord, MmState, ObjRef, PageRun,
+    AreaKind, InodeRecord, MemoryAreaRecord, MmState, ObjRef, PageRun,
     records::{map, prot},
 };
 
@@ -197,19 +197,21 @@ fn backing_of(a: &MemoryAreaRecord, src: &AreaSources, pid: i32) -> Result<Optio
     let shared = a.flags & map::SHARED != 0;
     Ok(match a.kind {
         AreaKind::File { objref } => {
-            let path = match &src.inodes[&objref].kind {
-                InodeKind::Regular { path, .. } => path.clone(),
-                InodeKind::DeletedFile { .. } | InodeKind::MemFd { .. } => src
+            let rec = &src.inodes[&objref].kind;
+            let kind = crate::kinds::for_record(rec);
+            let path = match (kind.mapping(), kind.path(rec)) {
+                (crate::kinds::Mapping::ByPath, Some(path)) => path.to_path_buf(),
+                (crate::kinds::Mapping::Anchor, _) => src
                     .anchors
                     .get(&objref)
                     .cloned()
                     .ok_or_else(|| Error::Other(format!("{objref}: not recreated")))?,
-                other => {
+                _ => {
                     return Err(Error::Other(format!(
                         "pid {pid}: area {:#x}-{:#x}: not yet supported: a mapping of a {}",
                         a.start,
                         a.end,
-                        other.name()
+                        rec.name()
                     )));
                 }
             };

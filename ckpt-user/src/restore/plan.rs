@@ -11,12 +11,11 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    os::unix::fs::FileTypeExt as _,
     path::Path,
 };
 
 use ckpt_common::image::{
-    AreaKind, FdRecord, Image, InodeKind, InodeRecord, MemoryAreaRecord, ObjRef, OpenFileRecord,
+    AreaKind, FdRecord, Image, InodeRecord, MemoryAreaRecord, ObjRef, OpenFileRecord,
     ProcessRecord, ProcessState, ProcessTuningRecord, Record, SharedMemoryRecord, ThreadRecord,
     ThreadSchedRecord,
     records::{map, prot},
@@ -24,7 +23,7 @@ use ckpt_common::image::{
 
 use crate::{
     error::{Error, Result},
-    kinds::{device, dir, regular},
+    kinds::{self, Mapping, regular},
     memory::{self, MappingClass, PAGE_SIZE, free_gap},
     remote::TRAMPOLINE_LEN,
 };
@@ -164,10 +163,7 @@ impl<'a> Plan<'a> {
                     fds.push(f);
                 }
                 Record::Inode(n) => {
-                    if let InodeKind::UnixSocket {
-                        peer: Some(peer), ..
-                    } = n.kind
-                    {
+                    if let Some(peer) = kinds::for_record(&n.kind).peer(&n.kind) {
                         socket_peers.insert(n.objref, peer);
                         socket_peers.insert(peer, n.objref);
                     }
@@ -427,10 +423,7 @@ impl<'a> Plan<'a> {
     }
 
     fn check_files(&self) -> Result<()> {
-        let pipe_max: u32 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(1 << 20);
+        let pipe_max = kinds::pipe::max_size();
         let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_err(|e| Error::Other(format!("getrlimit(RLIMIT_NOFILE): {e}")))?;
         // ckpt holds every open file description at once (a shortage found while
@@ -468,130 +461,13 @@ impl<'a> Plan<'a> {
                 continue;
             }
             let inode = self.inodes[&objref];
-            let refuse =
-                |what: &str| Err(Error::Other(format!("not yet supported: {who} is {what}")));
-            match &inode.kind {
-                InodeKind::Pipe { pipe_size, .. } | InodeKind::Fifo { pipe_size, .. } => {
-                    if *pipe_size > pipe_max {
-                        return Err(Error::Other(format!(
-                            "{who}: a pipe of {pipe_size} bytes is above pipe-max-size \
-                             ({pipe_max}) and ckpt lacks CAP_SYS_RESOURCE"
-                        )));
-                    }
-                    if let InodeKind::Fifo { path, .. } = &inode.kind {
-                        let meta = std::fs::metadata(path)
-                            .map_err(|e| Error::io(format!("{who}: FIFO {}", path.display()), e))?;
-                        if !meta.file_type().is_fifo() {
-                            return Err(Error::Other(format!(
-                                "{who}: {} is no longer a FIFO",
-                                path.display()
-                            )));
-                        }
-                    }
-                }
-                InodeKind::Regular {
-                    path,
-                    size,
-                    ino,
-                    dev,
-                    ..
-                } => regular::check_unchanged(
-                    path,
-                    size_matters.contains(&objref).then_some(*size),
-                    *ino,
-                    *dev,
-                )
-                .map_err(|e| Error::Other(format!("{who}: {e}")))?,
-                InodeKind::Directory { path } => {
-                    dir::check(path).map_err(|e| Error::Other(format!("{who}: {e}")))?
-                }
-                InodeKind::CharDevice { path, rdev } | InodeKind::BlockDevice { path, rdev } => {
-                    device::check(path, *rdev).map_err(|e| Error::Other(format!("{who}: {e}")))?
-                }
-                InodeKind::Socket { description } => {
-                    return refuse(&format!("a socket ({description})"));
-                }
-                InodeKind::Anon { description } => {
-                    return refuse(&format!("an anon-inode object ({description})"));
-                }
-                InodeKind::Other { description, mode } => {
-                    return refuse(&format!("an object of mode {mode:o} ({description})"));
-                }
-                // Created from their saved state alone (a socket with its peer,
-                // which the image validation proved is there).
-                InodeKind::EventFd { .. }
-                | InodeKind::SignalFd { .. }
-                | InodeKind::TimerFd { .. }
-                | InodeKind::UnixSocket { .. } => {}
-                InodeKind::UnixSocketListening { name, .. } => {
-                    // Its path must be free, or hold the dumped listener's stale
-                    // socket file (nobody answers there any more).
-                    if !name.starts_with('@') {
-                        let path = std::path::Path::new(name);
-                        match std::fs::symlink_metadata(path) {
-                            Err(_) => {}
-                            Ok(m) if !m.file_type().is_socket() => {
-                                return Err(Error::Other(format!(
-                                    "{who}: a unix socket listening at {name}, which is now \
-                                     a file of another kind"
-                                )));
-                            }
-                            Ok(_) if crate::kinds::socket::path_in_use(name) => {
-                                return Err(Error::Other(format!(
-                                    "{who}: a unix socket listening at {name}, where a live \
-                                     socket listens now"
-                                )));
-                            }
-                            Ok(_) => {}
-                        }
-                    }
-                }
-                InodeKind::UnixSocketAlone { connect_to, .. } => {
-                    if let Some(path) = connect_to {
-                        let is_socket =
-                            std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket());
-                        if !is_socket {
-                            return Err(Error::Other(format!(
-                                "{who}: a unix socket connected to {}, which is no longer a \
-                                 socket",
-                                path.display()
-                            )));
-                        }
-                    }
-                }
-                // Each watched path must still name the watched object.
-                InodeKind::Inotify { watches } => {
-                    for w in watches {
-                        regular::check_unchanged(&w.path, None, w.ino, w.dev).map_err(|e| {
-                            Error::Other(format!("{who}: inotify watch {}: {e}", w.wd))
-                        })?;
-                    }
-                }
-                InodeKind::DeletedFile { path, .. } => {
-                    // Recreated, unnamed, in the directory it was in.
-                    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-                    if !dir.is_dir() {
-                        return Err(Error::Other(format!(
-                            "{who}: a deleted file of {}, whose directory no longer exists",
-                            dir.display()
-                        )));
-                    }
-                }
-                InodeKind::MemFd { .. } => {}
-                InodeKind::Epoll { owner_pid, .. } => {
-                    // The owner registers the targets: it must hold the instance.
-                    let held = self
-                        .fds
-                        .iter()
-                        .any(|f| f.pid == *owner_pid && self.open_files[&f.file].inode == objref);
-                    if !held {
-                        return Err(Error::Other(format!(
-                            "{who}: an epoll instance registered by pid {owner_pid}, which \
-                             does not hold it in the image"
-                        )));
-                    }
-                }
-            }
+            let cx = kinds::PlanCx {
+                plan: self,
+                who: &who,
+                size_matters: size_matters.contains(&objref),
+                pipe_max,
+            };
+            kinds::for_record(&inode.kind).plan(inode, &cx)?;
         }
         for f in &self.fds {
             let of = self.open_files[&f.file];
@@ -673,12 +549,7 @@ impl<'a> Plan<'a> {
                 // Deleted files and memfds are recreated, then mapped from ckpt's
                 // anchor (see restore::files).
                 if let AreaKind::File { objref } = a.kind
-                    && !matches!(
-                        self.inodes[&objref].kind,
-                        InodeKind::Regular { .. }
-                            | InodeKind::DeletedFile { .. }
-                            | InodeKind::MemFd { .. }
-                    )
+                    && kinds::for_record(&self.inodes[&objref].kind).mapping() == Mapping::Never
                 {
                     return Err(Error::Other(format!(
                         "not yet supported: {area} maps a {}",
@@ -698,14 +569,14 @@ impl<'a> Plan<'a> {
     /// link's name.
     pub fn deleted_exe(&self, p: &ProcPlan) -> Option<ObjRef> {
         let exe = p.rec.exe.to_string_lossy();
-        let memfd = crate::kinds::memfd::name_of(&exe);
-        let path = std::path::Path::new(exe.strip_suffix(crate::kinds::deleted::SUFFIX)?);
+        if !exe.ends_with(crate::kinds::deleted::SUFFIX) {
+            return None;
+        }
         p.areas.iter().find_map(|a| match a.kind {
-            AreaKind::File { objref } => match &self.inodes.get(&objref)?.kind {
-                InodeKind::DeletedFile { path: p, .. } if p == path => Some(objref),
-                InodeKind::MemFd { name, .. } if memfd == Some(name.as_str()) => Some(objref),
-                _ => None,
-            },
+            AreaKind::File { objref } => {
+                let rec = &self.inodes.get(&objref)?.kind;
+                kinds::for_record(rec).is_exe(rec, &exe).then_some(objref)
+            }
             _ => None,
         })
     }

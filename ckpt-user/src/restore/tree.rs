@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ckpt_common::image::{EpollTarget, InodeKind};
+use ckpt_common::image::EpollTarget;
 
 use crate::{
     error::{Error, Result},
@@ -127,11 +127,11 @@ fn epolls_of(plan: &Plan, p: &ProcPlan) -> Vec<(RawFd, Vec<EpollTarget>)> {
     let mut done = std::collections::HashSet::new();
     for f in &p.fds {
         let inode = plan.open_files[&f.file].inode;
-        if let InodeKind::Epoll { owner_pid, targets } = &plan.inodes[&inode].kind
-            && *owner_pid == pid
+        let rec = &plan.inodes[&inode].kind;
+        if let Some(targets) = crate::kinds::for_record(rec).epoll_targets(rec, pid)
             && done.insert(inode)
         {
-            out.push((f.fd, targets.clone()));
+            out.push((f.fd, targets.to_vec()));
         }
     }
     out
