@@ -115,18 +115,6 @@ impl ModelFd {
     }
 }
 
-/// The brief of the fd an event names (its path as far as already resolved).
-fn brief_of(ev: &Event, names: &names::Names) -> FdBrief {
-    let kind = ObjectKind::classify(ev.i_mode, ev.s_magic);
-    FdBrief {
-        fd: ev.fd,
-        kind,
-        ino: ev.ino,
-        mode: access_mode(ev.f_mode),
-        path: names.known(kind, ev.dev, ev.ino).map(|p| p.to_string()),
-    }
-}
-
 /// Turns raw tracker events into [`MonitorEvent`]s.
 pub struct Interpreter {
     encoding: FileRefEncoding,
@@ -144,8 +132,8 @@ pub struct Interpreter {
     forks: HashMap<u64, (i32, i32, String)>,
     /// Processes whose exit was reported with their table's walk.
     exited: HashSet<i32>,
-    /// Paths and addresses of the objects met (None: not wanted, as by --quiet).
-    names: Option<names::Names>,
+    /// Paths and addresses of the objects met.
+    names: names::Names,
 }
 
 impl Interpreter {
@@ -164,7 +152,7 @@ impl Interpreter {
             pipe_halves: HashMap::new(),
             forks: HashMap::new(),
             exited: HashSet::new(),
-            names: Some(names::Names::default()),
+            names: names::Names::default(),
         };
         me.reseed(state);
         Ok(me)
@@ -251,9 +239,7 @@ impl Interpreter {
             if !self.in_scope(pid) {
                 continue;
             }
-            if let Some(names) = self.names.as_mut() {
-                names.resolve(m.kind, pid, k.1, m.dev, m.ino);
-            }
+            self.names.resolve(m.kind, pid, k.1, m.dev, m.ino);
             out.push(MonitorEvent::Install {
                 pid,
                 comm: self.comm(pid),
@@ -316,7 +302,6 @@ impl Interpreter {
 
     fn known_path(&self, m: &ModelFd) -> Option<String> {
         self.names
-            .as_ref()?
             .known(m.kind, m.dev, m.ino)
             .map(|p| p.to_string())
     }
@@ -458,29 +443,24 @@ impl Interpreter {
     fn install(&mut self, ev: &Event) {
         let m = ModelFd::of(ev);
         self.fds.insert((ev.files, ev.fd), m);
-        if let Some(names) = self.names.as_mut()
-            && self
-                .scope
-                .as_ref()
-                .is_none_or(|s| s.contains(&(ev.pid as i32)))
-        {
-            names.resolve(m.kind, ev.pid as i32, ev.fd, ev.dev, ev.ino);
+        if self.in_scope(ev.pid as i32) {
+            self.names
+                .resolve(m.kind, ev.pid as i32, ev.fd, ev.dev, ev.ino);
         }
     }
 
     /// The path of the object an event names, if it has been resolved.
     fn path_of(&self, ev: &Event) -> Option<String> {
-        let kind = ObjectKind::classify(ev.i_mode, ev.s_magic);
-        self.names
-            .as_ref()?
-            .known(kind, ev.dev, ev.ino)
-            .map(|p| p.to_string())
+        self.known_path(&ModelFd::of(ev))
     }
 
     fn brief(&self, ev: &Event) -> FdBrief {
-        match &self.names {
-            Some(n) => brief_of(ev, n),
-            None => brief_of(ev, &names::Names::default()),
+        FdBrief {
+            fd: ev.fd,
+            kind: ObjectKind::classify(ev.i_mode, ev.s_magic),
+            ino: ev.ino,
+            mode: access_mode(ev.f_mode),
+            path: self.path_of(ev),
         }
     }
 
