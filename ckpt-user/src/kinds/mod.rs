@@ -88,11 +88,14 @@ pub fn for_record(kind: &InodeKind) -> &'static dyn FileKind {
 
 /// The one refusal of an fd no kind takes.
 pub fn unsupported(fd: &FdFacts) -> Error {
+    let what = match fd.socket() {
+        Some(id) => format!("socket ({id})"),
+        None => fd.object().to_string(),
+    };
     Error::Other(format!(
-        "pid {} fd {} is a {} ({}): not yet supported by ckpt dump",
+        "pid {} fd {} is a {what} ({}): not yet supported by ckpt dump",
         fd.pid,
         fd.fd,
-        fd.object(),
         fd.path()
     ))
 }
@@ -258,6 +261,57 @@ pub struct FdFacts<'a> {
     pub file: &'a crate::sharing::OpenFile,
     pub inode: &'a crate::sharing::Inode,
     path: OnceCell<String>,
+    socket: OnceCell<Option<SocketId>>,
+}
+
+/// What a socket is: its family, type and protocol (SO_DOMAIN, SO_TYPE,
+/// SO_PROTOCOL), which decide the kind that takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketId {
+    pub domain: i32,
+    pub sock_type: i32,
+    pub protocol: i32,
+}
+
+impl SocketId {
+    /// The socket open at `fd` (None: not a socket, or getsockopt failed).
+    pub fn of(fd: RawFd) -> Option<SocketId> {
+        let get = |opt: libc::c_int| -> Option<i32> {
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `v`.
+            let rc = unsafe {
+                libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len)
+            };
+            (rc == 0).then_some(v)
+        };
+        Some(SocketId {
+            domain: get(libc::SO_DOMAIN)?,
+            sock_type: get(libc::SO_TYPE)?,
+            protocol: get(libc::SO_PROTOCOL)?,
+        })
+    }
+}
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let family = match self.domain {
+            libc::AF_UNIX => "AF_UNIX".to_string(),
+            libc::AF_INET => "AF_INET".to_string(),
+            libc::AF_INET6 => "AF_INET6".to_string(),
+            libc::AF_NETLINK => "AF_NETLINK".to_string(),
+            libc::AF_PACKET => "AF_PACKET".to_string(),
+            d => format!("family {d}"),
+        };
+        let ty = match self.sock_type {
+            libc::SOCK_STREAM => "SOCK_STREAM".to_string(),
+            libc::SOCK_DGRAM => "SOCK_DGRAM".to_string(),
+            libc::SOCK_SEQPACKET => "SOCK_SEQPACKET".to_string(),
+            libc::SOCK_RAW => "SOCK_RAW".to_string(),
+            t => format!("type {t}"),
+        };
+        write!(f, "{family}, {ty}, protocol {}", self.protocol)
+    }
 }
 
 impl<'a> FdFacts<'a> {
@@ -271,6 +325,20 @@ impl<'a> FdFacts<'a> {
             file,
             inode,
             path: OnceCell::new(),
+            socket: OnceCell::new(),
+        })
+    }
+
+    /// For a socket, what it is (read on a copy of the fd when first asked; None
+    /// for other objects, or when the copy cannot be made).
+    pub fn socket(&self) -> Option<SocketId> {
+        if self.object() != ObjectKind::Socket {
+            return None;
+        }
+        *self.socket.get_or_init(|| {
+            use std::os::fd::AsRawFd as _;
+            let copy = FdCopies::default().steal(self.pid, self.fd).ok()?;
+            SocketId::of(copy.as_raw_fd())
         })
     }
 
@@ -736,6 +804,14 @@ mod tests {
             kernel_ptr: 0,
         };
         let taken = |object: ObjectKind, path: &str| {
+            let socket = OnceCell::new();
+            if object == ObjectKind::Socket {
+                let _ = socket.set(Some(SocketId {
+                    domain: libc::AF_UNIX,
+                    sock_type: libc::SOCK_STREAM,
+                    protocol: 0,
+                }));
+            }
             let file = crate::sharing::OpenFile {
                 objref: ObjRef(2),
                 inode: ObjRef(1),
@@ -752,6 +828,7 @@ mod tests {
                 file: &file,
                 inode: &inode,
                 path: OnceCell::new(),
+                socket,
             };
             let claiming: Vec<&str> = KINDS
                 .iter()

@@ -169,7 +169,7 @@ impl FileKind for UnixSocket {
     }
 
     fn claims(&self, fd: &FdFacts) -> bool {
-        fd.object() == ObjectKind::Socket
+        fd.socket().is_some_and(|s| s.domain == libc::AF_UNIX)
     }
 
     fn refuse(&self, cx: &mut CheckCx, fd: &FdFacts) -> Result<()> {
