@@ -21,8 +21,8 @@ use std::{collections::BTreeMap, fmt::Write as _, os::unix::fs::MetadataExt as _
 
 use crate::{
     error::{Error, Result},
-    kinds::ObjectKind,
     monitor::names,
+    object::ObjectKind,
     sharing::{FdRef, SharingTable},
 };
 

@@ -21,6 +21,7 @@ pub mod kinds;
 pub mod locks;
 pub mod memory;
 pub mod monitor;
+pub mod object;
 pub mod objref;
 pub mod parallel;
 pub mod privileges;

@@ -143,3 +143,6 @@ pub fn fd_path(pid: i32, fd: i32) -> Option<String> {
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
 }
+
+/// What /proc appends to the link of a deleted file (an fd's, a mapping's, exe).
+pub const DELETED_SUFFIX: &str = " (deleted)";

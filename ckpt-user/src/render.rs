@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    kinds::ObjectKind,
+    object::ObjectKind,
     sharing::{FdRef, SharingTable},
 };
 

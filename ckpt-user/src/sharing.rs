@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use ckpt_common::tracker::*;
 
 use crate::{
-    kinds::{ObjectKind, access_mode, user_dev},
+    object::{ObjectKind, access_mode, user_dev},
     objref::{Encounter, ObjRef, ObjRefTable},
     procfs::{self, ProcessInfo},
     tracker::{TrackerState, TrackerStats},

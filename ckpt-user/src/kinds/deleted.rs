@@ -11,28 +11,24 @@
 //! the contents with O_NOATIME, so saving them leaves the atime as it was.
 
 use std::{
-    collections::HashMap,
     ffi::CString,
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
-        unix::{ffi::OsStrExt as _, fs::FileExt as _, fs::MetadataExt as _},
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
     },
-    path::{Path, PathBuf},
+    path::Path,
 };
 
-use ckpt_common::image::{
-    ImageWriter, InodeKind, InodeRecord, ObjRef, OpenFileRecord, PageRun, UnlinkedAttrs,
-};
-use log::warn;
+use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord, PageRun, UnlinkedAttrs};
 
 use super::{
-    CheckCx, CreateCx, DumpCx, FdFacts, FileKind, Mapping, ObjectKind, PlanCx, Recreated, foreign,
-    memfd, not_mine, regular,
+    CheckCx, CreateCx, DumpCx, FdFacts, FileKind, Mapping, PlanCx, anchors::Recreated, foreign,
+    not_mine, unlinked,
 };
+use crate::object::ObjectKind;
 use crate::{
     error::{Error, Result},
-    fds::park,
-    memory::{self, pages::PageReader},
+    memory::pages::PageReader,
 };
 
 /// A regular file deleted while open (a memfd is a [`memfd::MemFd`]).
@@ -45,16 +41,17 @@ impl FileKind for DeletedFile {
 
     fn claims(&self, fd: &FdFacts) -> bool {
         fd.object() == ObjectKind::Regular
-            && fd.path().ends_with(SUFFIX)
-            && memfd::name_of(fd.path()).is_none()
+            && fd.path().ends_with(crate::procfs::DELETED_SUFFIX)
+            && unlinked::name_of(fd.path()).is_none()
     }
 
     fn refuse(&self, _cx: &mut CheckCx, fd: &FdFacts) -> Result<()> {
-        refuse_too_large(fd)
+        unlinked::refuse_too_large(fd)
     }
 
     fn dump(&self, cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
-        dump_unlinked(cx.writer, &fd.proc_path(), &fd.file.path).map_err(|e| fd.context(e))
+        unlinked::dump_unlinked(cx.writer, &fd.proc_path(), &fd.file.path)
+            .map_err(|e| fd.context(e))
     }
 
     fn plan(&self, rec: &InodeRecord, cx: &PlanCx) -> Result<()> {
@@ -78,7 +75,9 @@ impl FileKind for DeletedFile {
     }
 
     fn create(&self, rec: &InodeRecord, of: &OpenFileRecord, cx: &mut CreateCx) -> Result<OwnedFd> {
-        cx.anchors.create(rec, cx.pages, cx.high)?;
+        let pages = cx.pages;
+        cx.anchors
+            .create(rec.objref, cx.high, || self.recreate(rec, pages))?;
         cx.anchors.reopen(rec.objref, of)
     }
 
@@ -106,7 +105,7 @@ impl FileKind for DeletedFile {
     }
 
     fn is_exe(&self, rec: &InodeKind, exe: &str) -> bool {
-        match (rec, exe.strip_suffix(SUFFIX)) {
+        match (rec, exe.strip_suffix(crate::procfs::DELETED_SUFFIX)) {
             (InodeKind::DeletedFile { path, .. }, Some(exe)) => path == Path::new(exe),
             _ => false,
         }
@@ -144,230 +143,6 @@ impl FileKind for DeletedFile {
     }
 }
 
-/// Dump, before the freeze: a deleted file (or memfd) is saved whole; refuse one
-/// too large to be.
-pub fn refuse_too_large(fd: &FdFacts) -> Result<()> {
-    let size = std::fs::metadata(fd.proc_path())
-        .map(|m| m.len())
-        .unwrap_or(0);
-    if size > MAX_SIZE {
-        return Err(Error::Other(format!(
-            "pid {} fd {} is a deleted file ({}) of {size} bytes, more than the {MAX_SIZE} ckpt \
-             dump saves",
-            fd.pid,
-            fd.fd,
-            fd.path(),
-        )));
-    }
-    Ok(())
-}
-
-/// Dump, frozen: the record of a deleted file or memfd (`shown` as /proc shows it),
-/// opened through `proc_path` (an fd's or a mapping's): nothing names it any more,
-/// so its contents go into the image.
-pub fn dump_unlinked(writer: &mut ImageWriter, proc_path: &str, shown: &str) -> Result<InodeKind> {
-    let file = open_unlinked(proc_path)?;
-    memfd::refuse_hugetlb(&file, shown)?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(format!("fstat of {proc_path}"), e))?;
-    if meta.len() > MAX_SIZE {
-        return Err(Error::Other(format!(
-            "{shown} holds {} bytes, more than the {MAX_SIZE} ckpt dump saves",
-            meta.len(),
-        )));
-    }
-    let mode = meta.mode();
-    let attrs = attrs_of(&meta);
-    let (size, pages) =
-        memory::dump::save_file_pages(&file, shown, |i, d| Ok(writer.write_pages(i, d)?))?;
-    Ok(match memfd::name_of(shown) {
-        Some(name) => InodeKind::MemFd {
-            name: name.to_string(),
-            mode,
-            attrs,
-            size,
-            seals: memfd::seals(&file)?,
-            pages,
-        },
-        None => InodeKind::DeletedFile {
-            path: PathBuf::from(shown.strip_suffix(SUFFIX).unwrap_or(shown)),
-            mode,
-            attrs,
-            size,
-            pages,
-        },
-    })
-}
-
-/// Restore: the recreated deleted files and memfds, each held by ckpt read-only
-/// (its "anchor"), by inode objref. A writer anywhere would forbid it as an
-/// executable (PR_SET_MM_MAP's exe_fd needs deny_write_access); the restored
-/// opens and mappings reopen it with their own modes, by the name a deleted file
-/// has again until every open file of it is made, or through /proc/self/fd.
-#[derive(Default)]
-pub struct Anchors {
-    held: HashMap<ObjRef, (OwnedFd, Option<PathBuf>)>,
-    /// The memfd_create file of each recreated memfd, until a read-write open
-    /// file of it takes it.
-    memfd_files: HashMap<ObjRef, OwnedFd>,
-    /// Where ckpt holds the memfd_create file of each recreated memfd (in
-    /// `memfd_files` or as the open file that took it).
-    memfd_fds: HashMap<ObjRef, RawFd>,
-}
-
-impl Anchors {
-    /// Recreates `rec` (once), parked at or above `high`.
-    pub fn create(&mut self, rec: &InodeRecord, pages: &PageReader, high: RawFd) -> Result<()> {
-        if self.held.contains_key(&rec.objref) {
-            return Ok(());
-        }
-        let made = super::for_record(&rec.kind)
-            .recreate(rec, pages)?
-            .ok_or_else(|| {
-                Error::Other(format!("internal: a {} has no anchor", rec.kind.name()))
-            })?;
-        let read_only = park(made.read_only, high)?;
-        if let Some(rw) = made.memfd_file {
-            // The memfd_create file takes no write access (see kinds::memfd): it is
-            // the first read-write open file of the memfd, if one comes, and what
-            // its areas are mapped from.
-            let rw = park(rw, high)?;
-            self.memfd_fds.insert(rec.objref, rw.as_raw_fd());
-            self.memfd_files.insert(rec.objref, rw);
-        }
-        self.held.insert(rec.objref, (read_only, made.name));
-        Ok(())
-    }
-
-    /// A new open file of the recreated `inode`, with the saved flags and position:
-    /// a memfd's memfd_create file for its first read-write open file, else a
-    /// reopen of the anchor.
-    pub fn reopen(&mut self, inode: ObjRef, of: &OpenFileRecord) -> Result<OwnedFd> {
-        if of.mode & 3 == 3
-            && !regular::is_path_only(of.flags)
-            && let Some(fd) = self.memfd_files.remove(&inode)
-        {
-            regular::seek(&fd, of.pos, &of.path)?;
-            return Ok(fd);
-        }
-        let (anchor, name) = self
-            .held
-            .get(&inode)
-            .ok_or_else(|| Error::Other(format!("inode {inode}: not created")))?;
-        let path = name
-            .clone()
-            .unwrap_or_else(|| super::proc_self_fd(anchor.as_raw_fd()));
-        let fd = regular::open_path(&path, of.flags)?;
-        if !regular::is_path_only(of.flags) {
-            regular::seek(&fd, of.pos, &of.path)?;
-        }
-        Ok(fd)
-    }
-
-    /// Where a helper opens each anchor: through ckpt's /proc, by inode objref.
-    pub fn paths(&self) -> HashMap<ObjRef, PathBuf> {
-        let me = std::process::id();
-        self.held
-            .iter()
-            .map(|(r, (fd, _))| {
-                (
-                    *r,
-                    PathBuf::from(format!("/proc/{me}/fd/{}", fd.as_raw_fd())),
-                )
-            })
-            .collect()
-    }
-
-    /// Where ckpt holds the memfd_create file of each recreated memfd.
-    pub fn memfd_fds(&self) -> HashMap<ObjRef, RawFd> {
-        self.memfd_fds.clone()
-    }
-
-    /// Deleted files are deleted again, once all their open files are made.
-    pub fn unlink_restored_names(&mut self) {
-        for (_, name) in self.held.values_mut() {
-            if let Some(path) = name.take()
-                && let Err(e) = std::fs::remove_file(&path)
-            {
-                warn!("deleting {} again: {e}", path.display());
-            }
-        }
-    }
-}
-
-/// The largest deleted file or memfd whose contents a dump saves.
-pub const MAX_SIZE: u64 = 64 << 20;
-
-/// What /proc appends to the link of a deleted file.
-pub const SUFFIX: &str = " (deleted)";
-
-/// Dump: opens a deleted file or memfd through /proc (`proc_path`) for reading its
-/// contents without touching its access time.
-pub fn open_unlinked(proc_path: &str) -> Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(proc_path)
-        .map_err(|e| Error::io(format!("opening {proc_path}"), e))
-}
-
-/// Dump: the owner and times of a deleted file or memfd, from its fstat.
-pub fn attrs_of(meta: &std::fs::Metadata) -> UnlinkedAttrs {
-    use std::os::unix::fs::MetadataExt as _;
-    UnlinkedAttrs {
-        uid: meta.uid(),
-        gid: meta.gid(),
-        atime_ns: meta.atime() * 1_000_000_000 + meta.atime_nsec(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-    }
-}
-
-fn timespec_of(ns: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
-    }
-}
-
-/// Restore: gives the filled, recreated `file` (`what`, for messages) its saved
-/// owner, mode and times, in that order (see the module notes).
-pub fn apply_attrs(file: &OwnedFd, mode: u32, attrs: &UnlinkedAttrs, what: &str) -> Result<()> {
-    let fd = file.as_raw_fd();
-    let failed =
-        |call: String| Error::io(format!("{what}: {call}"), std::io::Error::last_os_error());
-    // SAFETY: fchown/fchmod/futimens on an fd we hold, with a valid times array.
-    unsafe {
-        if libc::fchown(fd, attrs.uid, attrs.gid) != 0 {
-            return Err(failed(format!("fchown to {}:{}", attrs.uid, attrs.gid)));
-        }
-        if libc::fchmod(fd, (mode & 0o7777) as libc::mode_t) != 0 {
-            return Err(failed(format!("fchmod to {:#o}", mode & 0o7777)));
-        }
-        let times = [timespec_of(attrs.atime_ns), timespec_of(attrs.mtime_ns)];
-        if libc::futimens(fd, times.as_ptr()) != 0 {
-            return Err(failed(format!(
-                "futimens (atime {} ns, mtime {} ns)",
-                attrs.atime_ns, attrs.mtime_ns
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Restore: writes the saved `pages` of an object of `size` bytes into `file`.
-pub fn fill(file: &OwnedFd, size: u64, pages: &[PageRun], reader: &PageReader) -> Result<()> {
-    let file = std::fs::File::from(file.try_clone().map_err(|e| Error::io("dup", e))?);
-    reader.for_each(pages, |off, bytes| {
-        file.write_all_at(bytes, off)
-            .map_err(|e| Error::io(format!("writing {} bytes at {off}", bytes.len()), e))
-    })?;
-    // The last page was saved whole: cut it back to the size.
-    file.set_len(size)
-        .map_err(|e| Error::io(format!("setting the size to {size}"), e))
-}
-
 /// Restore: a new unnamed file in `path`'s directory, filled with the saved
 /// contents, with its saved mode, owner and times, returned open read-only by the
 /// name `path`, so that /proc shows every open file and mapping made from it as
@@ -403,8 +178,8 @@ pub fn restore_create(
     // SAFETY: fd is a new fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let what = format!("deleted file {}", path.display());
-    fill(&fd, size, pages, reader).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-    apply_attrs(&fd, mode, attrs, &what)?;
+    unlinked::fill(&fd, size, pages, reader).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+    unlinked::apply_attrs(&fd, mode, attrs, &what)?;
     let name = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::Other(format!("{} holds a NUL byte", path.display())))?;
     let link_at = |to: &CString| {

@@ -10,11 +10,9 @@ use std::{
 
 use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
 
-use super::{DumpCx, FdFacts, FileKind, ObjectKind, PlanCx, foreign, not_mine};
-use crate::{
-    error::{Error, Result},
-    kinds::regular,
-};
+use super::{DumpCx, FdFacts, FileKind, PlanCx, foreign, not_mine, open};
+use crate::error::{Error, Result};
+use crate::object::ObjectKind;
 
 /// A character device, opened again by its path.
 pub struct CharDevice;
@@ -61,7 +59,7 @@ impl FileKind for CharDevice {
 
     fn open_by_path(
         &self,
-        dirs: &regular::Dirs,
+        dirs: &open::Dirs,
         rec: &InodeRecord,
         of: &OpenFileRecord,
     ) -> Result<OwnedFd> {
@@ -96,7 +94,7 @@ impl FileKind for BlockDevice {
 
     fn open_by_path(
         &self,
-        dirs: &regular::Dirs,
+        dirs: &open::Dirs,
         rec: &InodeRecord,
         of: &OpenFileRecord,
     ) -> Result<OwnedFd> {
@@ -119,7 +117,7 @@ fn plan_node(kind: &dyn FileKind, rec: &InodeRecord, cx: &PlanCx) -> Result<()> 
 
 fn open_node(
     kind: &dyn FileKind,
-    dirs: &regular::Dirs,
+    dirs: &open::Dirs,
     rec: &InodeRecord,
     of: &OpenFileRecord,
 ) -> Result<OwnedFd> {
@@ -165,7 +163,7 @@ pub fn check(path: &Path, rdev: u64) -> Result<()> {
 
 /// Restore: a new open file description of the device node `path`.
 pub fn restore_open(
-    dirs: &regular::Dirs,
+    dirs: &open::Dirs,
     path: &Path,
     flags: u32,
     pos: i64,
@@ -173,8 +171,8 @@ pub fn restore_open(
 ) -> Result<OwnedFd> {
     check(path, rdev)?;
     let fd = dirs.open(path, flags)?;
-    if !regular::is_path_only(flags) {
-        regular::seek(&fd, pos, path)?;
+    if !open::is_path_only(flags) {
+        open::seek(&fd, pos, path)?;
     }
     Ok(fd)
 }

@@ -8,11 +8,9 @@ use std::{
 
 use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
 
-use super::{DumpCx, FdFacts, FileKind, ObjectKind, PlanCx, foreign, not_mine};
-use crate::{
-    error::{Error, Result},
-    kinds::regular,
-};
+use super::{DumpCx, FdFacts, FileKind, PlanCx, foreign, not_mine, open};
+use crate::error::{Error, Result};
+use crate::object::ObjectKind;
 
 /// A directory, opened again by its path.
 pub struct Directory;
@@ -48,7 +46,7 @@ impl FileKind for Directory {
 
     fn open_by_path(
         &self,
-        dirs: &regular::Dirs,
+        dirs: &open::Dirs,
         rec: &InodeRecord,
         of: &OpenFileRecord,
     ) -> Result<OwnedFd> {
@@ -86,10 +84,10 @@ pub fn check(path: &Path) -> Result<()> {
 }
 
 /// Restore: a new open file description of the directory `path`.
-pub fn restore_open(dirs: &regular::Dirs, path: &Path, flags: u32, pos: i64) -> Result<OwnedFd> {
+pub fn restore_open(dirs: &open::Dirs, path: &Path, flags: u32, pos: i64) -> Result<OwnedFd> {
     let fd = dirs.open(path, flags)?;
-    if !regular::is_path_only(flags) {
-        regular::seek(&fd, pos, path)?;
+    if !open::is_path_only(flags) {
+        open::seek(&fd, pos, path)?;
     }
     Ok(fd)
 }

@@ -184,7 +184,10 @@ fn watched_path(w: &WatchLine) -> Result<(PathBuf, u64, u64)> {
         nix::sys::stat::fstat(&fd).map_err(|e| Error::io(format!("{what}: fstat"), e.into()))?;
     let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|e| Error::io(format!("{what}: reading its path"), e))?;
-    if path.to_string_lossy().ends_with(super::deleted::SUFFIX) {
+    if path
+        .to_string_lossy()
+        .ends_with(crate::procfs::DELETED_SUFFIX)
+    {
         return Err(Error::Other(format!(
             "{what} watches a deleted file ({}): not yet supported",
             path.display()

@@ -24,9 +24,10 @@ use std::{
 use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord, PageRun, UnlinkedAttrs};
 
 use super::{
-    CheckCx, CreateCx, DumpCx, FdFacts, FileKind, Mapping, ObjectKind, Recreated, deleted, foreign,
-    not_mine, regular,
+    CheckCx, CreateCx, DumpCx, FdFacts, FileKind, Mapping, anchors::Recreated, foreign, not_mine,
+    open, unlinked,
 };
+use crate::object::ObjectKind;
 use crate::{
     error::{Error, Result},
     memory::pages::PageReader,
@@ -40,16 +41,17 @@ impl FileKind for MemFd {
     }
 
     fn claims(&self, fd: &FdFacts) -> bool {
-        fd.object() == ObjectKind::Regular && name_of(fd.path()).is_some()
+        fd.object() == ObjectKind::Regular && unlinked::name_of(fd.path()).is_some()
     }
 
     fn refuse(&self, _cx: &mut CheckCx, fd: &FdFacts) -> Result<()> {
-        deleted::refuse_too_large(fd)?;
+        unlinked::refuse_too_large(fd)?;
         refuse_unsupported(fd.pid, fd.fd, fd.path())
     }
 
     fn dump(&self, cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
-        deleted::dump_unlinked(cx.writer, &fd.proc_path(), &fd.file.path).map_err(|e| fd.context(e))
+        unlinked::dump_unlinked(cx.writer, &fd.proc_path(), &fd.file.path)
+            .map_err(|e| fd.context(e))
     }
 
     fn mapping(&self) -> Mapping {
@@ -57,7 +59,9 @@ impl FileKind for MemFd {
     }
 
     fn create(&self, rec: &InodeRecord, of: &OpenFileRecord, cx: &mut CreateCx) -> Result<OwnedFd> {
-        cx.anchors.create(rec, cx.pages, cx.high)?;
+        let pages = cx.pages;
+        cx.anchors
+            .create(rec.objref, cx.high, || self.recreate(rec, pages))?;
         cx.anchors.reopen(rec.objref, of)
     }
 
@@ -74,7 +78,7 @@ impl FileKind for MemFd {
             return Err(not_mine(self, &rec.kind));
         };
         let memfd_file = restore_create(name, *mode, attrs, *size, *seals, runs, pages)?;
-        let read_only = regular::open_path(
+        let read_only = open::open_path(
             &super::proc_self_fd(memfd_file.as_raw_fd()),
             libc::O_RDONLY as u32,
         )?;
@@ -87,7 +91,7 @@ impl FileKind for MemFd {
 
     fn is_exe(&self, rec: &InodeKind, exe: &str) -> bool {
         match rec {
-            InodeKind::MemFd { name, .. } => name_of(exe) == Some(name.as_str()),
+            InodeKind::MemFd { name, .. } => unlinked::name_of(exe) == Some(name.as_str()),
             _ => false,
         }
     }
@@ -125,28 +129,11 @@ impl FileKind for MemFd {
 
 /// MFD_EXEC (6.3+): executable, and F_SEAL_EXEC may be added later.
 const MFD_EXEC: libc::c_uint = 0x10;
-/// hugetlbfs's magic number (MFD_HUGETLB memfds live there).
-const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
-
-/// The memfd name in a /proc link (`/memfd:NAME (deleted)`), if it is one.
-pub fn name_of(link: &str) -> Option<&str> {
-    link.strip_prefix("/memfd:")?.strip_suffix(deleted::SUFFIX)
-}
-
-/// F_GET_SEALS of an open memfd.
-pub fn seals(file: &std::fs::File) -> Result<u32> {
-    // SAFETY: F_GET_SEALS only queries.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-    if rc < 0 {
-        return Err(Error::io("F_GET_SEALS", std::io::Error::last_os_error()));
-    }
-    Ok(rc as u32)
-}
 
 /// Dump, before the freeze: refuses a memfd made with MFD_HUGETLB (`pid`'s `fd`,
 /// shown as `link`), which restore could not refill.
 pub fn refuse_unsupported(pid: i32, fd: i32, link: &str) -> Result<()> {
-    if name_of(link).is_none() {
+    if unlinked::name_of(link).is_none() {
         return Ok(());
     }
     let path = format!("/proc/{pid}/fd/{fd}");
@@ -156,26 +143,12 @@ pub fn refuse_unsupported(pid: i32, fd: i32, link: &str) -> Result<()> {
     // SAFETY: statfs fills the struct it is given.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: a NUL-terminated path and a struct to fill.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == HUGETLBFS_MAGIC {
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0
+        && st.f_type as i64 == unlinked::HUGETLBFS_MAGIC
+    {
         return Err(Error::Other(format!(
             "pid {pid} fd {fd} is a memfd on hugetlbfs ({link}, MFD_HUGETLB): not yet supported \
              by ckpt dump"
-        )));
-    }
-    Ok(())
-}
-
-/// Dump, frozen: refuses a deleted file or memfd `shown` (opened as `file`) on
-/// hugetlbfs, met through a mapping only (fds are refused before the freeze).
-pub fn refuse_hugetlb(file: &std::fs::File, shown: &str) -> Result<()> {
-    // SAFETY: fstatfs fills the struct it is given.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: an fd we hold and a struct to fill.
-    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } == 0
-        && st.f_type as i64 == HUGETLBFS_MAGIC
-    {
-        return Err(Error::Other(format!(
-            "{shown} is on hugetlbfs (MFD_HUGETLB): not yet supported by ckpt dump"
         )));
     }
     Ok(())
@@ -210,8 +183,8 @@ pub fn restore_create(
     // SAFETY: fd is a new fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let what = format!("memfd {name:?}");
-    deleted::fill(&fd, size, pages, reader).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-    deleted::apply_attrs(&fd, mode, attrs, &what)?;
+    unlinked::fill(&fd, size, pages, reader).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+    unlinked::apply_attrs(&fd, mode, attrs, &what)?;
     if seals != 0 {
         // SAFETY: F_ADD_SEALS takes an int.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) } < 0 {

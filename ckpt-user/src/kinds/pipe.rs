@@ -16,9 +16,8 @@ use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
 use log::warn;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
-use super::{
-    CreateCx, DumpCx, FdFacts, FileKind, ObjectKind, PlanCx, foreign, not_mine, proc_self_fd,
-};
+use super::{CreateCx, DumpCx, FdFacts, FileKind, PlanCx, foreign, not_mine, proc_self_fd};
+use crate::object::ObjectKind;
 use crate::{
     error::{Error, Result},
     fds::park,

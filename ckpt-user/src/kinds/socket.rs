@@ -44,9 +44,10 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use super::{CheckCx, CreateCx, DumpCx, FdFacts, FileKind, ObjectKind, PlanCx};
+use super::{CheckCx, CreateCx, DumpCx, FdFacts, FileKind, PlanCx};
 use crate::{
     error::{Error, Result},
+    object::ObjectKind,
     sharing::SharingTable,
 };
 
@@ -173,10 +174,9 @@ impl FileKind for UnixSocket {
     }
 
     fn refuse(&self, cx: &mut CheckCx, fd: &FdFacts) -> Result<()> {
-        if cx.sockets.is_none() {
-            cx.sockets = Some(tree_sockets(cx.table)?);
-        }
-        let why = cx.sockets.as_ref().and_then(|s| s.link(fd.inode.ino).err());
+        let table = cx.table;
+        let sockets = cx.state.get_or_try_init(|| tree_sockets(table))?;
+        let why = sockets.link(fd.inode.ino).err();
         if let Some(why) = why {
             return Err(Error::Other(format!(
                 "pid {} fd {} is {why} ({}): not yet supported by ckpt dump",
@@ -396,10 +396,8 @@ fn tree_sockets(table: &SharingTable) -> Result<UnixSockets> {
 
 /// The record of the unix socket `fd` is on, met first through `fd`.
 fn dump_kind(cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
-    if cx.sockets.is_none() {
-        *cx.sockets = Some(tree_sockets(cx.table)?);
-    }
-    let sockets = cx.sockets.as_ref().expect("read above");
+    let table = cx.table;
+    let sockets = cx.state.get_or_try_init(|| tree_sockets(table))?;
     let (info, link) = sockets.link(fd.inode.ino).map_err(Error::Other)?;
     if link == Link::Listening {
         return listening_kind(&info);

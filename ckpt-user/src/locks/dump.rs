@@ -10,7 +10,7 @@ use ckpt_common::image::{FileLockRecord, LockKind, ObjRef};
 use super::{LockLine, fdinfo_locks, proc_locks};
 use crate::{
     error::{Error, Result},
-    kinds::{self, ObjectKind},
+    object::ObjectKind,
     sharing::SharingTable,
 };
 
@@ -120,7 +120,7 @@ pub fn dump(
                 return refuse("neither a read nor a write lock");
             }
             let restorable = match f.kind {
-                ObjectKind::Regular => !f.path.ends_with(kinds::deleted::SUFFIX),
+                ObjectKind::Regular => !f.path.ends_with(crate::procfs::DELETED_SUFFIX),
                 ObjectKind::Directory => true,
                 _ => false,
             };
@@ -128,7 +128,7 @@ pub fn dump(
                 return refuse(&format!(
                     "a lock on a {} (restore takes locks on files and directories it reopens \
                      by path)",
-                    if f.path.ends_with(kinds::deleted::SUFFIX) {
+                    if f.path.ends_with(crate::procfs::DELETED_SUFFIX) {
                         "deleted file".to_string()
                     } else {
                         f.kind.to_string()

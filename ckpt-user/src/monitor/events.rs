@@ -1,7 +1,7 @@
 //! The events `ckpt monitor` prints, and their text for a person (their JSON is
 //! their serde form).
 
-use crate::kinds::ObjectKind;
+use crate::object::ObjectKind;
 
 /// An fd as events name it.
 #[derive(Clone, Debug, serde::Serialize)]

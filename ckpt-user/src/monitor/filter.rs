@@ -11,7 +11,7 @@
 
 use crate::{
     error::{Error, Result},
-    kinds::ObjectKind,
+    object::ObjectKind,
     sharing::SharingTable,
 };
 

@@ -13,7 +13,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{kinds::ObjectKind, tracker::TrackerState};
+use crate::{object::ObjectKind, tracker::TrackerState};
 
 use super::events::MonitorEvent;
 

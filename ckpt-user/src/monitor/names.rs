@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::kinds::{ObjectKind, user_dev};
+use crate::object::{ObjectKind, user_dev};
 
 /// How often, at most, the socket tables are read again for a socket not in them.
 pub const SOCKET_REREAD: Duration = Duration::from_millis(10);

@@ -32,7 +32,7 @@ use log::warn;
 
 use crate::{
     error::{Error, Result},
-    kinds::{self, FileKind, Mapping, deleted, regular},
+    kinds::{self, FileKind, Mapping, anchors, open},
     memory::pages::PageReader,
     objref::Deposits,
     restore::plan::Plan,
@@ -65,7 +65,7 @@ pub struct OpenFiles {
     /// Inodes whose object exists already.
     created: HashSet<ObjRef>,
     /// Recreated deleted files and memfds, which fds and mappings reopen.
-    anchors: deleted::Anchors,
+    anchors: anchors::Anchors,
     /// Fd numbers at and above this are never a target.
     pub high: RawFd,
 }
@@ -78,7 +78,7 @@ impl OpenFiles {
             spare: Deposits::default(),
             held: HashMap::new(),
             created: HashSet::new(),
-            anchors: deleted::Anchors::default(),
+            anchors: anchors::Anchors::default(),
             high: plan.max_fd() + 1,
         };
         let made = me
@@ -128,7 +128,7 @@ impl OpenFiles {
             self.files.deposit(of.objref, fd);
         }
         // Directories holding 16 or more of these files are opened once.
-        let dirs = regular::Dirs::holding(
+        let dirs = open::Dirs::holding(
             by_path
                 .iter()
                 .filter_map(|(_, _, i, kind)| kind.path(&i.kind)),
@@ -176,15 +176,19 @@ impl OpenFiles {
                     continue;
                 };
                 let inode = plan.inodes[&objref];
-                if kinds::for_record(&inode.kind).mapping() == Mapping::Anchor {
-                    self.anchors.create(inode, pages, self.high).map_err(|e| {
-                        Error::Other(format!(
-                            "pid {} area {:#x}-{:#x}: {e}",
-                            p.pid(),
-                            a.start,
-                            a.end
-                        ))
-                    })?;
+                let kind = kinds::for_record(&inode.kind);
+                if kind.mapping() == Mapping::Anchor {
+                    let recreate = || kind.recreate(inode, pages);
+                    self.anchors
+                        .create(inode.objref, self.high, recreate)
+                        .map_err(|e| {
+                            Error::Other(format!(
+                                "pid {} area {:#x}-{:#x}: {e}",
+                                p.pid(),
+                                a.start,
+                                a.end
+                            ))
+                        })?;
                 }
             }
         }
@@ -274,7 +278,7 @@ impl OpenFiles {
 /// F_SETSIG, on a freshly created open file. `opened_with_flags`: it was opened with
 /// its saved flags, which open(2) applies all but O_ASYNC of.
 fn set_flags(fd: &OwnedFd, of: &OpenFileRecord, opened_with_flags: bool) -> Result<()> {
-    if regular::is_path_only(of.flags) {
+    if open::is_path_only(of.flags) {
         return Ok(()); // O_PATH: opened with exactly its flags, nothing to set
     }
     let set_fl = !opened_with_flags || of.flags & libc::O_ASYNC as u32 != 0;

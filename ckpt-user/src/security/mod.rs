@@ -126,7 +126,7 @@ pub fn caps_of(status: &str) -> Option<Capabilities> {
 }
 
 /// What ckpt itself runs with (every restore helper starts with it).
-struct Own {
+pub(crate) struct Own {
     caps: Capabilities,
     securebits: u32,
     loginuid: u32,

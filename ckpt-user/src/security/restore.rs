@@ -61,53 +61,69 @@ impl ProcSecurity<'_> {
 
 /// Restore, before anything is created: what the image asks that ckpt, here, cannot
 /// give exactly (ckpt's own state is every helper's first state).
-pub fn check_plan(procs: &[crate::restore::plan::ProcPlan]) -> Result<()> {
+///
+/// `procs`: each process's threads (by pid and tid) with its security records.
+pub fn check_plan<'a>(
+    procs: impl IntoIterator<
+        Item = (
+            &'a [&'a ckpt_common::image::ThreadRecord],
+            &'a ProcSecurity<'a>,
+        ),
+    >,
+) -> Result<()> {
     let o = own();
-    for t in procs.iter().flat_map(|p| &p.threads) {
-        let Some(s) = procs
-            .iter()
-            .find(|p| p.pid() == t.pid)
-            .and_then(|p| p.security.threads.get(&t.tid))
-        else {
-            return Err(Error::Other(format!(
-                "pid {} thread {}: the image has no security record for it",
-                t.pid, t.tid
-            )));
-        };
-        let who = format!("pid {} thread {}", s.pid, s.tid);
-        if o.seccomp != "0" {
-            return Err(Error::Other(format!(
-                "ckpt itself runs in seccomp mode {}, which {who} would inherit: not supported",
-                o.seccomp
-            )));
+    for (threads, security) in procs {
+        for t in threads {
+            check_thread(o, t, security)?;
         }
-        if o.no_new_privs && !s.no_new_privs {
-            return Err(Error::Other(format!(
-                "{who} had no_new_privs off, and ckpt runs with it on (it cannot be cleared): \
-                 not supported"
-            )));
-        }
-        if s.seccomp != SeccompMode::Disabled && !o.can_suspend {
-            return Err(Error::Other(format!(
-                "{who} is in seccomp, and ckpt cannot suspend seccomp while it restores \
-                 (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN): not supported"
-            )));
-        }
-        let c = &s.caps;
-        let missing = [
-            ("permitted", c.permitted & !o.caps.permitted),
-            ("bounding", c.bounding & !o.caps.bounding),
-            (
-                "inheritable",
-                c.inheritable & !(o.caps.inheritable | o.caps.bounding),
-            ),
-        ];
-        if let Some((set, lacking)) = missing.into_iter().find(|(_, l)| *l != 0) {
-            return Err(Error::Other(format!(
-                "{who}: its {set} capability set holds {}, which ckpt here does not have",
-                cap_names(lacking)
-            )));
-        }
+    }
+    Ok(())
+}
+
+fn check_thread(
+    o: &super::Own,
+    t: &ckpt_common::image::ThreadRecord,
+    security: &ProcSecurity,
+) -> Result<()> {
+    let Some(s) = security.threads.get(&t.tid) else {
+        return Err(Error::Other(format!(
+            "pid {} thread {}: the image has no security record for it",
+            t.pid, t.tid
+        )));
+    };
+    let who = format!("pid {} thread {}", s.pid, s.tid);
+    if o.seccomp != "0" {
+        return Err(Error::Other(format!(
+            "ckpt itself runs in seccomp mode {}, which {who} would inherit: not supported",
+            o.seccomp
+        )));
+    }
+    if o.no_new_privs && !s.no_new_privs {
+        return Err(Error::Other(format!(
+            "{who} had no_new_privs off, and ckpt runs with it on (it cannot be cleared): \
+             not supported"
+        )));
+    }
+    if s.seccomp != SeccompMode::Disabled && !o.can_suspend {
+        return Err(Error::Other(format!(
+            "{who} is in seccomp, and ckpt cannot suspend seccomp while it restores \
+             (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN): not supported"
+        )));
+    }
+    let c = &s.caps;
+    let missing = [
+        ("permitted", c.permitted & !o.caps.permitted),
+        ("bounding", c.bounding & !o.caps.bounding),
+        (
+            "inheritable",
+            c.inheritable & !(o.caps.inheritable | o.caps.bounding),
+        ),
+    ];
+    if let Some((set, lacking)) = missing.into_iter().find(|(_, l)| *l != 0) {
+        return Err(Error::Other(format!(
+            "{who}: its {set} capability set holds {}, which ckpt here does not have",
+            cap_names(lacking)
+        )));
     }
     Ok(())
 }

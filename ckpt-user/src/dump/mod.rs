@@ -258,8 +258,8 @@ struct Collector<'a> {
     progress: Progress,
     objrefs: ObjRefTable<ObjKey>,
     copies: kinds::FdCopies,
-    /// The machine's unix sockets and the tree's, as the frozen-tree check read them.
-    unix_sockets: Option<kinds::socket::UnixSockets>,
+    /// What the kinds read in the frozen-tree check (see [`kinds::KindState`]).
+    kind_state: kinds::KindState,
     report: &'a mut DumpReport,
 }
 
@@ -275,7 +275,7 @@ fn collect_and_write(
     let state = tracker.read()?;
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Read)?;
     refuse_shared_fd_tables(&state, &table)?;
-    let unix_sockets = refuse_unsupported(&table)?;
+    let kind_state = refuse_unsupported(&table)?;
     // Pages shared copy-on-write with a parent: found (or refused) before any image.
     let cow = crate::cow::dump::Inheritance::scan(tree)?;
     fault_point("files")?;
@@ -294,7 +294,7 @@ fn collect_and_write(
         objrefs: ObjRefTable::new(),
         progress: Progress::new(),
         copies: kinds::FdCopies::default(),
-        unix_sockets,
+        kind_state,
         report: &mut report,
     };
     // Before the first injected syscall.
@@ -394,13 +394,13 @@ fn refuse_shared_fd_tables(
 
 /// Kinds of fds restore cannot bring back yet: refused before the freeze and
 /// again while the tree is frozen, each by the kind that takes the fd (an fd no
-/// kind takes is refused here). Returns the unix sockets it read (when the tree
-/// holds any), for the dump to use rather than asking sock_diag again in the
-/// freeze window.
-fn refuse_unsupported(table: &SharingTable) -> Result<Option<kinds::socket::UnixSockets>> {
+/// kind takes is refused here). Returns what the kinds read (the machine's unix
+/// sockets, when the tree holds any), for the dump to use rather than asking
+/// sock_diag again in the freeze window.
+fn refuse_unsupported(table: &SharingTable) -> Result<kinds::KindState> {
     let mut cx = kinds::CheckCx {
         table,
-        sockets: None,
+        state: kinds::KindState::default(),
     };
     // A table built without paths (the check before the freeze) has the kinds read
     // them only where needed, and decides once per inode of the kinds keyed by
@@ -419,7 +419,7 @@ fn refuse_unsupported(table: &SharingTable) -> Result<Option<kinds::socket::Unix
             inodes_checked.insert(facts.file.inode);
         }
     }
-    Ok(cx.sockets)
+    Ok(cx.state)
 }
 
 impl Collector<'_> {
@@ -438,7 +438,9 @@ impl Collector<'_> {
                 match self.objrefs.encounter(ObjKey::Inode(dev, m.inode)) {
                     Encounter::First(r) => {
                         objref = Some(r);
-                        if class == MappingClass::File && m.path.ends_with(kinds::deleted::SUFFIX) {
+                        if class == MappingClass::File
+                            && m.path.ends_with(crate::procfs::DELETED_SUFFIX)
+                        {
                             // A memfd or deleted file mapped (a POSIX semaphore,
                             // shm_open then unlink; an executable or library
                             // replaced by an upgrade): saved whole, as an fd
@@ -449,7 +451,7 @@ impl Collector<'_> {
                                 format!("pid {pid}: mapping at {:#x} of {}", m.start, m.path);
                             let proc_path =
                                 format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-                            let kind = kinds::deleted::dump_unlinked(
+                            let kind = kinds::unlinked::dump_unlinked(
                                 &mut self.writer,
                                 &proc_path,
                                 &m.path,
@@ -549,7 +551,7 @@ impl Collector<'_> {
                         table,
                         writer: &mut self.writer,
                         copies: &mut self.copies,
-                        sockets: &mut self.unix_sockets,
+                        state: &mut self.kind_state,
                         inode_objref: &inode_objref,
                     };
                     let kind = kind.dump(&mut cx, &facts)?;

@@ -35,7 +35,7 @@ use tokio::{
 use crate::{
     btf::FileRefEncoding,
     error::{Error, Result},
-    kinds::{ObjectKind, access_mode},
+    object::{ObjectKind, access_mode},
     sharing::{Scope, origin_name},
     tracker::{Tracker, TrackerState, TrackerStats},
 };
