@@ -1,5 +1,5 @@
-//! How long a record takes to encode and decode: fd and open-file records are the most
-//! numerous, and records are written in the freeze window of a dump. A measurement,
+//! How long a record takes to encode and decode: fd, open-file and inode records are
+//! the most numerous, and records are written in the freeze window of a dump. A measurement,
 //! not a check (timings on a shared machine prove nothing), so it is ignored by
 //! default:
 //!
@@ -11,7 +11,9 @@ mod common;
 use std::{hint::black_box, path::PathBuf, time::Instant};
 
 use bytes::BytesMut;
-use ckpt_common::image::{FdRecord, FileOwner, Image, ObjRef, OpenFileRecord, Record};
+use ckpt_common::image::{
+    FdRecord, FileOwner, Image, InodeKind, InodeRecord, ObjRef, OpenFileRecord, Record,
+};
 use common::header;
 
 const RECORDS: usize = 30_000;
@@ -50,6 +52,23 @@ fn open_file_records() -> Vec<Record> {
         .collect()
 }
 
+fn inode_records() -> Vec<Record> {
+    (0..RECORDS)
+        .map(|i| {
+            Record::Inode(InodeRecord {
+                objref: ObjRef(2 * i as u32 + 1),
+                kind: InodeKind::Regular {
+                    path: PathBuf::from(format!("/var/lib/service/data/segment-{i:06}.log")),
+                    size: 1 << 20,
+                    mtime_ns: 1_700_000_000_000_000_000 + i as i64,
+                    ino: 100_000 + i as u64,
+                    dev: 0x803,
+                },
+            })
+        })
+        .collect()
+}
+
 /// The best of `ROUNDS` runs of `f` over `RECORDS` records, in ns per record.
 fn best_ns(mut f: impl FnMut()) -> f64 {
     (0..ROUNDS)
@@ -63,8 +82,12 @@ fn best_ns(mut f: impl FnMut()) -> f64 {
 
 #[test]
 #[ignore = "a measurement, not a check: run with --ignored --nocapture"]
-fn fd_and_open_file_records_encode_and_decode_speed() {
-    for (name, records) in [("fd", fd_records()), ("open-file", open_file_records())] {
+fn fd_open_file_and_inode_records_encode_and_decode_speed() {
+    for (name, records) in [
+        ("fd", fd_records()),
+        ("open-file", open_file_records()),
+        ("inode (file)", inode_records()),
+    ] {
         let rtype = records[0].record_type() as u16;
         let mut buf = BytesMut::new();
         let mut bytes = 0;

@@ -6,7 +6,9 @@
 //! at restart the same objrefs key the objects being recreated. Inodes and open
 //! file descriptions share one numbering, as in linux-cr's single objhash.
 
-use std::{collections::HashMap, hash::Hash};
+use std::hash::Hash;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 /// The objref type of the image format: one numbering for inodes, open files
 /// and shared memory.

@@ -7,7 +7,9 @@
 //! first), later encounters refer to it. `ckpt monitor --once` prints this table;
 //! the dump builds its image records from the same walk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use ckpt_common::tracker::*;
 
