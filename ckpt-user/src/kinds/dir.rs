@@ -24,6 +24,10 @@ impl FileKind for Directory {
         fd.object() == ObjectKind::Directory
     }
 
+    fn lockable(&self) -> bool {
+        true
+    }
+
     fn dump(&self, _cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
         Ok(InodeKind::Directory {
             path: PathBuf::from(&fd.file.path),

@@ -134,6 +134,13 @@ pub trait FileKind: Sync {
         Ok(None)
     }
 
+    /// Dump: whether a file lock on this kind's objects comes back: restore takes
+    /// each lock again on an open file it makes by reopening a path (files and
+    /// directories); other objects' locks are refused, naming the kind.
+    fn lockable(&self) -> bool {
+        false
+    }
+
     /// Restore plan: whether this recreated object is the deleted executable a
     /// process runs, its exe link reading `exe` (`PATH (deleted)`).
     fn is_exe(&self, _rec: &InodeKind, _exe: &str) -> bool {

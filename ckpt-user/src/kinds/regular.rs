@@ -28,6 +28,10 @@ impl FileKind for Regular {
         fd.object() == ObjectKind::Regular && !fd.path().ends_with(crate::procfs::DELETED_SUFFIX)
     }
 
+    fn lockable(&self) -> bool {
+        true
+    }
+
     fn dump(&self, _cx: &mut DumpCx, fd: &FdFacts) -> Result<InodeKind> {
         let meta = std::fs::metadata(fd.proc_path())
             .map_err(|e| Error::io(format!("pid {} fd {}: stat", fd.pid, fd.fd), e))?;

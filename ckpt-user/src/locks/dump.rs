@@ -10,7 +10,7 @@ use ckpt_common::image::{FileLockRecord, LockKind, ObjRef};
 use super::{LockLine, fdinfo_locks, proc_locks};
 use crate::{
     error::{Error, Result},
-    object::ObjectKind,
+    kinds,
     sharing::SharingTable,
 };
 
@@ -119,20 +119,13 @@ pub fn dump(
             if line.rw != "READ" && line.rw != "WRITE" {
                 return refuse("neither a read nor a write lock");
             }
-            let restorable = match f.kind {
-                ObjectKind::Regular => !f.path.ends_with(crate::procfs::DELETED_SUFFIX),
-                ObjectKind::Directory => true,
-                _ => false,
-            };
-            if !restorable {
+            let file_kind = kinds::FdFacts::of(table, fd).and_then(|facts| kinds::for_fd(&facts));
+            if !file_kind.is_some_and(|k| k.lockable()) {
                 return refuse(&format!(
                     "a lock on a {} (restore takes locks on files and directories it reopens \
                      by path)",
-                    if f.path.ends_with(crate::procfs::DELETED_SUFFIX) {
-                        "deleted file".to_string()
-                    } else {
-                        f.kind.to_string()
-                    }
+                    // A kind's name in words: "deleted-file" is a deleted file.
+                    file_kind.map_or_else(|| f.kind.to_string(), |k| k.name().replace('-', " "))
                 ));
             }
             // Who takes it again: the owner of a POSIX lock; the taker of a flock or
