@@ -1527,6 +1527,15 @@ fn eventfd_shared_with_a_child_is_one_object_with_its_count() {
 }
 
 #[test]
+fn refuses_a_cancel_on_set_timerfd_with_unread_expirations() {
+    refused_for_fd(
+        "timerfd-cancel-pending",
+        &["tfd"],
+        &["TFD_TIMER_CANCEL_ON_SET"],
+    );
+}
+
+#[test]
 fn refuses_a_socket_naming_pid_fd_and_kind() {
     refused_for_fd("socket", &["s0"], &["AF_INET", "not yet supported"]);
 }

@@ -32,6 +32,7 @@ fn main() {
         "traced" => traced(),
         "tracer" => tracer(num(2, 0) as i32),
         "eventfd" => eventfd(),
+        "timerfd-cancel-pending" => timerfd_cancel_pending(),
         "epoll" => epoll(false),
         "epoll-closed" => epoll(true),
         "inotify-pending" => inotify_pending(),
@@ -449,6 +450,42 @@ fn eventfd() {
     child.wait_ready();
     wl::say(&format!("INFO child={} efd={efd}", child.pid));
     ready_and_serve(&[child.pid]);
+}
+
+/// A timerfd set absolute on CLOCK_REALTIME with TFD_TIMER_CANCEL_ON_SET, already
+/// expired and not read: one unread expiration, which could as well be a
+/// cancellation (the dump cannot tell).
+fn timerfd_cancel_pending() {
+    // SAFETY: plain syscalls on a timerfd we own, with valid itimerspecs.
+    let tfd = unsafe {
+        let tfd = wl::check(
+            libc::timerfd_create(libc::CLOCK_REALTIME, 0),
+            "timerfd_create",
+        );
+        let mut now: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: now,
+        };
+        wl::check(
+            libc::timerfd_settime(
+                tfd,
+                libc::TFD_TIMER_ABSTIME | 2, /* TFD_TIMER_CANCEL_ON_SET */
+                &spec,
+                std::ptr::null_mut(),
+            ),
+            "timerfd_settime",
+        );
+        tfd
+    };
+    // Let it expire.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    wl::say(&format!("INFO tfd={tfd}"));
+    ready_and_serve(&[]);
 }
 
 /// An epoll instance watching a pipe's read end, inherited by a child. With
