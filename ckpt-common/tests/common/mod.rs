@@ -236,7 +236,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(19) {
+            kind: match r.below(22) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -343,6 +343,42 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     queue: (0..r.below(3))
                         .map(|_| SocketMessage { data: r.bytes(300) })
                         .collect(),
+                },
+                19 => InodeKind::NetlinkSocket {
+                    sock_type: r.u32(),
+                    protocol: r.u32(),
+                    port_id: r.u32(),
+                    groups: (0..r.below(3)).map(|_| r.u32()).collect(),
+                    connected: r.bool(),
+                    dst_port_id: r.u32(),
+                    dst_group: r.u32(),
+                    pktinfo: r.bool(),
+                    broadcast_error: r.bool(),
+                    no_enobufs: r.bool(),
+                    listen_all_nsid: r.bool(),
+                    cap_ack: r.bool(),
+                    ext_ack: r.bool(),
+                    get_strict_chk: r.bool(),
+                    sndbuf: r.u32(),
+                    rcvbuf: r.u32(),
+                },
+                20 => InodeKind::PingSocket {
+                    family: r.u32(),
+                    bound: r.bool().then(|| r.string()),
+                    connected: r.bool().then(|| r.string()),
+                    sndbuf: r.u32(),
+                    rcvbuf: r.u32(),
+                },
+                21 => InodeKind::RawSocket {
+                    family: r.u32(),
+                    protocol: r.u32(),
+                    bound: r.bool().then(|| r.string()),
+                    connected: r.bool().then(|| r.string()),
+                    hdrincl: r.bool(),
+                    checksum: r.i32(),
+                    icmp_filter: (0..r.below(9)).map(|_| r.u32()).collect(),
+                    sndbuf: r.u32(),
+                    rcvbuf: r.u32(),
                 },
                 _ => InodeKind::Other {
                     mode: r.u32(),

@@ -37,8 +37,10 @@ pub mod device;
 pub mod dir;
 pub mod epoll;
 pub mod eventfd;
+pub mod inet_raw;
 pub mod inotify;
 pub mod memfd;
+pub mod netlink;
 pub mod pipe;
 pub mod regular;
 pub mod signalfd;
@@ -58,6 +60,9 @@ pub static KINDS: &[&dyn FileKind] = &[
     &socket::UnixSocket,
     &socket::UnixSocketAlone,
     &socket::UnixSocketListening,
+    &netlink::NetlinkSocket,
+    &inet_raw::PingSocket,
+    &inet_raw::RawSocket,
     &eventfd::EventFd,
     &signalfd::SignalFd,
     &timerfd::TimerFd,
@@ -647,9 +652,12 @@ mod tests {
             InodeKind::UnixSocketListening { .. } => 16,
             InodeKind::Inotify { .. } => 17,
             InodeKind::Other { .. } => 18,
+            InodeKind::NetlinkSocket { .. } => 19,
+            InodeKind::PingSocket { .. } => 20,
+            InodeKind::RawSocket { .. } => 21,
         }
     }
-    const VARIANTS: usize = 19;
+    const VARIANTS: usize = 22;
 
     /// One record of every kind the image can hold.
     fn samples() -> Vec<InodeKind> {
@@ -760,6 +768,42 @@ mod tests {
             InodeKind::Other {
                 mode: 0o170000,
                 description: "?".into(),
+            },
+            InodeKind::NetlinkSocket {
+                sock_type: libc::SOCK_RAW as u32,
+                protocol: 0,
+                port_id: 1234,
+                groups: vec![1],
+                connected: false,
+                dst_port_id: 0,
+                dst_group: 0,
+                pktinfo: false,
+                broadcast_error: false,
+                no_enobufs: false,
+                listen_all_nsid: false,
+                cap_ack: false,
+                ext_ack: true,
+                get_strict_chk: false,
+                sndbuf: 1,
+                rcvbuf: 1,
+            },
+            InodeKind::PingSocket {
+                family: libc::AF_INET as u32,
+                bound: Some("0.0.0.0:4660".into()),
+                connected: Some("127.0.0.1:0".into()),
+                sndbuf: 1,
+                rcvbuf: 1,
+            },
+            InodeKind::RawSocket {
+                family: libc::AF_INET as u32,
+                protocol: libc::IPPROTO_ICMP as u32,
+                bound: None,
+                connected: None,
+                hdrincl: false,
+                checksum: -1,
+                icmp_filter: vec![1],
+                sndbuf: 1,
+                rcvbuf: 1,
             },
         ]
     }

@@ -167,6 +167,63 @@ pub enum InodeKind {
         uid: u32,
         gid: u32,
     },
+    /// An AF_NETLINK socket: its type (`SOCK_RAW` or `SOCK_DGRAM`), protocol
+    /// (`NETLINK_ROUTE` 0, ...), the port id it is bound to (0: not bound), the
+    /// multicast groups it joined (NETLINK_LIST_MEMBERSHIPS: bit j of word i is
+    /// group 32i+j+1), its destination when connected, its options (NETLINK_PKTINFO,
+    /// _BROADCAST_ERROR, _NO_ENOBUFS, _LISTEN_ALL_NSID, _CAP_ACK, _EXT_ACK,
+    /// _GET_STRICT_CHK) and buffer sizes (as getsockopt reports them). Nothing was
+    /// queued on it: the dump refuses a socket with a reply or event waiting.
+    #[serde(rename = "netlink-socket")]
+    NetlinkSocket {
+        sock_type: u32,
+        protocol: u32,
+        port_id: u32,
+        groups: Vec<u32>,
+        connected: bool,
+        dst_port_id: u32,
+        dst_group: u32,
+        pktinfo: bool,
+        broadcast_error: bool,
+        no_enobufs: bool,
+        listen_all_nsid: bool,
+        cap_ack: bool,
+        ext_ack: bool,
+        get_strict_chk: bool,
+        sndbuf: u32,
+        rcvbuf: u32,
+    },
+    /// An ICMP echo ("ping") socket: `SOCK_DGRAM` with IPPROTO_ICMP (family
+    /// AF_INET) or IPPROTO_ICMPV6 (AF_INET6). `bound` is its local address with the
+    /// ICMP id as the port (`0.0.0.0:4660`, `[::1]:7`; nil: no id yet), `connected`
+    /// the address it is connected to. Buffer sizes as getsockopt reports them.
+    /// Nothing was queued on it (refused by the dump: a reply cannot be made to
+    /// arrive again).
+    #[serde(rename = "ping-socket")]
+    PingSocket {
+        family: u32,
+        bound: Option<String>,
+        connected: Option<String>,
+        sndbuf: u32,
+        rcvbuf: u32,
+    },
+    /// A raw IP socket (`SOCK_RAW`, AF_INET or AF_INET6): its protocol, bound and
+    /// connected addresses (port 0), IP_HDRINCL / IPV6_HDRINCL, IPV6_CHECKSUM (the
+    /// offset, -1 off; AF_INET6 only), and for an ICMP / ICMPv6 socket its
+    /// ICMP_FILTER (one word) or ICMPV6_FILTER (eight words) mask; empty for other
+    /// protocols. Nothing was queued on it.
+    #[serde(rename = "raw-socket")]
+    RawSocket {
+        family: u32,
+        protocol: u32,
+        bound: Option<String>,
+        connected: Option<String>,
+        hdrincl: bool,
+        checksum: i32,
+        icmp_filter: Vec<u32>,
+        sndbuf: u32,
+        rcvbuf: u32,
+    },
     /// An inotify instance: its watches, by watch descriptor. Like every anon_inode
     /// object its state belongs to the open file description.
     #[serde(rename = "inotify")]
@@ -227,6 +284,9 @@ impl InodeKind {
             InodeKind::Inotify { .. } => "inotify",
             InodeKind::UnixSocketAlone { .. } => "unix-socket-alone",
             InodeKind::UnixSocketListening { .. } => "unix-socket-listening",
+            InodeKind::NetlinkSocket { .. } => "netlink-socket",
+            InodeKind::PingSocket { .. } => "ping-socket",
+            InodeKind::RawSocket { .. } => "raw-socket",
             InodeKind::Other { .. } => "other",
         }
     }

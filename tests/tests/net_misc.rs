@@ -1,0 +1,275 @@
+//! Netlink, ping, raw and packet sockets through `ckpt dump` and `ckpt restore`.
+//!
+//! Each test runs in a network namespace of its own (the test's thread unshares
+//! one, and the workload and ckpt are its children): its loopback carries only the
+//! test's own packets (a packet or raw socket on a shared lo would catch every
+//! other test's traffic), and net.ipv4.ping_group_range, which is per namespace,
+//! can let root make ping sockets there without touching the machine's setting.
+//!
+//! Ground truth is the workload's own: after restore it asks the kernel
+//! (getsockname, getsockopt) and talks over each socket (an echo request answered,
+//! an RTM_GETLINK dump received) and reports PASS or FAIL per check.
+
+use std::{fs, process::Command, thread, time::Duration};
+
+use ckpt_tests::{
+    ckpt,
+    scenario::{CKPT_TIMEOUT, Wl, setup},
+};
+
+/// Runs `body` on a thread in a new network namespace with lo up and ping
+/// sockets allowed for group 0.
+fn in_own_netns(body: impl FnOnce() + Send + 'static) {
+    setup();
+    let joined = thread::spawn(move || {
+        // SAFETY: unshare of this thread's network namespace only.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("ip link set lo up");
+        assert!(up.success(), "ip link set lo up: {up}");
+        fs::write("/proc/sys/net/ipv4/ping_group_range", "0 0")
+            .expect("net.ipv4.ping_group_range in the test's namespace");
+        body();
+    })
+    .join();
+    if let Err(panic) = joined {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The python3 prelude every workload shares: READY, waiting for go, reporting.
+const PRELUDE: &str = r#"
+import os, socket, struct, sys, time
+results = []
+def check(who, ok, detail):
+    results.append("%s %s: %s" % ("PASS" if ok else "FAIL", who, detail))
+def ready():
+    with open("ready.tmp", "w") as r:
+        r.write("READY %d\n" % os.getpid())
+    os.rename("ready.tmp", "ready")
+def wait_go():
+    while not os.path.exists("go"):
+        time.sleep(0.01)
+def finish():
+    with open("result", "a") as r:
+        for l in results:
+            r.write(l + "\n")
+        r.write("DONE\n")
+    sys.exit(0 if all(l.startswith("PASS") for l in results) else 1)
+def icmp_sum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    s += s >> 16
+    return ~s & 0xffff
+"#;
+
+/// Dumps and restores a python3 workload (in the test's network namespace), lets
+/// it go and requires its PASS lines from each of `who`.
+fn python_round_trip(name: &str, script: &str, who: &[&str]) {
+    let script = format!("{PRELUDE}\n{script}");
+    let mut w = Wl::start_with(name, |_| {
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(&script);
+        (c, true)
+    });
+    thread::sleep(Duration::from_millis(200));
+    w.dump_restore_check(who);
+}
+
+/// Dumps a python3 workload that must be refused; returns ckpt's stderr and the
+/// `pid P fd F` of the socket the workload names in its file `fd`.
+fn python_refused(name: &str, script: &str) -> (String, String) {
+    let script = format!("{PRELUDE}\n{script}");
+    let w = Wl::start_with(name, |_| {
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(&script);
+        (c, true)
+    });
+    thread::sleep(Duration::from_millis(200));
+    let pid = w.pid.to_string();
+    let img = w.img();
+    let out = ckpt::run_timeout(&["dump", "-t", &pid, "-D", &img], CKPT_TIMEOUT).unwrap();
+    assert!(
+        !out.status.success(),
+        "{name}: the dump should have been refused: {}",
+        out.describe()
+    );
+    // Refused before anything was frozen or killed: the workload still runs.
+    assert!(
+        fs::metadata(format!("/proc/{}", w.pid)).is_ok(),
+        "{name}: the workload is gone after a refused dump"
+    );
+    let fd = fs::read_to_string(w.dir.join("fd")).expect("the workload names its socket's fd");
+    (out.stderr, format!("pid {} fd {}", w.pid, fd.trim()))
+}
+
+const NETLINK_ROUTE: &str = r#"
+SOL_NETLINK, ADD, LIST, EXT_ACK = 270, 1, 9, 11
+RTM_GETLINK, RTM_NEWLINK, NLMSG_DONE = 18, 16, 3
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+s.bind((0, 0))
+s.setsockopt(SOL_NETLINK, ADD, 1)    # RTNLGRP_LINK
+s.setsockopt(SOL_NETLINK, ADD, 33)   # beyond the 32 groups bind can name
+s.setsockopt(SOL_NETLINK, EXT_ACK, 1)
+def getlink(seq):
+    # nlmsghdr + ifinfomsg, a dump of every link
+    req = struct.pack("=IHHII", 32, RTM_GETLINK, 0x301, seq, 0) + struct.pack("=BxHiII", 0, 0, 0, 0, 0)
+    s.send(req)
+    links, done = [], False
+    while not done:
+        data = s.recv(65536)
+        at = 0
+        while at < len(data):
+            ln, ty, fl, sq, pid = struct.unpack_from("=IHHII", data, at)
+            if sq != seq:
+                return None, "reply with seq %d, not %d" % (sq, seq)
+            if ty == NLMSG_DONE:
+                done = True
+            elif ty == RTM_NEWLINK:
+                links.append(struct.unpack_from("=i", data, at + 20)[0])
+            at += (ln + 3) & ~3
+    return links, "links %s" % links
+port = s.getsockname()[0]
+groups = s.getsockopt(SOL_NETLINK, LIST, 8)
+before, _ = getlink(1)   # answered and read: nothing left queued
+ready()
+wait_go()
+check("netlink", s.getsockname()[0] == port, "port id %d, was %d" % (s.getsockname()[0], port))
+now = s.getsockopt(SOL_NETLINK, LIST, 8)
+check("netlink", now == groups, "groups %s, were %s" % (now.hex(), groups.hex()))
+check("netlink", s.getsockopt(SOL_NETLINK, EXT_ACK) == 1, "NETLINK_EXT_ACK on")
+after, detail = getlink(2)
+check("netlink", after is not None and after == before and len(after) > 0, "RTM_GETLINK after restore: " + detail)
+finish()
+"#;
+
+#[test]
+fn a_netlink_route_socket_keeps_its_port_and_groups_and_answers() {
+    in_own_netns(|| python_round_trip("netlink-route", NETLINK_ROUTE, &["netlink"]));
+}
+
+#[test]
+fn a_netlink_socket_with_a_reply_queued_is_refused_naming_it() {
+    in_own_netns(|| {
+        let (stderr, who) = python_refused(
+            "netlink-queued",
+            r#"
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+s.bind((0, 0))
+s.send(struct.pack("=IHHII", 32, 18, 0x301, 1, 0) + bytes(16))
+time.sleep(0.2)
+with open("fd", "w") as f:
+    f.write("%d" % s.fileno())
+ready()
+wait_go()
+"#,
+        );
+        assert!(
+            stderr.contains(&format!("{who} (netlink route socket, port"))
+                && stderr.contains("queued to receive"),
+            "the refusal names the socket, its fd and its queue: {stderr}"
+        );
+    });
+}
+
+const PING: &str = r#"
+def echo(sock, dest, seq, payload):
+    sock.sendto(struct.pack("!BBHHH", 8 if sock.family == socket.AF_INET else 128, 0, 0, 0, seq) + payload, dest)
+    sock.settimeout(5)
+    reply = sock.recv(1024)
+    ty, code, _, ident, rseq = struct.unpack_from("!BBHHH", reply)
+    return ty, ident, rseq, reply[8:]
+p4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+p4.bind(("127.0.0.1", 0))
+id4 = p4.getsockname()[1]
+echo(p4, ("127.0.0.1", 0), 1, b"before")
+p6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
+p6.connect(("::1", 0))
+id6 = p6.getsockname()[1]
+p6.send(struct.pack("!BBHHH", 128, 0, 0, 0, 1) + b"before")
+p6.settimeout(5)
+p6.recv(1024)
+ready()
+wait_go()
+check("ping", p4.getsockname() == ("127.0.0.1", id4), "bound to %s, was 127.0.0.1:%d" % (p4.getsockname(), id4))
+ty, ident, seq, data = echo(p4, ("127.0.0.1", 0), 2, b"after restore")
+check("ping", (ty, ident, seq, data) == (0, id4, 2, b"after restore"), "IPv4 echo reply type %d id %d seq %d %r" % (ty, ident, seq, data))
+check("ping6", p6.getsockname()[1] == id6, "id %d, was %d" % (p6.getsockname()[1], id6))
+# send() without an address: only a connected socket can (getpeername says
+# ENOTCONN for a peer of port 0).
+p6.send(struct.pack("!BBHHH", 128, 0, 0, 0, 3) + b"after v6")
+r = p6.recv(1024)
+ty, _, _, ident, seq = struct.unpack_from("!BBHHH", r)
+check("ping6", (ty, ident, seq, r[8:]) == (129, id6, 3, b"after v6"), "IPv6 echo reply type %d id %d seq %d %r" % (ty, ident, seq, r[8:]))
+finish()
+"#;
+
+#[test]
+fn ping_sockets_keep_their_icmp_id_and_get_replies_after_restore() {
+    in_own_netns(|| python_round_trip("ping", PING, &["ping", "ping6"]));
+}
+
+#[test]
+fn a_ping_socket_with_a_reply_queued_is_refused_naming_it() {
+    in_own_netns(|| {
+        let (stderr, who) = python_refused(
+            "ping-queued",
+            r#"
+p = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+p.sendto(struct.pack("!BBHHH", 8, 0, 0, 0, 1) + b"unread", ("127.0.0.1", 0))
+time.sleep(0.2)
+with open("fd", "w") as f:
+    f.write("%d" % p.fileno())
+ready()
+wait_go()
+"#,
+        );
+        assert!(
+            stderr.contains(&format!("{who} (IPv4 ping socket 0.0.0.0:"))
+                && stderr.contains("queued to receive"),
+            "the refusal names the ping socket and its queue: {stderr}"
+        );
+    });
+}
+
+const RAW: &str = r#"
+SOL_RAW, ICMP_FILTER = 255, 1
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+# Every type filtered out but echo replies (type 0).
+mask = 0xffffffff & ~1
+r.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", mask))
+r6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 253)
+r6.setsockopt(socket.IPPROTO_IPV6, 7, 2)   # IPV6_CHECKSUM at offset 2
+r6.bind(("::1", 0))
+ready()
+wait_go()
+got = struct.unpack("I", r.getsockopt(SOL_RAW, ICMP_FILTER, 4))[0]
+check("raw", got == mask, "ICMP_FILTER %#x, was %#x" % (got, mask))
+hdr = struct.pack("!BBHHH", 8, 0, 0, 0x4242, 7) + b"raw after"
+pkt = hdr[:2] + struct.pack("!H", icmp_sum(hdr)) + hdr[4:]
+r.sendto(pkt, ("127.0.0.1", 0))
+r.settimeout(5)
+first = r.recv(1024)
+ihl = (first[0] & 15) * 4
+ty, _, _, ident, seq = struct.unpack_from("!BBHHH", first, ihl)
+# The request loops back to the raw socket too: the filter must have dropped it.
+check("raw", (ty, ident, seq) == (0, 0x4242, 7), "first ICMP received: type %d id %#x seq %d" % (ty, ident, seq))
+check("raw6", r6.getsockopt(socket.IPPROTO_IPV6, 7) == 2 and r6.getsockname()[0] == "::1",
+      "IPV6_CHECKSUM %d, bound to %s" % (r6.getsockopt(socket.IPPROTO_IPV6, 7), r6.getsockname()[0]))
+finish()
+"#;
+
+#[test]
+fn raw_sockets_keep_their_icmp_filter_checksum_and_bind() {
+    in_own_netns(|| python_round_trip("raw", RAW, &["raw", "raw6"]));
+}
