@@ -273,3 +273,128 @@ finish()
 fn raw_sockets_keep_their_icmp_filter_checksum_and_bind() {
     in_own_netns(|| python_round_trip("raw", RAW, &["raw", "raw6"]));
 }
+
+/// After the dump another socket takes the netlink port id the dumped one had:
+/// restore refuses in its plan, naming the port and this test's pid.
+#[test]
+fn a_taken_netlink_port_is_refused_naming_its_holder() {
+    in_own_netns(|| {
+        let script = format!(
+            "{PRELUDE}\n{}",
+            r#"
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+s.bind((0, 0))
+ready()
+wait_go()
+finish()
+"#
+        );
+        let mut w = Wl::start_with("netlink-taken", |_| {
+            let mut c = Command::new("python3");
+            c.arg("-c").arg(&script);
+            (c, true)
+        });
+        w.dump();
+        // The kernel bound the workload's first netlink socket to its pid.
+        // SAFETY: a plain socket this test owns.
+        let taker = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        assert!(taker >= 0);
+        // SAFETY: sockaddr_nl is plain data.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_pid = w.pid as u32;
+        // SAFETY: bind with a sockaddr_nl of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                taker,
+                (&raw const addr).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "binding port {}", w.pid);
+        let out = w.restore_wait();
+        // SAFETY: closing the socket this test opened.
+        unsafe { libc::close(taker) };
+        let expected = format!(
+            "netlink route port {} is in use by pid {}",
+            w.pid,
+            std::process::id()
+        );
+        assert!(
+            !out.status.success() && out.stderr.contains(&expected),
+            "restore must refuse with {expected:?}: {}",
+            out.describe()
+        );
+    });
+}
+
+const PACKET: &str = r#"
+SOL_PACKET, ADD_MEMBERSHIP, AUXDATA, FANOUT = 263, 1, 8, 18
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))   # ETH_P_ALL
+s.bind(("lo", 0))
+s.setsockopt(SOL_PACKET, AUXDATA, 1)
+s.setsockopt(SOL_PACKET, FANOUT, 77 | (0 << 16))   # group 77, PACKET_FANOUT_HASH
+fanout = s.getsockopt(SOL_PACKET, FANOUT)
+lo = socket.if_nametoindex("lo")
+s.setsockopt(SOL_PACKET, ADD_MEMBERSHIP, struct.pack("iHH8s", lo, 1, 0, b""))   # PACKET_MR_PROMISC
+def promisc():
+    # The device's promiscuity count (memberships raise it; IFF_PROMISC in its
+    # flags is only the user's own setting).
+    import subprocess
+    out = subprocess.run(["ip", "-d", "link", "show", "lo"], capture_output=True, text=True).stdout.split()
+    return int(out[out.index("promiscuity") + 1])
+promisc_before = promisc()
+ready()
+wait_go()
+check("packet", s.getsockopt(SOL_PACKET, FANOUT) == fanout, "PACKET_FANOUT %#x, was %#x" % (s.getsockopt(SOL_PACKET, FANOUT), fanout))
+check("packet", s.getsockopt(SOL_PACKET, AUXDATA) == 1, "PACKET_AUXDATA on")
+check("packet", s.getsockname()[0] == "lo", "bound to %s" % (s.getsockname(),))
+check("packet", promisc() == promisc_before == 1, "lo's promiscuity %d, was %d (the socket's membership)" % (promisc(), promisc_before))
+t = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+t.bind(("lo", 0))
+payload = b"ckpt packet after restore"
+t.send(b"\0" * 12 + struct.pack("!H", 0x88b5) + payload)
+s.settimeout(5)
+seen = 0
+while True:
+    frame = s.recv(2048)
+    seen += 1
+    if frame[12:14] == b"\x88\xb5" and frame[14:] == payload:
+        break
+check("packet", True, "the frame sent on lo arrived (%d frames read)" % seen)
+finish()
+"#;
+
+#[test]
+fn a_packet_socket_on_lo_keeps_its_fanout_and_receives_after_restore() {
+    in_own_netns(|| python_round_trip("packet", PACKET, &["packet"]));
+}
+
+#[test]
+fn a_packet_socket_with_a_ring_is_refused_naming_it() {
+    in_own_netns(|| {
+        let (stderr, who) = python_refused(
+            "packet-ring",
+            r#"
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.setsockopt(263, 10, 1)   # PACKET_VERSION TPACKET_V2
+s.setsockopt(263, 5, struct.pack("IIII", 4096, 1, 2048, 2))   # PACKET_RX_RING
+with open("fd", "w") as f:
+    f.write("%d" % s.fileno())
+ready()
+wait_go()
+"#,
+        );
+        assert!(
+            stderr.contains(&format!("{who} (packet socket, protocol 0x0003"))
+                && stderr.contains("an RX ring (PACKET_RX_RING)"),
+            "the refusal names the packet socket and its ring: {stderr}"
+        );
+    });
+}

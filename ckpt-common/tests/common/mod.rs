@@ -9,6 +9,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+use ckpt_common::image::PacketMembership;
 use ckpt_common::image::{
     AreaKind, CowForkPagesRecord, CowInheritRecord, Credentials, EpollTarget, FdRecord,
     FileLockRecord, FileOwner, GhostArea, GuardRun, Header, Image, InodeKind, InodeRecord,
@@ -236,7 +237,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(22) {
+            kind: match r.below(23) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -377,6 +378,36 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     hdrincl: r.bool(),
                     checksum: r.i32(),
                     icmp_filter: (0..r.below(9)).map(|_| r.u32()).collect(),
+                    sndbuf: r.u32(),
+                    rcvbuf: r.u32(),
+                },
+                22 => InodeKind::PacketSocket {
+                    sock_type: r.u32(),
+                    created_protocol: r.u32(),
+                    protocol: r.u32(),
+                    interface: r.bool().then(|| r.string()),
+                    version: r.u32(),
+                    reserve: r.u32(),
+                    auxdata: r.bool(),
+                    origdev: r.bool(),
+                    vnet_hdr_sz: r.u32(),
+                    loss: r.bool(),
+                    qdisc_bypass: r.bool(),
+                    timestamp: r.u32(),
+                    ignore_outgoing: r.bool(),
+                    copy_thresh: r.u32(),
+                    tx_has_off: r.bool(),
+                    fanout: r.u32(),
+                    memberships: (0..r.below(3))
+                        .map(|_| PacketMembership {
+                            interface: r.string(),
+                            mr_type: r.u32() as u16,
+                            address: r.bytes(8),
+                            count: r.u32(),
+                        })
+                        .collect(),
+                    filter: r.bytes(64),
+                    filter_locked: r.bool(),
                     sndbuf: r.u32(),
                     rcvbuf: r.u32(),
                 },

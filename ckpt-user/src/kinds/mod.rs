@@ -41,6 +41,7 @@ pub mod inet_raw;
 pub mod inotify;
 pub mod memfd;
 pub mod netlink;
+pub mod packet;
 pub mod pipe;
 pub mod regular;
 pub mod signalfd;
@@ -63,6 +64,7 @@ pub static KINDS: &[&dyn FileKind] = &[
     &netlink::NetlinkSocket,
     &inet_raw::PingSocket,
     &inet_raw::RawSocket,
+    &packet::PacketSocket,
     &eventfd::EventFd,
     &signalfd::SignalFd,
     &timerfd::TimerFd,
@@ -655,9 +657,10 @@ mod tests {
             InodeKind::NetlinkSocket { .. } => 19,
             InodeKind::PingSocket { .. } => 20,
             InodeKind::RawSocket { .. } => 21,
+            InodeKind::PacketSocket { .. } => 22,
         }
     }
-    const VARIANTS: usize = 22;
+    const VARIANTS: usize = 23;
 
     /// One record of every kind the image can hold.
     fn samples() -> Vec<InodeKind> {
@@ -802,6 +805,34 @@ mod tests {
                 hdrincl: false,
                 checksum: -1,
                 icmp_filter: vec![1],
+                sndbuf: 1,
+                rcvbuf: 1,
+            },
+            InodeKind::PacketSocket {
+                sock_type: libc::SOCK_RAW as u32,
+                created_protocol: 0x0300,
+                protocol: 3,
+                interface: Some("lo".into()),
+                version: 0,
+                reserve: 0,
+                auxdata: true,
+                origdev: false,
+                vnet_hdr_sz: 0,
+                loss: false,
+                qdisc_bypass: false,
+                timestamp: 0,
+                ignore_outgoing: false,
+                copy_thresh: 0,
+                tx_has_off: false,
+                fanout: 77,
+                memberships: vec![ckpt_common::image::PacketMembership {
+                    interface: "lo".into(),
+                    mr_type: 1,
+                    address: Vec::new(),
+                    count: 1,
+                }],
+                filter: vec![0; 8],
+                filter_locked: false,
                 sndbuf: 1,
                 rcvbuf: 1,
             },

@@ -224,6 +224,41 @@ pub enum InodeKind {
         sndbuf: u32,
         rcvbuf: u32,
     },
+    /// An AF_PACKET socket (`SOCK_RAW` or `SOCK_DGRAM`): the protocol it was
+    /// created with (SO_PROTOCOL, network order as socket(2) took it) and the one
+    /// it receives now (host order, 0: none), the interface it is bound to by name
+    /// (nil: every interface), its options (PACKET_VERSION, _RESERVE, _AUXDATA,
+    /// _ORIGDEV, _VNET_HDR_SZ, _LOSS, _QDISC_BYPASS, _TIMESTAMP, _IGNORE_OUTGOING,
+    /// _COPY_THRESH, _TX_HAS_OFF), its fanout (PACKET_FANOUT as getsockopt reads
+    /// it: id | type << 16 | flags << 24; 0 none), its multicast / promiscuous
+    /// memberships, an attached classic BPF filter (SO_GET_FILTER's instructions,
+    /// 8 bytes each; empty: none) with SO_LOCK_FILTER, and its buffer sizes. It had
+    /// no ring and nothing queued (both refused by the dump).
+    #[serde(rename = "packet-socket")]
+    PacketSocket {
+        sock_type: u32,
+        created_protocol: u32,
+        protocol: u32,
+        interface: Option<String>,
+        version: u32,
+        reserve: u32,
+        auxdata: bool,
+        origdev: bool,
+        vnet_hdr_sz: u32,
+        loss: bool,
+        qdisc_bypass: bool,
+        timestamp: u32,
+        ignore_outgoing: bool,
+        copy_thresh: u32,
+        tx_has_off: bool,
+        fanout: u32,
+        memberships: Vec<PacketMembership>,
+        #[serde(with = "ser::hex")]
+        filter: Vec<u8>,
+        filter_locked: bool,
+        sndbuf: u32,
+        rcvbuf: u32,
+    },
     /// An inotify instance: its watches, by watch descriptor. Like every anon_inode
     /// object its state belongs to the open file description.
     #[serde(rename = "inotify")]
@@ -254,6 +289,19 @@ pub struct InotifyWatch {
     pub path: PathBuf,
     pub ino: u64,
     pub dev: u64,
+}
+
+/// One membership of a packet socket (PACKET_ADD_MEMBERSHIP): the interface by
+/// name, its type (`PACKET_MR_MULTICAST` 0, `_PROMISC` 1, `_ALLMULTI` 2,
+/// `_UNICAST` 3), the hardware address (multicast and unicast), and how many
+/// times it was added.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PacketMembership {
+    pub interface: String,
+    pub mr_type: u16,
+    #[serde(with = "ser::hex")]
+    pub address: Vec<u8>,
+    pub count: u32,
 }
 
 /// One message queued on a socket (for a stream socket, all its queued bytes).
@@ -287,6 +335,7 @@ impl InodeKind {
             InodeKind::NetlinkSocket { .. } => "netlink-socket",
             InodeKind::PingSocket { .. } => "ping-socket",
             InodeKind::RawSocket { .. } => "raw-socket",
+            InodeKind::PacketSocket { .. } => "packet-socket",
             InodeKind::Other { .. } => "other",
         }
     }
