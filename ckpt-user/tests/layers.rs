@@ -79,6 +79,18 @@ const KNOWN_CYCLES: &[KnownCycle] = &[
         reason: KINDS_REASON,
     },
     KnownCycle {
+        cycle: "kinds -> kinds::inet_raw -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::netlink -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::packet -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
         cycle: "kinds -> kinds::inotify -> kinds",
         reason: KINDS_REASON,
     },
