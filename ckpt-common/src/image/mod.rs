@@ -54,6 +54,9 @@ pub use records::{
 };
 pub use records::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
 pub use records::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};
+pub use records::{
+    Datagram, InetAddress, IntOption, Linger, MulticastGroup, MulticastSource, SocketOptions,
+};
 pub use writer::{ALIGN, AlignedPages, ImageWriter};
 
 /// Records, header and tail: `DIR/ckpt.img`.

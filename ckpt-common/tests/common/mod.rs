@@ -21,6 +21,9 @@ use ckpt_common::image::{
 };
 use ckpt_common::image::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
 use ckpt_common::image::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};
+use ckpt_common::image::{
+    Datagram, InetAddress, IntOption, Linger, MulticastGroup, MulticastSource, SocketOptions,
+};
 
 pub const PAGE: u64 = 4096;
 
@@ -237,7 +240,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(23) {
+            kind: match r.below(26) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -306,6 +309,31 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     value_ns: r.next(),
                     interval_ns: r.next(),
                 },
+                18 => InodeKind::TcpListening {
+                    family: if r.bool() { 2 } else { 10 },
+                    addr: random_inet_address(r),
+                    backlog: r.u32(),
+                    options: random_socket_options(r),
+                },
+                19 => InodeKind::TcpSocket {
+                    family: if r.bool() { 2 } else { 10 },
+                    bound: r.bool().then(|| random_inet_address(r)),
+                    options: random_socket_options(r),
+                },
+                20 => InodeKind::UdpSocket {
+                    family: if r.bool() { 2 } else { 10 },
+                    protocol: if r.bool() { 17 } else { 136 },
+                    bound: r.bool().then(|| random_inet_address(r)),
+                    peer: r.bool().then(|| random_inet_address(r)),
+                    shutdown: r.below(4) as u8,
+                    options: random_socket_options(r),
+                    queue: (0..r.below(3))
+                        .map(|_| Datagram {
+                            from: random_inet_address(r),
+                            data: r.bytes(100),
+                        })
+                        .collect(),
+                },
                 17 => InodeKind::UnixSocketListening {
                     sock_type: r.u32(),
                     name: r.string(),
@@ -345,7 +373,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
                         .map(|_| SocketMessage { data: r.bytes(300) })
                         .collect(),
                 },
-                19 => InodeKind::NetlinkSocket {
+                22 => InodeKind::NetlinkSocket {
                     sock_type: r.u32(),
                     protocol: r.u32(),
                     port_id: r.u32(),
@@ -363,14 +391,14 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     sndbuf: r.u32(),
                     rcvbuf: r.u32(),
                 },
-                20 => InodeKind::PingSocket {
+                23 => InodeKind::PingSocket {
                     family: r.u32(),
                     bound: r.bool().then(|| r.string()),
                     connected: r.bool().then(|| r.string()),
                     sndbuf: r.u32(),
                     rcvbuf: r.u32(),
                 },
-                21 => InodeKind::RawSocket {
+                24 => InodeKind::RawSocket {
                     family: r.u32(),
                     protocol: r.u32(),
                     bound: r.bool().then(|| r.string()),
@@ -381,7 +409,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     sndbuf: r.u32(),
                     rcvbuf: r.u32(),
                 },
-                22 => InodeKind::PacketSocket {
+                25 => InodeKind::PacketSocket {
                     sock_type: r.u32(),
                     created_protocol: r.u32(),
                     protocol: r.u32(),
@@ -1006,5 +1034,50 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An IPv4 or IPv6 socket address.
+pub fn random_inet_address(r: &mut Rng) -> InetAddress {
+    let v6 = r.bool();
+    InetAddress {
+        ip: (0..if v6 { 16 } else { 4 })
+            .map(|_| r.next() as u8)
+            .collect(),
+        port: r.next() as u16,
+        flowinfo: if v6 { r.u32() } else { 0 },
+        scope_id: if v6 { r.u32() } else { 0 },
+    }
+}
+
+/// Socket options, some of each part or none.
+pub fn random_socket_options(r: &mut Rng) -> SocketOptions {
+    const NAMES: [&str; 4] = ["SO_REUSEADDR", "IP_TOS", "IPV6_V6ONLY", "TCP_NODELAY"];
+    SocketOptions {
+        ints: (0..r.below(4))
+            .map(|i| IntOption {
+                name: NAMES[i].into(),
+                value: r.next() as i64,
+            })
+            .collect(),
+        linger: r.bool().then(|| Linger {
+            on: r.bool(),
+            seconds: r.i32(),
+        }),
+        congestion: r.bool().then(|| r.string()),
+        bind_device: r.bool().then(|| r.string()),
+        filter: (0..r.below(3) * 8).map(|_| r.next() as u8).collect(),
+        multicast: (0..r.below(2))
+            .map(|_| MulticastGroup {
+                group: vec![224, 0, 0, r.next() as u8],
+                ifindex: r.u32(),
+                exclude: r.bool(),
+                sources: (0..r.below(2))
+                    .map(|_| MulticastSource {
+                        ip: vec![10, 0, 0, r.next() as u8],
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }

@@ -37,6 +37,7 @@ pub mod device;
 pub mod dir;
 pub mod epoll;
 pub mod eventfd;
+pub mod inet;
 pub mod inet_raw;
 pub mod inotify;
 pub mod memfd;
@@ -46,6 +47,7 @@ pub mod pipe;
 pub mod regular;
 pub mod signalfd;
 pub mod socket;
+pub mod sockopt;
 pub mod timerfd;
 
 /// Every kind ckpt knows, one line each. Dump asks them in this order which one
@@ -65,6 +67,9 @@ pub static KINDS: &[&dyn FileKind] = &[
     &inet_raw::PingSocket,
     &inet_raw::RawSocket,
     &packet::PacketSocket,
+    &inet::TcpListening,
+    &inet::TcpSocket,
+    &inet::UdpSocket,
     &eventfd::EventFd,
     &signalfd::SignalFd,
     &timerfd::TimerFd,
@@ -627,7 +632,9 @@ pub fn user_dev(kdev: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use ckpt_common::image::{InotifyWatch, SocketMessage, UnlinkedAttrs};
+    use ckpt_common::image::{
+        Datagram, InetAddress, InotifyWatch, IntOption, SocketMessage, SocketOptions, UnlinkedAttrs,
+    };
 
     use super::*;
 
@@ -654,13 +661,16 @@ mod tests {
             InodeKind::UnixSocketListening { .. } => 16,
             InodeKind::Inotify { .. } => 17,
             InodeKind::Other { .. } => 18,
-            InodeKind::NetlinkSocket { .. } => 19,
-            InodeKind::PingSocket { .. } => 20,
-            InodeKind::RawSocket { .. } => 21,
-            InodeKind::PacketSocket { .. } => 22,
+            InodeKind::TcpListening { .. } => 19,
+            InodeKind::TcpSocket { .. } => 20,
+            InodeKind::UdpSocket { .. } => 21,
+            InodeKind::NetlinkSocket { .. } => 22,
+            InodeKind::PingSocket { .. } => 23,
+            InodeKind::RawSocket { .. } => 24,
+            InodeKind::PacketSocket { .. } => 25,
         }
     }
-    const VARIANTS: usize = 23;
+    const VARIANTS: usize = 26;
 
     /// One record of every kind the image can hold.
     fn samples() -> Vec<InodeKind> {
@@ -835,6 +845,47 @@ mod tests {
                 filter_locked: false,
                 sndbuf: 1,
                 rcvbuf: 1,
+            },
+            InodeKind::TcpListening {
+                family: libc::AF_INET as u16,
+                addr: InetAddress {
+                    ip: vec![127, 0, 0, 1],
+                    port: 8080,
+                    ..Default::default()
+                },
+                backlog: 128,
+                options: SocketOptions {
+                    ints: vec![IntOption {
+                        name: "SO_REUSEADDR".into(),
+                        value: 1,
+                    }],
+                    ..Default::default()
+                },
+            },
+            InodeKind::TcpSocket {
+                family: libc::AF_INET6 as u16,
+                bound: None,
+                options: SocketOptions::default(),
+            },
+            InodeKind::UdpSocket {
+                family: libc::AF_INET as u16,
+                protocol: libc::IPPROTO_UDP as u8,
+                bound: Some(InetAddress {
+                    ip: vec![127, 0, 0, 1],
+                    port: 5353,
+                    ..Default::default()
+                }),
+                peer: None,
+                shutdown: 0,
+                options: SocketOptions::default(),
+                queue: vec![Datagram {
+                    from: InetAddress {
+                        ip: vec![127, 0, 0, 1],
+                        port: 40000,
+                        ..Default::default()
+                    },
+                    data: b"x".to_vec(),
+                }],
             },
         ]
     }

@@ -11,6 +11,7 @@ use crate::image::std::{path::PathBuf, prelude::rust_2024::*};
 
 use super::memory::PageRun;
 use super::ser;
+use super::sockets::{InetAddress, SocketOptions};
 use crate::image::ObjRef;
 
 /// An inode (defines `objref`).
@@ -263,6 +264,39 @@ pub enum InodeKind {
     /// object its state belongs to the open file description.
     #[serde(rename = "inotify")]
     Inotify { watches: Vec<InotifyWatch> },
+    /// A listening TCP socket (AF_INET or AF_INET6, `family` 2 or 10): the address
+    /// and port it is bound to, its backlog (listen's argument, as the kernel keeps
+    /// it) and its options (IPV6_V6ONLY decides whether an AF_INET6 socket on `::`
+    /// also takes IPv4). Nothing was waiting to be accepted.
+    #[serde(rename = "tcp-listening")]
+    TcpListening {
+        family: u16,
+        addr: InetAddress,
+        backlog: u32,
+        options: SocketOptions,
+    },
+    /// A TCP socket neither listening nor connected (state CLOSE): its family, the
+    /// address it is bound to (nil: unbound) and its options.
+    #[serde(rename = "tcp-socket")]
+    TcpSocket {
+        family: u16,
+        bound: Option<InetAddress>,
+        options: SocketOptions,
+    },
+    /// A UDP (`protocol` 17) or UDP-Lite (136) socket: its family, the address it is
+    /// bound to and the one it is connected to (nil: none), its shutdown state (1
+    /// receive, 2 send), its options, and the datagrams waiting in its receive
+    /// queue with their senders, in order.
+    #[serde(rename = "udp-socket")]
+    UdpSocket {
+        family: u16,
+        protocol: u8,
+        bound: Option<InetAddress>,
+        peer: Option<InetAddress>,
+        shutdown: u8,
+        options: SocketOptions,
+        queue: Vec<Datagram>,
+    },
     /// Anything else: its `i_mode` and a description.
     Other { mode: u32, description: String },
 }
@@ -304,6 +338,14 @@ pub struct PacketMembership {
     pub count: u32,
 }
 
+/// A datagram queued on a UDP socket: who sent it, and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Datagram {
+    pub from: InetAddress,
+    #[serde(with = "ser::hex")]
+    pub data: Vec<u8>,
+}
+
 /// One message queued on a socket (for a stream socket, all its queued bytes).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SocketMessage {
@@ -336,6 +378,9 @@ impl InodeKind {
             InodeKind::PingSocket { .. } => "ping-socket",
             InodeKind::RawSocket { .. } => "raw-socket",
             InodeKind::PacketSocket { .. } => "packet-socket",
+            InodeKind::TcpListening { .. } => "tcp-listening",
+            InodeKind::TcpSocket { .. } => "tcp-socket",
+            InodeKind::UdpSocket { .. } => "udp-socket",
             InodeKind::Other { .. } => "other",
         }
     }
