@@ -79,6 +79,10 @@ const KNOWN_CYCLES: &[KnownCycle] = &[
         reason: KINDS_REASON,
     },
     KnownCycle {
+        cycle: "kinds -> kinds::inet_raw -> kinds::sockopt -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
         cycle: "kinds -> kinds::inet -> kinds",
         reason: KINDS_REASON,
     },

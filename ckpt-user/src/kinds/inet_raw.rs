@@ -7,7 +7,8 @@
 //! the same id again (the plan refuses an id another ping socket holds now, naming
 //! its pid) and connects again. A raw socket keeps its protocol, bound and
 //! connected addresses, IP_HDRINCL / IPV6_HDRINCL, IPV6_CHECKSUM and its
-//! ICMP_FILTER / ICMPV6_FILTER. Both keep their buffer sizes.
+//! ICMP_FILTER / ICMPV6_FILTER. Both keep their generic socket options
+//! ([`super::sockopt`]).
 //!
 //! Refused, naming pid, fd and the socket: anything queued to receive (an echo
 //! reply or a captured packet cannot be made to arrive again from its source), a
@@ -23,11 +24,12 @@ use std::{
     os::fd::{AsRawFd as _, OwnedFd, RawFd},
 };
 
-use ckpt_common::image::{InodeKind, InodeRecord, ObjRef, OpenFileRecord};
+use ckpt_common::image::{InetAddress, InodeKind, InodeRecord, ObjRef, OpenFileRecord};
 
 use super::{
     CheckCx, CreateCx, DumpCx, FdCopies, FdFacts, FileKind, PlanCx, foreign, netlink, not_mine,
     socket::{getsockopt_int, setsockopt_int},
+    sockopt,
 };
 use crate::error::{Error, Result};
 
@@ -86,7 +88,7 @@ impl FileKind for PingSocket {
         let Some(bound) = bound else {
             return Ok(());
         };
-        let addr = parse_addr(bound)?;
+        let addr = socket_addr(bound)?;
         // One ICMP id per socket in a network namespace, whatever the address or
         // family (the kernel's ping table is keyed by the id alone).
         if let Some(ino) = ping_id_holder(addr.port())? {
@@ -110,8 +112,7 @@ impl FileKind for PingSocket {
             family,
             bound,
             connected,
-            sndbuf,
-            rcvbuf,
+            options,
         } = &rec.kind
         else {
             return Err(not_mine(self, &rec.kind));
@@ -127,8 +128,8 @@ impl FileKind for PingSocket {
                 rec.objref
             ))
         })?;
-        netlink::set_buffers(fd.as_raw_fd(), *sndbuf, *rcvbuf)?;
-        bind_connect(fd.as_raw_fd(), bound.as_deref(), connected.as_deref())?;
+        sockopt::apply(fd.as_raw_fd(), options)?;
+        bind_connect(fd.as_raw_fd(), bound.as_ref(), connected.as_ref())?;
         Ok(fd)
     }
 
@@ -143,7 +144,7 @@ impl FileKind for PingSocket {
             return foreign(self, rec);
         };
         let mut line = format!("{} ping socket", family_name(*family));
-        match bound.as_deref().map(parse_addr) {
+        match bound.as_ref().map(socket_addr) {
             Some(Ok(a)) => line.push_str(&format!(", bound to {}, ICMP id {}", a.ip(), a.port())),
             Some(Err(_)) => line.push_str(&format!(", bound to {bound:?}")),
             None => line.push_str(", no ICMP id yet"),
@@ -261,10 +262,9 @@ fn inspect_ping(fd: &FdFacts, copy: &OwnedFd) -> Result<InodeKind> {
     refuse_common(fd, raw, &what, "echo replies")?;
     Ok(InodeKind::PingSocket {
         family,
-        bound: bound.map(|a| a.to_string()),
-        connected: connected.map(|a| a.to_string()),
-        sndbuf: getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")? as u32,
-        rcvbuf: getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")? as u32,
+        bound: bound.map(inet_address),
+        connected: connected.map(inet_address),
+        options: netlink::options_of(fd, raw)?,
     })
 }
 
@@ -316,13 +316,12 @@ fn inspect_raw(fd: &FdFacts, copy: &OwnedFd) -> Result<InodeKind> {
     Ok(InodeKind::RawSocket {
         family,
         protocol: protocol as u32,
-        bound: bound.map(|a| a.to_string()),
-        connected: connected.map(|a| a.to_string()),
+        bound: bound.map(inet_address),
+        connected: connected.map(inet_address),
         hdrincl,
         checksum,
         icmp_filter,
-        sndbuf: getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")? as u32,
-        rcvbuf: getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")? as u32,
+        options: netlink::options_of(fd, raw)?,
     })
 }
 
@@ -335,8 +334,7 @@ fn restore_raw(rec: &InodeKind) -> Result<OwnedFd> {
         hdrincl,
         checksum,
         icmp_filter,
-        sndbuf,
-        rcvbuf,
+        options,
     } = rec
     else {
         return Err(Error::Other(format!(
@@ -347,7 +345,7 @@ fn restore_raw(rec: &InodeKind) -> Result<OwnedFd> {
     let v6 = *family as i32 == libc::AF_INET6;
     let fd = netlink::new_socket(*family as i32, libc::SOCK_RAW, *protocol as i32)?;
     let raw = fd.as_raw_fd();
-    netlink::set_buffers(raw, *sndbuf, *rcvbuf)?;
+    sockopt::apply(raw, options)?;
     // Set only where the new socket differs: IPPROTO_RAW implies IP_HDRINCL, and
     // ICMPv6 keeps its checksum offset fixed (setting it is EINVAL).
     let (level, name, what) = if v6 {
@@ -390,7 +388,7 @@ fn restore_raw(rec: &InodeKind) -> Result<OwnedFd> {
             ));
         }
     }
-    bind_connect(raw, bound.as_deref(), connected.as_deref())?;
+    bind_connect(raw, bound.as_ref(), connected.as_ref())?;
     Ok(fd)
 }
 
@@ -410,15 +408,50 @@ fn get_words(fd: RawFd, level: i32, name: i32, words: usize, what: &str) -> Resu
     Ok(v)
 }
 
-fn parse_addr(text: &str) -> Result<SocketAddr> {
-    text.parse()
-        .map_err(|e| Error::Other(format!("socket address {text:?} in the image: {e}")))
+/// An image's address as a socket address.
+fn socket_addr(a: &InetAddress) -> Result<SocketAddr> {
+    if let Ok(b) = <[u8; 4]>::try_from(&a.ip[..]) {
+        return Ok(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(b), a.port)));
+    }
+    if let Ok(b) = <[u8; 16]>::try_from(&a.ip[..]) {
+        return Ok(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(b),
+            a.port,
+            a.flowinfo,
+            a.scope_id,
+        )));
+    }
+    Err(Error::Other(format!(
+        "an address of {} bytes in the image",
+        a.ip.len()
+    )))
+}
+
+/// A socket address as the image saves it.
+fn inet_address(a: SocketAddr) -> InetAddress {
+    match a {
+        SocketAddr::V4(v4) => InetAddress {
+            ip: v4.ip().octets().to_vec(),
+            port: v4.port(),
+            ..InetAddress::default()
+        },
+        SocketAddr::V6(v6) => InetAddress {
+            ip: v6.ip().octets().to_vec(),
+            port: v6.port(),
+            flowinfo: v6.flowinfo(),
+            scope_id: v6.scope_id(),
+        },
+    }
 }
 
 /// Binds `fd` to `bound` and connects it to `connected`, as saved.
-fn bind_connect(fd: RawFd, bound: Option<&str>, connected: Option<&str>) -> Result<()> {
+fn bind_connect(
+    fd: RawFd,
+    bound: Option<&InetAddress>,
+    connected: Option<&InetAddress>,
+) -> Result<()> {
     if let Some(text) = bound {
-        let (addr, len) = sockaddr(parse_addr(text)?);
+        let (addr, len) = sockaddr(socket_addr(text)?);
         // SAFETY: bind with a sockaddr of the length passed.
         if unsafe { libc::bind(fd, (&raw const addr).cast(), len) } < 0 {
             return Err(Error::io(
@@ -428,7 +461,7 @@ fn bind_connect(fd: RawFd, bound: Option<&str>, connected: Option<&str>) -> Resu
         }
     }
     if let Some(text) = connected {
-        let (addr, len) = sockaddr(parse_addr(text)?);
+        let (addr, len) = sockaddr(socket_addr(text)?);
         // SAFETY: connect with a sockaddr of the length passed.
         if unsafe { libc::connect(fd, (&raw const addr).cast(), len) } < 0 {
             return Err(Error::io(

@@ -797,15 +797,20 @@ mod tests {
                 cap_ack: false,
                 ext_ack: true,
                 get_strict_chk: false,
-                sndbuf: 1,
-                rcvbuf: 1,
+                options: SocketOptions::default(),
             },
             InodeKind::PingSocket {
                 family: libc::AF_INET as u32,
-                bound: Some("0.0.0.0:4660".into()),
-                connected: Some("127.0.0.1:0".into()),
-                sndbuf: 1,
-                rcvbuf: 1,
+                bound: Some(InetAddress {
+                    ip: vec![0, 0, 0, 0],
+                    port: 4660,
+                    ..Default::default()
+                }),
+                connected: Some(InetAddress {
+                    ip: vec![127, 0, 0, 1],
+                    ..Default::default()
+                }),
+                options: SocketOptions::default(),
             },
             InodeKind::RawSocket {
                 family: libc::AF_INET as u32,
@@ -815,8 +820,7 @@ mod tests {
                 hdrincl: false,
                 checksum: -1,
                 icmp_filter: vec![1],
-                sndbuf: 1,
-                rcvbuf: 1,
+                options: SocketOptions::default(),
             },
             InodeKind::PacketSocket {
                 sock_type: libc::SOCK_RAW as u32,
@@ -841,10 +845,7 @@ mod tests {
                     address: Vec::new(),
                     count: 1,
                 }],
-                filter: vec![0; 8],
-                filter_locked: false,
-                sndbuf: 1,
-                rcvbuf: 1,
+                options: SocketOptions::default(),
             },
             InodeKind::TcpListening {
                 family: libc::AF_INET as u16,

@@ -7,7 +7,8 @@
 //! (NETLINK_LIST_MEMBERSHIPS, beyond the 32 bind can name), its destination when
 //! connected (netlink_diag: whether it is connected cannot be read any other way),
 //! its options (NETLINK_PKTINFO, _BROADCAST_ERROR, _NO_ENOBUFS, _LISTEN_ALL_NSID,
-//! _CAP_ACK, _EXT_ACK, _GET_STRICT_CHK) and buffer sizes.
+//! _CAP_ACK, _EXT_ACK, _GET_STRICT_CHK) and the generic socket options
+//! ([`super::sockopt`]: buffer sizes the program set, a filter, ...).
 //!
 //! Refused, naming pid, fd, protocol and port: a socket with something in its
 //! receive queue (kernel replies and events cannot be made to arrive again), one
@@ -30,6 +31,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use super::{
     CheckCx, CreateCx, DumpCx, FdCopies, FdFacts, FileKind, PlanCx, foreign, not_mine,
     socket::{getsockopt_int, setsockopt_int},
+    sockopt,
 };
 use crate::error::{Error, Result};
 
@@ -261,8 +263,7 @@ fn inspect(fd: &FdFacts, copy: &OwnedFd) -> Result<InodeKind> {
         cap_ack,
         ext_ack,
         get_strict_chk,
-        sndbuf: getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")? as u32,
-        rcvbuf: getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")? as u32,
+        options: options_of(fd, raw)?,
     })
 }
 
@@ -319,8 +320,7 @@ fn restore(rec: &InodeKind) -> Result<OwnedFd> {
         cap_ack,
         ext_ack,
         get_strict_chk,
-        sndbuf,
-        rcvbuf,
+        options,
     } = rec
     else {
         return Err(Error::Other(format!(
@@ -331,7 +331,7 @@ fn restore(rec: &InodeKind) -> Result<OwnedFd> {
     let name = protocol_name(*protocol);
     let fd = new_socket(libc::AF_NETLINK, *sock_type as i32, *protocol as i32)?;
     let raw = fd.as_raw_fd();
-    set_buffers(raw, *sndbuf, *rcvbuf)?;
+    sockopt::apply(raw, options)?;
     let values = [
         *pktinfo,
         *broadcast_error,
@@ -619,24 +619,14 @@ pub(super) fn new_socket(domain: i32, sock_type: i32, protocol: i32) -> Result<O
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// SO_SNDBUF and SO_RCVBUF as getsockopt reported them (twice what was set: the
-/// kernel's bookkeeping share; the FORCE variants pass rmem_max/wmem_max).
-pub(super) fn set_buffers(fd: RawFd, sndbuf: u32, rcvbuf: u32) -> Result<()> {
-    let half = |v: u32| (v / 2) as i32;
-    setsockopt_int(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUFFORCE,
-        half(sndbuf),
-        "SO_SNDBUFFORCE",
-    )?;
-    setsockopt_int(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUFFORCE,
-        half(rcvbuf),
-        "SO_RCVBUFFORCE",
-    )
+/// The generic socket options of the tree's socket `fd`, through its copy `raw`
+/// ([`sockopt::read`]); an option that cannot be read back is refused, naming it.
+pub(super) fn options_of(fd: &FdFacts, raw: RawFd) -> Result<ckpt_common::image::SocketOptions> {
+    let id = fd
+        .socket()
+        .ok_or_else(|| Error::Other(format!("pid {} fd {}: not a socket", fd.pid, fd.fd)))?;
+    sockopt::read(raw, id)
+        .map_err(|e| Error::Other(format!("pid {} fd {} ({id}): {e}", fd.pid, fd.fd)))
 }
 
 /// The inode of the socket bound to netlink `protocol` port `port_id` in ckpt's

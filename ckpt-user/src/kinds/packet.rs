@@ -9,8 +9,8 @@
 //! _IGNORE_OUTGOING, _TX_HAS_OFF), its fanout group (joined again after the bind,
 //! with the id the kernel gave it), its memberships (PACKET_ADD_MEMBERSHIP cannot
 //! be read back: packet_diag's PACKET_DIAG_MCLIST lists them, with their counts),
-//! an attached classic BPF filter (SO_GET_FILTER) and SO_LOCK_FILTER, and buffer
-//! sizes.
+//! and its generic socket options ([`super::sockopt`]: a classic BPF filter,
+//! SO_LOCK_FILTER, buffer sizes the program set, ...).
 //!
 //! Refused, naming pid, fd, the socket and what: an RX or TX ring (memory the
 //! process maps: not yet supported), anything queued to receive (captured frames
@@ -34,6 +34,7 @@ use super::{
     netlink::{self, attributes, ne_u32},
     not_mine,
     socket::{getsockopt_int, setsockopt_int},
+    sockopt,
 };
 use crate::error::{Error, Result};
 
@@ -59,9 +60,6 @@ const PACKET_FANOUT_EBPF: u32 = 7;
 /// PACKET_FANOUT_FLAG_UNIQUEID as getsockopt(PACKET_FANOUT) reports it (the
 /// flags byte at bit 24): the id it asked the kernel to pick, picked already.
 const FANOUT_UNIQUEID_READ: u32 = 0x20 << 24;
-
-const SO_GET_FILTER: i32 = 26;
-const SO_LOCK_FILTER: i32 = 44;
 
 const PACKET_SHOW_INFO: u32 = 1;
 const PACKET_SHOW_MCLIST: u32 = 2;
@@ -130,7 +128,7 @@ impl FileKind for PacketSocket {
             interface,
             fanout,
             memberships,
-            filter,
+            options,
             ..
         } = rec
         else {
@@ -158,8 +156,8 @@ impl FileKind for PacketSocket {
         if !memberships.is_empty() {
             line.push_str(&format!(", {} memberships", memberships.len()));
         }
-        if !filter.is_empty() {
-            line.push_str(&format!(", a filter of {} instructions", filter.len() / 8));
+        if !options.is_default() {
+            line.push_str(&format!(", options {options}"));
         }
         line
     }
@@ -287,7 +285,6 @@ fn inspect(fd: &FdFacts, copy: &OwnedFd) -> Result<InodeKind> {
             fanout & 0xffff
         )));
     }
-    let (filter, filter_locked) = classic_filter(raw).map_err(refuse)?;
     let mut memberships = Vec::new();
     for (index, count, mr_type, address) in &diag.mclist {
         memberships.push(PacketMembership {
@@ -315,60 +312,8 @@ fn inspect(fd: &FdFacts, copy: &OwnedFd) -> Result<InodeKind> {
         tx_has_off: opt(PACKET_TX_HAS_OFF, "PACKET_TX_HAS_OFF")? != 0,
         fanout,
         memberships,
-        filter,
-        filter_locked,
-        sndbuf: getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")? as u32,
-        rcvbuf: getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")? as u32,
+        options: netlink::options_of(fd, raw)?,
     })
-}
-
-/// SO_GET_FILTER: the classic BPF program attached (its instructions' bytes;
-/// empty: none) and SO_LOCK_FILTER. An eBPF program cannot be read (EACCES).
-fn classic_filter(fd: RawFd) -> std::result::Result<(Vec<u8>, bool), String> {
-    let mut count: libc::socklen_t = 0;
-    // SAFETY: a length of 0 asks for the number of instructions only.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_GET_FILTER,
-            std::ptr::null_mut(),
-            &mut count,
-        )
-    };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EACCES) {
-            "an eBPF socket filter is attached, which cannot be read back: not yet supported".into()
-        } else {
-            format!("getsockopt(SO_GET_FILTER): {e}")
-        });
-    }
-    let mut program = vec![0u8; count as usize * 8];
-    if count > 0 {
-        let mut len = count;
-        // SAFETY: the length is in instructions; the buffer holds that many.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                SO_GET_FILTER,
-                program.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(format!(
-                "getsockopt(SO_GET_FILTER): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        program.truncate(len as usize * 8);
-    }
-    let locked = getsockopt_int(fd, libc::SOL_SOCKET, SO_LOCK_FILTER, "SO_LOCK_FILTER")
-        .map_err(|e| e.to_string())?
-        != 0;
-    Ok((program, locked))
 }
 
 /// Restore: a packet socket as `rec` saved it.
@@ -391,10 +336,7 @@ fn restore(rec: &InodeKind) -> Result<OwnedFd> {
         tx_has_off,
         fanout,
         memberships,
-        filter,
-        filter_locked,
-        sndbuf,
-        rcvbuf,
+        options,
     } = rec
     else {
         return Err(Error::Other(format!(
@@ -404,7 +346,7 @@ fn restore(rec: &InodeKind) -> Result<OwnedFd> {
     };
     let fd = netlink::new_socket(libc::AF_PACKET, *sock_type as i32, *created_protocol as i32)?;
     let raw = fd.as_raw_fd();
-    netlink::set_buffers(raw, *sndbuf, *rcvbuf)?;
+    sockopt::apply(raw, options)?;
     let set = |name: i32, v: u32, what: &str| setsockopt_int(raw, SOL_PACKET, name, v as i32, what);
     // Each set only where it differs from a new socket's (PACKET_VNET_HDR_SZ is
     // EINVAL on a SOCK_DGRAM socket even at 0).
@@ -436,12 +378,6 @@ fn restore(rec: &InodeKind) -> Result<OwnedFd> {
     for (name, v, what) in options {
         if v != 0 {
             set(name, v, what)?;
-        }
-    }
-    if !filter.is_empty() {
-        attach_filter(raw, filter)?;
-        if *filter_locked {
-            setsockopt_int(raw, libc::SOL_SOCKET, SO_LOCK_FILTER, 1, "SO_LOCK_FILTER")?;
         }
     }
     // Bound to its interface (by the index its name has now) and protocol.
@@ -506,35 +442,6 @@ fn drain(fd: RawFd) {
             return;
         }
     }
-}
-
-fn attach_filter(fd: RawFd, program: &[u8]) -> Result<()> {
-    #[repr(C)]
-    struct SockFprog {
-        len: u16,
-        filter: *const u8,
-    }
-    let prog = SockFprog {
-        len: (program.len() / 8) as u16,
-        filter: program.as_ptr(),
-    };
-    // SAFETY: SO_ATTACH_FILTER reads a sock_fprog and the instructions it points at.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&raw const prog).cast(),
-            std::mem::size_of::<SockFprog>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::io(
-            format!("SO_ATTACH_FILTER of {} instructions", program.len() / 8),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
 }
 
 fn add_membership(fd: RawFd, m: &PacketMembership) -> Result<()> {

@@ -173,7 +173,7 @@ pub enum InodeKind {
     /// multicast groups it joined (NETLINK_LIST_MEMBERSHIPS: bit j of word i is
     /// group 32i+j+1), its destination when connected, its options (NETLINK_PKTINFO,
     /// _BROADCAST_ERROR, _NO_ENOBUFS, _LISTEN_ALL_NSID, _CAP_ACK, _EXT_ACK,
-    /// _GET_STRICT_CHK) and buffer sizes (as getsockopt reports them). Nothing was
+    /// _GET_STRICT_CHK) and the generic socket options it set ([`SocketOptions`]). Nothing was
     /// queued on it: the dump refuses a socket with a reply or event waiting.
     #[serde(rename = "netlink-socket")]
     NetlinkSocket {
@@ -191,39 +191,36 @@ pub enum InodeKind {
         cap_ack: bool,
         ext_ack: bool,
         get_strict_chk: bool,
-        sndbuf: u32,
-        rcvbuf: u32,
+        options: SocketOptions,
     },
     /// An ICMP echo ("ping") socket: `SOCK_DGRAM` with IPPROTO_ICMP (family
     /// AF_INET) or IPPROTO_ICMPV6 (AF_INET6). `bound` is its local address with the
-    /// ICMP id as the port (`0.0.0.0:4660`, `[::1]:7`; nil: no id yet), `connected`
-    /// the address it is connected to. Buffer sizes as getsockopt reports them.
+    /// ICMP id as the port (nil: no id yet), `connected` the address it is
+    /// connected to, `options` the generic socket options it set.
     /// Nothing was queued on it (refused by the dump: a reply cannot be made to
     /// arrive again).
     #[serde(rename = "ping-socket")]
     PingSocket {
         family: u32,
-        bound: Option<String>,
-        connected: Option<String>,
-        sndbuf: u32,
-        rcvbuf: u32,
+        bound: Option<InetAddress>,
+        connected: Option<InetAddress>,
+        options: SocketOptions,
     },
     /// A raw IP socket (`SOCK_RAW`, AF_INET or AF_INET6): its protocol, bound and
     /// connected addresses (port 0), IP_HDRINCL / IPV6_HDRINCL, IPV6_CHECKSUM (the
     /// offset, -1 off; AF_INET6 only), and for an ICMP / ICMPv6 socket its
     /// ICMP_FILTER (one word) or ICMPV6_FILTER (eight words) mask; empty for other
-    /// protocols. Nothing was queued on it.
+    /// protocols; the generic socket options it set. Nothing was queued on it.
     #[serde(rename = "raw-socket")]
     RawSocket {
         family: u32,
         protocol: u32,
-        bound: Option<String>,
-        connected: Option<String>,
+        bound: Option<InetAddress>,
+        connected: Option<InetAddress>,
         hdrincl: bool,
         checksum: i32,
         icmp_filter: Vec<u32>,
-        sndbuf: u32,
-        rcvbuf: u32,
+        options: SocketOptions,
     },
     /// An AF_PACKET socket (`SOCK_RAW` or `SOCK_DGRAM`): the protocol it was
     /// created with (SO_PROTOCOL, network order as socket(2) took it) and the one
@@ -232,9 +229,9 @@ pub enum InodeKind {
     /// _ORIGDEV, _VNET_HDR_SZ, _LOSS, _QDISC_BYPASS, _TIMESTAMP, _IGNORE_OUTGOING,
     /// _COPY_THRESH, _TX_HAS_OFF), its fanout (PACKET_FANOUT as getsockopt reads
     /// it: id | type << 16 | flags << 24; 0 none), its multicast / promiscuous
-    /// memberships, an attached classic BPF filter (SO_GET_FILTER's instructions,
-    /// 8 bytes each; empty: none) with SO_LOCK_FILTER, and its buffer sizes. It had
-    /// no ring and nothing queued (both refused by the dump).
+    /// memberships, and the generic socket options it set (an attached classic
+    /// BPF filter among them). It had no ring and nothing queued (both refused by
+    /// the dump).
     #[serde(rename = "packet-socket")]
     PacketSocket {
         sock_type: u32,
@@ -254,11 +251,7 @@ pub enum InodeKind {
         tx_has_off: bool,
         fanout: u32,
         memberships: Vec<PacketMembership>,
-        #[serde(with = "ser::hex")]
-        filter: Vec<u8>,
-        filter_locked: bool,
-        sndbuf: u32,
-        rcvbuf: u32,
+        options: SocketOptions,
     },
     /// An inotify instance: its watches, by watch descriptor. Like every anon_inode
     /// object its state belongs to the open file description.
