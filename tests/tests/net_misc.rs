@@ -121,6 +121,8 @@ s.bind((0, 0))
 s.setsockopt(SOL_NETLINK, ADD, 1)    # RTNLGRP_LINK
 s.setsockopt(SOL_NETLINK, ADD, 33)   # beyond the 32 groups bind can name
 s.setsockopt(SOL_NETLINK, EXT_ACK, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 100000)
+rcvbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 def getlink(seq):
     # nlmsghdr + ifinfomsg, a dump of every link
     req = struct.pack("=IHHII", 32, RTM_GETLINK, 0x301, seq, 0) + struct.pack("=BxHiII", 0, 0, 0, 0, 0)
@@ -148,6 +150,7 @@ check("netlink", s.getsockname()[0] == port, "port id %d, was %d" % (s.getsockna
 now = s.getsockopt(SOL_NETLINK, LIST, 8)
 check("netlink", now == groups, "groups %s, were %s" % (now.hex(), groups.hex()))
 check("netlink", s.getsockopt(SOL_NETLINK, EXT_ACK) == 1, "NETLINK_EXT_ACK on")
+check("netlink", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == rcvbuf, "SO_RCVBUF %d, was %d" % (s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), rcvbuf))
 after, detail = getlink(2)
 check("netlink", after is not None and after == before and len(after) > 0, "RTM_GETLINK after restore: " + detail)
 finish()
@@ -341,6 +344,13 @@ s.bind(("lo", 0))
 s.setsockopt(SOL_PACKET, AUXDATA, 1)
 s.setsockopt(SOL_PACKET, FANOUT, 77 | (0 << 16))   # group 77, PACKET_FANOUT_HASH
 fanout = s.getsockopt(SOL_PACKET, FANOUT)
+# A classic BPF filter (SO_ATTACH_FILTER 26): only frames of ethertype 0x88b5 (ldh [12]; jeq #0x88b5;
+# ret #0xffff; ret #0).
+insns = [(0x28, 0, 0, 12), (0x15, 0, 1, 0x88b5), (0x06, 0, 0, 0xffff), (0x06, 0, 0, 0)]
+code = b"".join(struct.pack("HBBI", *i) for i in insns)
+import ctypes
+buf = ctypes.create_string_buffer(code)
+s.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", len(insns), ctypes.addressof(buf)))
 lo = socket.if_nametoindex("lo")
 s.setsockopt(SOL_PACKET, ADD_MEMBERSHIP, struct.pack("iHH8s", lo, 1, 0, b""))   # PACKET_MR_PROMISC
 def promisc():
@@ -359,15 +369,12 @@ check("packet", promisc() == promisc_before == 1, "lo's promiscuity %d, was %d (
 t = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 t.bind(("lo", 0))
 payload = b"ckpt packet after restore"
+# First a frame the filter must drop, then the one it lets through.
+t.send(b"\0" * 12 + struct.pack("!H", 0x88b6) + b"filtered out")
 t.send(b"\0" * 12 + struct.pack("!H", 0x88b5) + payload)
 s.settimeout(5)
-seen = 0
-while True:
-    frame = s.recv(2048)
-    seen += 1
-    if frame[12:14] == b"\x88\xb5" and frame[14:] == payload:
-        break
-check("packet", True, "the frame sent on lo arrived (%d frames read)" % seen)
+frame = s.recv(2048)
+check("packet", frame[12:] == b"\x88\xb5" + payload, "the first frame received after restore is the filtered-in one: %r" % frame[12:])
 finish()
 "#;
 
