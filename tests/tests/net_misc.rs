@@ -405,3 +405,73 @@ wait_go()
         );
     });
 }
+
+/// After the dump another ping socket takes the ICMP id the dumped one had:
+/// restore refuses in its plan, naming the id and this test's pid.
+#[test]
+fn a_taken_icmp_id_is_refused_naming_its_holder() {
+    in_own_netns(|| {
+        let script = format!(
+            "{PRELUDE}\n{}",
+            r#"
+p = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+p.bind(("127.0.0.1", 0))
+with open("id", "w") as f:
+    f.write("%d" % p.getsockname()[1])
+ready()
+wait_go()
+finish()
+"#
+        );
+        let mut w = Wl::start_with("ping-taken", |_| {
+            let mut c = Command::new("python3");
+            c.arg("-c").arg(&script);
+            (c, true)
+        });
+        let id: u16 = fs::read_to_string(w.dir.join("id"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        w.dump();
+        // SAFETY: a plain socket this test owns.
+        let taker = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_ICMP,
+            )
+        };
+        assert!(
+            taker >= 0,
+            "ping socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: id.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: bind with a sockaddr_in of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                taker,
+                (&raw const addr).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "binding ICMP id {id}");
+        let out = w.restore_wait();
+        // SAFETY: closing the socket this test opened.
+        unsafe { libc::close(taker) };
+        let expected = format!("ICMP id {id} is in use by pid {}", std::process::id());
+        assert!(
+            !out.status.success() && out.stderr.contains(&expected),
+            "restore must refuse with {expected:?}: {}",
+            out.describe()
+        );
+    });
+}
