@@ -47,13 +47,16 @@ pub use pages::PagesFile;
 pub use records::{
     AreaKind, CowForkPagesRecord, CowInheritRecord, Credentials, EpollTarget, FdRecord,
     FileLockRecord, FileOwner, GhostArea, GuardRun, InodeKind, InodeRecord, InotifyWatch, Itimer,
-    LockKind, MemoryAreaRecord, MmState, OpenFileRecord, PageRun, PageSpan, PosixTimer,
-    ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType, Rlimit, RobustList, Rseq,
-    SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState,
-    ThreadRecord, UnlinkedAttrs,
+    LockKind, MemoryAreaRecord, MmState, OpenFileRecord, PacketMembership, PageRun, PageSpan,
+    PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType, Rlimit, RobustList,
+    Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage,
+    SyscallState, ThreadRecord, UnlinkedAttrs,
 };
 pub use records::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
 pub use records::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};
+pub use records::{
+    Datagram, InetAddress, IntOption, Linger, MulticastGroup, MulticastSource, SocketOptions,
+};
 pub use writer::{ALIGN, AlignedPages, ImageWriter};
 
 /// Records, header and tail: `DIR/ckpt.img`.

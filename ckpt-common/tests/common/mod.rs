@@ -9,6 +9,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+use ckpt_common::image::PacketMembership;
 use ckpt_common::image::{
     AreaKind, CowForkPagesRecord, CowInheritRecord, Credentials, EpollTarget, FdRecord,
     FileLockRecord, FileOwner, GhostArea, GuardRun, Header, Image, InodeKind, InodeRecord,
@@ -20,6 +21,9 @@ use ckpt_common::image::{
 };
 use ckpt_common::image::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
 use ckpt_common::image::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};
+use ckpt_common::image::{
+    Datagram, InetAddress, IntOption, Linger, MulticastGroup, MulticastSource, SocketOptions,
+};
 
 pub const PAGE: u64 = 4096;
 
@@ -236,7 +240,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(19) {
+            kind: match r.below(26) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -305,6 +309,31 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     value_ns: r.next(),
                     interval_ns: r.next(),
                 },
+                18 => InodeKind::TcpListening {
+                    family: if r.bool() { 2 } else { 10 },
+                    addr: random_inet_address(r),
+                    backlog: r.u32(),
+                    options: random_socket_options(r),
+                },
+                19 => InodeKind::TcpSocket {
+                    family: if r.bool() { 2 } else { 10 },
+                    bound: r.bool().then(|| random_inet_address(r)),
+                    options: random_socket_options(r),
+                },
+                20 => InodeKind::UdpSocket {
+                    family: if r.bool() { 2 } else { 10 },
+                    protocol: if r.bool() { 17 } else { 136 },
+                    bound: r.bool().then(|| random_inet_address(r)),
+                    peer: r.bool().then(|| random_inet_address(r)),
+                    shutdown: r.below(4) as u8,
+                    options: random_socket_options(r),
+                    queue: (0..r.below(3))
+                        .map(|_| Datagram {
+                            from: random_inet_address(r),
+                            data: r.bytes(100),
+                        })
+                        .collect(),
+                },
                 17 => InodeKind::UnixSocketListening {
                     sock_type: r.u32(),
                     name: r.string(),
@@ -343,6 +372,66 @@ pub fn random_record(rng: &mut Rng) -> Record {
                     queue: (0..r.below(3))
                         .map(|_| SocketMessage { data: r.bytes(300) })
                         .collect(),
+                },
+                22 => InodeKind::NetlinkSocket {
+                    sock_type: r.u32(),
+                    protocol: r.u32(),
+                    port_id: r.u32(),
+                    groups: (0..r.below(3)).map(|_| r.u32()).collect(),
+                    connected: r.bool(),
+                    dst_port_id: r.u32(),
+                    dst_group: r.u32(),
+                    pktinfo: r.bool(),
+                    broadcast_error: r.bool(),
+                    no_enobufs: r.bool(),
+                    listen_all_nsid: r.bool(),
+                    cap_ack: r.bool(),
+                    ext_ack: r.bool(),
+                    get_strict_chk: r.bool(),
+                    options: random_socket_options(r),
+                },
+                23 => InodeKind::PingSocket {
+                    family: r.u32(),
+                    bound: r.bool().then(|| random_inet_address(r)),
+                    connected: r.bool().then(|| random_inet_address(r)),
+                    options: random_socket_options(r),
+                },
+                24 => InodeKind::RawSocket {
+                    family: r.u32(),
+                    protocol: r.u32(),
+                    bound: r.bool().then(|| random_inet_address(r)),
+                    connected: r.bool().then(|| random_inet_address(r)),
+                    hdrincl: r.bool(),
+                    checksum: r.i32(),
+                    icmp_filter: (0..r.below(9)).map(|_| r.u32()).collect(),
+                    options: random_socket_options(r),
+                },
+                25 => InodeKind::PacketSocket {
+                    sock_type: r.u32(),
+                    created_protocol: r.u32(),
+                    protocol: r.u32(),
+                    interface: r.bool().then(|| r.string()),
+                    version: r.u32(),
+                    reserve: r.u32(),
+                    auxdata: r.bool(),
+                    origdev: r.bool(),
+                    vnet_hdr_sz: r.u32(),
+                    loss: r.bool(),
+                    qdisc_bypass: r.bool(),
+                    timestamp: r.u32(),
+                    ignore_outgoing: r.bool(),
+                    copy_thresh: r.u32(),
+                    tx_has_off: r.bool(),
+                    fanout: r.u32(),
+                    memberships: (0..r.below(3))
+                        .map(|_| PacketMembership {
+                            interface: r.string(),
+                            mr_type: r.u32() as u16,
+                            address: r.bytes(8),
+                            count: r.u32(),
+                        })
+                        .collect(),
+                    options: random_socket_options(r),
                 },
                 _ => InodeKind::Other {
                     mode: r.u32(),
@@ -939,5 +1028,50 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An IPv4 or IPv6 socket address.
+pub fn random_inet_address(r: &mut Rng) -> InetAddress {
+    let v6 = r.bool();
+    InetAddress {
+        ip: (0..if v6 { 16 } else { 4 })
+            .map(|_| r.next() as u8)
+            .collect(),
+        port: r.next() as u16,
+        flowinfo: if v6 { r.u32() } else { 0 },
+        scope_id: if v6 { r.u32() } else { 0 },
+    }
+}
+
+/// Socket options, some of each part or none.
+pub fn random_socket_options(r: &mut Rng) -> SocketOptions {
+    const NAMES: [&str; 4] = ["SO_REUSEADDR", "IP_TOS", "IPV6_V6ONLY", "TCP_NODELAY"];
+    SocketOptions {
+        ints: (0..r.below(4))
+            .map(|i| IntOption {
+                name: NAMES[i].into(),
+                value: r.next() as i64,
+            })
+            .collect(),
+        linger: r.bool().then(|| Linger {
+            on: r.bool(),
+            seconds: r.i32(),
+        }),
+        congestion: r.bool().then(|| r.string()),
+        bind_device: r.bool().then(|| r.string()),
+        filter: (0..r.below(3) * 8).map(|_| r.next() as u8).collect(),
+        multicast: (0..r.below(2))
+            .map(|_| MulticastGroup {
+                group: vec![224, 0, 0, r.next() as u8],
+                ifindex: r.u32(),
+                exclude: r.bool(),
+                sources: (0..r.below(2))
+                    .map(|_| MulticastSource {
+                        ip: vec![10, 0, 0, r.next() as u8],
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }

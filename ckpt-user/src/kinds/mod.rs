@@ -30,14 +30,19 @@ pub mod device;
 pub mod dir;
 pub mod epoll;
 pub mod eventfd;
+pub mod inet;
+pub mod inet_raw;
 pub mod inotify;
 pub mod interface;
 pub mod memfd;
+pub mod netlink;
 pub mod open;
+pub mod packet;
 pub mod pipe;
 pub mod regular;
 pub mod signalfd;
 pub mod socket;
+pub mod sockopt;
 pub mod timerfd;
 pub mod unlinked;
 
@@ -54,6 +59,13 @@ pub static KINDS: &[&dyn FileKind] = &[
     &socket::UnixSocket,
     &socket::UnixSocketAlone,
     &socket::UnixSocketListening,
+    &netlink::NetlinkSocket,
+    &inet_raw::PingSocket,
+    &inet_raw::RawSocket,
+    &packet::PacketSocket,
+    &inet::TcpListening,
+    &inet::TcpSocket,
+    &inet::UdpSocket,
     &eventfd::EventFd,
     &signalfd::SignalFd,
     &timerfd::TimerFd,
@@ -101,10 +113,12 @@ pub fn unsupported(fd: &FdFacts) -> Error {
 mod tests {
     use std::path::PathBuf;
 
-    use ckpt_common::image::{EpollTarget, ObjRef};
+    use ckpt_common::image::{
+        Datagram, EpollTarget, InetAddress, InotifyWatch, IntOption, ObjRef, SocketMessage,
+        SocketOptions, UnlinkedAttrs,
+    };
 
     use crate::object::ObjectKind;
-    use ckpt_common::image::{InotifyWatch, SocketMessage, UnlinkedAttrs};
 
     use super::*;
 
@@ -131,9 +145,16 @@ mod tests {
             InodeKind::UnixSocketListening { .. } => 16,
             InodeKind::Inotify { .. } => 17,
             InodeKind::Other { .. } => 18,
+            InodeKind::TcpListening { .. } => 19,
+            InodeKind::TcpSocket { .. } => 20,
+            InodeKind::UdpSocket { .. } => 21,
+            InodeKind::NetlinkSocket { .. } => 22,
+            InodeKind::PingSocket { .. } => 23,
+            InodeKind::RawSocket { .. } => 24,
+            InodeKind::PacketSocket { .. } => 25,
         }
     }
-    const VARIANTS: usize = 19;
+    const VARIANTS: usize = 26;
 
     /// One record of every kind the image can hold.
     fn samples() -> Vec<InodeKind> {
@@ -244,6 +265,112 @@ mod tests {
             InodeKind::Other {
                 mode: 0o170000,
                 description: "?".into(),
+            },
+            InodeKind::NetlinkSocket {
+                sock_type: libc::SOCK_RAW as u32,
+                protocol: 0,
+                port_id: 1234,
+                groups: vec![1],
+                connected: false,
+                dst_port_id: 0,
+                dst_group: 0,
+                pktinfo: false,
+                broadcast_error: false,
+                no_enobufs: false,
+                listen_all_nsid: false,
+                cap_ack: false,
+                ext_ack: true,
+                get_strict_chk: false,
+                options: SocketOptions::default(),
+            },
+            InodeKind::PingSocket {
+                family: libc::AF_INET as u32,
+                bound: Some(InetAddress {
+                    ip: vec![0, 0, 0, 0],
+                    port: 4660,
+                    ..Default::default()
+                }),
+                connected: Some(InetAddress {
+                    ip: vec![127, 0, 0, 1],
+                    ..Default::default()
+                }),
+                options: SocketOptions::default(),
+            },
+            InodeKind::RawSocket {
+                family: libc::AF_INET as u32,
+                protocol: libc::IPPROTO_ICMP as u32,
+                bound: None,
+                connected: None,
+                hdrincl: false,
+                checksum: -1,
+                icmp_filter: vec![1],
+                options: SocketOptions::default(),
+            },
+            InodeKind::PacketSocket {
+                sock_type: libc::SOCK_RAW as u32,
+                created_protocol: 0x0300,
+                protocol: 3,
+                interface: Some("lo".into()),
+                version: 0,
+                reserve: 0,
+                auxdata: true,
+                origdev: false,
+                vnet_hdr_sz: 0,
+                loss: false,
+                qdisc_bypass: false,
+                timestamp: 0,
+                ignore_outgoing: false,
+                copy_thresh: 0,
+                tx_has_off: false,
+                fanout: 77,
+                memberships: vec![ckpt_common::image::PacketMembership {
+                    interface: "lo".into(),
+                    mr_type: 1,
+                    address: Vec::new(),
+                    count: 1,
+                }],
+                options: SocketOptions::default(),
+            },
+            InodeKind::TcpListening {
+                family: libc::AF_INET as u16,
+                addr: InetAddress {
+                    ip: vec![127, 0, 0, 1],
+                    port: 8080,
+                    ..Default::default()
+                },
+                backlog: 128,
+                options: SocketOptions {
+                    ints: vec![IntOption {
+                        name: "SO_REUSEADDR".into(),
+                        value: 1,
+                    }],
+                    ..Default::default()
+                },
+            },
+            InodeKind::TcpSocket {
+                family: libc::AF_INET6 as u16,
+                bound: None,
+                options: SocketOptions::default(),
+            },
+            InodeKind::UdpSocket {
+                family: libc::AF_INET as u16,
+                protocol: libc::IPPROTO_UDP as u8,
+                bound: Some(InetAddress {
+                    ip: vec![127, 0, 0, 1],
+                    port: 5353,
+                    ..Default::default()
+                }),
+                peer: None,
+                shutdown: 0,
+                options: SocketOptions::default(),
+                queue: vec![Datagram {
+                    from: InetAddress {
+                        ip: vec![127, 0, 0, 1],
+                        port: 40000,
+                        ..Default::default()
+                    },
+                    data: b"x".to_vec(),
+                }],
             },
         ]
     }

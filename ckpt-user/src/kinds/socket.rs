@@ -560,7 +560,7 @@ fn link(
     Ok(linked)
 }
 
-fn getsockopt_int(fd: RawFd, level: i32, name: i32, what: &str) -> Result<i32> {
+pub(super) fn getsockopt_int(fd: RawFd, level: i32, name: i32, what: &str) -> Result<i32> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt into an int of the size passed.
@@ -574,7 +574,7 @@ fn getsockopt_int(fd: RawFd, level: i32, name: i32, what: &str) -> Result<i32> {
     Ok(v)
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, v: i32, what: &str) -> Result<()> {
+pub(super) fn setsockopt_int(fd: RawFd, level: i32, name: i32, v: i32, what: &str) -> Result<()> {
     // SAFETY: setsockopt from an int of the size passed.
     let rc = unsafe {
         libc::setsockopt(

@@ -11,6 +11,7 @@ use crate::image::std::{path::PathBuf, prelude::rust_2024::*};
 
 use super::memory::PageRun;
 use super::ser;
+use super::sockets::{InetAddress, SocketOptions};
 use crate::image::ObjRef;
 
 /// An inode (defines `objref`).
@@ -167,10 +168,128 @@ pub enum InodeKind {
         uid: u32,
         gid: u32,
     },
+    /// An AF_NETLINK socket: its type (`SOCK_RAW` or `SOCK_DGRAM`), protocol
+    /// (`NETLINK_ROUTE` 0, ...), the port id it is bound to (0: not bound), the
+    /// multicast groups it joined (NETLINK_LIST_MEMBERSHIPS: bit j of word i is
+    /// group 32i+j+1), its destination when connected, its options (NETLINK_PKTINFO,
+    /// _BROADCAST_ERROR, _NO_ENOBUFS, _LISTEN_ALL_NSID, _CAP_ACK, _EXT_ACK,
+    /// _GET_STRICT_CHK) and the generic socket options it set ([`SocketOptions`]). Nothing was
+    /// queued on it: the dump refuses a socket with a reply or event waiting.
+    #[serde(rename = "netlink-socket")]
+    NetlinkSocket {
+        sock_type: u32,
+        protocol: u32,
+        port_id: u32,
+        groups: Vec<u32>,
+        connected: bool,
+        dst_port_id: u32,
+        dst_group: u32,
+        pktinfo: bool,
+        broadcast_error: bool,
+        no_enobufs: bool,
+        listen_all_nsid: bool,
+        cap_ack: bool,
+        ext_ack: bool,
+        get_strict_chk: bool,
+        options: SocketOptions,
+    },
+    /// An ICMP echo ("ping") socket: `SOCK_DGRAM` with IPPROTO_ICMP (family
+    /// AF_INET) or IPPROTO_ICMPV6 (AF_INET6). `bound` is its local address with the
+    /// ICMP id as the port (nil: no id yet), `connected` the address it is
+    /// connected to, `options` the generic socket options it set.
+    /// Nothing was queued on it (refused by the dump: a reply cannot be made to
+    /// arrive again).
+    #[serde(rename = "ping-socket")]
+    PingSocket {
+        family: u32,
+        bound: Option<InetAddress>,
+        connected: Option<InetAddress>,
+        options: SocketOptions,
+    },
+    /// A raw IP socket (`SOCK_RAW`, AF_INET or AF_INET6): its protocol, bound and
+    /// connected addresses (port 0), IP_HDRINCL / IPV6_HDRINCL, IPV6_CHECKSUM (the
+    /// offset, -1 off; AF_INET6 only), and for an ICMP / ICMPv6 socket its
+    /// ICMP_FILTER (one word) or ICMPV6_FILTER (eight words) mask; empty for other
+    /// protocols; the generic socket options it set. Nothing was queued on it.
+    #[serde(rename = "raw-socket")]
+    RawSocket {
+        family: u32,
+        protocol: u32,
+        bound: Option<InetAddress>,
+        connected: Option<InetAddress>,
+        hdrincl: bool,
+        checksum: i32,
+        icmp_filter: Vec<u32>,
+        options: SocketOptions,
+    },
+    /// An AF_PACKET socket (`SOCK_RAW` or `SOCK_DGRAM`): the protocol it was
+    /// created with (SO_PROTOCOL, network order as socket(2) took it) and the one
+    /// it receives now (host order, 0: none), the interface it is bound to by name
+    /// (nil: every interface), its options (PACKET_VERSION, _RESERVE, _AUXDATA,
+    /// _ORIGDEV, _VNET_HDR_SZ, _LOSS, _QDISC_BYPASS, _TIMESTAMP, _IGNORE_OUTGOING,
+    /// _COPY_THRESH, _TX_HAS_OFF), its fanout (PACKET_FANOUT as getsockopt reads
+    /// it: id | type << 16 | flags << 24; 0 none), its multicast / promiscuous
+    /// memberships, and the generic socket options it set (an attached classic
+    /// BPF filter among them). It had no ring and nothing queued (both refused by
+    /// the dump).
+    #[serde(rename = "packet-socket")]
+    PacketSocket {
+        sock_type: u32,
+        created_protocol: u32,
+        protocol: u32,
+        interface: Option<String>,
+        version: u32,
+        reserve: u32,
+        auxdata: bool,
+        origdev: bool,
+        vnet_hdr_sz: u32,
+        loss: bool,
+        qdisc_bypass: bool,
+        timestamp: u32,
+        ignore_outgoing: bool,
+        copy_thresh: u32,
+        tx_has_off: bool,
+        fanout: u32,
+        memberships: Vec<PacketMembership>,
+        options: SocketOptions,
+    },
     /// An inotify instance: its watches, by watch descriptor. Like every anon_inode
     /// object its state belongs to the open file description.
     #[serde(rename = "inotify")]
     Inotify { watches: Vec<InotifyWatch> },
+    /// A listening TCP socket (AF_INET or AF_INET6, `family` 2 or 10): the address
+    /// and port it is bound to, its backlog (listen's argument, as the kernel keeps
+    /// it) and its options (IPV6_V6ONLY decides whether an AF_INET6 socket on `::`
+    /// also takes IPv4). Nothing was waiting to be accepted.
+    #[serde(rename = "tcp-listening")]
+    TcpListening {
+        family: u16,
+        addr: InetAddress,
+        backlog: u32,
+        options: SocketOptions,
+    },
+    /// A TCP socket neither listening nor connected (state CLOSE): its family, the
+    /// address it is bound to (nil: unbound) and its options.
+    #[serde(rename = "tcp-socket")]
+    TcpSocket {
+        family: u16,
+        bound: Option<InetAddress>,
+        options: SocketOptions,
+    },
+    /// A UDP (`protocol` 17) or UDP-Lite (136) socket: its family, the address it is
+    /// bound to and the one it is connected to (nil: none), its shutdown state (1
+    /// receive, 2 send), its options, and the datagrams waiting in its receive
+    /// queue with their senders, in order.
+    #[serde(rename = "udp-socket")]
+    UdpSocket {
+        family: u16,
+        protocol: u8,
+        bound: Option<InetAddress>,
+        peer: Option<InetAddress>,
+        shutdown: u8,
+        options: SocketOptions,
+        queue: Vec<Datagram>,
+    },
     /// Anything else: its `i_mode` and a description.
     Other { mode: u32, description: String },
 }
@@ -197,6 +316,27 @@ pub struct InotifyWatch {
     pub path: PathBuf,
     pub ino: u64,
     pub dev: u64,
+}
+
+/// One membership of a packet socket (PACKET_ADD_MEMBERSHIP): the interface by
+/// name, its type (`PACKET_MR_MULTICAST` 0, `_PROMISC` 1, `_ALLMULTI` 2,
+/// `_UNICAST` 3), the hardware address (multicast and unicast), and how many
+/// times it was added.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PacketMembership {
+    pub interface: String,
+    pub mr_type: u16,
+    #[serde(with = "ser::hex")]
+    pub address: Vec<u8>,
+    pub count: u32,
+}
+
+/// A datagram queued on a UDP socket: who sent it, and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Datagram {
+    pub from: InetAddress,
+    #[serde(with = "ser::hex")]
+    pub data: Vec<u8>,
 }
 
 /// One message queued on a socket (for a stream socket, all its queued bytes).
@@ -227,6 +367,13 @@ impl InodeKind {
             InodeKind::Inotify { .. } => "inotify",
             InodeKind::UnixSocketAlone { .. } => "unix-socket-alone",
             InodeKind::UnixSocketListening { .. } => "unix-socket-listening",
+            InodeKind::NetlinkSocket { .. } => "netlink-socket",
+            InodeKind::PingSocket { .. } => "ping-socket",
+            InodeKind::RawSocket { .. } => "raw-socket",
+            InodeKind::PacketSocket { .. } => "packet-socket",
+            InodeKind::TcpListening { .. } => "tcp-listening",
+            InodeKind::TcpSocket { .. } => "tcp-socket",
+            InodeKind::UdpSocket { .. } => "udp-socket",
             InodeKind::Other { .. } => "other",
         }
     }

@@ -16,6 +16,7 @@ mod memory;
 mod process;
 mod sched;
 mod security;
+mod sockets;
 
 use crate::image::std::{format, prelude::rust_2024::*};
 
@@ -26,8 +27,8 @@ use super::{ImageError, payload::decode};
 
 pub use cow::{CowForkPagesRecord, CowInheritRecord, GhostArea, PageSpan};
 pub use files::{
-    EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
-    SocketMessage, UnlinkedAttrs,
+    Datagram, EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch,
+    OpenFileRecord, PacketMembership, SocketMessage, UnlinkedAttrs,
 };
 pub use locks::{FileLockRecord, LockKind};
 pub(crate) use memory::check_area_state;
@@ -44,6 +45,7 @@ pub use security::{
     Capabilities, FILTER_FLAG_LOG, FILTER_INSN_SIZE, MAX_FILTER_INSNS, SeccompFilterRecord,
     SeccompMode, ThreadSecurityRecord,
 };
+pub use sockets::{InetAddress, IntOption, Linger, MulticastGroup, MulticastSource, SocketOptions};
 
 /// The `type` field of a record frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
