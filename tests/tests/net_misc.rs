@@ -475,3 +475,30 @@ finish()
         );
     });
 }
+
+#[test]
+fn a_packet_socket_with_a_frame_queued_is_refused_naming_it() {
+    in_own_netns(|| {
+        let (stderr, who) = python_refused(
+            "packet-queued",
+            r#"
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x88b5))
+s.bind(("lo", 0))
+t = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+t.bind(("lo", 0))
+t.send(b"\0" * 12 + struct.pack("!H", 0x88b5) + b"never read")
+time.sleep(0.2)
+with open("fd", "w") as f:
+    f.write("%d" % s.fileno())
+ready()
+wait_go()
+"#,
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{who} (packet socket, protocol 0x88b5, bound to lo)"
+            )) && stderr.contains("queued to receive"),
+            "the refusal names the packet socket and its queue: {stderr}"
+        );
+    });
+}

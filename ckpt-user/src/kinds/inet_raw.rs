@@ -660,3 +660,39 @@ fn ping_id_holder(id: u16) -> Result<Option<u64>> {
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_addresses_are_words_of_native_order_and_a_hex_port() {
+        // As /proc/net/icmp shows 127.0.0.1:4660 and /proc/net/icmp6 [::1]:7 on a
+        // little-endian machine.
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                proc_net_addr("0100007F:1234"),
+                Some("127.0.0.1:4660".parse().unwrap())
+            );
+            assert_eq!(
+                proc_net_addr("00000000000000000000000001000000:0007"),
+                Some("[::1]:7".parse().unwrap())
+            );
+        }
+        assert_eq!(proc_net_addr("0100007F"), None);
+        assert_eq!(proc_net_addr("01007F:0000"), None);
+    }
+
+    #[test]
+    fn image_addresses_and_socket_addresses_convert_both_ways() {
+        for text in ["127.0.0.1:4660", "[::1]:7", "[fe80::1%2]:0"] {
+            let a: SocketAddr = text.parse().unwrap();
+            assert_eq!(socket_addr(&inet_address(a)).unwrap(), a);
+        }
+        let bad = InetAddress {
+            ip: vec![1, 2, 3],
+            ..InetAddress::default()
+        };
+        assert!(socket_addr(&bad).is_err());
+    }
+}

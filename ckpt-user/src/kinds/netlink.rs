@@ -671,3 +671,36 @@ pub(super) fn holders(ino: u64) -> String {
         _ => format!("pids {}", pids.join(", ")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_walked_by_their_aligned_lengths() {
+        // (len 8, type 4, u32 7), (len 5, type 1, one byte + 3 of padding), then a
+        // truncated header.
+        let mut b = Vec::new();
+        b.extend_from_slice(&8u16.to_ne_bytes());
+        b.extend_from_slice(&4u16.to_ne_bytes());
+        b.extend_from_slice(&7u32.to_ne_bytes());
+        b.extend_from_slice(&5u16.to_ne_bytes());
+        b.extend_from_slice(&1u16.to_ne_bytes());
+        b.extend_from_slice(&[9, 0, 0, 0]);
+        b.extend_from_slice(&[1, 0]);
+        let got: Vec<(u16, Vec<u8>)> = attributes(&b).map(|(t, v)| (t, v.to_vec())).collect();
+        assert_eq!(got, vec![(4, 7u32.to_ne_bytes().to_vec()), (1, vec![9])]);
+        // A length beyond the buffer ends the walk.
+        let mut long = Vec::new();
+        long.extend_from_slice(&64u16.to_ne_bytes());
+        long.extend_from_slice(&1u16.to_ne_bytes());
+        assert_eq!(attributes(&long).count(), 0);
+    }
+
+    #[test]
+    fn protocols_are_named_as_ss_names_them() {
+        assert_eq!(protocol_name(0), "route");
+        assert_eq!(protocol_name(4), "sock_diag");
+        assert_eq!(protocol_name(99), "protocol 99");
+    }
+}
