@@ -92,7 +92,6 @@ static INT_OPTIONS: &[IntOpt] = &[
     int("SO_KEEPALIVE", SOL_SOCKET, libc::SO_KEEPALIVE),
     int("SO_OOBINLINE", SOL_SOCKET, libc::SO_OOBINLINE),
     int("SO_NO_CHECK", SOL_SOCKET, libc::SO_NO_CHECK),
-    int("SO_PRIORITY", SOL_SOCKET, libc::SO_PRIORITY),
     int("SO_PASSCRED", SOL_SOCKET, libc::SO_PASSCRED),
     int("SO_PASSSEC", SOL_SOCKET, 34),
     int("SO_RCVLOWAT", SOL_SOCKET, libc::SO_RCVLOWAT),
@@ -204,6 +203,11 @@ static INT_OPTIONS: &[IntOpt] = &[
     int("UDP_GRO", UDP, 104),
     int("UDPLITE_SEND_CSCOV", UDPLITE, 10),
     int("UDPLITE_RECV_CSCOV", UDPLITE, 11),
+    // After IP_TOS, which sets the priority too.
+    IntOpt {
+        when: When::Late,
+        ..int("SO_PRIORITY", SOL_SOCKET, libc::SO_PRIORITY)
+    },
     // After the filter is attached, and after the buffer sizes.
     IntOpt {
         when: When::Late,
