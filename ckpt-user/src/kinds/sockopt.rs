@@ -803,6 +803,62 @@ mod tests {
     }
 
     #[test]
+    fn a_classic_filter_its_lock_and_linger_come_back() {
+        let (s, id) = udp4();
+        let fd = s.as_raw_fd();
+        // One instruction: BPF_RET | BPF_K, accept the whole packet.
+        let insn = libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        };
+        let prog = libc::sock_fprog {
+            len: 1,
+            filter: (&raw const insn).cast_mut(),
+        };
+        // SAFETY: sock_fprog is plain data pointing at `insn`.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const prog).cast::<u8>(),
+                std::mem::size_of::<libc::sock_fprog>(),
+            )
+        };
+        set_raw(fd, SOL_SOCKET, libc::SO_ATTACH_FILTER, bytes).unwrap();
+        set_int(
+            fd,
+            &int("SO_LOCK_FILTER", SOL_SOCKET, libc::SO_LOCK_FILTER),
+            1,
+        )
+        .unwrap();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 3,
+        };
+        // SAFETY: struct linger is plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const linger).cast::<u8>(),
+                std::mem::size_of::<libc::linger>(),
+            )
+        };
+        set_raw(fd, SOL_SOCKET, libc::SO_LINGER, bytes).unwrap();
+        let o = read(fd, id).unwrap();
+        assert_eq!(o.filter.len(), 8, "{o}");
+        assert_eq!(o.int("SO_LOCK_FILTER"), Some(1), "{o}");
+        assert_eq!(
+            o.linger,
+            Some(Linger {
+                on: true,
+                seconds: 3
+            })
+        );
+        let fresh = fresh_socket(id).unwrap();
+        apply(fresh.as_raw_fd(), &o).unwrap();
+        assert_eq!(read(fresh.as_raw_fd(), id).unwrap(), o);
+    }
+
+    #[test]
     fn an_unknown_option_is_an_error_naming_it() {
         let (s, _) = udp4();
         let o = SocketOptions {
