@@ -55,6 +55,14 @@ const KNOWN_CYCLES: &[KnownCycle] = &[
         reason: KINDS_REASON,
     },
     KnownCycle {
+        cycle: "kinds -> kinds::inet -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
+        cycle: "kinds -> kinds::inet -> kinds::sockopt -> kinds",
+        reason: KINDS_REASON,
+    },
+    KnownCycle {
         cycle: "kinds -> kinds::signalfd -> kinds",
         reason: KINDS_REASON,
     },
