@@ -92,7 +92,6 @@ static INT_OPTIONS: &[IntOpt] = &[
     int("SO_KEEPALIVE", SOL_SOCKET, libc::SO_KEEPALIVE),
     int("SO_OOBINLINE", SOL_SOCKET, libc::SO_OOBINLINE),
     int("SO_NO_CHECK", SOL_SOCKET, libc::SO_NO_CHECK),
-    int("SO_PRIORITY", SOL_SOCKET, libc::SO_PRIORITY),
     int("SO_PASSCRED", SOL_SOCKET, libc::SO_PASSCRED),
     int("SO_PASSSEC", SOL_SOCKET, 34),
     int("SO_RCVLOWAT", SOL_SOCKET, libc::SO_RCVLOWAT),
@@ -204,6 +203,11 @@ static INT_OPTIONS: &[IntOpt] = &[
     int("UDP_GRO", UDP, 104),
     int("UDPLITE_SEND_CSCOV", UDPLITE, 10),
     int("UDPLITE_RECV_CSCOV", UDPLITE, 11),
+    // After IP_TOS, which sets the priority too.
+    IntOpt {
+        when: When::Late,
+        ..int("SO_PRIORITY", SOL_SOCKET, libc::SO_PRIORITY)
+    },
     // After the filter is attached, and after the buffer sizes.
     IntOpt {
         when: When::Late,
@@ -793,6 +797,62 @@ mod tests {
         assert_eq!(o.int("SO_BUF_LOCK"), Some(SOCK_RCVBUF_LOCK), "{o}");
         assert_eq!(o.int("SO_SNDBUF"), None, "never set: {o}");
 
+        let fresh = fresh_socket(id).unwrap();
+        apply(fresh.as_raw_fd(), &o).unwrap();
+        assert_eq!(read(fresh.as_raw_fd(), id).unwrap(), o);
+    }
+
+    #[test]
+    fn a_classic_filter_its_lock_and_linger_come_back() {
+        let (s, id) = udp4();
+        let fd = s.as_raw_fd();
+        // One instruction: BPF_RET | BPF_K, accept the whole packet.
+        let insn = libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        };
+        let prog = libc::sock_fprog {
+            len: 1,
+            filter: (&raw const insn).cast_mut(),
+        };
+        // SAFETY: sock_fprog is plain data pointing at `insn`.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const prog).cast::<u8>(),
+                std::mem::size_of::<libc::sock_fprog>(),
+            )
+        };
+        set_raw(fd, SOL_SOCKET, libc::SO_ATTACH_FILTER, bytes).unwrap();
+        set_int(
+            fd,
+            &int("SO_LOCK_FILTER", SOL_SOCKET, libc::SO_LOCK_FILTER),
+            1,
+        )
+        .unwrap();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 3,
+        };
+        // SAFETY: struct linger is plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const linger).cast::<u8>(),
+                std::mem::size_of::<libc::linger>(),
+            )
+        };
+        set_raw(fd, SOL_SOCKET, libc::SO_LINGER, bytes).unwrap();
+        let o = read(fd, id).unwrap();
+        assert_eq!(o.filter.len(), 8, "{o}");
+        assert_eq!(o.int("SO_LOCK_FILTER"), Some(1), "{o}");
+        assert_eq!(
+            o.linger,
+            Some(Linger {
+                on: true,
+                seconds: 3
+            })
+        );
         let fresh = fresh_socket(id).unwrap();
         apply(fresh.as_raw_fd(), &o).unwrap();
         assert_eq!(read(fresh.as_raw_fd(), id).unwrap(), o);

@@ -40,6 +40,7 @@ fn main() {
         "uts-ns" => uts_ns(),
         "posix-timer" => posix_timer(),
         "socket" => socket(),
+        "socket-vsock" => socket_vsock(),
         "scm-inflight" => scm_inflight(),
         "listen-pending" => listen_pending(),
         "socket-outside" => socket_outside(),
@@ -602,6 +603,15 @@ fn socket() {
     child.wait_ready();
     wl::say(&format!("INFO child={} s0={s0} s1={s1}", child.pid));
     ready_and_serve(&[child.pid]);
+}
+
+/// An AF_VSOCK socket: a family ckpt does not save (the refusal test's socket).
+fn socket_vsock() {
+    // SAFETY: plain socket call.
+    let s0 = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) };
+    wl::check(s0, "socket(AF_VSOCK)");
+    wl::say(&format!("INFO s0={s0}"));
+    ready_and_serve(&[]);
 }
 
 /// A unix socket listening on an abstract name with one connection waiting to be
