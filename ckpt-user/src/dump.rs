@@ -44,6 +44,9 @@ pub struct DumpOptions {
     pub root: i32,
     pub dir: PathBuf,
     pub leave_running: bool,
+    /// What to do with established TCP connections (`--tcp-established`,
+    /// `--tcp-close`; refused by default).
+    pub tcp: crate::kinds::tcp_conn::TcpMode,
 }
 
 /// How long each stage took, and how long the tree stayed frozen.
@@ -130,7 +133,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     if let Some(e) = refusals.into_iter().flatten().next() {
         return Err(e);
     }
-    refuse_unsupported(&table)?;
+    let mut tcp = kinds::tcp_conn::TcpDump::new(opts.tcp, opts.root);
+    refuse_unsupported(&table, &mut tcp)?;
     crate::locks::dump::dump(&table, crate::locks::dump::When::BeforeFreeze, |_, _| {
         Err(Error::Other("no fd copies before the freeze".into()))
     })?;
@@ -144,14 +148,24 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     let tree = FrozenTree::freeze(opts.root)?;
     stages.done("freeze");
     let created_dir = !opts.dir.exists();
-    let result = collect_and_write(opts, &tree, &mut tracker, &mut task_facts, &mut stages);
+    let result = collect_and_write(
+        opts,
+        &tree,
+        &mut tracker,
+        &mut task_facts,
+        &mut stages,
+        &mut tcp,
+    );
     let frozen_seconds = tree.frozen_for().as_secs_f64();
     match result {
         Ok(mut report) => {
             if opts.leave_running {
+                tcp.resume();
                 tree.thaw();
             } else {
+                // Its TCP sockets are in repair mode: they close silently.
                 kill_tree(&tree);
+                tcp.killed();
             }
             stages.done("finish");
             report.stages = stages.out;
@@ -159,6 +173,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
             Ok(report)
         }
         Err(e) => {
+            tcp.resume();
             tree.thaw();
             // Leave nothing half-written behind.
             if created_dir {
@@ -260,6 +275,7 @@ struct Collector<'a> {
     copies: kinds::FdCopies,
     /// The machine's unix sockets and the tree's, as the frozen-tree check read them.
     unix_sockets: Option<kinds::socket::UnixSockets>,
+    tcp: &'a mut kinds::tcp_conn::TcpDump,
     report: &'a mut DumpReport,
 }
 
@@ -269,13 +285,14 @@ fn collect_and_write(
     tracker: &mut Tracker,
     task_facts: &mut crate::task_facts::Reader,
     stages: &mut Stages,
+    tcp: &mut kinds::tcp_conn::TcpDump,
 ) -> Result<DumpReport> {
     // The tree is frozen: one reconciliation gives its exact fd tables.
     tracker.reconcile()?;
     let state = tracker.read()?;
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Read)?;
     refuse_shared_fd_tables(&state, &table)?;
-    let unix_sockets = refuse_unsupported(&table)?;
+    let unix_sockets = refuse_unsupported(&table, tcp)?;
     // Pages shared copy-on-write with a parent: found (or refused) before any image.
     let cow = crate::cow::dump::Inheritance::scan(tree)?;
     fault_point("files")?;
@@ -295,6 +312,7 @@ fn collect_and_write(
         progress: Progress::new(),
         copies: kinds::FdCopies::default(),
         unix_sockets,
+        tcp,
         report: &mut report,
     };
     // Before the first injected syscall.
@@ -397,10 +415,16 @@ fn refuse_shared_fd_tables(
 /// kind takes is refused here). Returns the unix sockets it read (when the tree
 /// holds any), for the dump to use rather than asking sock_diag again in the
 /// freeze window.
-fn refuse_unsupported(table: &SharingTable) -> Result<Option<kinds::socket::UnixSockets>> {
+fn refuse_unsupported(
+    table: &SharingTable,
+    tcp: &mut kinds::tcp_conn::TcpDump,
+) -> Result<Option<kinds::socket::UnixSockets>> {
+    // The frozen check reads the tree's connections again.
+    tcp.forget_tree();
     let mut cx = kinds::CheckCx {
         table,
         sockets: None,
+        tcp,
     };
     // A table built without paths (the check before the freeze) has the kinds read
     // them only where needed, and decides once per inode of the kinds keyed by
@@ -551,6 +575,7 @@ impl Collector<'_> {
                         copies: &mut self.copies,
                         sockets: &mut self.unix_sockets,
                         inode_objref: &inode_objref,
+                        tcp: self.tcp,
                     };
                     let kind = kind.dump(&mut cx, &facts)?;
                     self.writer

@@ -50,7 +50,7 @@ pub use records::{
     LockKind, MemoryAreaRecord, MmState, OpenFileRecord, PageRun, PageSpan, PosixTimer,
     ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType, Rlimit, RobustList, Rseq,
     SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage, SyscallState,
-    ThreadRecord, UnlinkedAttrs,
+    TcpAddress, TcpRepairOptions, TcpSeqs, TcpSockOpts, TcpWindow, ThreadRecord, UnlinkedAttrs,
 };
 pub use records::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
 pub use records::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};

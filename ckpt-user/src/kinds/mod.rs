@@ -43,6 +43,7 @@ pub mod pipe;
 pub mod regular;
 pub mod signalfd;
 pub mod socket;
+pub mod tcp_conn;
 pub mod timerfd;
 
 /// Every kind ckpt knows, one line each. Dump asks them in this order which one
@@ -58,6 +59,7 @@ pub static KINDS: &[&dyn FileKind] = &[
     &socket::UnixSocket,
     &socket::UnixSocketAlone,
     &socket::UnixSocketListening,
+    &tcp_conn::TcpConnection,
     &eventfd::EventFd,
     &signalfd::SignalFd,
     &timerfd::TimerFd,
@@ -388,6 +390,8 @@ pub struct CheckCx<'a> {
     /// The machine's unix sockets and the tree's, read (one sock_diag dump) at the
     /// first socket met.
     pub sockets: Option<socket::UnixSockets>,
+    /// The user's choice for TCP connections, and what their checks read.
+    pub tcp: &'a mut tcp_conn::TcpDump,
 }
 
 /// Copies of the tree's fds (pidfd_getfd), through one pidfd per process.
@@ -443,6 +447,8 @@ pub struct DumpCx<'a> {
     pub sockets: &'a mut Option<socket::UnixSockets>,
     /// The objref of the inode (st_dev, st_ino) when it was met already.
     pub inode_objref: &'a dyn Fn(u64, u64) -> Option<ObjRef>,
+    /// TCP connections: the user's choice, the sockets put in repair mode.
+    pub tcp: &'a mut tcp_conn::TcpDump,
 }
 
 /// What a kind's plan check may use.
@@ -620,7 +626,7 @@ pub fn user_dev(kdev: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use ckpt_common::image::{InotifyWatch, SocketMessage, UnlinkedAttrs};
+    use ckpt_common::image::{InotifyWatch, SocketMessage, TcpAddress, UnlinkedAttrs};
 
     use super::*;
 
@@ -647,9 +653,10 @@ mod tests {
             InodeKind::UnixSocketListening { .. } => 16,
             InodeKind::Inotify { .. } => 17,
             InodeKind::Other { .. } => 18,
+            InodeKind::TcpConnection { .. } => 19,
         }
     }
-    const VARIANTS: usize = 19;
+    const VARIANTS: usize = 20;
 
     /// One record of every kind the image can hold.
     fn samples() -> Vec<InodeKind> {
@@ -760,6 +767,30 @@ mod tests {
             InodeKind::Other {
                 mode: 0o170000,
                 description: "?".into(),
+            },
+            InodeKind::TcpConnection {
+                v6: false,
+                local: TcpAddress {
+                    ip: vec![127, 0, 0, 1],
+                    port: 5000,
+                    scope_id: 0,
+                },
+                remote: TcpAddress {
+                    ip: vec![127, 0, 0, 1],
+                    port: 41234,
+                    scope_id: 0,
+                },
+                state: 1,
+                peer: Some(ObjRef(1)),
+                seqs: Default::default(),
+                send_queue: b"out".to_vec(),
+                unsent: 0,
+                recv_queue: b"in".to_vec(),
+                options: Default::default(),
+                window: Default::default(),
+                sockopts: Default::default(),
+                closed: false,
+                netlock: String::new(),
             },
         ]
     }

@@ -27,7 +27,7 @@ use super::{ImageError, payload::decode};
 pub use cow::{CowForkPagesRecord, CowInheritRecord, GhostArea, PageSpan};
 pub use files::{
     EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch, OpenFileRecord,
-    SocketMessage, UnlinkedAttrs,
+    SocketMessage, TcpAddress, TcpRepairOptions, TcpSeqs, TcpSockOpts, TcpWindow, UnlinkedAttrs,
 };
 pub use locks::{FileLockRecord, LockKind};
 pub(crate) use memory::check_area_state;
