@@ -68,6 +68,28 @@ def read_exactly(n):
         got += b
     return bytes(got)
 fails = []
+if mode == "closed":
+    # --tcp-close: a TCP socket never connected.
+    import errno
+    try:
+        s.recv(1)
+        fails.append("recv succeeded")
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            fails.append("recv failed with %s, not ENOTCONN" % e)
+    try:
+        s.send(b"x")
+        fails.append("send succeeded")
+    except OSError as e:
+        if e.errno != errno.EPIPE:
+            fails.append("send failed with %s, not EPIPE" % e)
+    with open("result", "a") as r:
+        r.write("%s %s: %s\n" % ("FAIL" if fails else "PASS", role, "; ".join(fails) or "closed"))
+    if role == "server":
+        os.waitpid(child, 0)
+        with open("result", "a") as r:
+            r.write("DONE\n")
+    sys.exit(1 if fails else 0)
 got = read_exactly(N)
 if got != before[other]:
     fails.append("the bytes in flight differ (%d of %d read)" % (len(got), N))
@@ -118,12 +140,15 @@ fn dump_with(w: &Wl, extra: &[&str]) -> ckpt::Output {
     ckpt::run_timeout(&args, CKPT_TIMEOUT).unwrap()
 }
 
-/// Dumps with --tcp-established (the tree is killed), restores, and lets the
-/// workload judge.
+/// Dumps with `flag` (the tree is killed), restores, and lets the workload judge.
 fn dump_restore(mode: &str) {
+    dump_restore_with(mode, "--tcp-established");
+}
+
+fn dump_restore_with(mode: &str, flag: &str) {
     setup();
     let mut w = start(mode);
-    let out = dump_with(&w, &["--tcp-established"]);
+    let out = dump_with(&w, &[flag]);
     assert!(out.status.success(), "dump failed: {}", out.describe());
     if let Some(mut c) = w.child.take() {
         let _ = c.wait();
@@ -157,6 +182,26 @@ fn both_ends_in_the_tree_carry_on_over_ipv6() {
 #[test]
 fn a_half_closed_connection_reads_eof_where_it_should() {
     dump_restore("client-shut-wr");
+}
+
+/// --tcp-close: each end comes back as a TCP socket never connected (ENOTCONN on
+/// read, EPIPE on write).
+#[test]
+fn with_tcp_close_each_end_comes_back_closed() {
+    dump_restore_with("closed", "--tcp-close");
+}
+
+/// --leave-running: the dumped sockets leave repair mode again and the tree
+/// carries on with every byte.
+#[test]
+fn a_dump_that_leaves_the_tree_running_leaves_its_connection_working() {
+    setup();
+    let w = start("open");
+    let out = dump_with(&w, &["--tcp-established", "--leave-running"]);
+    assert!(out.status.success(), "dump failed: {}", out.describe());
+    w.go();
+    let text = w.wait_result(Duration::from_secs(30));
+    w.check_result(&text, &["server", "client"]);
 }
 
 /// Without --tcp-established the dump refuses, naming the flag and the
