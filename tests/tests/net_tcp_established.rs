@@ -184,6 +184,104 @@ fn a_half_closed_connection_reads_eof_where_it_should() {
     dump_restore("client-shut-wr");
 }
 
+/// The client writes until the server's (small, locked) receive buffer and its
+/// own send buffer are full: bytes wait in the client's send queue, sent but
+/// unacknowledged or never sent, and come back from there.
+const PYTHON_TCP_FULL: &str = r#"
+import os, socket, sys, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+port = srv.getsockname()[1]
+child = os.fork()
+if child == 0:
+    srv.close()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    # Byte i of the stream is i % 251, whatever each send takes.
+    total = 0
+    big = bytes(range(251)) * 80
+    def more():
+        return big[total % 251:total % 251 + 10000]
+    while True:
+        try:
+            total += s.send(more())
+        except BlockingIOError:
+            time.sleep(0.05)
+            try:
+                total += s.send(more())
+            except BlockingIOError:
+                break
+    with open("client.total", "w") as f:
+        f.write(str(total))
+    outq = int.from_bytes(__import__("fcntl").ioctl(s.fileno(), 0x5411, b"\0" * 4), "little")
+    with open("client.outq", "w") as f:
+        f.write(str(outq))
+    while not os.path.exists("go"):
+        time.sleep(0.01)
+    sys.exit(0)
+s, _ = srv.accept()
+srv.close()
+while not os.path.exists("client.outq"):
+    time.sleep(0.01)
+with open("ready.tmp", "w") as r:
+    r.write("READY %d %d\n" % (os.getpid(), child))
+os.rename("ready.tmp", "ready")
+while not os.path.exists("go"):
+    time.sleep(0.01)
+total = int(open("client.total").read())
+want = (bytes(range(251)) * (total // 251 + 1))[:total]
+got = bytearray()
+s.settimeout(20)
+while len(got) < total:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+ok = bytes(got) == want
+_, status = os.waitpid(child, 0)
+with open("result", "a") as r:
+    r.write("%s server: %d of %d bytes, in order %s (client send queue was %s)\n"
+            % ("PASS" if ok else "FAIL", len(got), total, ok, open("client.outq").read()))
+    r.write("DONE\n")
+sys.exit(0 if ok else 1)
+"#;
+
+#[test]
+fn a_full_send_queue_comes_back_and_is_delivered() {
+    setup();
+    let mut w = Wl::start_with("tcp-full", |_| {
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(PYTHON_TCP_FULL);
+        (c, true)
+    });
+    w.wait_ready();
+    let outq: u64 = std::fs::read_to_string(w.dir.join("client.outq"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        outq > 0,
+        "the client's send queue is empty: nothing to test"
+    );
+    let out = dump_with(&w, &["--tcp-established"]);
+    assert!(out.status.success(), "dump failed: {}", out.describe());
+    if let Some(mut c) = w.child.take() {
+        let _ = c.wait();
+    }
+    let left = clear_session(w.pid);
+    assert!(left.is_empty(), "after the dump {left:?} remain");
+    let img = w.img();
+    let out = ckpt::run_timeout(&["restore", "-D", &img, "-d"], CKPT_TIMEOUT).unwrap();
+    assert!(out.status.success(), "restore failed: {}", out.describe());
+    w.go();
+    let text = w.wait_result(Duration::from_secs(40));
+    w.check_result(&text, &["server"]);
+}
+
 /// --tcp-close: each end comes back as a TCP socket never connected (ENOTCONN on
 /// read, EPIPE on write).
 #[test]
