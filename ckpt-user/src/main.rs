@@ -45,6 +45,14 @@ enum Command {
         dir: std::path::PathBuf,
         #[arg(long)]
         leave_running: bool,
+        /// Save established and half-closed TCP connections (through TCP_REPAIR);
+        /// without it (or --tcp-close) a connection refuses the dump.
+        #[arg(long, conflicts_with = "tcp_close")]
+        tcp_established: bool,
+        /// Restore TCP connections closed: each comes back as a TCP socket that was
+        /// never connected (reads fail with ENOTCONN, writes with EPIPE).
+        #[arg(long)]
+        tcp_close: bool,
     },
     /// Restore the process tree saved in an image directory.
     Restore {
@@ -236,10 +244,19 @@ fn main() -> ExitCode {
             tree,
             dir,
             leave_running,
+            tcp_established,
+            tcp_close,
         } => ckpt_user::dump::dump(&ckpt_user::dump::DumpOptions {
             root: tree,
             dir,
             leave_running,
+            tcp: if tcp_established {
+                ckpt_user::kinds::tcp_conn::TcpMode::Established
+            } else if tcp_close {
+                ckpt_user::kinds::tcp_conn::TcpMode::Close
+            } else {
+                ckpt_user::kinds::tcp_conn::TcpMode::Refuse
+            },
         })
         .map(|report| {
             log::info!("dump: {report:?}");

@@ -50,7 +50,8 @@ pub use records::{
     LockKind, MemoryAreaRecord, MmState, OpenFileRecord, PacketMembership, PageRun, PageSpan,
     PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, RecordType, Rlimit, RobustList,
     Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage,
-    SyscallState, ThreadRecord, UnlinkedAttrs,
+    SyscallState, TcpAddress, TcpRepairOptions, TcpSeqs, TcpSockOpts, TcpWindow, ThreadRecord,
+    UnlinkedAttrs,
 };
 pub use records::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
 pub use records::{CgroupMembership, ProcessTuningRecord, SchedAttr, ThreadSchedRecord};

@@ -43,6 +43,8 @@ enum Defined {
     UnixSocket {
         sock_type: u32,
     },
+    /// An inode that is one end of a TCP connection.
+    TcpConnection,
     OpenFile,
     SharedMemory {
         size: u64,
@@ -55,6 +57,7 @@ impl Defined {
         match self {
             Defined::Inode => "an inode",
             Defined::UnixSocket { .. } => "a unix socket",
+            Defined::TcpConnection => "a TCP connection",
             Defined::OpenFile => "an open file",
             Defined::SharedMemory { .. } => "shared memory",
             Defined::SeccompFilter => "a seccomp filter",
@@ -476,7 +479,45 @@ fn check_record<'a>(
                     ));
                 }
             }
-            if let InodeKind::UnixSocket {
+            if let InodeKind::TcpConnection {
+                v6,
+                local,
+                remote,
+                state,
+                peer,
+                ..
+            } = &n.kind
+            {
+                let ip_len = if *v6 { 16 } else { 4 };
+                if local.ip.len() != ip_len || remote.ip.len() != ip_len {
+                    return Err(format!(
+                        "a TCP connection's addresses are {} and {} bytes, not {ip_len}",
+                        local.ip.len(),
+                        remote.ip.len()
+                    ));
+                }
+                // ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT.
+                if !matches!(state, 1 | 4 | 5 | 8) {
+                    return Err(format!(
+                        "TCP state {state} is not one ckpt restores (1, 4, 5 or 8)"
+                    ));
+                }
+                if let Some(peer) = *peer {
+                    pass.refer(
+                        peer,
+                        "peer",
+                        |d| matches!(d, Defined::TcpConnection),
+                        "a TCP connection",
+                    )?;
+                    if !pass.paired.insert(peer) {
+                        return Err(format!(
+                            "`peer` refers to objref {peer}, which another connection already \
+                             names as its peer"
+                        ));
+                    }
+                }
+                pass.define(index, n.objref, Defined::TcpConnection)?;
+            } else if let InodeKind::UnixSocket {
                 sock_type,
                 peer,
                 shutdown,
@@ -525,7 +566,12 @@ fn check_record<'a>(
             pass.refer(
                 f.inode,
                 "inode",
-                |d| matches!(d, Defined::Inode | Defined::UnixSocket { .. }),
+                |d| {
+                    matches!(
+                        d,
+                        Defined::Inode | Defined::UnixSocket { .. } | Defined::TcpConnection
+                    )
+                },
                 "an inode",
             )?;
             pass.define(index, f.objref, Defined::OpenFile)?;

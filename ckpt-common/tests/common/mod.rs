@@ -16,7 +16,8 @@ use ckpt_common::image::{
     InotifyWatch, Itimer, LockKind, MemoryAreaRecord, MmState, ObjRef, OpenFileRecord, PageRun,
     PageSpan, PosixTimer, ProcessAttrs, ProcessRecord, ProcessState, Record, Rlimit, RobustList,
     Rseq, SIGINFO_SIZE, SharedMemoryRecord, SigAction, SigAltStack, Siginfo, SocketMessage,
-    SyscallState, ThreadRecord, UnlinkedAttrs,
+    SyscallState, TcpAddress, TcpRepairOptions, TcpSeqs, TcpSockOpts, TcpWindow, ThreadRecord,
+    UnlinkedAttrs,
     records::{map, prot},
 };
 use ckpt_common::image::{Capabilities, SeccompFilterRecord, SeccompMode, ThreadSecurityRecord};
@@ -240,7 +241,7 @@ pub fn random_record(rng: &mut Rng) -> Record {
         }),
         4 => Record::Inode(InodeRecord {
             objref: r.objref(),
-            kind: match r.below(26) {
+            kind: match r.below(27) {
                 0 => InodeKind::Pipe {
                     pipe_size: r.u32(),
                     data: r.bytes(100),
@@ -433,6 +434,53 @@ pub fn random_record(rng: &mut Rng) -> Record {
                         .collect(),
                     options: random_socket_options(r),
                 },
+                26 => {
+                    let v6 = r.bool();
+                    let ip_len = if v6 { 16 } else { 4 };
+                    let address = |r: &mut Rng| TcpAddress {
+                        ip: (0..ip_len).map(|_| r.u32() as u8).collect(),
+                        port: r.u32() as u16,
+                        scope_id: r.u32(),
+                    };
+                    InodeKind::TcpConnection {
+                        v6,
+                        local: address(r),
+                        remote: address(r),
+                        state: [1u8, 4, 5, 8][r.below(4)],
+                        // Objref 0 means no peer on the wire: never generate it.
+                        peer: (r.below(2) == 0).then(|| r.objref()),
+                        seqs: TcpSeqs {
+                            send: r.u32(),
+                            recv: r.u32(),
+                        },
+                        send_queue: r.bytes(300),
+                        unsent: r.u32(),
+                        recv_queue: r.bytes(300),
+                        options: TcpRepairOptions {
+                            mss: r.u32(),
+                            wscale: r.bool(),
+                            snd_wscale: r.u32() as u8,
+                            rcv_wscale: r.u32() as u8,
+                            sack: r.bool(),
+                            timestamps: r.bool(),
+                            timestamp: r.u32(),
+                        },
+                        window: TcpWindow {
+                            snd_wl1: r.u32(),
+                            snd_wnd: r.u32(),
+                            max_window: r.u32(),
+                            rcv_wnd: r.u32(),
+                            rcv_wup: r.u32(),
+                        },
+                        sockopts: TcpSockOpts {
+                            nodelay: r.bool(),
+                            sndbuf: r.u32(),
+                            rcvbuf: r.u32(),
+                        },
+                        closed: r.bool(),
+                        netlock: r.string(),
+                    }
+                }
                 _ => InodeKind::Other {
                     mode: r.u32(),
                     description: r.string(),

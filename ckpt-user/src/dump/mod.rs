@@ -31,6 +31,7 @@ use crate::{
     error::{Error, Result},
     inject::RemoteThread,
     kinds,
+    kinds::tcp_conn::TcpDump,
     memory::{self, MappingClass, PAGE_SIZE},
     objref::{Encounter, ObjRefTable},
     process,
@@ -44,6 +45,17 @@ pub struct DumpOptions {
     pub root: i32,
     pub dir: PathBuf,
     pub leave_running: bool,
+    /// What to do with established TCP connections (`--tcp-established`,
+    /// `--tcp-close`; refused by default).
+    pub tcp: crate::kinds::tcp_conn::TcpMode,
+}
+
+/// The TCP kind's state of this dump (kept from the first check to the end: its
+/// sockets in repair mode are let go on thaw, and waited for after the kill).
+fn tcp(state: &mut kinds::KindState) -> &mut TcpDump {
+    state
+        .kept::<TcpDump>()
+        .expect("kept at the start of the dump")
 }
 
 /// How long each stage took, and how long the tree stayed frozen.
@@ -130,7 +142,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     if let Some(e) = refusals.into_iter().flatten().next() {
         return Err(e);
     }
-    refuse_unsupported(&table)?;
+    let mut kind_state = kinds::KindState::default();
+    kind_state.keep(TcpDump::new(opts.tcp, opts.root));
+    refuse_unsupported(&table, &mut kind_state)?;
     crate::locks::dump::dump(&table, crate::locks::dump::When::BeforeFreeze, |_, _| {
         Err(Error::Other("no fd copies before the freeze".into()))
     })?;
@@ -144,14 +158,24 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
     let tree = FrozenTree::freeze(opts.root)?;
     stages.done("freeze");
     let created_dir = !opts.dir.exists();
-    let result = collect_and_write(opts, &tree, &mut tracker, &mut task_facts, &mut stages);
+    let result = collect_and_write(
+        opts,
+        &tree,
+        &mut tracker,
+        &mut task_facts,
+        &mut stages,
+        &mut kind_state,
+    );
     let frozen_seconds = tree.frozen_for().as_secs_f64();
     match result {
         Ok(mut report) => {
             if opts.leave_running {
+                tcp(&mut kind_state).resume();
                 tree.thaw();
             } else {
+                // Its TCP sockets are in repair mode: they close silently.
                 kill_tree(&tree);
+                tcp(&mut kind_state).killed();
             }
             stages.done("finish");
             report.stages = stages.out;
@@ -159,6 +183,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpReport> {
             Ok(report)
         }
         Err(e) => {
+            tcp(&mut kind_state).resume();
             tree.thaw();
             // Leave nothing half-written behind.
             if created_dir {
@@ -258,8 +283,8 @@ struct Collector<'a> {
     progress: Progress,
     objrefs: ObjRefTable<ObjKey>,
     copies: kinds::FdCopies,
-    /// What the kinds read in the frozen-tree check (see [`kinds::KindState`]).
-    kind_state: kinds::KindState,
+    /// What the kinds read and keep through the dump (see [`kinds::KindState`]).
+    kind_state: &'a mut kinds::KindState,
     report: &'a mut DumpReport,
 }
 
@@ -269,13 +294,14 @@ fn collect_and_write(
     tracker: &mut Tracker,
     task_facts: &mut crate::task_facts::Reader,
     stages: &mut Stages,
+    kind_state: &mut kinds::KindState,
 ) -> Result<DumpReport> {
     // The tree is frozen: one reconciliation gives its exact fd tables.
     tracker.reconcile()?;
     let state = tracker.read()?;
     let table = SharingTable::build(&state, Scope::Tree(opts.root), Paths::Read)?;
     refuse_shared_fd_tables(&state, &table)?;
-    let kind_state = refuse_unsupported(&table)?;
+    refuse_unsupported(&table, kind_state)?;
     // Pages shared copy-on-write with a parent: found (or refused) before any image.
     let cow = crate::cow::dump::Inheritance::scan(tree)?;
     fault_point("files")?;
@@ -394,14 +420,15 @@ fn refuse_shared_fd_tables(
 
 /// Kinds of fds restore cannot bring back yet: refused before the freeze and
 /// again while the tree is frozen, each by the kind that takes the fd (an fd no
-/// kind takes is refused here). Returns what the kinds read (the machine's unix
-/// sockets, when the tree holds any), for the dump to use rather than asking
-/// sock_diag again in the freeze window.
-fn refuse_unsupported(table: &SharingTable) -> Result<kinds::KindState> {
-    let mut cx = kinds::CheckCx {
-        table,
-        state: kinds::KindState::default(),
-    };
+/// kind takes is refused here). What the kinds read is kept in `state` for the
+/// dump to use rather than asking again in the freeze window.
+fn refuse_unsupported(table: &SharingTable, state: &mut kinds::KindState) -> Result<()> {
+    state.new_check();
+    if let Some(tcp) = state.kept::<TcpDump>() {
+        // The frozen check reads the tree's connections again.
+        tcp.forget_tree();
+    }
+    let mut cx = kinds::CheckCx { table, state };
     // A table built without paths (the check before the freeze) has the kinds read
     // them only where needed, and decides once per inode of the kinds keyed by
     // their inode (a process may hold thousands of opens of one file).
@@ -419,7 +446,7 @@ fn refuse_unsupported(table: &SharingTable) -> Result<kinds::KindState> {
             inodes_checked.insert(facts.file.inode);
         }
     }
-    Ok(cx.state)
+    Ok(())
 }
 
 impl Collector<'_> {
@@ -551,7 +578,7 @@ impl Collector<'_> {
                         table,
                         writer: &mut self.writer,
                         copies: &mut self.copies,
-                        state: &mut self.kind_state,
+                        state: self.kind_state,
                         inode_objref: &inode_objref,
                     };
                     let kind = kind.dump(&mut cx, &facts)?;

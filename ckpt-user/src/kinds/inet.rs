@@ -833,7 +833,8 @@ impl FileKind for TcpListening {
     }
 
     fn claims(&self, fd: &FdFacts) -> bool {
-        fd.socket().is_some_and(|s| is_tcp(&s))
+        // Connected and half-closed ones are the TCP connection kind's.
+        fd.socket().is_some_and(|s| is_tcp(&s)) && !super::tcp_conn::is_connection(fd)
     }
 
     fn refuse(&self, _cx: &mut CheckCx, fd: &FdFacts) -> Result<()> {

@@ -337,25 +337,44 @@ impl<'a> FdFacts<'a> {
 /// What the checks before and during the freeze share.
 pub struct CheckCx<'a> {
     pub table: &'a SharingTable,
-    /// What kinds read once per dump (the machine's unix sockets, say), kept for
-    /// the frozen dump.
-    pub state: KindState,
+    /// What kinds read and keep (see [`KindState`]).
+    pub state: &'a mut KindState,
 }
 
-/// What kinds read once per dump and keep across fds and from the check before
-/// the freeze to the dump (one sock_diag dump of the machine's unix sockets, say):
-/// one value of each kind's own type.
+/// What kinds keep between fds, one value of each kind's own type, so that the
+/// interface names no kind: what a check reads once (the machine's unix sockets,
+/// one sock_diag dump), read again by the frozen check ([`KindState::new_check`]),
+/// and what lives through the whole dump (the TCP sockets put in repair mode,
+/// which the driver lets go when it thaws or kills the tree).
 #[derive(Default)]
-pub struct KindState(HashMap<TypeId, Box<dyn Any>>);
+pub struct KindState {
+    reads: HashMap<TypeId, Box<dyn Any>>,
+    kept: HashMap<TypeId, Box<dyn Any>>,
+}
 
 impl KindState {
-    /// The `T` kept, made by `init` when there is none yet.
+    /// The `T` this check read, made by `init` when there is none yet.
     pub fn get_or_try_init<T: Any>(&mut self, init: impl FnOnce() -> Result<T>) -> Result<&mut T> {
-        let slot = match self.0.entry(TypeId::of::<T>()) {
+        let slot = match self.reads.entry(TypeId::of::<T>()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(Box::new(init()?)),
         };
         Ok(slot.downcast_mut::<T>().expect("kept under its own TypeId"))
+    }
+
+    /// A new check (the frozen one): what the last one read is read again.
+    pub fn new_check(&mut self) {
+        self.reads.clear();
+    }
+
+    /// Keeps `value` for the whole dump.
+    pub fn keep<T: Any>(&mut self, value: T) {
+        self.kept.insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    /// The `T` kept for the whole dump, if any.
+    pub fn kept<T: Any>(&mut self) -> Option<&mut T> {
+        self.kept.get_mut(&TypeId::of::<T>())?.downcast_mut::<T>()
     }
 }
 

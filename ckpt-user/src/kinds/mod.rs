@@ -43,6 +43,7 @@ pub mod regular;
 pub mod signalfd;
 pub mod socket;
 pub mod sockopt;
+pub mod tcp_conn;
 pub mod timerfd;
 pub mod unlinked;
 
@@ -59,6 +60,7 @@ pub static KINDS: &[&dyn FileKind] = &[
     &socket::UnixSocket,
     &socket::UnixSocketAlone,
     &socket::UnixSocketListening,
+    &tcp_conn::TcpConnection,
     &netlink::NetlinkSocket,
     &inet_raw::PingSocket,
     &inet_raw::RawSocket,
@@ -115,7 +117,7 @@ mod tests {
 
     use ckpt_common::image::{
         Datagram, EpollTarget, InetAddress, InotifyWatch, IntOption, ObjRef, SocketMessage,
-        SocketOptions, UnlinkedAttrs,
+        SocketOptions, TcpAddress, UnlinkedAttrs,
     };
 
     use crate::object::ObjectKind;
@@ -152,9 +154,10 @@ mod tests {
             InodeKind::PingSocket { .. } => 23,
             InodeKind::RawSocket { .. } => 24,
             InodeKind::PacketSocket { .. } => 25,
+            InodeKind::TcpConnection { .. } => 26,
         }
     }
-    const VARIANTS: usize = 26;
+    const VARIANTS: usize = 27;
 
     /// One record of every kind the image can hold.
     fn samples() -> Vec<InodeKind> {
@@ -371,6 +374,30 @@ mod tests {
                     },
                     data: b"x".to_vec(),
                 }],
+            },
+            InodeKind::TcpConnection {
+                v6: false,
+                local: TcpAddress {
+                    ip: vec![127, 0, 0, 1],
+                    port: 5000,
+                    scope_id: 0,
+                },
+                remote: TcpAddress {
+                    ip: vec![127, 0, 0, 1],
+                    port: 41234,
+                    scope_id: 0,
+                },
+                state: 1,
+                peer: Some(ObjRef(1)),
+                seqs: Default::default(),
+                send_queue: b"out".to_vec(),
+                unsent: 0,
+                recv_queue: b"in".to_vec(),
+                options: Default::default(),
+                window: Default::default(),
+                sockopts: Default::default(),
+                closed: false,
+                netlock: String::new(),
             },
         ]
     }

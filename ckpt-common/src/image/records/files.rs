@@ -253,6 +253,39 @@ pub enum InodeKind {
         memberships: Vec<PacketMembership>,
         options: SocketOptions,
     },
+    /// An established (or half-closed) TCP connection, IPv4 or IPv6 (`v6`: an
+    /// AF_INET6 socket, whose addresses may be IPv4-mapped), saved through
+    /// TCP_REPAIR: its local and remote address, its state as the kernel numbers
+    /// it (1 ESTABLISHED, 4 FIN_WAIT1, 5 FIN_WAIT2, 8 CLOSE_WAIT), on the end met
+    /// second of a connection whose both ends are in the image its `peer` (the
+    /// objref of the end met first), the sequence numbers, both queues, the
+    /// options negotiated at connect, the windows and the options a program sets
+    /// that ckpt saves. `closed` (dumped with `--tcp-close`): nothing but the
+    /// family and addresses is saved and restore makes a TCP socket that was
+    /// never connected (reads fail with ENOTCONN, writes with EPIPE).
+    /// `netlock`: the name of the network lock (`/sys/fs/bpf/NAME`) holding the
+    /// packets of a connection whose peer is outside the tree; empty: none.
+    #[serde(rename = "tcp-connection")]
+    TcpConnection {
+        v6: bool,
+        local: TcpAddress,
+        remote: TcpAddress,
+        state: u8,
+        peer: Option<ObjRef>,
+        seqs: TcpSeqs,
+        /// Sent but unacknowledged, then unsent bytes (`unsent` of them).
+        #[serde(with = "ser::hex")]
+        send_queue: Vec<u8>,
+        unsent: u32,
+        /// Received but not read yet.
+        #[serde(with = "ser::hex")]
+        recv_queue: Vec<u8>,
+        options: TcpRepairOptions,
+        window: TcpWindow,
+        sockopts: TcpSockOpts,
+        closed: bool,
+        netlock: String,
+    },
     /// An inotify instance: its watches, by watch descriptor. Like every anon_inode
     /// object its state belongs to the open file description.
     #[serde(rename = "inotify")]
@@ -374,9 +407,63 @@ impl InodeKind {
             InodeKind::TcpListening { .. } => "tcp-listening",
             InodeKind::TcpSocket { .. } => "tcp-socket",
             InodeKind::UdpSocket { .. } => "udp-socket",
+            InodeKind::TcpConnection { .. } => "tcp-connection",
             InodeKind::Other { .. } => "other",
         }
     }
+}
+
+/// An IP address (4 or 16 bytes, network order) and port of a TCP connection end.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TcpAddress {
+    #[serde(with = "ser::hex")]
+    pub ip: Vec<u8>,
+    pub port: u16,
+    /// IPv6: `sin6_scope_id` (the interface of a link-local address).
+    pub scope_id: u32,
+}
+
+/// TCP_QUEUE_SEQ of each queue at dump: `send` is `write_seq` (after the last
+/// byte queued, and after our FIN when it was sent), `recv` is `rcv_nxt` (after
+/// the last byte received, and after the peer's FIN when it came).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TcpSeqs {
+    pub send: u32,
+    pub recv: u32,
+}
+
+/// What TCP_REPAIR_OPTIONS sets again: the MSS clamp, window scaling (when
+/// `wscale`), SACK and timestamps as negotiated, and TCP_TIMESTAMP (the
+/// connection's timestamp clock) when timestamps are on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TcpRepairOptions {
+    pub mss: u32,
+    pub wscale: bool,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    pub sack: bool,
+    pub timestamps: bool,
+    pub timestamp: u32,
+}
+
+/// TCP_REPAIR_WINDOW (`struct tcp_repair_window`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TcpWindow {
+    pub snd_wl1: u32,
+    pub snd_wnd: u32,
+    pub max_window: u32,
+    pub rcv_wnd: u32,
+    pub rcv_wup: u32,
+}
+
+/// Options of a connected TCP socket ckpt saves itself: TCP_NODELAY, and
+/// SO_SNDBUF / SO_RCVBUF as getsockopt reports them when the program set them
+/// (0: the kernel sizes it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TcpSockOpts {
+    pub nodelay: bool,
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
 }
 
 /// One fd an epoll instance watches: its number in the owner's table, the events

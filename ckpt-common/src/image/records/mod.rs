@@ -28,7 +28,8 @@ use super::{ImageError, payload::decode};
 pub use cow::{CowForkPagesRecord, CowInheritRecord, GhostArea, PageSpan};
 pub use files::{
     Datagram, EpollTarget, FdRecord, FileOwner, InodeKind, InodeRecord, InotifyWatch,
-    OpenFileRecord, PacketMembership, SocketMessage, UnlinkedAttrs,
+    OpenFileRecord, PacketMembership, SocketMessage, TcpAddress, TcpRepairOptions, TcpSeqs,
+    TcpSockOpts, TcpWindow, UnlinkedAttrs,
 };
 pub use locks::{FileLockRecord, LockKind};
 pub(crate) use memory::check_area_state;
